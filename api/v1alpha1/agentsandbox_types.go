@@ -1,0 +1,309 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// IsolationMode says how the sandbox's containers are isolated from the Windows host.
+// +kubebuilder:validation:Enum=HyperV;Process
+type IsolationMode string
+
+const (
+	// IsolationHyperV runs each pod in its own Hyper-V utility VM (runhcs-wcow-hypervisor).
+	IsolationHyperV IsolationMode = "HyperV"
+	// IsolationProcess shares the host kernel (runhcs-wcow-process): faster, weaker.
+	IsolationProcess IsolationMode = "Process"
+)
+
+// EgressPolicy says where a sandbox's pods may open connections to.
+// +kubebuilder:validation:Enum=None;Internet;Unrestricted
+type EgressPolicy string
+
+const (
+	// EgressNone denies all egress.
+	EgressNone EgressPolicy = "None"
+	// EgressInternet allows public addresses only: no cluster-internal, private or
+	// link-local (cloud metadata) ranges.
+	EgressInternet EgressPolicy = "Internet"
+	// EgressUnrestricted applies no egress policy.
+	EgressUnrestricted EgressPolicy = "Unrestricted"
+)
+
+// UpdateStrategyType says how warm pods built from an old template are replaced.
+// +kubebuilder:validation:Enum=Recreate;OnReplenish
+type UpdateStrategyType string
+
+const (
+	// RecreateUpdateStrategy deletes unclaimed warm pods of an old template promptly,
+	// maxConcurrent at a time, and creates new ones in their place.
+	RecreateUpdateStrategy UpdateStrategyType = "Recreate"
+	// OnReplenishUpdateStrategy keeps old warm pods until sessions take them; the pods
+	// created to refill the pool use the new template.
+	OnReplenishUpdateStrategy UpdateStrategyType = "OnReplenish"
+)
+
+// AgentSandboxSpec is a sandbox class: the Windows pod, its Hyper-V VM, its limits, and the
+// size of its warm pool.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.vm) || self.isolation == 'HyperV'",message="spec.vm sizes the Hyper-V utility VM and has no effect with spec.isolation: Process; remove spec.vm or set spec.isolation: HyperV"
+type AgentSandboxSpec struct {
+	// replicas is the number of warm sandboxes to keep: Ready pods that no session holds
+	// yet. Sessions take them at once; the pool refills behind them. 0 turns the pool off
+	// (sessions then start cold). Also served by the /scale subresource (kubectl scale,
+	// HPA, KEDA).
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// template is the pod each sandbox runs. hyperpool adds the Windows node selector and
+	// toleration, the build affinity, the RuntimeClass, the VM sizing annotations and safe
+	// defaults (no service account token, ContainerUser). Host access is refused: no
+	// hostNetwork, no HostProcess, no privileged containers.
+	// +kubebuilder:validation:XValidation:rule="has(self.spec) && size(self.spec.containers) > 0",message="spec.template.spec.containers must list at least one container"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec.hostNetwork) || !self.spec.hostNetwork",message="spec.template.spec.hostNetwork is not allowed: sandboxes never share the node's network; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec.securityContext) || !has(self.spec.securityContext.windowsOptions) || !has(self.spec.securityContext.windowsOptions.hostProcess) || !self.spec.securityContext.windowsOptions.hostProcess",message="spec.template.spec.securityContext.windowsOptions.hostProcess is not allowed: a HostProcess pod runs on the host, outside any sandbox; remove it"
+	// +kubebuilder:validation:XValidation:rule="self.spec.containers.all(c, !has(c.securityContext) || !has(c.securityContext.windowsOptions) || !has(c.securityContext.windowsOptions.hostProcess) || !c.securityContext.windowsOptions.hostProcess)",message="spec.template.spec.containers[].securityContext.windowsOptions.hostProcess is not allowed: a HostProcess container runs on the host, outside any sandbox; remove it"
+	// +kubebuilder:validation:XValidation:rule="self.spec.containers.all(c, !has(c.securityContext) || !has(c.securityContext.privileged) || !c.securityContext.privileged)",message="spec.template.spec.containers[].securityContext.privileged is not allowed in a sandbox; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec.initContainers) || self.spec.initContainers.all(c, !has(c.securityContext) || ((!has(c.securityContext.privileged) || !c.securityContext.privileged) && (!has(c.securityContext.windowsOptions) || !has(c.securityContext.windowsOptions.hostProcess) || !c.securityContext.windowsOptions.hostProcess)))",message="spec.template.spec.initContainers[].securityContext may not be privileged or hostProcess; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec.runtimeClassName)",message="spec.template.spec.runtimeClassName is set by hyperpool; use spec.runtimeClassName instead"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec.nodeName)",message="spec.template.spec.nodeName is not allowed: the scheduler places sandboxes on compatible Windows nodes; remove it"
+	Template corev1.PodTemplateSpec `json:"template"`
+
+	// isolation is HyperV (each pod in its own utility VM, the default) or Process
+	// (shares the host kernel; the image build must match the node's, see windows).
+	// +kubebuilder:default=HyperV
+	// +optional
+	Isolation IsolationMode `json:"isolation,omitempty"`
+
+	// runtimeClassName is the RuntimeClass of the sandbox pods. Empty means the manager's
+	// configured class for the isolation (--hyperv-runtime-class or --process-runtime-class).
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="spec.runtimeClassName must be a RuntimeClass name: lowercase letters, digits, '-' and '.', e.g. hyperv"
+	// +optional
+	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
+
+	// windows says which Windows build the image targets.
+	Windows WindowsSpec `json:"windows"`
+
+	// vm sizes the Hyper-V utility VM of each sandbox. Only meaningful with isolation
+	// HyperV. Unset values take hcsshim's defaults, except memory, which defaults to the
+	// sum of the containers' memory limits plus 256 MB, rounded up to 512 MB.
+	// +optional
+	VM *VMSpec `json:"vm,omitempty"`
+
+	// lifetime holds the caps every session of this class lives under. A session may ask
+	// for less, never for more.
+	// +kubebuilder:default={}
+	// +optional
+	Lifetime LifetimeSpec `json:"lifetime,omitempty"`
+
+	// egress is the network policy of the sandbox pods: None (no egress), Internet (public
+	// addresses only, the default) or Unrestricted.
+	// +kubebuilder:default=Internet
+	// +optional
+	Egress EgressPolicy `json:"egress,omitempty"`
+
+	// updateStrategy says how warm pods of an older template are replaced when the
+	// template changes. Pods bound to a session are never touched.
+	// +kubebuilder:default={}
+	// +optional
+	UpdateStrategy UpdateStrategy `json:"updateStrategy,omitempty"`
+}
+
+// WindowsSpec describes the Windows image of a sandbox class.
+type WindowsSpec struct {
+	// imageBuild is the Windows build number the image targets, e.g. 17763 (Server 2019),
+	// 20348 (Server 2022) or 26100 (Server 2025). With HyperV isolation a pod runs on nodes
+	// of the same or a newer build; with Process isolation on nodes of the same build (or,
+	// from Server 2022 on, a node of a newer build that accepts the previous LTSC). Nodes
+	// are matched on their node.kubernetes.io/windows-build label.
+	// +kubebuilder:validation:XValidation:rule="self >= 17763 && self <= 99999",message="spec.windows.imageBuild must be a Windows build number from 17763 (Server 2019) up, e.g. 17763, 20348 or 26100"
+	ImageBuild int32 `json:"imageBuild"`
+}
+
+// VMSpec sizes a Hyper-V utility VM. Each field maps to an hcsshim pod annotation
+// (io.microsoft.virtualmachine.*).
+type VMSpec struct {
+	// memoryMB is the VM's memory in MB (a multiple of 2). Unset: the sum of the
+	// containers' memory limits plus 256 MB, rounded up to 512 MB (1024 MB without limits).
+	// +kubebuilder:validation:Minimum=256
+	// +kubebuilder:validation:Maximum=1048576
+	// +kubebuilder:validation:XValidation:rule="self % 2 == 0",message="spec.vm.memoryMB must be a multiple of 2 MB (Hyper-V allocates memory in 2 MB pages), e.g. 2048"
+	// +optional
+	MemoryMB *int32 `json:"memoryMB,omitempty"`
+
+	// processorCount is the number of virtual processors. Unset: hcsshim's default (2).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=128
+	// +optional
+	ProcessorCount *int32 `json:"processorCount,omitempty"`
+
+	// processorLimit caps the VM's processor use, 1-100000 (100000 = all of its vCPUs).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	ProcessorLimit *int32 `json:"processorLimit,omitempty"`
+
+	// processorWeight is the VM's relative processor weight against other VMs, 0-10000.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	ProcessorWeight *int32 `json:"processorWeight,omitempty"`
+
+	// allowOvercommit backs the VM's memory with host virtual memory that can be paged
+	// (denser, slower under pressure). Unset: hcsshim's default (true).
+	// +optional
+	AllowOvercommit *bool `json:"allowOvercommit,omitempty"`
+
+	// storageQoS caps the VM's storage throughput.
+	// +optional
+	StorageQoS *StorageQoS `json:"storageQoS,omitempty"`
+}
+
+// StorageQoS caps a utility VM's storage throughput.
+type StorageQoS struct {
+	// iopsMaximum is the maximum number of I/O operations per second.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	IOPSMaximum *int32 `json:"iopsMaximum,omitempty"`
+
+	// bandwidthMaximum is the maximum bandwidth in bytes per second.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	BandwidthMaximum *int64 `json:"bandwidthMaximum,omitempty"`
+}
+
+// LifetimeSpec bounds every session of a class. Durations are Go durations: 90s, 15m, 1h30m.
+// +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxLifetime) || duration(self.idleTimeout) <= duration(self.maxLifetime)",message="spec.lifetime.idleTimeout must not be longer than spec.lifetime.maxLifetime; shorten idleTimeout or lengthen maxLifetime"
+type LifetimeSpec struct {
+	// maxLifetime is the hard deadline of a session, counted from its bind.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('168h')",message="spec.lifetime.maxLifetime must be between 1s and 168h (7 days), e.g. 1h"
+	// +optional
+	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
+
+	// idleTimeout ends a session that has sent no heartbeat (the
+	// agents.hyperpool.io/last-activity annotation) for this long.
+	// +kubebuilder:default="15m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.lifetime.idleTimeout must be longer than 0s, e.g. 15m"
+	// +optional
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+
+	// ttlAfterFinished is how long a finished session object is kept (for its status and
+	// events) before it is deleted.
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	TTLAfterFinished *metav1.Duration `json:"ttlAfterFinished,omitempty"`
+}
+
+// UpdateStrategy says how warm pods of an older template are replaced.
+type UpdateStrategy struct {
+	// type is Recreate (replace old warm pods promptly, maxConcurrent at a time; the
+	// default) or OnReplenish (replace them only as sessions take them).
+	// +kubebuilder:default=Recreate
+	// +optional
+	Type UpdateStrategyType `json:"type,omitempty"`
+
+	// maxConcurrent is how many old warm pods Recreate replaces at a time, so a template
+	// change does not empty the pool at once.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxConcurrent *int32 `json:"maxConcurrent,omitempty"`
+}
+
+// AgentSandboxStatus is the observed state of a sandbox class and its warm pool.
+type AgentSandboxStatus struct {
+	// observedGeneration is the spec generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// replicas is the number of warm pods (not bound to a session), Ready or not.
+	// +optional
+	Replicas int32 `json:"replicas"`
+
+	// readyReplicas is the number of warm pods that are Ready to be bound.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas"`
+
+	// activeSessions is the number of pods of this class bound to a session.
+	// +optional
+	ActiveSessions int32 `json:"activeSessions"`
+
+	// selector is the label selector of the warm pods, for the /scale subresource.
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// templateHash is the hash of the current pod template; warm pods carry it in the
+	// agents.hyperpool.io/template-hash label.
+	// +optional
+	TemplateHash string `json:"templateHash,omitempty"`
+
+	// footprint is the utility VM size of one sandbox of this class and of all its live
+	// pods (warm and bound).
+	// +optional
+	Footprint *PoolFootprint `json:"footprint,omitempty"`
+
+	// conditions: Ready (the pool holds spec.replicas Ready warm pods) and Degraded (with
+	// reason RuntimeClassNotFound, NoCompatibleNodes, PodCreateForbidden or PodsNotReady
+	// and a message naming the value and the fix).
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// PoolFootprint is the utility VM size of a class's sandboxes.
+type PoolFootprint struct {
+	// perSandbox is the VM of one sandbox.
+	PerSandbox Footprint `json:"perSandbox"`
+	// total is the sum over all live pods of the class, warm and bound.
+	Total Footprint `json:"total"`
+}
+
+// AgentSandbox is a sandbox class and its warm pool of Hyper-V-isolated Windows pods.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=asb,categories=agents
+// +kubebuilder:printcolumn:name="Warm",type=integer,JSONPath=`.spec.replicas`,description="Target number of warm sandboxes"
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`,description="Warm sandboxes Ready to bind"
+// +kubebuilder:printcolumn:name="Active",type=integer,JSONPath=`.status.activeSessions`,description="Sandboxes bound to a session"
+// +kubebuilder:printcolumn:name="Isolation",type=string,JSONPath=`.spec.isolation`
+// +kubebuilder:printcolumn:name="Build",type=integer,JSONPath=`.spec.windows.imageBuild`,description="Windows build the image targets"
+// +kubebuilder:printcolumn:name="VM Memory",type=string,JSONPath=`.status.footprint.perSandbox.memory`,priority=1
+// +kubebuilder:printcolumn:name="Total Memory",type=string,JSONPath=`.status.footprint.total.memory`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type AgentSandbox struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the sandbox class and the size of its warm pool.
+	Spec AgentSandboxSpec `json:"spec"`
+	// status is the observed state of the pool.
+	// +optional
+	Status AgentSandboxStatus `json:"status,omitempty"`
+}
+
+// AgentSandboxList is a list of AgentSandbox.
+//
+// +kubebuilder:object:root=true
+type AgentSandboxList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AgentSandbox `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&AgentSandbox{}, &AgentSandboxList{})
+}

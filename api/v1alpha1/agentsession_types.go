@@ -1,0 +1,197 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// StartPolicy says what a session does when its class has no Ready warm sandbox.
+// +kubebuilder:validation:Enum=PreferWarm;RequireWarm
+type StartPolicy string
+
+const (
+	// PreferWarm binds a warm sandbox when one is Ready, else starts a cold one at once.
+	PreferWarm StartPolicy = "PreferWarm"
+	// RequireWarm waits for a warm sandbox and never starts a cold one.
+	RequireWarm StartPolicy = "RequireWarm"
+)
+
+// SessionPhase is where a session is in its life.
+// +kubebuilder:validation:Enum=Pending;Queued;Starting;Ready;Expired;Failed;Terminated
+type SessionPhase string
+
+const (
+	// SessionPending: not bound yet (no warm sandbox for RequireWarm, or its class does not
+	// exist yet).
+	SessionPending SessionPhase = "Pending"
+	// SessionQueued: waiting for the namespace's AgentQuota to admit it.
+	SessionQueued SessionPhase = "Queued"
+	// SessionStarting: bound to a pod that is not Ready yet (a cold start).
+	SessionStarting SessionPhase = "Starting"
+	// SessionReady: bound to a Ready pod; the agent can use status.podName / status.podIP.
+	SessionReady SessionPhase = "Ready"
+	// SessionExpired: ended by its max lifetime or idle timeout; the pod is destroyed.
+	SessionExpired SessionPhase = "Expired"
+	// SessionFailed: its pod died, was evicted or lost its node, or could not be started.
+	SessionFailed SessionPhase = "Failed"
+	// SessionTerminated: ended on request; the pod is destroyed.
+	SessionTerminated SessionPhase = "Terminated"
+)
+
+// IsFinished reports whether the phase is an end state.
+func (p SessionPhase) IsFinished() bool {
+	return p == SessionExpired || p == SessionFailed || p == SessionTerminated
+}
+
+// StartType says whether a session got a warm sandbox or had one started for it.
+// +kubebuilder:validation:Enum=Warm;Cold
+type StartType string
+
+const (
+	// StartWarm: bound to a pod of the warm pool.
+	StartWarm StartType = "Warm"
+	// StartCold: a pod was created for the session.
+	StartCold StartType = "Cold"
+)
+
+// AgentSessionSpec is one claim on one sandbox of a class, for a bounded time.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxLifetime) || duration(self.idleTimeout) <= duration(self.maxLifetime)",message="spec.idleTimeout must not be longer than spec.maxLifetime; shorten idleTimeout or lengthen maxLifetime"
+type AgentSessionSpec struct {
+	// sandboxName is the AgentSandbox (sandbox class) in the session's own namespace to take
+	// a sandbox from. Immutable.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="spec.sandboxName must be the name of an AgentSandbox in this namespace: lowercase letters, digits, '-' and '.'"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.sandboxName is immutable; delete this session and create a new one for another sandbox"
+	SandboxName string `json:"sandboxName"`
+
+	// maxLifetime is the session's hard deadline from its bind. It is capped by the class's
+	// spec.lifetime.maxLifetime; unset takes the class's value.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.maxLifetime must be longer than 0s, e.g. 30m"
+	// +optional
+	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
+
+	// idleTimeout ends the session when no heartbeat (the agents.hyperpool.io/last-activity
+	// annotation) came for this long. Capped by the class's; unset takes the class's.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.idleTimeout must be longer than 0s, e.g. 5m"
+	// +optional
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+
+	// ttlAfterFinished is how long the session object is kept after it ends. Capped by the
+	// class's; unset takes the class's.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	TTLAfterFinished *metav1.Duration `json:"ttlAfterFinished,omitempty"`
+
+	// user is free text for audit: who or what the session is for.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	User string `json:"user,omitempty"`
+
+	// startPolicy is PreferWarm (take a warm sandbox, else start a cold one; the default)
+	// or RequireWarm (wait for a warm sandbox).
+	// +kubebuilder:default=PreferWarm
+	// +optional
+	StartPolicy StartPolicy `json:"startPolicy,omitempty"`
+}
+
+// AgentSessionStatus is the observed state of a session.
+type AgentSessionStatus struct {
+	// phase is Pending, Queued, Starting, Ready, or an end state: Expired, Failed,
+	// Terminated.
+	// +optional
+	Phase SessionPhase `json:"phase,omitempty"`
+
+	// podName is the sandbox pod bound to this session.
+	// +optional
+	PodName string `json:"podName,omitempty"`
+
+	// nodeName is the Windows node the sandbox runs on.
+	// +optional
+	NodeName string `json:"nodeName,omitempty"`
+
+	// podIP is the sandbox pod's IP address.
+	// +optional
+	PodIP string `json:"podIP,omitempty"`
+
+	// startType is Warm (taken from the pool) or Cold (started for this session).
+	// +optional
+	StartType StartType `json:"startType,omitempty"`
+
+	// boundTime is when the pod was bound to the session; lifetimes count from here.
+	// +optional
+	BoundTime *metav1.Time `json:"boundTime,omitempty"`
+
+	// readyTime is when the session first became Ready.
+	// +optional
+	ReadyTime *metav1.Time `json:"readyTime,omitempty"`
+
+	// expiryTime is the hard deadline: boundTime plus the effective max lifetime. The idle
+	// timeout may end the session earlier.
+	// +optional
+	ExpiryTime *metav1.Time `json:"expiryTime,omitempty"`
+
+	// endTime is when the session ended.
+	// +optional
+	EndTime *metav1.Time `json:"endTime,omitempty"`
+
+	// endReason says why the session ended: MaxLifetime, IdleTimeout, PodFailed, PodDeleted,
+	// NodeLost, or SandboxDeleted.
+	// +optional
+	EndReason string `json:"endReason,omitempty"`
+
+	// footprint is the utility VM size of the session's sandbox.
+	// +optional
+	Footprint *Footprint `json:"footprint,omitempty"`
+
+	// conditions: Ready (the sandbox can be used), and QuotaReserved (the namespace's
+	// AgentQuota admitted the session). Reasons are documented with their constants.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// AgentSession is one claim on one sandbox of a class, for a bounded time. Deleting it
+// destroys its sandbox.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ases,categories=agents
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Sandbox",type=string,JSONPath=`.spec.sandboxName`
+// +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.status.podName`
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.nodeName`
+// +kubebuilder:printcolumn:name="Start",type=string,JSONPath=`.status.startType`,description="Warm or Cold"
+// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiryTime`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.endReason`,priority=1
+// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.user`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type AgentSession struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec names the sandbox class and the session's limits.
+	Spec AgentSessionSpec `json:"spec"`
+	// status tells where the session's sandbox is and when it ends.
+	// +optional
+	Status AgentSessionStatus `json:"status,omitempty"`
+}
+
+// AgentSessionList is a list of AgentSession.
+//
+// +kubebuilder:object:root=true
+type AgentSessionList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AgentSession `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&AgentSession{}, &AgentSessionList{})
+}

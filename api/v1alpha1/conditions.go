@@ -1,0 +1,87 @@
+package v1alpha1
+
+// Condition types and reasons. Every reason a controller sets is declared here, so this file
+// is the reference for what a condition can say.
+
+// AgentSandbox conditions.
+const (
+	// SandboxReady is True when the pool holds spec.replicas Ready warm pods.
+	SandboxReady = "Ready"
+	// SandboxDegraded is True when something keeps the pool from its target; the reason
+	// says what and the message names the values and the fix.
+	SandboxDegraded = "Degraded"
+
+	// ReasonPoolReady: the pool is at its target.
+	ReasonPoolReady = "PoolReady"
+	// ReasonPoolFilling: warm pods are being created or are booting.
+	ReasonPoolFilling = "PoolFilling"
+	// ReasonAsExpected: nothing keeps the pool from its target.
+	ReasonAsExpected = "AsExpected"
+	// ReasonRuntimeClassNotFound: the RuntimeClass the pods would use does not exist.
+	ReasonRuntimeClassNotFound = "RuntimeClassNotFound"
+	// ReasonNoCompatibleNodes: no Windows node has a build that can run spec.windows.imageBuild
+	// with spec.isolation.
+	ReasonNoCompatibleNodes = "NoCompatibleNodes"
+	// ReasonPodCreateForbidden: the API server refused to create a pod (a ResourceQuota, an
+	// admission policy); the message carries the API's words.
+	ReasonPodCreateForbidden = "PodCreateForbidden"
+	// ReasonPodsNotReady: warm pods did not become Ready within the deadline and are being
+	// replaced, with backoff.
+	ReasonPodsNotReady = "PodsNotReady"
+)
+
+// AgentSession conditions.
+const (
+	// SessionReadyCondition is True while the session's sandbox is bound and Ready.
+	SessionReadyCondition = "Ready"
+
+	// ReasonBound: the session holds a Ready sandbox.
+	ReasonBound = "Bound"
+	// ReasonPodStarting: the session holds a pod that is still booting (a cold start).
+	ReasonPodStarting = "PodStarting"
+	// ReasonSandboxNotFound: the AgentSandbox named in spec.sandboxName does not exist in the
+	// namespace (yet); the session binds when it appears.
+	ReasonSandboxNotFound = "SandboxNotFound"
+	// ReasonWaitingForWarmSandbox: startPolicy RequireWarm and no warm sandbox is Ready.
+	ReasonWaitingForWarmSandbox = "WaitingForWarmSandbox"
+	// ReasonPodCreateFailed: a cold pod could not be created; retried with backoff.
+	ReasonPodCreateFailed = "PodCreateFailed"
+
+	// End reasons (status.endReason, and the Ready condition's reason once finished).
+
+	// ReasonMaxLifetime: the session reached its hard deadline.
+	ReasonMaxLifetime = "MaxLifetime"
+	// ReasonIdleTimeout: no heartbeat within the idle timeout.
+	ReasonIdleTimeout = "IdleTimeout"
+	// ReasonPodFailed: the sandbox pod failed or was evicted.
+	ReasonPodFailed = "PodFailed"
+	// ReasonPodDeleted: the sandbox pod was deleted by someone else.
+	ReasonPodDeleted = "PodDeleted"
+	// ReasonNodeLost: the node the sandbox ran on is gone.
+	ReasonNodeLost = "NodeLost"
+	// ReasonSandboxDeleted: the session's AgentSandbox was deleted.
+	ReasonSandboxDeleted = "SandboxDeleted"
+)
+
+// AgentQuota conditions, and the session condition a quota sets.
+const (
+	// QuotaActive is True when this AgentQuota is the one enforced for its namespace.
+	QuotaActive = "Active"
+	// ReasonEnforced: the quota is enforced.
+	ReasonEnforced = "Enforced"
+	// ReasonConflict: the namespace has more than one AgentQuota; none but the oldest is
+	// enforced.
+	ReasonConflict = "Conflict"
+
+	// QuotaReserved is the session condition that says the quota admitted it.
+	QuotaReserved = "QuotaReserved"
+	// ReasonQuotaReserved: admitted.
+	ReasonQuotaReserved = "QuotaReserved"
+	// ReasonWaitingForQuota: does not fit now; admitted in FIFO order when it does.
+	ReasonWaitingForQuota = "WaitingForQuota"
+	// ReasonExceedsQuota: can never fit: one sandbox alone exceeds a limit.
+	ReasonExceedsQuota = "ExceedsQuota"
+	// ReasonResourceQuotaExceeded: a native ResourceQuota forbids the pod; retried when it
+	// changes or capacity frees.
+	ReasonResourceQuotaExceeded = "ResourceQuotaExceeded"
+)

@@ -1,0 +1,94 @@
+// Command manager runs the hyperpool controllers: warm pools of Hyper-V-isolated Windows
+// sandboxes (AgentSandbox), sessions bound to them (AgentSession), and quotas (AgentQuota).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/controllers"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "hyperpool manager:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg := controllers.DefaultConfig()
+	var (
+		metricsAddr   string
+		probeAddr     string
+		leaderElect   bool
+		leaderElectNS string
+		kubeAPIQPS    float64
+		kubeAPIBurst  int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" turns it off.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader among manager replicas, so only one acts at a time. On in the Helm chart.")
+	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the manager's own namespace).")
+	flag.StringVar(&cfg.HyperVRuntimeClass, "hyperv-runtime-class", cfg.HyperVRuntimeClass, "RuntimeClass of HyperV-isolated sandboxes whose AgentSandbox names none (handler runhcs-wcow-hypervisor).")
+	flag.StringVar(&cfg.ProcessRuntimeClass, "process-runtime-class", cfg.ProcessRuntimeClass, "RuntimeClass of Process-isolated sandboxes whose AgentSandbox names none (handler runhcs-wcow-process).")
+	flag.DurationVar(&cfg.WarmPodReadyTimeout, "warm-pod-ready-timeout", cfg.WarmPodReadyTimeout, "How long a warm pod may take to become Ready before it is replaced (doubling per consecutive timeout, up to 16x).")
+	flag.IntVar(&cfg.SessionWorkers, "session-workers", cfg.SessionWorkers, "Concurrent AgentSession reconciles.")
+	flag.IntVar(&cfg.SandboxWorkers, "sandbox-workers", cfg.SandboxWorkers, "Concurrent AgentSandbox reconciles.")
+	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 200, "Sustained requests per second to the API server.")
+	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 400, "Burst of requests to the API server.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(agentsv1alpha1.AddToScheme(scheme))
+
+	restConfig, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	restConfig.QPS, restConfig.Burst = float32(kubeAPIQPS), kubeAPIBurst
+	restConfig.UserAgent = "hyperpool-manager"
+
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:        probeAddr,
+		LeaderElection:                leaderElect,
+		LeaderElectionID:              "hyperpool-manager.agents.hyperpool.io",
+		LeaderElectionNamespace:       leaderElectNS,
+		LeaderElectionReleaseOnCancel: true,
+		// Managed fields are most of a pod's bytes and no controller reads them.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+	ctx := ctrl.SetupSignalHandler()
+	if err := controllers.SetupWithManager(ctx, mgr, cfg); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("starting the hyperpool manager", "hypervRuntimeClass", cfg.HyperVRuntimeClass,
+		"processRuntimeClass", cfg.ProcessRuntimeClass, "leaderElection", leaderElect)
+	return mgr.Start(ctx)
+}

@@ -1,0 +1,503 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/controllers/uvm"
+	"github.com/hyperpool/hyperpool/controllers/windows"
+)
+
+// maxCreationsPerReconcile bounds one reconcile's pod creations, as the ReplicaSet
+// controller's burstReplicas does, so one pool cannot monopolise the API server.
+const maxCreationsPerReconcile = 500
+
+// AgentSandboxReconciler keeps each class's warm pool at spec.replicas Ready pods.
+type AgentSandboxReconciler struct {
+	client.Client
+	Recorder recorder.EventRecorder
+	Config   Config
+
+	factory      *podFactory
+	expectations *podExpectations
+	// notReadyStreak counts each pool's consecutive warm pods that timed out before Ready;
+	// the ready deadline doubles with it, so a pool whose pods never start backs off.
+	streakMu       sync.Mutex
+	notReadyStreak map[types.NamespacedName]int
+}
+
+// +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsandboxes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsandboxes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsandboxes/scale,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=node.k8s.io,resources=runtimeclasses,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// poolPods is a class's pods from the cache, sorted into what the pool logic needs.
+type poolPods struct {
+	all         map[string]bool // every pod of the class, by name
+	warm        []*corev1.Pod   // not bound, not terminating
+	warmNames   map[string]bool
+	bound       []*corev1.Pod // bound to a session, not terminating
+	terminating int
+}
+
+// Reconcile brings one pool to its target and reports what it sees.
+func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	sb := &agentsv1alpha1.AgentSandbox{}
+	if err := r.Get(ctx, req.NamespacedName, sb); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !sb.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // the garbage collector removes the warm pods it owns
+	}
+
+	pods, err := r.listPoolPods(ctx, sb)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	pendingCreations, pendingDeletions := r.expectations.Observe(req.NamespacedName, pods.all, pods.warmNames)
+
+	recipe, blk, err := r.factory.recipe(ctx, sb)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	st := &poolStep{sb: sb, pods: pods, recipe: recipe, blocker: blk,
+		pendingCreations: pendingCreations, pendingDeletions: pendingDeletions}
+	var stepErr error
+	if recipe != nil {
+		stepErr = errors.Join(r.replaceStuckWarmPods(ctx, st), r.rollOutTemplate(ctx, st))
+	}
+	// Scaling down needs no recipe: a pool scaled to zero empties even when it is blocked.
+	stepErr = errors.Join(stepErr, r.scaleWarmPool(ctx, st))
+
+	if err := r.writeStatus(ctx, st); err != nil {
+		return ctrl.Result{}, errors.Join(stepErr, err)
+	}
+	if stepErr != nil {
+		return ctrl.Result{}, stepErr
+	}
+	return ctrl.Result{RequeueAfter: st.requeueAfter}, nil
+}
+
+// poolStep carries one reconcile's view of a pool between its steps.
+type poolStep struct {
+	sb               *agentsv1alpha1.AgentSandbox
+	pods             poolPods
+	recipe           *podRecipe
+	blocker          *blocker
+	pendingCreations map[string]bool
+	pendingDeletions map[string]bool
+
+	forbidden    string // the API's refusal of a pod creation, if any
+	notReady     int    // warm pods replaced this round for not becoming Ready in time
+	requeueAfter time.Duration
+}
+
+func (st *poolStep) requeueIn(d time.Duration) {
+	if d > 0 && (st.requeueAfter == 0 || d < st.requeueAfter) {
+		st.requeueAfter = d
+	}
+}
+
+// liveWarm returns the warm pods the pool counts: the cache's, minus those it deleted.
+func (st *poolStep) liveWarm() []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, p := range st.pods.warm {
+		if !st.pendingDeletions[p.Name] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (r *AgentSandboxReconciler) listPoolPods(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) (poolPods, error) {
+	list := &corev1.PodList{}
+	if err := r.List(ctx, list, client.InNamespace(sb.Namespace), client.MatchingFields{podSandboxIndex: sb.Name}, client.UnsafeDisableDeepCopy); err != nil {
+		return poolPods{}, fmt.Errorf("listing pods of AgentSandbox %s: %w", sb.Name, err)
+	}
+	pods := poolPods{all: map[string]bool{}, warmNames: map[string]bool{}}
+	for i := range list.Items {
+		p := &list.Items[i]
+		pods.all[p.Name] = true
+		switch {
+		case !p.DeletionTimestamp.IsZero():
+			pods.terminating++
+		case p.Labels[agentsv1alpha1.SessionLabel] != "":
+			pods.bound = append(pods.bound, p)
+		case metav1.IsControlledBy(p, sb):
+			pods.warm = append(pods.warm, p)
+			pods.warmNames[p.Name] = true
+		}
+	}
+	return pods, nil
+}
+
+// replaceStuckWarmPods deletes warm pods that ended (a sandbox never exits on its own) or
+// that did not become Ready before the pool's deadline; scaleWarmPool creates their
+// replacements. The deadline doubles with each consecutive timeout, so this backs off.
+func (r *AgentSandboxReconciler) replaceStuckWarmPods(ctx context.Context, st *poolStep) error {
+	key := client.ObjectKeyFromObject(st.sb)
+	deadline := r.readyDeadline(key)
+	now := time.Now()
+	var errs []error
+	sawReady := false
+	for _, p := range st.liveWarm() {
+		if isPodReady(p) {
+			sawReady = true
+			continue
+		}
+		age := now.Sub(p.CreationTimestamp.Time)
+		stuck := !isPodTerminated(p) && age >= deadline
+		if !isPodTerminated(p) && !stuck {
+			st.requeueIn(deadline - age)
+			continue
+		}
+		if stuck {
+			st.notReady++
+		}
+		errs = append(errs, r.deleteWarmPod(ctx, st, p))
+	}
+	r.streakMu.Lock()
+	switch {
+	case st.notReady > 0:
+		r.notReadyStreak[key]++
+	case sawReady:
+		delete(r.notReadyStreak, key)
+	}
+	r.streakMu.Unlock()
+	return errors.Join(errs...)
+}
+
+func (r *AgentSandboxReconciler) readyDeadline(key types.NamespacedName) time.Duration {
+	r.streakMu.Lock()
+	defer r.streakMu.Unlock()
+	return r.Config.WarmPodReadyTimeout << min(r.notReadyStreak[key], 4)
+}
+
+// rollOutTemplate replaces warm pods of an older template. Recreate deletes them, at most
+// maxConcurrent replacements in flight; OnReplenish leaves them to be taken by sessions
+// (scaleWarmPool trims old ones first when the pool shrinks).
+func (r *AgentSandboxReconciler) rollOutTemplate(ctx context.Context, st *poolStep) error {
+	strategy := st.sb.Spec.UpdateStrategy
+	if strategy.Type == agentsv1alpha1.OnReplenishUpdateStrategy {
+		return nil
+	}
+	maxConcurrent := 5
+	if strategy.MaxConcurrent != nil {
+		maxConcurrent = int(*strategy.MaxConcurrent)
+	}
+	var old []*corev1.Pod
+	inFlight := len(st.pendingCreations) // replacements created but not yet seen
+	for _, p := range st.liveWarm() {
+		switch {
+		case p.Labels[agentsv1alpha1.TemplateHashLabel] != st.recipe.templateHash:
+			old = append(old, p)
+		case !isPodReady(p):
+			inFlight++
+		}
+	}
+	budget := maxConcurrent - inFlight
+	// Prefer deleting old pods that are not Ready: they serve no one.
+	slices.SortStableFunc(old, func(a, b *corev1.Pod) int { return boolOrder(isPodReady(a), isPodReady(b)) })
+	var errs []error
+	for _, p := range old[:min(max(budget, 0), len(old))] {
+		errs = append(errs, r.deleteWarmPod(ctx, st, p))
+	}
+	return errors.Join(errs...)
+}
+
+// scaleWarmPool creates or deletes warm pods to reach spec.replicas, counting creations the
+// cache has not shown yet and not counting deletions it still shows.
+func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep) error {
+	warm := st.liveWarm()
+	have := len(warm) + len(st.pendingCreations)
+	want := int(ptrValue(st.sb.Spec.Replicas, 1))
+
+	hash := templateHash(st.sb)
+	switch {
+	case have < want && st.recipe != nil:
+		return r.createWarmPods(ctx, st, min(want-have, maxCreationsPerReconcile))
+	case have > want && len(st.pendingCreations) == 0:
+		// Delete the least useful first: not Ready, then of an old template, then newest.
+		slices.SortStableFunc(warm, func(a, b *corev1.Pod) int {
+			if c := boolOrder(isPodReady(a), isPodReady(b)); c != 0 {
+				return c
+			}
+			if c := boolOrder(a.Labels[agentsv1alpha1.TemplateHashLabel] == hash,
+				b.Labels[agentsv1alpha1.TemplateHashLabel] == hash); c != 0 {
+				return c
+			}
+			return b.CreationTimestamp.Compare(a.CreationTimestamp.Time)
+		})
+		var errs []error
+		for _, p := range warm[:have-want] {
+			errs = append(errs, r.deleteWarmPod(ctx, st, p))
+		}
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+// boolOrder sorts false before true.
+func boolOrder(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	default:
+		return 1
+	}
+}
+
+// createWarmPods creates n warm pods in slow-start batches (1, 2, 4, ...), as the ReplicaSet
+// controller does: when the API server refuses the first (a quota, a policy), the pool does
+// not fire hundreds of doomed requests.
+func (r *AgentSandboxReconciler) createWarmPods(ctx context.Context, st *poolStep, n int) error {
+	key := client.ObjectKeyFromObject(st.sb)
+	created := 0
+	for batch := 1; created < n; batch *= 2 {
+		size := min(batch, n-created)
+		errs := make([]error, size)
+		var wg sync.WaitGroup
+		for i := range size {
+			wg.Go(func() { errs[i] = r.createWarmPod(ctx, st, key) })
+		}
+		wg.Wait()
+		created += size
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *AgentSandboxReconciler) createWarmPod(ctx context.Context, st *poolStep, key types.NamespacedName) error {
+	pod := st.recipe.build()
+	if err := ctrl.SetControllerReference(st.sb, pod, r.Scheme()); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, pod); err != nil {
+		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
+			st.forbidden = err.Error()
+		}
+		return fmt.Errorf("creating a warm pod for AgentSandbox %s: %w", st.sb.Name, err)
+	}
+	r.expectations.Created(key, pod.Name)
+	podCreations.WithLabelValues(st.sb.Namespace, st.sb.Name, string(agentsv1alpha1.StartWarm)).Inc()
+	return nil
+}
+
+// deleteWarmPod deletes a warm pod unless a session bound it meanwhile: the resourceVersion
+// precondition makes the delete lose any race with a bind.
+func (r *AgentSandboxReconciler) deleteWarmPod(ctx context.Context, st *poolStep, p *corev1.Pod) error {
+	err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID, ResourceVersion: &p.ResourceVersion})
+	switch {
+	case err == nil:
+		r.expectations.Deleted(client.ObjectKeyFromObject(st.sb), p.Name)
+		st.pendingDeletions[p.Name] = true
+		return nil
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		return nil // gone, or changed (bound) since the cache saw it: nothing to do
+	default:
+		return fmt.Errorf("deleting warm pod %s: %w", p.Name, err)
+	}
+}
+
+// writeStatus computes the pool's status and writes it once, only when it changed.
+func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) error {
+	sb := st.sb
+	status := sb.Status.DeepCopy()
+	status.ObservedGeneration = sb.Generation
+	status.TemplateHash = templateHash(sb)
+	status.Selector = fmt.Sprintf("%s=%s,!%s", agentsv1alpha1.SandboxLabel, sb.Name, agentsv1alpha1.SessionLabel)
+
+	warm := st.liveWarm()
+	ready := 0
+	for _, p := range warm {
+		if isPodReady(p) {
+			ready++
+		}
+	}
+	status.Replicas = int32(len(warm))
+	status.ReadyReplicas = int32(ready)
+	status.ActiveSessions = int32(len(st.pods.bound))
+
+	per := classFootprint(sb)
+	total := agentsv1alpha1.Footprint{}
+	for _, p := range append(warm, st.pods.bound...) {
+		total = uvm.AddFootprint(total, uvm.FootprintFromPod(p))
+	}
+	status.Footprint = &agentsv1alpha1.PoolFootprint{PerSandbox: per, Total: total}
+	warmSandboxes.WithLabelValues(sb.Namespace, sb.Name).Set(float64(ready))
+	vmMemoryBytes.WithLabelValues(sb.Namespace, sb.Name).Set(float64(total.Memory.Value()))
+
+	want := ptrValue(sb.Spec.Replicas, 1)
+	setPoolConditions(status, st, int32(ready), want)
+
+	if equalSandboxStatus(&sb.Status, status) {
+		return nil
+	}
+	patch := client.MergeFrom(sb.DeepCopy())
+	sb.Status = *status
+	if err := r.Status().Patch(ctx, sb, patch); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	return nil
+}
+
+func setPoolConditions(status *agentsv1alpha1.AgentSandboxStatus, st *poolStep, ready, want int32) {
+	gen := st.sb.Generation
+	degraded := metav1.Condition{Type: agentsv1alpha1.SandboxDegraded, Status: metav1.ConditionFalse,
+		Reason: agentsv1alpha1.ReasonAsExpected, Message: "nothing keeps the pool from its target", ObservedGeneration: gen}
+	switch {
+	case st.blocker != nil:
+		degraded.Status, degraded.Reason, degraded.Message = metav1.ConditionTrue, st.blocker.Reason, st.blocker.Message
+	case st.forbidden != "":
+		degraded.Status, degraded.Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonPodCreateForbidden
+		degraded.Message = fmt.Sprintf("the API server refused a warm pod: %s; raise the limit that refuses it (a ResourceQuota, a policy) or lower spec.replicas", st.forbidden)
+	case st.notReady > 0:
+		degraded.Status, degraded.Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonPodsNotReady
+		degraded.Message = fmt.Sprintf("%d warm pod(s) did not become Ready in time and were replaced; check the image (pull time, Windows build %d) and the pods' events",
+			st.notReady, st.sb.Spec.Windows.ImageBuild)
+	default:
+		if old := meta.FindStatusCondition(status.Conditions, agentsv1alpha1.SandboxDegraded); old != nil &&
+			old.Reason == agentsv1alpha1.ReasonPodsNotReady && ready < want {
+			degraded = *old // keep saying so until the pool recovers
+		}
+	}
+	meta.SetStatusCondition(&status.Conditions, degraded)
+
+	readyCond := metav1.Condition{Type: agentsv1alpha1.SandboxReady, Status: metav1.ConditionTrue,
+		Reason: agentsv1alpha1.ReasonPoolReady, Message: fmt.Sprintf("%d of %d warm sandboxes Ready", ready, want), ObservedGeneration: gen}
+	if ready < want {
+		readyCond.Status, readyCond.Reason = metav1.ConditionFalse, agentsv1alpha1.ReasonPoolFilling
+		if degraded.Status == metav1.ConditionTrue {
+			readyCond.Reason = degraded.Reason
+		}
+	}
+	meta.SetStatusCondition(&status.Conditions, readyCond)
+}
+
+func equalSandboxStatus(a, b *agentsv1alpha1.AgentSandboxStatus) bool {
+	return a.ObservedGeneration == b.ObservedGeneration && a.Replicas == b.Replicas &&
+		a.ReadyReplicas == b.ReadyReplicas && a.ActiveSessions == b.ActiveSessions &&
+		a.Selector == b.Selector && a.TemplateHash == b.TemplateHash &&
+		equalPoolFootprint(a.Footprint, b.Footprint) && equalConditions(a.Conditions, b.Conditions)
+}
+
+func equalPoolFootprint(a, b *agentsv1alpha1.PoolFootprint) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return equalFootprint(a.PerSandbox, b.PerSandbox) && equalFootprint(a.Total, b.Total)
+}
+
+func equalFootprint(a, b agentsv1alpha1.Footprint) bool {
+	return a.VCPUs == b.VCPUs && a.Memory.Cmp(b.Memory) == 0
+}
+
+// equalConditions compares conditions ignoring transition times, which SetStatusCondition
+// keeps when nothing else changed.
+func equalConditions(a, b []metav1.Condition) bool {
+	return slices.EqualFunc(a, b, func(x, y metav1.Condition) bool {
+		return x.Type == y.Type && x.Status == y.Status && x.Reason == y.Reason &&
+			x.Message == y.Message && x.ObservedGeneration == y.ObservedGeneration
+	})
+}
+
+func (r *AgentSandboxReconciler) forget(key types.NamespacedName) {
+	r.expectations.Forget(key)
+	r.streakMu.Lock()
+	delete(r.notReadyStreak, key)
+	r.streakMu.Unlock()
+	warmSandboxes.DeleteLabelValues(key.Namespace, key.Name)
+	vmMemoryBytes.DeleteLabelValues(key.Namespace, key.Name)
+}
+
+func ptrValue[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// SetupWithManager registers the pool controller and its watches.
+func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.factory = &podFactory{reader: mgr.GetClient(), config: r.Config}
+	r.expectations = newPodExpectations()
+	r.notReadyStreak = map[types.NamespacedName]int{}
+
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("agentsandbox").
+		For(&agentsv1alpha1.AgentSandbox{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToSandbox)).
+		// A RuntimeClass or a Windows node appearing or going can unblock or block any pool.
+		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes)).
+		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes),
+			builder.WithPredicates(windowsBuildChanged())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.SandboxWorkers}).
+		Complete(r)
+}
+
+func podToSandbox(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[agentsv1alpha1.SandboxLabel]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+func (r *AgentSandboxReconciler) allSandboxes(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &agentsv1alpha1.AgentSandboxList{}
+	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "listing AgentSandboxes to re-check")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// windowsBuildChanged passes node creations, deletions and changes of the labels that decide
+// which pools a node can serve; heartbeats and status updates, the bulk of node events,
+// do not pass.
+func windowsBuildChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()
+			return o[windows.BuildLabel] != n[windows.BuildLabel] || o[osLabel] != n[osLabel]
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}

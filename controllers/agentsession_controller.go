@@ -1,0 +1,590 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/controllers/uvm"
+)
+
+// maxBindAttempts bounds how many warm pods one reconcile tries when others win the race
+// for them; past it the session is requeued rather than spinning.
+const maxBindAttempts = 5
+
+// AgentSessionReconciler binds sessions to sandboxes and ends them on time.
+type AgentSessionReconciler struct {
+	client.Client
+	// APIReader reads around the cache, where acting on a stale object would be wrong
+	// (deleting a finished session).
+	APIReader client.Reader
+	Recorder  recorder.EventRecorder
+	Config    Config
+
+	factory *podFactory
+	claims  *claimTracker
+	now     func() time.Time
+}
+
+// +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions/status,verbs=get;update;patch
+
+// Reconcile moves one session along: bind, watch its pod, end it, collect it.
+func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	s := &agentsv1alpha1.AgentSession{}
+	if err := r.Get(ctx, req.NamespacedName, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.destroyOrphanedPods(ctx, req.NamespacedName)
+		}
+		return ctrl.Result{}, err
+	}
+	if !s.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // the garbage collector destroys the pod it owns
+	}
+
+	before := s.Status.DeepCopy()
+	result, err := r.reconcileSession(ctx, s)
+	if statusErr := r.writeStatus(ctx, s, before); statusErr != nil && err == nil {
+		err = statusErr
+	}
+	return result, err
+}
+
+func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agentsv1alpha1.AgentSession) (ctrl.Result, error) {
+	if s.Status.Phase.IsFinished() {
+		return r.collectFinished(ctx, s)
+	}
+	sb, err := r.getSandbox(ctx, s)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	pod, waitForCache, err := r.boundPod(ctx, s)
+	if err != nil || waitForCache {
+		return ctrl.Result{RequeueAfter: claimTTL}, err
+	}
+
+	switch {
+	case pod == nil && s.Status.PodName != "":
+		r.end(ctx, s, nil, agentsv1alpha1.SessionFailed, agentsv1alpha1.ReasonPodDeleted,
+			fmt.Sprintf("sandbox pod %s was deleted by someone else; create a new session", s.Status.PodName))
+		return r.collectFinished(ctx, s)
+	case pod == nil && sb == nil:
+		setPending(s, agentsv1alpha1.ReasonSandboxNotFound, fmt.Sprintf(
+			"AgentSandbox %q does not exist in namespace %s; the session binds when it is created (check spec.sandboxName)", s.Spec.SandboxName, s.Namespace))
+		return ctrl.Result{}, nil
+	case pod == nil:
+		return r.bind(ctx, s, sb)
+	case sb == nil:
+		r.end(ctx, s, pod, agentsv1alpha1.SessionTerminated, agentsv1alpha1.ReasonSandboxDeleted,
+			fmt.Sprintf("AgentSandbox %q was deleted; its sessions end with it", s.Spec.SandboxName))
+		return r.collectFinished(ctx, s)
+	default:
+		return r.track(ctx, s, sb, pod)
+	}
+}
+
+// getSandbox returns the session's class, or nil when it does not exist or is being deleted.
+func (r *AgentSessionReconciler) getSandbox(ctx context.Context, s *agentsv1alpha1.AgentSession) (*agentsv1alpha1.AgentSandbox, error) {
+	sb := &agentsv1alpha1.AgentSandbox{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Spec.SandboxName}, sb)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case !sb.DeletionTimestamp.IsZero():
+		return nil, nil
+	}
+	return sb, nil
+}
+
+// boundPod finds the pod the session holds. waitForCache is true when this manager bound a
+// pod that its cache does not show yet: acting now could bind a second one.
+func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1.AgentSession) (pod *corev1.Pod, waitForCache bool, err error) {
+	list := &corev1.PodList{}
+	if err := r.List(ctx, list, client.InNamespace(s.Namespace), client.MatchingFields{podSessionIndex: s.Name}); err != nil {
+		return nil, false, fmt.Errorf("listing pods of AgentSession %s: %w", s.Name, err)
+	}
+	var held []*corev1.Pod
+	for i := range list.Items {
+		if metav1.IsControlledBy(&list.Items[i], s) {
+			held = append(held, &list.Items[i])
+		}
+	}
+	if len(held) == 0 {
+		_, pending := r.claims.boundPod(s.UID)
+		return nil, pending, nil
+	}
+	r.claims.forgetSession(s.UID)
+	keep := held[0]
+	for _, p := range held[1:] {
+		if p.Name == s.Status.PodName || (keep.Name != s.Status.PodName && p.CreationTimestamp.Before(&keep.CreationTimestamp)) {
+			keep = p
+		}
+	}
+	// A session holds one pod. More can only come from two managers acting at once during a
+	// leader change; release the extras so none leaks.
+	for _, p := range held {
+		if p != keep {
+			log.FromContext(ctx).Info("deleting extra pod bound to the session", "pod", p.Name, "kept", keep.Name)
+			if err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID}); client.IgnoreNotFound(err) != nil {
+				return nil, false, err
+			}
+		}
+	}
+	return keep, false, nil
+}
+
+// bind gives the session a Ready warm pod, or starts a cold one.
+func (r *AgentSessionReconciler) bind(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (ctrl.Result, error) {
+	pod, err := r.claimWarmPod(ctx, s, sb)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if pod != nil {
+		r.markBound(s, sb, pod, agentsv1alpha1.StartWarm)
+		return r.track(ctx, s, sb, pod)
+	}
+	if s.Spec.StartPolicy == agentsv1alpha1.RequireWarm {
+		setPending(s, agentsv1alpha1.ReasonWaitingForWarmSandbox, fmt.Sprintf(
+			"startPolicy RequireWarm and AgentSandbox %q has no Ready warm sandbox; the session binds when one is Ready (raise its spec.replicas, or use startPolicy PreferWarm)", sb.Name))
+		return ctrl.Result{}, nil
+	}
+	return r.startCold(ctx, s, sb)
+}
+
+// claimWarmPod binds the session to a Ready warm pod of its class, on the node with the
+// fewest sessions of the class. The lock is the pod write itself: a merge patch with the
+// resourceVersion the cache showed, so of two binds racing for one pod the API server
+// accepts exactly one. That patch is the bind's first API write; the session status is the
+// second and last.
+func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (*corev1.Pod, error) {
+	list := &corev1.PodList{}
+	if err := r.List(ctx, list, client.InNamespace(sb.Namespace), client.MatchingFields{podSandboxIndex: sb.Name}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing warm pods of AgentSandbox %s: %w", sb.Name, err)
+	}
+	hash := templateHash(sb)
+	preferOld := sb.Spec.UpdateStrategy.Type == agentsv1alpha1.OnReplenishUpdateStrategy
+	sessionsOnNode := map[string]int{}
+	var candidates []*corev1.Pod
+	for i := range list.Items {
+		p := &list.Items[i]
+		key := client.ObjectKeyFromObject(p)
+		switch {
+		case !p.DeletionTimestamp.IsZero():
+		case p.Labels[agentsv1alpha1.SessionLabel] != "":
+			sessionsOnNode[p.Spec.NodeName]++
+			r.claims.releasePod(key) // the cache shows the bind now
+		case isPodReady(p) && metav1.IsControlledBy(p, sb) && !r.claims.podTaken(key):
+			candidates = append(candidates, p)
+		}
+	}
+	slices.SortFunc(candidates, func(a, b *corev1.Pod) int {
+		if d := sessionsOnNode[a.Spec.NodeName] - sessionsOnNode[b.Spec.NodeName]; d != 0 {
+			return d
+		}
+		// OnReplenish hands out old-template pods first, so the pool turns over as it is used.
+		aOld, bOld := a.Labels[agentsv1alpha1.TemplateHashLabel] != hash, b.Labels[agentsv1alpha1.TemplateHashLabel] != hash
+		if c := boolOrder(aOld == preferOld, bOld == preferOld); c != 0 {
+			return -c
+		}
+		return a.CreationTimestamp.Compare(b.CreationTimestamp.Time)
+	})
+
+	attempts := 0
+	for _, candidate := range candidates {
+		if attempts == maxBindAttempts {
+			break
+		}
+		key := client.ObjectKeyFromObject(candidate)
+		if !r.claims.tryTakePod(key) {
+			continue
+		}
+		attempts++
+		pod := candidate.DeepCopy()
+		pod.Labels[agentsv1alpha1.SessionLabel] = s.Name
+		pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}
+		err := r.Patch(ctx, pod, client.MergeFromWithOptions(candidate, client.MergeFromWithOptimisticLock{}))
+		switch {
+		case err == nil:
+			r.claims.sessionBound(s.UID, pod.Name)
+			return pod, nil
+		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
+			// Bound by another session, deleted, or changed since the cache saw it: the
+			// cache will show which; try the next pod.
+			r.claims.releasePod(key)
+		default:
+			r.claims.releasePod(key)
+			return nil, fmt.Errorf("binding warm pod %s: %w", pod.Name, err)
+		}
+	}
+	r.claims.sweep()
+	return nil, nil
+}
+
+// startCold creates a pod for the session alone. It is owned by the session from the start
+// and never joins a pool.
+func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (ctrl.Result, error) {
+	recipe, blk, err := r.factory.recipe(ctx, sb)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if blk != nil {
+		setPending(s, blk.Reason, fmt.Sprintf("AgentSandbox %q cannot start a sandbox: %s", sb.Name, blk.Message))
+		return ctrl.Result{}, nil
+	}
+	pod := recipe.build()
+	pod.GenerateName = s.Name + "-"
+	pod.Labels[agentsv1alpha1.SessionLabel] = s.Name
+	pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}
+	if err := r.Create(ctx, pod); err != nil {
+		reason := agentsv1alpha1.ReasonPodCreateFailed
+		if apierrors.IsForbidden(err) {
+			reason = agentsv1alpha1.ReasonResourceQuotaExceeded
+		}
+		setPending(s, reason, fmt.Sprintf("creating the sandbox pod failed: %v; retrying with backoff", err))
+		return ctrl.Result{}, err // the workqueue's exponential backoff paces the retries
+	}
+	r.claims.sessionBound(s.UID, pod.Name)
+	podCreations.WithLabelValues(sb.Namespace, sb.Name, string(agentsv1alpha1.StartCold)).Inc()
+	r.markBound(s, sb, pod, agentsv1alpha1.StartCold)
+	return r.track(ctx, s, sb, pod)
+}
+
+// markBound records a fresh bind in the session's status.
+func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod, start agentsv1alpha1.StartType) {
+	now := metav1.NewTime(r.now())
+	lt := effectiveLifetime(&sb.Spec.Lifetime, &s.Spec)
+	fp := uvm.FootprintFromPod(pod)
+	s.Status.PodName = pod.Name
+	s.Status.StartType = start
+	s.Status.BoundTime = &now
+	s.Status.ExpiryTime = &metav1.Time{Time: now.Add(lt.MaxLifetime)}
+	s.Status.Footprint = &fp
+	s.Status.Phase = agentsv1alpha1.SessionStarting
+}
+
+// track follows a bound session's pod and ends the session when the pod dies or a limit is
+// reached. It makes no API write unless something changed.
+func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod) (ctrl.Result, error) {
+	if s.Status.BoundTime == nil { // bound by an earlier manager that died before writing status
+		r.markBound(s, sb, pod, startTypeOf(pod))
+	}
+	s.Status.PodName, s.Status.NodeName, s.Status.PodIP = pod.Name, pod.Spec.NodeName, pod.Status.PodIP
+
+	if reason, msg, failed, err := r.podFailure(ctx, pod); err != nil {
+		return ctrl.Result{}, err
+	} else if failed {
+		r.end(ctx, s, pod, agentsv1alpha1.SessionFailed, reason, msg)
+		return r.collectFinished(ctx, s)
+	}
+
+	now := r.now()
+	lt := effectiveLifetime(&sb.Spec.Lifetime, &s.Spec)
+	heartbeat, err := parseHeartbeat(s.Annotations)
+	if err != nil {
+		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, "MalformedHeartbeat", "Heartbeat", "%s", err)
+	}
+	deadline, why := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, now)
+	if !now.Before(deadline) {
+		r.end(ctx, s, pod, agentsv1alpha1.SessionExpired, why, expiryMessage(why, lt))
+		sessionExpirations.WithLabelValues(s.Namespace, s.Spec.SandboxName, why).Inc()
+		return r.collectFinished(ctx, s)
+	}
+
+	if isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady {
+		r.markReady(s, now)
+	} else if !isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady {
+		meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
+			Status: metav1.ConditionFalse, Reason: agentsv1alpha1.ReasonPodStarting,
+			Message: fmt.Sprintf("sandbox pod %s is starting (its Hyper-V VM is booting)", pod.Name)})
+	}
+	return ctrl.Result{RequeueAfter: deadline.Sub(now)}, nil
+}
+
+func (r *AgentSessionReconciler) markReady(s *agentsv1alpha1.AgentSession, now time.Time) {
+	t := metav1.NewTime(now)
+	s.Status.Phase = agentsv1alpha1.SessionReady
+	s.Status.ReadyTime = &t
+	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
+		Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonBound,
+		Message: fmt.Sprintf("sandbox pod %s on node %s is Ready", s.Status.PodName, s.Status.NodeName)})
+	latency := now.Sub(s.CreationTimestamp.Time)
+	bindDuration.WithLabelValues(s.Namespace, s.Spec.SandboxName, string(s.Status.StartType)).Observe(latency.Seconds())
+	r.Recorder.Eventf(s, nil, corev1.EventTypeNormal, "Bound", "Bind", "%s start: sandbox pod %s on node %s Ready %s after the session was created",
+		s.Status.StartType, s.Status.PodName, s.Status.NodeName, latency.Round(time.Millisecond))
+}
+
+func startTypeOf(pod *corev1.Pod) agentsv1alpha1.StartType {
+	// A cold pod is named after its session; a warm one after its class.
+	if pod.GenerateName == pod.Labels[agentsv1alpha1.SessionLabel]+"-" {
+		return agentsv1alpha1.StartCold
+	}
+	return agentsv1alpha1.StartWarm
+}
+
+func expiryMessage(reason string, lt lifetime) string {
+	if reason == agentsv1alpha1.ReasonIdleTimeout {
+		return fmt.Sprintf("no heartbeat (annotation %s) for %s, the idle timeout", agentsv1alpha1.LastActivityAnnotation, lt.IdleTimeout)
+	}
+	return fmt.Sprintf("the session reached its max lifetime of %s", lt.MaxLifetime)
+}
+
+// podFailure says whether the session's pod can no longer serve it, and why.
+func (r *AgentSessionReconciler) podFailure(ctx context.Context, pod *corev1.Pod) (reason, message string, failed bool, err error) {
+	switch {
+	case !pod.DeletionTimestamp.IsZero():
+		return agentsv1alpha1.ReasonPodDeleted, fmt.Sprintf("sandbox pod %s is being deleted by someone else", pod.Name), true, nil
+	case isPodTerminated(pod):
+		why := pod.Status.Reason
+		if why == "" {
+			why = string(pod.Status.Phase)
+		}
+		return agentsv1alpha1.ReasonPodFailed, fmt.Sprintf("sandbox pod %s ended: %s %s", pod.Name, why, pod.Status.Message), true, nil
+	case pod.Spec.NodeName != "":
+		node := &metav1.PartialObjectMetadata{}
+		node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+		err := r.Get(ctx, types.NamespacedName{Name: pod.Spec.NodeName}, node)
+		if apierrors.IsNotFound(err) {
+			return agentsv1alpha1.ReasonNodeLost, fmt.Sprintf("node %s of sandbox pod %s is gone", pod.Spec.NodeName, pod.Name), true, nil
+		}
+		return "", "", false, err
+	}
+	return "", "", false, nil
+}
+
+// end finishes the session and destroys its pod (with a UID precondition, so a pod of the
+// same name created since is safe).
+func (r *AgentSessionReconciler) end(ctx context.Context, s *agentsv1alpha1.AgentSession, pod *corev1.Pod, phase agentsv1alpha1.SessionPhase, reason, message string) {
+	now := metav1.NewTime(r.now())
+	s.Status.Phase = phase
+	s.Status.EndReason = reason
+	s.Status.EndTime = &now
+	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
+		Status: metav1.ConditionFalse, Reason: reason, Message: message})
+	eventType := corev1.EventTypeNormal
+	if phase == agentsv1alpha1.SessionFailed {
+		eventType = corev1.EventTypeWarning
+	}
+	var related runtime.Object
+	if pod != nil {
+		related = pod
+	}
+	r.Recorder.Eventf(s, related, eventType, reason, "End", "session %s: %s", phase, message)
+	if pod != nil && pod.DeletionTimestamp.IsZero() {
+		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
+			// The status still records the end; the pod, owned by the session, is collected
+			// with it at the latest.
+			log.FromContext(ctx).Error(err, "deleting the pod of a finished session", "pod", pod.Name)
+		}
+	}
+}
+
+// collectFinished destroys what a finished session still holds and deletes the session
+// ttlAfterFinished after it ended, re-reading it from the API server first and deleting
+// with a UID precondition, as the Job TTL controller does.
+func (r *AgentSessionReconciler) collectFinished(ctx context.Context, s *agentsv1alpha1.AgentSession) (ctrl.Result, error) {
+	if err := r.destroyPods(ctx, s.Namespace, s.Name, s.UID); err != nil {
+		return ctrl.Result{}, err
+	}
+	var class *agentsv1alpha1.LifetimeSpec
+	if sb, err := r.getSandbox(ctx, s); err == nil && sb != nil {
+		class = &sb.Spec.Lifetime
+	}
+	ended := s.CreationTimestamp.Time
+	if s.Status.EndTime != nil {
+		ended = s.Status.EndTime.Time
+	}
+	if left := ended.Add(effectiveLifetime(class, &s.Spec).TTLAfterFinished).Sub(r.now()); left > 0 {
+		return ctrl.Result{RequeueAfter: left}, nil
+	}
+	fresh := &agentsv1alpha1.AgentSession{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if fresh.UID != s.UID || !fresh.Status.Phase.IsFinished() {
+		return ctrl.Result{}, nil
+	}
+	err := r.Delete(ctx, fresh, client.Preconditions{UID: &fresh.UID})
+	return ctrl.Result{}, client.IgnoreNotFound(err)
+}
+
+// destroyOrphanedPods deletes the pods of a session that is gone. The garbage collector
+// would too; doing it at once frees the VM sooner and does not depend on it.
+func (r *AgentSessionReconciler) destroyOrphanedPods(ctx context.Context, key types.NamespacedName) error {
+	return r.destroyPods(ctx, key.Namespace, key.Name, "")
+}
+
+// destroyPods deletes the pods bound to the named session: those it owns (uid set), or, for
+// a deleted session (uid empty), those whose owner is no longer there.
+func (r *AgentSessionReconciler) destroyPods(ctx context.Context, namespace, session string, uid types.UID) error {
+	list := &corev1.PodList{}
+	if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{podSessionIndex: session}); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		p := &list.Items[i]
+		owner := metav1.GetControllerOf(p)
+		if !p.DeletionTimestamp.IsZero() || owner == nil || owner.Kind != "AgentSession" {
+			continue
+		}
+		if uid != "" && owner.UID != uid {
+			continue
+		}
+		if uid == "" {
+			// Skip pods of a new session that reuses the name.
+			current := &agentsv1alpha1.AgentSession{}
+			if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: session}, current); err == nil && current.UID == owner.UID {
+				continue
+			}
+		}
+		if err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting pod %s of finished session %s: %w", p.Name, session, err)
+		}
+	}
+	return nil
+}
+
+func setPending(s *agentsv1alpha1.AgentSession, reason, message string) {
+	s.Status.Phase = agentsv1alpha1.SessionPending
+	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
+		Status: metav1.ConditionFalse, Reason: reason, Message: message})
+}
+
+// writeStatus writes the session's status once, when the reconcile changed it. A merge
+// patch without a resourceVersion: the manager is the status's only writer, and a heartbeat
+// annotation landing meanwhile must not make the write fail.
+func (r *AgentSessionReconciler) writeStatus(ctx context.Context, s *agentsv1alpha1.AgentSession, before *agentsv1alpha1.AgentSessionStatus) error {
+	for i := range s.Status.Conditions {
+		s.Status.Conditions[i].ObservedGeneration = s.Generation
+	}
+	if equalSessionStatus(before, &s.Status) {
+		return nil
+	}
+	orig := s.DeepCopy()
+	orig.Status = *before
+	if err := r.Status().Patch(ctx, s, client.MergeFrom(orig)); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	return nil
+}
+
+func equalSessionStatus(a, b *agentsv1alpha1.AgentSessionStatus) bool {
+	return a.Phase == b.Phase && a.PodName == b.PodName && a.NodeName == b.NodeName && a.PodIP == b.PodIP &&
+		a.StartType == b.StartType && a.EndReason == b.EndReason &&
+		a.BoundTime.Equal(b.BoundTime) && a.ReadyTime.Equal(b.ReadyTime) &&
+		a.ExpiryTime.Equal(b.ExpiryTime) && a.EndTime.Equal(b.EndTime) &&
+		equalOptionalFootprint(a.Footprint, b.Footprint) && equalConditions(a.Conditions, b.Conditions)
+}
+
+func equalOptionalFootprint(a, b *agentsv1alpha1.Footprint) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return equalFootprint(*a, *b)
+}
+
+// SetupWithManager registers the session controller and its watches.
+func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.factory = &podFactory{reader: mgr.GetClient(), config: r.Config}
+	r.claims = newClaimTracker()
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if err := registerSessionCollector(mgr.GetClient()); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("agentsession").
+		// Spec changes only: status writes are ours, and a heartbeat needs no reconcile (the
+		// idle timer, when it fires, reads the newest heartbeat and sets the next one).
+		For(&agentsv1alpha1.AgentSession{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.podToSessions)).
+		Watches(&agentsv1alpha1.AgentSandbox{}, handler.EnqueueRequestsFromMapFunc(r.sandboxToSessions),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToSessions),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return false },
+				UpdateFunc:  func(event.UpdateEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			})).
+		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allWaitingSessions)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.SessionWorkers}).
+		Complete(r)
+}
+
+// podToSessions maps a bound pod to its session, and a Ready warm pod to the sessions of its
+// class that wait for one.
+func (r *AgentSessionReconciler) podToSessions(ctx context.Context, o client.Object) []reconcile.Request {
+	labels := o.GetLabels()
+	if name := labels[agentsv1alpha1.SessionLabel]; name != "" {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+	}
+	pod, ok := o.(*corev1.Pod)
+	if !ok || labels[agentsv1alpha1.SandboxLabel] == "" || !isPodReady(pod) || !pod.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.SandboxLabel]})
+}
+
+// sandboxToSessions: a class created, changed or deleted concerns all its sessions.
+func (r *AgentSessionReconciler) sandboxToSessions(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionSandboxIndex: o.GetName()})
+}
+
+func (r *AgentSessionReconciler) nodeToSessions(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.sessionsMatching(ctx, "", client.MatchingFields{sessionNodeIndex: o.GetName()})
+}
+
+// allWaitingSessions: a RuntimeClass appearing can unblock a cold start anywhere.
+func (r *AgentSessionReconciler) allWaitingSessions(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &agentsv1alpha1.AgentSessionList{}
+	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "listing sessions to re-check")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if s := &list.Items[i]; s.Status.PodName == "" && !s.Status.Phase.IsFinished() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(s)})
+		}
+	}
+	return reqs
+}
+
+func (r *AgentSessionReconciler) sessionsMatching(ctx context.Context, namespace string, fields client.MatchingFields) []reconcile.Request {
+	list := &agentsv1alpha1.AgentSessionList{}
+	opts := []client.ListOption{fields, client.UnsafeDisableDeepCopy}
+	if namespace != "" {
+		opts = append(opts, client.InNamespace(namespace))
+	}
+	if err := r.List(ctx, list, opts...); err != nil {
+		log.FromContext(ctx).Error(err, "listing sessions to re-check", "fields", fields)
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}

@@ -1,0 +1,100 @@
+package controllers
+
+import (
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// claimTTL bounds how long a bind is remembered while the cache catches up; past it, the
+// cache is trusted again (a watch event was lost, or the pod went away before it showed).
+const claimTTL = 30 * time.Second
+
+// claimTracker remembers this manager's binds until its cache shows them. The pod write
+// with a resourceVersion precondition is the lock that makes a double bind impossible on
+// the API server; this tracker only keeps concurrent workers from racing for the same warm
+// pod, and keeps a session that was just bound from binding again before the cache sees its
+// pod. After a restart the cache starts from a fresh list, so nothing here needs to survive.
+type claimTracker struct {
+	mu       sync.Mutex
+	pods     map[types.NamespacedName]time.Time // warm pods a bind is writing, or wrote
+	sessions map[types.UID]claim                // session -> the pod it bound or created
+	now      func() time.Time
+}
+
+type claim struct {
+	pod string
+	at  time.Time
+}
+
+func newClaimTracker() *claimTracker {
+	return &claimTracker{pods: map[types.NamespacedName]time.Time{}, sessions: map[types.UID]claim{}, now: time.Now}
+}
+
+// tryTakePod marks a warm pod as being bound; false if another worker took it first.
+func (c *claimTracker) tryTakePod(pod types.NamespacedName) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if at, ok := c.pods[pod]; ok && c.now().Sub(at) < claimTTL {
+		return false
+	}
+	c.pods[pod] = c.now()
+	return true
+}
+
+// podTaken reports whether a bind has claimed the pod and the cache may not show it yet.
+func (c *claimTracker) podTaken(pod types.NamespacedName) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.pods[pod]
+	return ok && c.now().Sub(at) < claimTTL
+}
+
+// releasePod forgets a pod claim: the bind failed, or the cache now shows the pod bound.
+func (c *claimTracker) releasePod(pod types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pods, pod)
+}
+
+// sessionBound records that a session now holds the named pod.
+func (c *claimTracker) sessionBound(session types.UID, pod string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sessions[session] = claim{pod: pod, at: c.now()}
+}
+
+// boundPod returns the pod a session was bound to while the cache may still lag.
+func (c *claimTracker) boundPod(session types.UID) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.sessions[session]
+	if !ok {
+		return "", false
+	}
+	if c.now().Sub(cl.at) >= claimTTL {
+		delete(c.sessions, session)
+		return "", false
+	}
+	return cl.pod, true
+}
+
+// forgetSession drops a session's record once the cache shows its pod.
+func (c *claimTracker) forgetSession(session types.UID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.sessions, session)
+}
+
+// sweep drops expired pod claims; called from the bind path so the map stays small.
+func (c *claimTracker) sweep() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for k, at := range c.pods {
+		if now.Sub(at) >= claimTTL {
+			delete(c.pods, k)
+		}
+	}
+}

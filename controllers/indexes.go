@@ -1,0 +1,70 @@
+package controllers
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+)
+
+// Cache indexes, registered in one place. Every lookup the controllers make on a hot path
+// goes through one of these rather than a namespace-wide list.
+const (
+	// podSandboxIndex: pods by the AgentSandbox they belong to (warm and bound).
+	podSandboxIndex = "pod.sandbox"
+	// podSessionIndex: pods by the AgentSession they are bound to.
+	podSessionIndex = "pod.session"
+	// sessionSandboxIndex: sessions by spec.sandboxName.
+	sessionSandboxIndex = "session.sandbox"
+	// sessionWaitingIndex: unbound, unfinished sessions by spec.sandboxName; the sessions a
+	// newly Ready warm pod or a new class can serve.
+	sessionWaitingIndex = "session.waiting"
+	// sessionNodeIndex: bound sessions by status.nodeName, to end them when their node goes.
+	sessionNodeIndex = "session.node"
+)
+
+// RegisterIndexes adds the controllers' field indexes to the manager's cache.
+func RegisterIndexes(ctx context.Context, indexer client.FieldIndexer) error {
+	indexes := []struct {
+		obj     client.Object
+		field   string
+		extract client.IndexerFunc
+	}{
+		{&corev1.Pod{}, podSandboxIndex, labelIndex(agentsv1alpha1.SandboxLabel)},
+		{&corev1.Pod{}, podSessionIndex, labelIndex(agentsv1alpha1.SessionLabel)},
+		{&agentsv1alpha1.AgentSession{}, sessionSandboxIndex, func(o client.Object) []string {
+			return []string{o.(*agentsv1alpha1.AgentSession).Spec.SandboxName}
+		}},
+		{&agentsv1alpha1.AgentSession{}, sessionWaitingIndex, func(o client.Object) []string {
+			s := o.(*agentsv1alpha1.AgentSession)
+			if s.Status.PodName != "" || s.Status.Phase.IsFinished() {
+				return nil
+			}
+			return []string{s.Spec.SandboxName}
+		}},
+		{&agentsv1alpha1.AgentSession{}, sessionNodeIndex, func(o client.Object) []string {
+			s := o.(*agentsv1alpha1.AgentSession)
+			if s.Status.NodeName == "" || s.Status.Phase.IsFinished() {
+				return nil
+			}
+			return []string{s.Status.NodeName}
+		}},
+	}
+	for _, ix := range indexes {
+		if err := indexer.IndexField(ctx, ix.obj, ix.field, ix.extract); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func labelIndex(key string) client.IndexerFunc {
+	return func(o client.Object) []string {
+		if v, ok := o.GetLabels()[key]; ok && v != "" {
+			return []string{v}
+		}
+		return nil
+	}
+}

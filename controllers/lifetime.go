@@ -1,0 +1,85 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+)
+
+// Fallbacks for a class whose lifetime fields are unset: the CRD defaults them, so these
+// only matter for objects that bypassed defaulting (or a class that is gone).
+const (
+	defaultMaxLifetime      = time.Hour
+	defaultIdleTimeout      = 15 * time.Minute
+	defaultTTLAfterFinished = 10 * time.Minute
+
+	// maxClockSkew is how far ahead of the manager's clock a client's heartbeat may be.
+	maxClockSkew = time.Minute
+)
+
+// lifetime is a session's effective limits: its own values, capped by its class's.
+type lifetime struct {
+	MaxLifetime      time.Duration
+	IdleTimeout      time.Duration
+	TTLAfterFinished time.Duration
+}
+
+// effectiveLifetime caps the session's requested limits by the class's. A session may ask
+// for less than its class allows, never more; unset values take the class's. class may be
+// nil when the class is gone.
+func effectiveLifetime(class *agentsv1alpha1.LifetimeSpec, s *agentsv1alpha1.AgentSessionSpec) lifetime {
+	var caps agentsv1alpha1.LifetimeSpec
+	if class != nil {
+		caps = *class
+	}
+	return lifetime{
+		MaxLifetime:      capDuration(s.MaxLifetime, caps.MaxLifetime, defaultMaxLifetime),
+		IdleTimeout:      capDuration(s.IdleTimeout, caps.IdleTimeout, defaultIdleTimeout),
+		TTLAfterFinished: capDuration(s.TTLAfterFinished, caps.TTLAfterFinished, defaultTTLAfterFinished),
+	}
+}
+
+func capDuration(requested, limit *metav1.Duration, fallback time.Duration) time.Duration {
+	c := fallback
+	if limit != nil && limit.Duration > 0 {
+		c = limit.Duration
+	}
+	if requested != nil && requested.Duration > 0 && requested.Duration < c {
+		return requested.Duration
+	}
+	return c
+}
+
+// parseHeartbeat reads the agents.hyperpool.io/last-activity annotation: an RFC 3339 time.
+// A missing annotation is no heartbeat (zero time, no error).
+func parseHeartbeat(annotations map[string]string) (time.Time, error) {
+	v, ok := annotations[agentsv1alpha1.LastActivityAnnotation]
+	if !ok || v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("annotation %s=%q is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z); the idle timeout counts from the bind until it is", agentsv1alpha1.LastActivityAnnotation, v)
+	}
+	return t, nil
+}
+
+// sessionDeadline returns when a bound session ends and why: at boundTime+MaxLifetime, or
+// IdleTimeout after its last activity (the bind, or the latest heartbeat), whichever comes
+// first. A heartbeat further in the future than maxClockSkew is ignored: it would otherwise
+// keep an idle session alive until that time.
+func sessionDeadline(bound time.Time, lastActivity time.Time, lt lifetime, now time.Time) (time.Time, string) {
+	hard := bound.Add(lt.MaxLifetime)
+	active := bound
+	if lastActivity.After(active) && !lastActivity.After(now.Add(maxClockSkew)) {
+		active = lastActivity
+	}
+	idle := active.Add(lt.IdleTimeout)
+	if idle.Before(hard) {
+		return idle, agentsv1alpha1.ReasonIdleTimeout
+	}
+	return hard, agentsv1alpha1.ReasonMaxLifetime
+}

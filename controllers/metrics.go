@@ -1,0 +1,86 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+)
+
+// The project's metrics, on the controller-runtime registry that the manager serves.
+var (
+	warmSandboxes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hyperpool_warm_sandboxes",
+		Help: "Warm sandboxes Ready to bind, by pool.",
+	}, []string{"namespace", "sandbox"})
+
+	sessionsByPhase = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hyperpool_sessions",
+		Help: "Sessions known to the manager, by phase.",
+	}, []string{"namespace", "sandbox", "phase"})
+
+	bindDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "hyperpool_bind_duration_seconds",
+		Help: "Time from a session's creation to its sandbox being Ready, by start type.",
+		// Warm binds take milliseconds, cold ones the VM boot: seconds to minutes.
+		Buckets: []float64{0.005, 0.01, 0.015, 0.025, 0.04, 0.06, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320},
+	}, []string{"namespace", "sandbox", "start_type"})
+
+	sessionExpirations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hyperpool_session_expirations_total",
+		Help: "Sessions ended by their lifetime limits, by reason (MaxLifetime, IdleTimeout).",
+	}, []string{"namespace", "sandbox", "reason"})
+
+	podCreations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hyperpool_pod_creations_total",
+		Help: "Sandbox pods created, by start type (Warm: for the pool; Cold: for a session).",
+	}, []string{"namespace", "sandbox", "start_type"})
+
+	vmMemoryBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hyperpool_vm_memory_bytes",
+		Help: "Hyper-V utility VM memory of the live sandboxes (warm and bound), by namespace and pool.",
+	}, []string{"namespace", "sandbox"})
+)
+
+func init() {
+	// sessionsByPhase is served by sessionCollector.
+	metrics.Registry.MustRegister(warmSandboxes, bindDuration, sessionExpirations, podCreations, vmMemoryBytes)
+}
+
+// sessionCollector reports hyperpool_sessions from the manager's cache at scrape time, so
+// no reconcile has to keep a gauge in step with every phase change.
+type sessionCollector struct {
+	reader client.Reader
+}
+
+func (c sessionCollector) Describe(ch chan<- *prometheus.Desc) { sessionsByPhase.Describe(ch) }
+
+func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
+	list := &agentsv1alpha1.AgentSessionList{}
+	if err := c.reader.List(context.Background(), list, client.UnsafeDisableDeepCopy); err != nil {
+		return
+	}
+	sessionsByPhase.Reset()
+	for i := range list.Items {
+		s := &list.Items[i]
+		phase := s.Status.Phase
+		if phase == "" {
+			phase = agentsv1alpha1.SessionPending
+		}
+		sessionsByPhase.WithLabelValues(s.Namespace, s.Spec.SandboxName, string(phase)).Inc()
+	}
+	sessionsByPhase.Collect(ch)
+}
+
+// registerSessionCollector adds the collector once per process.
+func registerSessionCollector(reader client.Reader) error {
+	err := metrics.Registry.Register(sessionCollector{reader: reader})
+	if errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+		return nil
+	}
+	return err
+}

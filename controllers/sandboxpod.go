@@ -1,0 +1,298 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/controllers/uvm"
+	"github.com/hyperpool/hyperpool/controllers/windows"
+)
+
+const (
+	osLabel = "kubernetes.io/os"
+	// containerUser is the unprivileged account of Windows base images; sandboxes run as it
+	// unless the template names another user.
+	containerUser = "ContainerUser"
+)
+
+// windowsToleration tolerates the taint platform teams usually put on Windows nodes so Linux pods stay
+// off them; sandbox pods tolerate it.
+var windowsToleration = corev1.Toleration{Key: "os", Operator: corev1.TolerationOpEqual, Value: "windows", Effect: corev1.TaintEffectNoSchedule}
+
+// blocker is a reason a class's pods cannot be created now, as a condition reason and a
+// message that names the values and the fix.
+type blocker struct {
+	Reason  string
+	Message string
+}
+
+func (b *blocker) Error() string { return b.Reason + ": " + b.Message }
+
+// podRecipe is everything needed to build a class's pods, resolved once per reconcile.
+type podRecipe struct {
+	sandbox      *agentsv1alpha1.AgentSandbox
+	templateHash string
+	runtimeClass string
+	hostBuilds   []string // node.kubernetes.io/windows-build values the pods may run on
+}
+
+// podFactory resolves what a class's pods need from the cluster (the RuntimeClass, the
+// Windows builds of the nodes) and builds them.
+type podFactory struct {
+	reader client.Reader
+	config Config
+}
+
+// recipe checks the class's prerequisites and returns a recipe, or a blocker saying why no
+// pod of the class can run now.
+func (f *podFactory) recipe(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) (*podRecipe, *blocker, error) {
+	rc := f.runtimeClassName(sb)
+	if err := f.reader.Get(ctx, types.NamespacedName{Name: rc}, &nodev1.RuntimeClass{}); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return nil, nil, fmt.Errorf("getting RuntimeClass %q: %w", rc, err)
+		}
+		return nil, &blocker{Reason: agentsv1alpha1.ReasonRuntimeClassNotFound, Message: fmt.Sprintf(
+			"RuntimeClass %q does not exist: create it (handler runhcs-wcow-hypervisor for HyperV, runhcs-wcow-process for Process), or set spec.runtimeClassName to an existing one", rc)}, nil
+	}
+
+	nodeBuilds, err := f.windowsNodeBuilds(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	image := uint16(sb.Spec.Windows.ImageBuild)
+	var runnable []string
+	for _, b := range windows.CompatibleHostBuilds(isolationOf(sb), image, nodeBuilds) {
+		runnable = append(runnable, windows.FormatBuildLabel(b))
+	}
+	if !slices.ContainsFunc(nodeBuilds, func(b uint16) bool { return windows.CanRun(isolationOf(sb), image, b) }) {
+		return nil, &blocker{Reason: agentsv1alpha1.ReasonNoCompatibleNodes, Message: noCompatibleNodesMessage(sb, nodeBuilds)}, nil
+	}
+	return &podRecipe{sandbox: sb, templateHash: templateHash(sb), runtimeClass: rc, hostBuilds: runnable}, nil, nil
+}
+
+func noCompatibleNodesMessage(sb *agentsv1alpha1.AgentSandbox, nodeBuilds []uint16) string {
+	have := "none"
+	if len(nodeBuilds) > 0 {
+		var s []string
+		for _, b := range nodeBuilds {
+			s = append(s, fmt.Sprint(b))
+		}
+		have = strings.Join(s, ", ")
+	}
+	fix := "add Windows nodes of build %d or newer, or rebuild the image for a build the nodes have"
+	if isolationOf(sb) == agentsv1alpha1.IsolationProcess {
+		fix = "add Windows nodes of build %d, use isolation HyperV, or rebuild the image for a build the nodes have"
+	}
+	return fmt.Sprintf("no Windows node can run image build %d with %s isolation; the Windows nodes have builds: %s; "+fix,
+		sb.Spec.Windows.ImageBuild, isolationOf(sb), have, sb.Spec.Windows.ImageBuild)
+}
+
+func (f *podFactory) runtimeClassName(sb *agentsv1alpha1.AgentSandbox) string {
+	if sb.Spec.RuntimeClassName != nil && *sb.Spec.RuntimeClassName != "" {
+		return *sb.Spec.RuntimeClassName
+	}
+	if isolationOf(sb) == agentsv1alpha1.IsolationProcess {
+		return f.config.ProcessRuntimeClass
+	}
+	return f.config.HyperVRuntimeClass
+}
+
+// windowsNodeBuilds returns the distinct builds of the cluster's Windows nodes, from their
+// node.kubernetes.io/windows-build labels. Nodes are cached as metadata only.
+func (f *podFactory) windowsNodeBuilds(ctx context.Context) ([]uint16, error) {
+	nodes := &metav1.PartialObjectMetadataList{}
+	nodes.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
+	if err := f.reader.List(ctx, nodes, client.MatchingLabels{osLabel: "windows"}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing Windows nodes: %w", err)
+	}
+	var builds []uint16
+	for i := range nodes.Items {
+		b, err := windows.ParseBuildLabel(nodes.Items[i].Labels[windows.BuildLabel])
+		if err == nil && !slices.Contains(builds, b) {
+			builds = append(builds, b)
+		}
+	}
+	slices.Sort(builds)
+	return builds, nil
+}
+
+func isolationOf(sb *agentsv1alpha1.AgentSandbox) agentsv1alpha1.IsolationMode {
+	if sb.Spec.Isolation == "" {
+		return agentsv1alpha1.IsolationHyperV
+	}
+	return sb.Spec.Isolation
+}
+
+// templateHash hashes the parts of a class that shape its pods, so warm pods of an older
+// template can be told apart. Pool size, lifetimes and egress are not part of it: changing
+// them replaces no pod.
+func templateHash(sb *agentsv1alpha1.AgentSandbox) string {
+	shape := struct {
+		Template         corev1.PodTemplateSpec
+		Isolation        agentsv1alpha1.IsolationMode
+		RuntimeClassName *string
+		Windows          agentsv1alpha1.WindowsSpec
+		VM               *agentsv1alpha1.VMSpec
+	}{sb.Spec.Template, isolationOf(sb), sb.Spec.RuntimeClassName, sb.Spec.Windows, sb.Spec.VM}
+	data, _ := json.Marshal(shape) // plain structs: cannot fail
+	h := fnv.New32a()
+	_, _ = h.Write(data)
+	return rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
+}
+
+// build returns a new pod of the class: the template plus what every sandbox needs.
+func (r *podRecipe) build() *corev1.Pod {
+	sb := r.sandbox
+	tmpl := sb.Spec.Template.DeepCopy()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: sb.Name + "-",
+			Namespace:    sb.Namespace,
+			Labels:       tmpl.Labels,
+			Annotations:  tmpl.Annotations,
+		},
+		Spec: tmpl.Spec,
+	}
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	pod.Labels[agentsv1alpha1.SandboxLabel] = sb.Name
+	pod.Labels[agentsv1alpha1.TemplateHashLabel] = r.templateHash
+	for k, v := range uvm.Annotations(isolationOf(sb), sb.Spec.VM, pod.Spec.Containers) {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[k] = v
+	}
+	pod.Spec.RuntimeClassName = ptr.To(r.runtimeClass)
+	placeOnWindows(&pod.Spec, r.hostBuilds)
+	applySafeDefaults(&pod.Spec)
+	return pod
+}
+
+// placeOnWindows confines the pod to Windows nodes whose build can run the image.
+func placeOnWindows(spec *corev1.PodSpec, hostBuilds []string) {
+	if spec.NodeSelector == nil {
+		spec.NodeSelector = map[string]string{}
+	}
+	spec.NodeSelector[osLabel] = "windows"
+	if !slices.ContainsFunc(spec.Tolerations, toleratesWindowsTaint) {
+		spec.Tolerations = append(spec.Tolerations, windowsToleration)
+	}
+
+	buildReq := corev1.NodeSelectorRequirement{Key: windows.BuildLabel, Operator: corev1.NodeSelectorOpIn, Values: hostBuilds}
+	if spec.Affinity == nil {
+		spec.Affinity = &corev1.Affinity{}
+	}
+	if spec.Affinity.NodeAffinity == nil {
+		spec.Affinity.NodeAffinity = &corev1.NodeAffinity{}
+	}
+	na := spec.Affinity.NodeAffinity
+	if na.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		na.RequiredDuringSchedulingIgnoredDuringExecution = &corev1.NodeSelector{}
+	}
+	terms := &na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	if len(*terms) == 0 {
+		*terms = []corev1.NodeSelectorTerm{{}}
+	}
+	// Terms are ORed: the build requirement must hold in each of them.
+	for i := range *terms {
+		(*terms)[i].MatchExpressions = append((*terms)[i].MatchExpressions, buildReq)
+	}
+}
+
+func toleratesWindowsTaint(t corev1.Toleration) bool {
+	keyMatches := t.Key == windowsToleration.Key || (t.Key == "" && t.Operator == corev1.TolerationOpExists)
+	valueMatches := t.Operator == corev1.TolerationOpExists || t.Value == windowsToleration.Value
+	effectMatches := t.Effect == "" || t.Effect == windowsToleration.Effect
+	return keyMatches && valueMatches && effectMatches
+}
+
+// applySafeDefaults gives the pod no API credentials and no host access, and runs it as the
+// unprivileged ContainerUser unless the template names a user. Admission (CEL on the CRD)
+// already refuses host access; this holds even for objects stored before a rule existed.
+func applySafeDefaults(spec *corev1.PodSpec) {
+	if spec.AutomountServiceAccountToken == nil {
+		spec.AutomountServiceAccountToken = ptr.To(false)
+	}
+	if spec.EnableServiceLinks == nil {
+		spec.EnableServiceLinks = ptr.To(false)
+	}
+	spec.HostNetwork = false
+	spec.HostPID = false
+	spec.HostIPC = false
+
+	if spec.SecurityContext == nil {
+		spec.SecurityContext = &corev1.PodSecurityContext{}
+	}
+	if spec.SecurityContext.WindowsOptions == nil {
+		spec.SecurityContext.WindowsOptions = &corev1.WindowsSecurityContextOptions{}
+	}
+	podWin := spec.SecurityContext.WindowsOptions
+	podWin.HostProcess = nil
+
+	userSet := podWin.RunAsUserName != nil
+	for _, list := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for i := range list {
+			sc := list[i].SecurityContext
+			if sc == nil {
+				continue
+			}
+			sc.Privileged = nil
+			sc.AllowPrivilegeEscalation = ptr.To(false)
+			if sc.WindowsOptions != nil {
+				sc.WindowsOptions.HostProcess = nil
+				userSet = userSet || sc.WindowsOptions.RunAsUserName != nil
+			}
+		}
+	}
+	if !userSet {
+		podWin.RunAsUserName = ptr.To(containerUser)
+	}
+}
+
+// podFootprint is the VM size of one pod of the class.
+func classFootprint(sb *agentsv1alpha1.AgentSandbox) agentsv1alpha1.Footprint {
+	return uvm.FootprintOf(isolationOf(sb), sb.Spec.VM, sb.Spec.Template.Spec.Containers)
+}
+
+// isPodReady reports whether the pod is Running with the Ready condition True.
+func isPodReady(pod *corev1.Pod) bool {
+	if pod.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// podReadySince returns when the pod became Ready (zero if it is not).
+func podReadySince(pod *corev1.Pod) metav1.Time {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return c.LastTransitionTime
+		}
+	}
+	return metav1.Time{}
+}
+
+func isPodTerminated(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded
+}

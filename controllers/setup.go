@@ -1,0 +1,25 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+)
+
+// SetupWithManager registers the cache indexes and every hyperpool controller with mgr.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
+	if err := RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return fmt.Errorf("registering cache indexes: %w", err)
+	}
+	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("hyperpool-sandbox"), Config: cfg}
+	if err := sandboxes.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the AgentSandbox controller: %w", err)
+	}
+	sessions := &AgentSessionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+		Recorder: mgr.GetEventRecorder("hyperpool-session"), Config: cfg}
+	if err := sessions.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the AgentSession controller: %w", err)
+	}
+	return nil
+}
