@@ -26,7 +26,7 @@ tools: ## Build kube-apiserver, etcd, kube-scheduler, kube-controller-manager, k
 
 .PHONY: manifests
 manifests: tools ## Generate the CRDs and the manager's RBAC role from markers.
-	$(CONTROLLER_GEN) rbac:roleName=hyperpool-manager crd:allowDangerousTypes=false paths="./..." \
+	$(CONTROLLER_GEN) rbac:roleName=hyperpool-manager crd:generateEmbeddedObjectMeta=true paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 .PHONY: generate

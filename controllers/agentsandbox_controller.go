@@ -306,6 +306,9 @@ func (r *AgentSandboxReconciler) createWarmPod(ctx context.Context, st *poolStep
 		return err
 	}
 	if err := r.Create(ctx, pod); err != nil {
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			return nil // the namespace is going away, and the pool with it
+		}
 		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
 			st.forbidden = err.Error()
 		}

@@ -43,6 +43,7 @@ type AgentSessionReconciler struct {
 
 	factory *podFactory
 	claims  *claimTracker
+	written *writtenStatuses
 	now     func() time.Time
 }
 
@@ -61,6 +62,7 @@ func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if !s.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // the garbage collector destroys the pod it owns
 	}
+	r.written.overlay(s)
 
 	before := s.Status.DeepCopy()
 	result, err := r.reconcileSession(ctx, s)
@@ -258,6 +260,9 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 	pod.Labels[agentsv1alpha1.SessionLabel] = s.Name
 	pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}
 	if err := r.Create(ctx, pod); err != nil {
+		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+			return ctrl.Result{}, nil // the namespace is going away, and the session with it
+		}
 		reason := agentsv1alpha1.ReasonPodCreateFailed
 		if apierrors.IsForbidden(err) {
 			reason = agentsv1alpha1.ReasonResourceQuotaExceeded
@@ -486,6 +491,7 @@ func (r *AgentSessionReconciler) writeStatus(ctx context.Context, s *agentsv1alp
 	if err := r.Status().Patch(ctx, s, client.MergeFrom(orig)); err != nil {
 		return client.IgnoreNotFound(err)
 	}
+	r.written.remember(s)
 	return nil
 }
 
@@ -508,6 +514,7 @@ func equalOptionalFootprint(a, b *agentsv1alpha1.Footprint) bool {
 func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.factory = &podFactory{reader: mgr.GetClient(), config: r.Config}
 	r.claims = newClaimTracker()
+	r.written = newWrittenStatuses()
 	if r.now == nil {
 		r.now = time.Now
 	}

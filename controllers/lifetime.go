@@ -35,11 +35,15 @@ func effectiveLifetime(class *agentsv1alpha1.LifetimeSpec, s *agentsv1alpha1.Age
 	if class != nil {
 		caps = *class
 	}
-	return lifetime{
+	lt := lifetime{
 		MaxLifetime:      capDuration(s.MaxLifetime, caps.MaxLifetime, defaultMaxLifetime),
 		IdleTimeout:      capDuration(s.IdleTimeout, caps.IdleTimeout, defaultIdleTimeout),
 		TTLAfterFinished: capDuration(s.TTLAfterFinished, caps.TTLAfterFinished, defaultTTLAfterFinished),
 	}
+	// An idle timeout longer than the lifetime could never fire; the class's default (15m)
+	// must not outlast a shorter maxLifetime either.
+	lt.IdleTimeout = min(lt.IdleTimeout, lt.MaxLifetime)
+	return lt
 }
 
 func capDuration(requested, limit *metav1.Duration, fallback time.Duration) time.Duration {

@@ -20,13 +20,13 @@ type QuotaLimits struct {
 
 	// memory is the total Hyper-V utility VM memory of the namespace's live sandboxes, warm
 	// and bound, e.g. 64Gi.
-	// +kubebuilder:validation:XValidation:rule="!string(self).startsWith('-')",message="spec.hard.memory must not be negative, e.g. 64Gi"
+	// +kubebuilder:validation:XValidation:rule="!string(self).startsWith('-')",message="memory must not be negative, e.g. 64Gi"
 	// +optional
 	Memory *resource.Quantity `json:"memory,omitempty"`
 
 	// cpu is the total number of utility VM virtual processors of the namespace's live
 	// sandboxes, warm and bound, e.g. 32.
-	// +kubebuilder:validation:XValidation:rule="!string(self).startsWith('-')",message="spec.hard.cpu must not be negative, e.g. 32"
+	// +kubebuilder:validation:XValidation:rule="!string(self).startsWith('-')",message="cpu must not be negative, e.g. 32"
 	// +optional
 	CPU *resource.Quantity `json:"cpu,omitempty"`
 }

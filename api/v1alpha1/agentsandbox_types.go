@@ -63,13 +63,16 @@ type AgentSandboxSpec struct {
 	// defaults (no service account token, ContainerUser). Host access is refused: no
 	// hostNetwork, no HostProcess, no privileged containers.
 	// +kubebuilder:validation:XValidation:rule="has(self.spec) && size(self.spec.containers) > 0",message="spec.template.spec.containers must list at least one container"
-	// +kubebuilder:validation:XValidation:rule="!has(self.spec.hostNetwork) || !self.spec.hostNetwork",message="spec.template.spec.hostNetwork is not allowed: sandboxes never share the node's network; remove it"
-	// +kubebuilder:validation:XValidation:rule="!has(self.spec.securityContext) || !has(self.spec.securityContext.windowsOptions) || !has(self.spec.securityContext.windowsOptions.hostProcess) || !self.spec.securityContext.windowsOptions.hostProcess",message="spec.template.spec.securityContext.windowsOptions.hostProcess is not allowed: a HostProcess pod runs on the host, outside any sandbox; remove it"
-	// +kubebuilder:validation:XValidation:rule="self.spec.containers.all(c, !has(c.securityContext) || !has(c.securityContext.windowsOptions) || !has(c.securityContext.windowsOptions.hostProcess) || !c.securityContext.windowsOptions.hostProcess)",message="spec.template.spec.containers[].securityContext.windowsOptions.hostProcess is not allowed: a HostProcess container runs on the host, outside any sandbox; remove it"
-	// +kubebuilder:validation:XValidation:rule="self.spec.containers.all(c, !has(c.securityContext) || !has(c.securityContext.privileged) || !c.securityContext.privileged)",message="spec.template.spec.containers[].securityContext.privileged is not allowed in a sandbox; remove it"
-	// +kubebuilder:validation:XValidation:rule="!has(self.spec.initContainers) || self.spec.initContainers.all(c, !has(c.securityContext) || ((!has(c.securityContext.privileged) || !c.securityContext.privileged) && (!has(c.securityContext.windowsOptions) || !has(c.securityContext.windowsOptions.hostProcess) || !c.securityContext.windowsOptions.hostProcess)))",message="spec.template.spec.initContainers[].securityContext may not be privileged or hostProcess; remove it"
-	// +kubebuilder:validation:XValidation:rule="!has(self.spec.runtimeClassName)",message="spec.template.spec.runtimeClassName is set by hyperpool; use spec.runtimeClassName instead"
-	// +kubebuilder:validation:XValidation:rule="!has(self.spec.nodeName)",message="spec.template.spec.nodeName is not allowed: the scheduler places sandboxes on compatible Windows nodes; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.hostNetwork) || !self.spec.hostNetwork",message="spec.template.spec.hostNetwork is not allowed: sandboxes never share the node's network; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.securityContext) || !has(self.spec.securityContext.windowsOptions) || !has(self.spec.securityContext.windowsOptions.hostProcess) || !self.spec.securityContext.windowsOptions.hostProcess",message="spec.template.spec.securityContext.windowsOptions.hostProcess is not allowed: a HostProcess pod runs on the host, outside any sandbox; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || self.spec.containers.all(c, !has(c.securityContext) || !has(c.securityContext.windowsOptions) || !has(c.securityContext.windowsOptions.hostProcess) || !c.securityContext.windowsOptions.hostProcess)",message="spec.template.spec.containers[].securityContext.windowsOptions.hostProcess is not allowed: a HostProcess container runs on the host, outside any sandbox; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || self.spec.containers.all(c, !has(c.securityContext) || !has(c.securityContext.privileged) || !c.securityContext.privileged)",message="spec.template.spec.containers[].securityContext.privileged is not allowed in a sandbox; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.initContainers) || self.spec.initContainers.all(c, !has(c.securityContext) || ((!has(c.securityContext.privileged) || !c.securityContext.privileged) && (!has(c.securityContext.windowsOptions) || !has(c.securityContext.windowsOptions.hostProcess) || !c.securityContext.windowsOptions.hostProcess)))",message="spec.template.spec.initContainers[].securityContext may not be privileged or hostProcess; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.runtimeClassName)",message="spec.template.spec.runtimeClassName is set by hyperpool; use spec.runtimeClassName instead"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.nodeName)",message="spec.template.spec.nodeName is not allowed: the scheduler places sandboxes on compatible Windows nodes; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || ((!has(self.spec.hostPID) || !self.spec.hostPID) && (!has(self.spec.hostIPC) || !self.spec.hostIPC))",message="spec.template.spec.hostPID and hostIPC are not allowed: sandboxes never share the node's processes; remove them"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.volumes) || self.spec.volumes.all(v, !has(v.hostPath))",message="spec.template.spec.volumes[].hostPath is not allowed: a sandbox must not reach the node's disk; use an emptyDir or a persistent volume"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.os) || self.spec.os.name == 'windows'",message="spec.template.spec.os.name must be windows (or unset): hyperpool runs Windows sandboxes"
 	Template corev1.PodTemplateSpec `json:"template"`
 
 	// isolation is HyperV (each pod in its own utility VM, the default) or Process
@@ -177,19 +180,19 @@ type StorageQoS struct {
 }
 
 // LifetimeSpec bounds every session of a class. Durations are Go durations: 90s, 15m, 1h30m.
-// +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxLifetime) || duration(self.idleTimeout) <= duration(self.maxLifetime)",message="spec.lifetime.idleTimeout must not be longer than spec.lifetime.maxLifetime; shorten idleTimeout or lengthen maxLifetime"
+// +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxLifetime) || duration(self.idleTimeout) <= duration(self.maxLifetime)",message="spec.lifetime.idleTimeout must not be longer than spec.lifetime.maxLifetime (default 1h); shorten idleTimeout or lengthen maxLifetime"
 type LifetimeSpec struct {
 	// maxLifetime is the hard deadline of a session, counted from its bind.
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('168h')",message="spec.lifetime.maxLifetime must be between 1s and 168h (7 days), e.g. 1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('168h')",message="spec.lifetime.maxLifetime must be between 1s and 168h (7 days), e.g. 1h"
 	// +optional
 	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
 
 	// idleTimeout ends a session that has sent no heartbeat (the
-	// agents.hyperpool.io/last-activity annotation) for this long.
-	// +kubebuilder:default="15m"
+	// agents.hyperpool.io/last-activity annotation) for this long. Unset: 15m, or
+	// maxLifetime when that is shorter.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.lifetime.idleTimeout must be longer than 0s, e.g. 15m"

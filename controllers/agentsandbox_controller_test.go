@@ -1,0 +1,295 @@
+//go:build !windows
+
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	hcsannotations "github.com/Microsoft/hcsshim/pkg/annotations"
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/testbed"
+)
+
+func TestPoolFillsWithWindowsPods(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	sb := newSandbox(ns, "pool", 3, 20348)
+	create(t, sb)
+	got := waitPoolReady(t, ns, "pool", 3, 30*time.Second)
+
+	if got.Status.Footprint == nil || got.Status.Footprint.PerSandbox.Memory.String() != "1536Mi" || got.Status.Footprint.PerSandbox.VCPUs != 2 {
+		t.Errorf("footprint per sandbox = %+v, want 1536Mi (1Gi limit + 256 MB, rounded up to 512 MB) and 2 vCPUs", got.Status.Footprint)
+	}
+	if got.Status.Footprint != nil && got.Status.Footprint.Total.Memory.String() != "4608Mi" {
+		t.Errorf("footprint total = %s, want 4608Mi for 3 sandboxes", got.Status.Footprint.Total.Memory.String())
+	}
+	if c := condition(got.Status.Conditions, agentsv1alpha1.SandboxReady); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("Ready condition = %+v, want True", c)
+	}
+
+	for _, p := range warmPods(t, ns, "pool") {
+		checkSandboxPod(t, &p, "hyperv", []string{build2022})
+		if p.Annotations[hcsannotations.MemorySizeInMB] != "1536" {
+			t.Errorf("pod %s: annotation %s = %q, want 1536", p.Name, hcsannotations.MemorySizeInMB, p.Annotations[hcsannotations.MemorySizeInMB])
+		}
+		if owner := metav1.GetControllerOf(&p); owner == nil || owner.Kind != "AgentSandbox" || owner.Name != "pool" {
+			t.Errorf("pod %s: controller = %+v, want AgentSandbox pool", p.Name, owner)
+		}
+	}
+}
+
+// checkSandboxPod asserts what every sandbox pod gets on top of its template.
+func checkSandboxPod(t *testing.T, p *corev1.Pod, runtimeClass string, builds []string) {
+	t.Helper()
+	if p.Spec.RuntimeClassName == nil || *p.Spec.RuntimeClassName != runtimeClass {
+		t.Errorf("pod %s: runtimeClassName = %v, want %s", p.Name, p.Spec.RuntimeClassName, runtimeClass)
+	}
+	if p.Spec.NodeSelector["kubernetes.io/os"] != "windows" {
+		t.Errorf("pod %s: nodeSelector = %v, want kubernetes.io/os=windows", p.Name, p.Spec.NodeSelector)
+	}
+	if !slices.ContainsFunc(p.Spec.Tolerations, func(tol corev1.Toleration) bool { return tol.Key == "os" && tol.Value == "windows" }) {
+		t.Errorf("pod %s: tolerations %v lack os=windows:NoSchedule", p.Name, p.Spec.Tolerations)
+	}
+	terms := p.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	for _, term := range terms {
+		i := slices.IndexFunc(term.MatchExpressions, func(r corev1.NodeSelectorRequirement) bool { return r.Key == "node.kubernetes.io/windows-build" })
+		if i < 0 {
+			t.Errorf("pod %s: node affinity term %v has no windows-build requirement", p.Name, term)
+			continue
+		}
+		for _, b := range builds {
+			if !slices.Contains(term.MatchExpressions[i].Values, b) {
+				t.Errorf("pod %s: windows-build affinity %v lacks %s", p.Name, term.MatchExpressions[i].Values, b)
+			}
+		}
+	}
+	if p.Spec.AutomountServiceAccountToken == nil || *p.Spec.AutomountServiceAccountToken {
+		t.Errorf("pod %s: automountServiceAccountToken = %v, want false", p.Name, p.Spec.AutomountServiceAccountToken)
+	}
+	if sc := p.Spec.SecurityContext; sc == nil || sc.WindowsOptions == nil || ptr.Deref(sc.WindowsOptions.RunAsUserName, "") != "ContainerUser" {
+		t.Errorf("pod %s: runAsUserName is not ContainerUser: %+v", p.Name, p.Spec.SecurityContext)
+	}
+	if p.Labels[agentsv1alpha1.TemplateHashLabel] == "" {
+		t.Errorf("pod %s: no template-hash label", p.Name)
+	}
+}
+
+func TestScaleToZeroAndBack(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "pool", 3, 20348))
+	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
+
+	scale(t, ns, "pool", 0)
+	waitPoolReady(t, ns, "pool", 0, 30*time.Second)
+	scale(t, ns, "pool", 2)
+	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+}
+
+func scale(t *testing.T, ns, name string, replicas int32) {
+	t.Helper()
+	sb := &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	patch := client.RawPatch("application/merge-patch+json", fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, replicas))
+	if err := k8s.SubResource("scale").Patch(context.Background(), sb, patch); err != nil {
+		// Fall back to the main resource if the scale subresource is not patchable here.
+		if err := k8s.Patch(context.Background(), sb, patch); err != nil {
+			t.Fatalf("scaling %s to %d: %v", name, replicas, err)
+		}
+	}
+}
+
+func TestBuildFiltering(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+
+	// A 2019 image with Hyper-V runs on 2019 and 2022 nodes.
+	create(t, newSandbox(ns, "hyperv-2019", 2, 17763))
+	// A 2022 image with process isolation runs on 2022 nodes only.
+	proc := newSandbox(ns, "process-2022", 2, 20348)
+	proc.Spec.Isolation = agentsv1alpha1.IsolationProcess
+	create(t, proc)
+	// A 2025 image runs nowhere here.
+	create(t, newSandbox(ns, "hyperv-2025", 1, 26100))
+
+	waitPoolReady(t, ns, "hyperv-2019", 2, 30*time.Second)
+	for _, p := range warmPods(t, ns, "hyperv-2019") {
+		checkSandboxPod(t, &p, "hyperv", []string{build2019, build2022})
+	}
+	waitPoolReady(t, ns, "process-2022", 2, 30*time.Second)
+	for _, p := range warmPods(t, ns, "process-2022") {
+		checkSandboxPod(t, &p, "process", []string{build2022})
+		if _, ok := p.Annotations[hcsannotations.MemorySizeInMB]; ok {
+			t.Errorf("process-isolated pod %s has a VM memory annotation", p.Name)
+		}
+		if !strings.HasPrefix(p.Spec.NodeName, "win2022") {
+			t.Errorf("process-isolated 2022 pod %s landed on node %s", p.Name, p.Spec.NodeName)
+		}
+	}
+
+	sb := waitDegraded(t, ns, "hyperv-2025", agentsv1alpha1.ReasonNoCompatibleNodes)
+	msg := condition(sb.Status.Conditions, agentsv1alpha1.SandboxDegraded).Message
+	for _, want := range []string{"26100", "HyperV", "17763", "20348"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("NoCompatibleNodes message %q does not name %s", msg, want)
+		}
+	}
+	if n := len(warmPods(t, ns, "hyperv-2025")); n != 0 {
+		t.Errorf("pool with no compatible node created %d pods, want 0", n)
+	}
+}
+
+func waitDegraded(t *testing.T, ns, name, reason string) *agentsv1alpha1.AgentSandbox {
+	t.Helper()
+	sb := &agentsv1alpha1.AgentSandbox{}
+	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, sb); err != nil {
+			return false, err.Error()
+		}
+		c := condition(sb.Status.Conditions, agentsv1alpha1.SandboxDegraded)
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == reason, fmt.Sprintf("Degraded = %+v, want reason %s", c, reason)
+	})
+	return sb
+}
+
+func TestRuntimeClassNotFoundThenCreated(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	rcName := "hyperv-" + ns
+	sb := newSandbox(ns, "pool", 1, 20348)
+	sb.Spec.RuntimeClassName = ptr.To(rcName)
+	create(t, sb)
+
+	got := waitDegraded(t, ns, "pool", agentsv1alpha1.ReasonRuntimeClassNotFound)
+	if msg := condition(got.Status.Conditions, agentsv1alpha1.SandboxDegraded).Message; !strings.Contains(msg, rcName) {
+		t.Errorf("message %q does not name the RuntimeClass %s", msg, rcName)
+	}
+	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rcName}, Handler: "runhcs-wcow-hypervisor"}
+	create(t, rc)
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), rc) })
+	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
+}
+
+func TestTemplateChangeRecreate(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	sb := newSandbox(ns, "pool", 3, 20348)
+	sb.Spec.UpdateStrategy = agentsv1alpha1.UpdateStrategy{Type: agentsv1alpha1.RecreateUpdateStrategy, MaxConcurrent: ptr.To[int32](1)}
+	create(t, sb)
+	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
+
+	// A session holds one pod of the old template; the rollout must not touch it.
+	create(t, newSession(ns, "holder", "pool"))
+	held := waitSession(t, ns, "holder", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	heldPod := getPod(t, ns, held.Status.PodName)
+	oldHash := heldPod.Labels[agentsv1alpha1.TemplateHashLabel]
+
+	changeTemplate(t, ns, "pool")
+	eventually(t, 60*time.Second, func(ctx context.Context) (bool, string) {
+		pods := warmPods(t, ns, "pool")
+		fresh := 0
+		for _, p := range pods {
+			if p.Labels[agentsv1alpha1.TemplateHashLabel] != oldHash && podReady(&p) {
+				fresh++
+			}
+		}
+		return fresh == 3 && len(pods) == 3, fmt.Sprintf("%d warm pods, %d of the new template and Ready; want 3 and 3", len(pods), fresh)
+	})
+	if p := getPod(t, ns, heldPod.Name); p.UID != heldPod.UID || !p.DeletionTimestamp.IsZero() {
+		t.Errorf("the bound pod %s was replaced or deleted by the rollout", heldPod.Name)
+	}
+}
+
+func TestTemplateChangeOnReplenish(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	sb := newSandbox(ns, "pool", 2, 20348)
+	sb.Spec.UpdateStrategy = agentsv1alpha1.UpdateStrategy{Type: agentsv1alpha1.OnReplenishUpdateStrategy}
+	create(t, sb)
+	before := waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	oldHash := before.Status.TemplateHash
+
+	changeTemplate(t, ns, "pool")
+	// Once the pool has seen the new template, its old warm pods are still there.
+	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		cur := &agentsv1alpha1.AgentSandbox{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pool"}, cur); err != nil {
+			return false, err.Error()
+		}
+		return cur.Status.ObservedGeneration == cur.Generation && cur.Status.TemplateHash != oldHash, "pool has not observed the new template"
+	})
+	for _, p := range warmPods(t, ns, "pool") {
+		if p.Labels[agentsv1alpha1.TemplateHashLabel] != oldHash {
+			t.Fatalf("OnReplenish replaced warm pod %s before any session took it", p.Name)
+		}
+	}
+
+	// A session takes an old pod; its replacement has the new template.
+	create(t, newSession(ns, "s1", "pool"))
+	s := waitSession(t, ns, "s1", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	if p := getPod(t, ns, s.Status.PodName); p.Labels[agentsv1alpha1.TemplateHashLabel] != oldHash {
+		t.Errorf("session took pod %s of the new template; OnReplenish hands out old pods first", p.Name)
+	}
+	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		pods := warmPods(t, ns, "pool")
+		old, fresh := 0, 0
+		for _, p := range pods {
+			if p.Labels[agentsv1alpha1.TemplateHashLabel] == oldHash {
+				old++
+			} else if podReady(&p) {
+				fresh++
+			}
+		}
+		return old == 1 && fresh == 1 && len(pods) == 2, fmt.Sprintf("warm pods: %d old, %d new Ready, %d in all; want 1, 1, 2", old, fresh, len(pods))
+	})
+}
+
+func changeTemplate(t *testing.T, ns, name string) {
+	t.Helper()
+	sb := &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	patch := client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"template":{"metadata":{"labels":{"revision":"2"}}}}}`))
+	if err := k8s.Patch(context.Background(), sb, patch); err != nil {
+		t.Fatalf("changing the template of %s: %v", name, err)
+	}
+}
+
+func getPod(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	p := &corev1.Pod{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+		t.Fatalf("getting pod %s: %v", name, err)
+	}
+	return p
+}
+
+func TestWarmPodsThatNeverBecomeReadyAreReplaced(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	sb := newSandbox(ns, "slow", 1, 20348)
+	// kwok holds these pods un-Ready far longer than the manager's deadline.
+	sb.Spec.Template.Annotations = map[string]string{testbed.PodReadyDelayAnnotation: "600000"}
+	create(t, sb)
+	first := ""
+	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		pods := warmPods(t, ns, "slow")
+		if len(pods) == 1 {
+			first = pods[0].Name
+		}
+		return first != "", "no warm pod yet"
+	})
+	waitDegraded(t, ns, "slow", agentsv1alpha1.ReasonPodsNotReady)
+	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		pods := warmPods(t, ns, "slow")
+		return len(pods) == 1 && pods[0].Name != first, fmt.Sprintf("warm pods %d, first %s still there", len(pods), first)
+	})
+}

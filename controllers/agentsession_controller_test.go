@@ -1,0 +1,378 @@
+//go:build !windows
+
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/testbed"
+)
+
+func TestWarmBind(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "pool", 2, 20348))
+	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	warmBefore := map[string]bool{}
+	for _, p := range warmPods(t, ns, "pool") {
+		warmBefore[p.Name] = true
+	}
+
+	create(t, newSession(ns, "s1", "pool"))
+	s := waitSession(t, ns, "s1", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+
+	if s.Status.StartType != agentsv1alpha1.StartWarm || !warmBefore[s.Status.PodName] {
+		t.Errorf("start type %q, pod %q; want Warm and one of the warm pods %v", s.Status.StartType, s.Status.PodName, warmBefore)
+	}
+	if s.Status.NodeName == "" || s.Status.PodIP == "" || s.Status.BoundTime == nil || s.Status.ReadyTime == nil || s.Status.ExpiryTime == nil {
+		t.Errorf("status lacks node, IP or times: %+v", s.Status)
+	}
+	if want := s.Status.BoundTime.Add(time.Hour); !s.Status.ExpiryTime.Time.Equal(want) {
+		t.Errorf("expiryTime = %s, want bound + 1h (the class default) = %s", s.Status.ExpiryTime, want)
+	}
+	if s.Status.Footprint == nil || s.Status.Footprint.Memory.String() != "1536Mi" {
+		t.Errorf("footprint = %+v, want 1536Mi", s.Status.Footprint)
+	}
+	pod := getPod(t, ns, s.Status.PodName)
+	if pod.Labels[agentsv1alpha1.SessionLabel] != "s1" {
+		t.Errorf("pod labels %v, want session=s1", pod.Labels)
+	}
+	if owner := metav1.GetControllerOf(pod); owner == nil || owner.Kind != "AgentSession" || owner.UID != s.UID {
+		t.Errorf("pod controller = %+v, want the session", owner)
+	}
+	// The pool refills behind the bind.
+	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	sb := &agentsv1alpha1.AgentSandbox{}
+	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pool"}, sb)
+		return sb.Status.ActiveSessions == 1, fmt.Sprintf("activeSessions = %d, want 1", sb.Status.ActiveSessions)
+	})
+
+	// Deleting the session destroys its pod.
+	if err := k8s.Delete(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	waitPodGone(t, ns, pod.Name, pod.UID)
+}
+
+func waitPodGone(t *testing.T, ns, name string, uid types.UID) {
+	t.Helper()
+	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		p := &corev1.Pod{}
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p)
+		if apierrors.IsNotFound(err) || (err == nil && p.UID != uid) {
+			return true, ""
+		}
+		return false, fmt.Sprintf("pod %s still exists (deleting: %v)", name, err == nil && !p.DeletionTimestamp.IsZero())
+	})
+}
+
+func TestColdStartWhenNoWarmPod(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	sb := newSandbox(ns, "empty", 0, 20348)
+	// The simulated VM boots for a second, so the session is seen Starting first.
+	sb.Spec.Template.Annotations = map[string]string{testbed.PodReadyDelayAnnotation: "1000"}
+	create(t, sb)
+	waitPoolReady(t, ns, "empty", 0, 10*time.Second)
+
+	create(t, newSession(ns, "cold", "empty"))
+	starting := waitSession(t, ns, "cold", 10*time.Second, "Starting or Ready with a pod", func(s *agentsv1alpha1.AgentSession) bool {
+		return s.Status.PodName != ""
+	})
+	if starting.Status.StartType != agentsv1alpha1.StartCold {
+		t.Errorf("start type = %q, want Cold", starting.Status.StartType)
+	}
+	s := waitSession(t, ns, "cold", 20*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	if s.Status.PodName != starting.Status.PodName {
+		t.Errorf("session changed pods: %s then %s", starting.Status.PodName, s.Status.PodName)
+	}
+	pod := getPod(t, ns, s.Status.PodName)
+	checkSandboxPod(t, pod, "hyperv", []string{build2022})
+	if len(warmPods(t, ns, "empty")) != 0 {
+		t.Error("a cold start added a pod to the pool")
+	}
+}
+
+func TestRequireWarmWaitsForAWarmPod(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "pool", 0, 20348))
+	s := newSession(ns, "patient", "pool")
+	s.Spec.StartPolicy = agentsv1alpha1.RequireWarm
+	create(t, s)
+
+	waitSession(t, ns, "patient", 10*time.Second, "Pending with reason WaitingForWarmSandbox", func(s *agentsv1alpha1.AgentSession) bool {
+		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
+		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonWaitingForWarmSandbox
+	})
+	if pods := podsOfSession(t, ns, "patient"); len(pods) != 0 {
+		t.Fatalf("RequireWarm session got %d pods without a warm one", len(pods))
+	}
+
+	scale(t, ns, "pool", 1)
+	got := waitSession(t, ns, "patient", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	if got.Status.StartType != agentsv1alpha1.StartWarm {
+		t.Errorf("start type = %q, want Warm", got.Status.StartType)
+	}
+}
+
+func podsOfSession(t *testing.T, ns, session string) []corev1.Pod {
+	t.Helper()
+	list := &corev1.PodList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{agentsv1alpha1.SessionLabel: session}); err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+func TestSessionBindsWhenItsClassAppears(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSession(ns, "early", "late-class"))
+	waitSession(t, ns, "early", 10*time.Second, "Pending with reason SandboxNotFound", func(s *agentsv1alpha1.AgentSession) bool {
+		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
+		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonSandboxNotFound
+	})
+	create(t, newSandbox(ns, "late-class", 1, 20348))
+	waitSession(t, ns, "early", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+}
+
+func TestMaxLifetimeExpiresTheSession(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "pool", 1, 20348))
+	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
+
+	s := newSession(ns, "short", "pool")
+	s.Spec.MaxLifetime = &metav1.Duration{Duration: 2 * time.Second}
+	create(t, s)
+	ready := waitSession(t, ns, "short", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	pod := getPod(t, ns, ready.Status.PodName)
+
+	ended := waitSession(t, ns, "short", 10*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	if ended.Status.EndReason != agentsv1alpha1.ReasonMaxLifetime {
+		t.Errorf("end reason = %q, want MaxLifetime", ended.Status.EndReason)
+	}
+	if lag := ended.Status.EndTime.Sub(ready.Status.ExpiryTime.Time); lag < 0 || lag > 2*time.Second {
+		t.Errorf("ended %s after the deadline, want within [0, 2s]", lag)
+	}
+	waitPodGone(t, ns, pod.Name, pod.UID)
+}
+
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "pool", 2, 20348))
+	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+
+	for _, name := range []string{"quiet", "chatty"} {
+		s := newSession(ns, name, "pool")
+		s.Spec.IdleTimeout = &metav1.Duration{Duration: 2 * time.Second}
+		create(t, s)
+	}
+	waitSession(t, ns, "chatty", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+
+	// chatty sends a heartbeat every 500 ms for 5 s: more than twice its idle timeout.
+	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			heartbeat(t, ns, "chatty", time.Now())
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+
+	quiet := waitSession(t, ns, "quiet", 10*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	if quiet.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
+		t.Errorf("quiet: end reason = %q, want IdleTimeout", quiet.Status.EndReason)
+	}
+	wg.Wait()
+	chatty := &agentsv1alpha1.AgentSession{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "chatty"}, chatty); err != nil {
+		t.Fatal(err)
+	}
+	if chatty.Status.Phase != agentsv1alpha1.SessionReady {
+		t.Fatalf("chatty, with heartbeats, is %s (%s), want still Ready", chatty.Status.Phase, chatty.Status.EndReason)
+	}
+	// Heartbeats stopped: it expires one idle timeout after the last.
+	ended := waitSession(t, ns, "chatty", 10*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	if ended.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
+		t.Errorf("chatty: end reason = %q, want IdleTimeout", ended.Status.EndReason)
+	}
+}
+
+func heartbeat(t *testing.T, ns, name string, at time.Time) {
+	s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	patch := client.RawPatch("application/merge-patch+json",
+		fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, agentsv1alpha1.LastActivityAnnotation, at.UTC().Format(time.RFC3339Nano)))
+	if err := k8s.Patch(context.Background(), s, patch); err != nil {
+		t.Errorf("heartbeat: %v", err)
+	}
+}
+
+func TestFinishedSessionsAreDeletedAfterTTL(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "pool", 1, 20348))
+	s := newSession(ns, "brief", "pool")
+	s.Spec.MaxLifetime = &metav1.Duration{Duration: time.Second}
+	s.Spec.TTLAfterFinished = &metav1.Duration{Duration: time.Second}
+	create(t, s)
+	waitSession(t, ns, "brief", 15*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "brief"}, &agentsv1alpha1.AgentSession{})
+		return apierrors.IsNotFound(err), fmt.Sprintf("session still there (get: %v)", err)
+	})
+}
+
+func TestPodDeletedFailsTheSession(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "pool", 1, 20348))
+	create(t, newSession(ns, "victim", "pool"))
+	s := waitSession(t, ns, "victim", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+
+	pod := getPod(t, ns, s.Status.PodName)
+	if err := k8s.Delete(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	failed := waitSession(t, ns, "victim", 10*time.Second, "Failed", inPhase(agentsv1alpha1.SessionFailed))
+	if failed.Status.EndReason != agentsv1alpha1.ReasonPodDeleted {
+		t.Errorf("end reason = %q, want PodDeleted", failed.Status.EndReason)
+	}
+	if c := condition(failed.Status.Conditions, agentsv1alpha1.SessionReadyCondition); c == nil || c.Status != metav1.ConditionFalse {
+		t.Errorf("a failed session shows Ready condition %+v", c)
+	}
+}
+
+func TestNodeLostFailsTheSession(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	// A node of this test's own, and a class that lands only there.
+	nodes, err := env.CreateWindowsNodes(context.Background(), "lost-"+ns, 1, build2022, testbed.WithLabels(map[string]string{"hyperpool-test": ns}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := newSandbox(ns, "pool", 1, 20348)
+	sb.Spec.Template.Spec.NodeSelector = map[string]string{"hyperpool-test": ns}
+	create(t, sb)
+	create(t, newSession(ns, "stranded", "pool"))
+	s := waitSession(t, ns, "stranded", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	if s.Status.NodeName != nodes[0].Name {
+		t.Fatalf("session on node %s, want %s", s.Status.NodeName, nodes[0].Name)
+	}
+
+	if err := k8s.Delete(context.Background(), &nodes[0]); err != nil {
+		t.Fatal(err)
+	}
+	failed := waitSession(t, ns, "stranded", 10*time.Second, "Failed", inPhase(agentsv1alpha1.SessionFailed))
+	if failed.Status.EndReason != agentsv1alpha1.ReasonNodeLost {
+		t.Errorf("end reason = %q, want NodeLost", failed.Status.EndReason)
+	}
+}
+
+// TestBurstAgainstAWarmPool: 200 sessions at once against a pool of 50. Every session gets
+// exactly one pod, no pod serves two sessions, and the pool refills to 50 with no pod more.
+func TestBurstAgainstAWarmPool(t *testing.T) {
+	t.Parallel()
+	const poolSize, sessions = 50, 200
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "pool", poolSize, 20348))
+	waitPoolReady(t, ns, "pool", poolSize, 60*time.Second)
+
+	var wg sync.WaitGroup
+	for i := range sessions {
+		wg.Go(func() { create(t, newSession(ns, fmt.Sprintf("burst-%03d", i), "pool")) })
+	}
+	wg.Wait()
+
+	eventually(t, 90*time.Second, func(ctx context.Context) (bool, string) {
+		list := &agentsv1alpha1.AgentSessionList{}
+		if err := k8s.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		ready := 0
+		for _, s := range list.Items {
+			if s.Status.Phase == agentsv1alpha1.SessionReady {
+				ready++
+			}
+		}
+		return ready == sessions, fmt.Sprintf("%d of %d sessions Ready", ready, sessions)
+	})
+	waitPoolReady(t, ns, "pool", poolSize, 60*time.Second)
+
+	list := &agentsv1alpha1.AgentSessionList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	pods := &corev1.PodList{}
+	if err := k8s.List(context.Background(), pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	podByName := map[string]corev1.Pod{}
+	podsPerSession := map[string]int{}
+	for _, p := range pods.Items {
+		podByName[p.Name] = p
+		if sess := p.Labels[agentsv1alpha1.SessionLabel]; sess != "" {
+			podsPerSession[sess]++
+		}
+	}
+	claimedBy := map[string]string{}
+	warm, cold := 0, 0
+	for _, s := range list.Items {
+		if other, dup := claimedBy[s.Status.PodName]; dup {
+			t.Errorf("pod %s bound to both %s and %s", s.Status.PodName, other, s.Name)
+		}
+		claimedBy[s.Status.PodName] = s.Name
+		p, ok := podByName[s.Status.PodName]
+		if !ok || p.Labels[agentsv1alpha1.SessionLabel] != s.Name {
+			t.Errorf("session %s: pod %s missing or labelled for %q", s.Name, s.Status.PodName, p.Labels[agentsv1alpha1.SessionLabel])
+		}
+		if n := podsPerSession[s.Name]; n != 1 {
+			t.Errorf("session %s holds %d pods, want 1", s.Name, n)
+		}
+		if s.Status.StartType == agentsv1alpha1.StartWarm {
+			warm++
+		} else {
+			cold++
+		}
+	}
+	// Every pod is either bound to one session or warm in the pool: none extra.
+	if want := sessions + poolSize; len(pods.Items) != want {
+		t.Errorf("%d pods in the namespace, want %d (%d bound + %d warm)", len(pods.Items), want, sessions, poolSize)
+	}
+	// The pool created its first 50 and one replacement per warm bind, nothing more: any pod
+	// the pool over-created would be warm (the check above) or bound warm (counted here).
+	poolCreated := 0
+	for _, p := range pods.Items {
+		if p.GenerateName == "pool-" {
+			poolCreated++
+		}
+	}
+	if want := poolSize + warm; poolCreated != want {
+		t.Errorf("the pool created %d pods still alive, want %d (%d + %d warm binds)", poolCreated, want, poolSize, warm)
+	}
+	if warm < poolSize {
+		t.Errorf("only %d warm binds from a Ready pool of %d", warm, poolSize)
+	}
+	t.Logf("%d sessions: %d warm, %d cold", sessions, warm, cold)
+}

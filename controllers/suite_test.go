@@ -1,0 +1,218 @@
+//go:build !windows
+
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/controllers"
+	"github.com/hyperpool/hyperpool/test/testbed"
+)
+
+// The package's test bed: one control plane, the manager running in-process, and
+// simulated Windows nodes of two builds. Each test works in its own namespace.
+var (
+	env *testbed.Env
+	k8s client.Client
+)
+
+const (
+	build2022 = "10.0.20348"
+	build2019 = "10.0.17763"
+	// testReadyTimeout is the warm-pod ready deadline the tests' manager uses.
+	testReadyTimeout = 3 * time.Second
+)
+
+func TestMain(m *testing.M) {
+	testbed.Main(m, testbed.Options{}, func(e *testbed.Env) error {
+		env, k8s = e, e.Client
+		ctx := context.Background()
+		for _, rc := range []struct{ name, handler string }{{"hyperv", "runhcs-wcow-hypervisor"}, {"process", "runhcs-wcow-process"}} {
+			if err := k8s.Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rc.name}, Handler: rc.handler}); err != nil {
+				return err
+			}
+		}
+		if _, err := e.CreateWindowsNodes(ctx, "win2022", 3, build2022); err != nil {
+			return err
+		}
+		if _, err := e.CreateWindowsNodes(ctx, "win2019", 1, build2019); err != nil {
+			return err
+		}
+		return startManager(e)
+	})
+}
+
+func startManager(e *testbed.Env) error {
+	ctrl.SetLogger(zap.New(zap.Level(zapLevel())))
+	restConfig := rest.CopyConfig(e.Config)
+	restConfig.QPS, restConfig.Burst = 500, 1000 // as the manager's flags default, and more
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Scheme:                 e.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+	})
+	if err != nil {
+		return err
+	}
+	cfg := controllers.DefaultConfig()
+	cfg.WarmPodReadyTimeout = testReadyTimeout
+	ctx := context.Background()
+	if err := controllers.SetupWithManager(ctx, mgr, cfg); err != nil {
+		return err
+	}
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			panic(fmt.Sprintf("manager stopped: %v", err))
+		}
+	}()
+	return nil
+}
+
+// zapLevel keeps the manager quiet unless HYPERPOOL_TEST_VERBOSE is set.
+func zapLevel() zapcore.Level {
+	if os.Getenv("HYPERPOOL_TEST_VERBOSE") != "" {
+		return zapcore.DebugLevel
+	}
+	return zapcore.DPanicLevel
+}
+
+// eventually polls cond until it holds or the timeout passes, then fails the test with
+// cond's last description of what it saw.
+func eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Context) (bool, string)) {
+	t.Helper()
+	var last string
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		ok, msg := cond(ctx)
+		last = msg
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("condition not met within %s: %s", timeout, last)
+	}
+}
+
+// newSandbox returns a class with one small Windows container.
+func newSandbox(ns, name string, replicas int32, build int32) *agentsv1alpha1.AgentSandbox {
+	return &agentsv1alpha1.AgentSandbox{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: agentsv1alpha1.AgentSandboxSpec{
+			Replicas: ptr.To(replicas),
+			Windows:  agentsv1alpha1.WindowsSpec{ImageBuild: build},
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name:  "sandbox",
+				Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022",
+				Resources: corev1.ResourceRequirements{
+					Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+				},
+			}}}},
+		},
+	}
+}
+
+func newSession(ns, name, sandbox string) *agentsv1alpha1.AgentSession {
+	return &agentsv1alpha1.AgentSession{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       agentsv1alpha1.AgentSessionSpec{SandboxName: sandbox},
+	}
+}
+
+func create(t testing.TB, obj client.Object) {
+	t.Helper()
+	if err := k8s.Create(context.Background(), obj); err != nil {
+		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+// waitPoolReady waits until the class reports want Ready warm pods, and exactly want warm.
+func waitPoolReady(t testing.TB, ns, name string, want int32, timeout time.Duration) *agentsv1alpha1.AgentSandbox {
+	t.Helper()
+	sb := &agentsv1alpha1.AgentSandbox{}
+	eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, sb); err != nil {
+			return false, err.Error()
+		}
+		warm := warmPods(t, ns, name)
+		ready := 0
+		for _, p := range warm {
+			if podReady(&p) {
+				ready++
+			}
+		}
+		return sb.Status.ReadyReplicas == want && int32(len(warm)) == want && int32(ready) == want,
+			fmt.Sprintf("pool %s: status ready %d/%d, %d warm pods (%d Ready) in the API, want %d", name, sb.Status.ReadyReplicas, sb.Status.Replicas, len(warm), ready, want)
+	})
+	return sb
+}
+
+// warmPods lists the class's unbound, non-terminating pods straight from the API server.
+func warmPods(t testing.TB, ns, sandbox string) []corev1.Pod {
+	t.Helper()
+	list := &corev1.PodList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{agentsv1alpha1.SandboxLabel: sandbox}); err != nil {
+		t.Fatalf("listing pods: %v", err)
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if p.Labels[agentsv1alpha1.SessionLabel] == "" && p.DeletionTimestamp.IsZero() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitSession waits until the session satisfies cond, and returns it.
+func waitSession(t testing.TB, ns, name string, timeout time.Duration, what string, cond func(s *agentsv1alpha1.AgentSession) bool) *agentsv1alpha1.AgentSession {
+	t.Helper()
+	s := &agentsv1alpha1.AgentSession{}
+	eventually(t, timeout, func(ctx context.Context) (bool, string) {
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+			return false, err.Error()
+		}
+		return cond(s), fmt.Sprintf("session %s: want %s; phase %q, pod %q, start %q, end reason %q, conditions %+v",
+			name, what, s.Status.Phase, s.Status.PodName, s.Status.StartType, s.Status.EndReason, s.Status.Conditions)
+	})
+	return s
+}
+
+func inPhase(phase agentsv1alpha1.SessionPhase) func(*agentsv1alpha1.AgentSession) bool {
+	return func(s *agentsv1alpha1.AgentSession) bool { return s.Status.Phase == phase }
+}
+
+// readyCondition returns the session's or class's condition of the given type.
+func condition(conds []metav1.Condition, typ string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == typ {
+			return &conds[i]
+		}
+	}
+	return nil
+}
