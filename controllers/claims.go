@@ -153,4 +153,3 @@ func (w *writtenStatuses) overlay(s *agentsv1alpha1.AgentSession) {
 		s.Status = *ws.status.DeepCopy()
 	}
 }
-
