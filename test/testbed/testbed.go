@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -194,10 +195,27 @@ func defaultScheme() (*runtime.Scheme, error) {
 	return scheme, nil
 }
 
-// startAPIServer starts etcd and kube-apiserver through envtest, installs the CRDs, and
-// puts a watchdog on both processes.
+// startAPIServer starts etcd and kube-apiserver through envtest and installs the CRDs. A
+// watchdog is armed before, and both processes run under a parent-death signal, so that
+// nothing outlives a test binary that dies even in the middle of this.
 func (e *Env) startAPIServer(opts Options) error {
 	crdPaths, crdPathsRequired, err := e.crdPaths(opts.CRDDirectoryPaths)
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{e.certDir(), e.etcdDir(), e.wrapperDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	if e.watchdog, err = startWatchdog(e.disposableDirs(), e.LogDir); err != nil {
+		return err
+	}
+	etcdPath, err := wrapWithDeathSignal(e.wrapperDir(), e.assetPath("etcd"))
+	if err != nil {
+		return err
+	}
+	apiServerPath, err := wrapWithDeathSignal(e.wrapperDir(), e.assetPath("kube-apiserver"))
 	if err != nil {
 		return err
 	}
@@ -213,27 +231,28 @@ func (e *Env) startAPIServer(opts Options) error {
 	defer apiServerLog.Close()
 
 	apiServer := &envtest.APIServer{
-		// Inside Dir, so that the watchdog can tell this test bed's processes from another's.
+		Path: apiServerPath,
+		// Inside Dir, which tells this test bed's processes from another's (see guardControlPlane).
 		CertDir: e.certDir(),
 		Out:     apiServerLog,
 		Err:     apiServerLog,
 	}
 	configureAPIServer(apiServer.Configure(), opts)
-	etcd := &envtest.Etcd{DataDir: e.etcdDir(), Out: etcdLog, Err: etcdLog}
-	for _, d := range []string{apiServer.CertDir, etcd.DataDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
-		}
-	}
-
 	e.testEnv = &envtest.Environment{
-		ControlPlane:          envtest.ControlPlane{APIServer: apiServer, Etcd: etcd},
+		ControlPlane: envtest.ControlPlane{
+			APIServer: apiServer,
+			Etcd:      &envtest.Etcd{Path: etcdPath, DataDir: e.etcdDir(), Out: etcdLog, Err: etcdLog},
+		},
 		BinaryAssetsDirectory: e.BinDir,
 		CRDDirectoryPaths:     crdPaths,
 		ErrorIfCRDPathMissing: crdPathsRequired,
 		Scheme:                e.Scheme,
 	}
+	// envtest forks etcd and kube-apiserver on this goroutine; pin it to its thread, since
+	// the parent-death signal follows the thread that forked (see startChild).
+	goruntime.LockOSThread()
 	_, startErr := e.testEnv.Start()
+	goruntime.UnlockOSThread()
 	// Guard whatever did start, even when Start failed half-way.
 	guardErr := e.guardControlPlane()
 	if startErr != nil {
@@ -241,6 +260,16 @@ func (e *Env) startAPIServer(opts Options) error {
 			logTailSection(etcdLog.Name()), logTailSection(apiServerLog.Name()))
 	}
 	return guardErr
+}
+
+// assetPath is where envtest would look for a control-plane binary: $TEST_ASSET_<NAME>
+// if set, else BinDir.
+func (e *Env) assetPath(name string) string {
+	envVar := "TEST_ASSET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	if path := os.Getenv(envVar); path != "" {
+		return path
+	}
+	return filepath.Join(e.BinDir, name)
 }
 
 // configureAPIServer turns envtest's kube-apiserver flags closer to a real cluster's.
@@ -276,11 +305,10 @@ func (e *Env) crdPaths(explicit []string) ([]string, bool, error) {
 	return []string{bases}, true, nil
 }
 
-// guardControlPlane starts a watchdog that kills envtest's etcd and kube-apiserver if the
-// test binary dies without calling Stop.
+// guardControlPlane finds envtest's etcd and kube-apiserver, by their command lines that
+// mention Dir, and hands them to the watchdog.
 func (e *Env) guardControlPlane() error {
 	e.controlPlanePIDs = make(map[string]int)
-	var pids []int
 	for _, name := range []string{"etcd", "kube-apiserver"} {
 		found, err := findChildren(e.Dir, name)
 		if err != nil {
@@ -289,11 +317,11 @@ func (e *Env) guardControlPlane() error {
 		if len(found) == 1 {
 			e.controlPlanePIDs[name] = found[0]
 		}
-		pids = append(pids, found...)
+		if err := e.watchdog.guard(found...); err != nil {
+			return err
+		}
 	}
-	var err error
-	e.watchdog, err = startWatchdog(pids, e.disposableDirs(), e.LogDir)
-	return err
+	return nil
 }
 
 // connect provisions the admin user, writes its kubeconfig and builds the client.
@@ -444,7 +472,8 @@ func (e *Env) stop() error {
 }
 
 // removeDir removes Dir, or with KeepDir only the bulky and secret parts of it: etcd's data
-// (over 100 MB, mostly preallocated log) and kube-apiserver's certificates and keys.
+// (over 100 MB, mostly preallocated log), kube-apiserver's certificates and keys, and the
+// wrapper scripts.
 func (e *Env) removeDir() error {
 	if !e.keepDir.Load() {
 		if err := os.RemoveAll(e.Dir); err != nil {
@@ -463,11 +492,12 @@ func (e *Env) removeDir() error {
 
 // disposableDirs are the parts of Dir not worth keeping after a failure.
 func (e *Env) disposableDirs() []string {
-	return []string{e.etcdDir(), e.certDir()}
+	return []string{e.etcdDir(), e.certDir(), e.wrapperDir()}
 }
 
-func (e *Env) etcdDir() string { return filepath.Join(e.Dir, "etcd") }
-func (e *Env) certDir() string { return filepath.Join(e.Dir, "kube-apiserver") }
+func (e *Env) etcdDir() string    { return filepath.Join(e.Dir, "etcd") }
+func (e *Env) wrapperDir() string { return filepath.Join(e.Dir, "bin") }
+func (e *Env) certDir() string    { return filepath.Join(e.Dir, "kube-apiserver") }
 
 // hasControllerManager reports whether this test bed runs kube-controller-manager.
 func (e *Env) hasControllerManager() bool { return !e.opts.DisableControllerManager }

@@ -8,45 +8,36 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"syscall"
 )
 
-// watchdogScript waits for its standard input to reach end-of-file, which happens when
-// the test binary exits by any means (the write end of the pipe lives only in the test
-// binary). It then kills the process groups in $TESTBED_PGIDS ("-PGID ...") and removes the
-// directories named by its arguments (etcd's data is over 100 MB), keeping the logs.
-const watchdogScript = `read -r line
-kill -s KILL -- $TESTBED_PGIDS 2>/dev/null
+// watchdogScript reads process group IDs, one a line, until its standard input reaches
+// end-of-file. That happens when the test binary exits by any means, since the write end
+// of the pipe lives only in the test binary. It then kills those process groups and
+// removes the directories named by its arguments (etcd's data alone is over 100 MB),
+// keeping the logs.
+const watchdogScript = `groups=
+while read -r pgid; do groups="$groups -$pgid"; done
+if [ -n "$groups" ]; then kill -s KILL -- $groups 2>/dev/null; fi
 rm -rf -- "$@"
-echo "testbed: the test binary died without stopping its test bed: killed etcd and kube-apiserver, logs are in $TESTBED_LOGS" >&2
+echo "testbed: the test binary exited without Env.Stop; its etcd and kube-apiserver are killed and their data removed; logs are in $TESTBED_LOGS" >&2
 exit 0`
 
-// watchdog guards processes that the test bed did not start itself and so could not give a
-// parent-death signal: envtest's etcd and kube-apiserver. controller-runtime starts them
-// with Setpgid only, so a test binary killed with SIGKILL, or one that panics, would
-// otherwise leave them running.
+// watchdog cleans up after a test binary that dies without calling Env.Stop: it kills
+// envtest's etcd and kube-apiserver, which controller-runtime starts with no parent-death
+// signal (see wrapWithDeathSignal for the other guard), and removes their data.
 type watchdog struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	done  chan struct{}
 }
 
-// startWatchdog starts a watchdog for the given process groups, which also removes
-// disposableDirs; logDir is only named in its message. It returns nil, nil when there is
-// nothing to guard.
-func startWatchdog(pgids []int, disposableDirs []string, logDir string) (*watchdog, error) {
-	if len(pgids) == 0 {
-		return nil, nil
-	}
-	groups := make([]string, len(pgids))
-	for i, pgid := range pgids {
-		groups[i] = "-" + strconv.Itoa(pgid)
-	}
+// startWatchdog starts a watchdog that will remove disposableDirs; logDir is only named in
+// its message. Tell it the processes to kill with guard.
+func startWatchdog(disposableDirs []string, logDir string) (*watchdog, error) {
 	args := append([]string{"-c", watchdogScript, "testbed-watchdog"}, disposableDirs...)
 	cmd := exec.Command("/bin/sh", args...)
-	cmd.Env = append(os.Environ(), "TESTBED_PGIDS="+strings.Join(groups, " "), "TESTBED_LOGS="+logDir)
+	cmd.Env = append(os.Environ(), "TESTBED_LOGS="+logDir)
 	// Its message goes where the test binary's own output went.
 	cmd.Stderr = os.Stderr
 	// Its own process group keeps a terminal Ctrl-C from killing the watchdog before it can
@@ -57,7 +48,7 @@ func startWatchdog(pgids []int, disposableDirs []string, logDir string) (*watchd
 		return nil, fmt.Errorf("watchdog stdin pipe: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start watchdog (/bin/sh) for process groups %v: %w", pgids, err)
+		return nil, fmt.Errorf("start watchdog (/bin/sh): %w", err)
 	}
 	w := &watchdog{cmd: cmd, stdin: stdin, done: make(chan struct{})}
 	go func() {
@@ -65,6 +56,16 @@ func startWatchdog(pgids []int, disposableDirs []string, logDir string) (*watchd
 		close(w.done)
 	}()
 	return w, nil
+}
+
+// guard adds process groups for the watchdog to kill.
+func (w *watchdog) guard(pgids ...int) error {
+	for _, pgid := range pgids {
+		if _, err := fmt.Fprintf(w.stdin, "%d\n", pgid); err != nil {
+			return fmt.Errorf("tell watchdog (pid %d) to guard process group %d: %w", w.cmd.Process.Pid, pgid, err)
+		}
+	}
+	return nil
 }
 
 // disarm kills the watchdog without letting it act. Env.Stop calls it before stopping
@@ -75,7 +76,7 @@ func (w *watchdog) disarm() error {
 	}
 	err := w.cmd.Process.Kill()
 	<-w.done
-	if err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, os.ErrProcessDone) {
+	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("kill watchdog (pid %d): %w", w.cmd.Process.Pid, err)
 	}
 	return nil
