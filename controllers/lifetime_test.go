@@ -1,0 +1,114 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+)
+
+func d(v time.Duration) *metav1.Duration { return &metav1.Duration{Duration: v} }
+
+func TestEffectiveLifetime(t *testing.T) {
+	class := &agentsv1alpha1.LifetimeSpec{MaxLifetime: d(time.Hour), IdleTimeout: d(15 * time.Minute), TTLAfterFinished: d(10 * time.Minute)}
+	tests := []struct {
+		name    string
+		class   *agentsv1alpha1.LifetimeSpec
+		session agentsv1alpha1.AgentSessionSpec
+		want    lifetime
+	}{
+		{"unset takes the class's", class, agentsv1alpha1.AgentSessionSpec{},
+			lifetime{time.Hour, 15 * time.Minute, 10 * time.Minute}},
+		{"shorter requests win", class, agentsv1alpha1.AgentSessionSpec{MaxLifetime: d(30 * time.Minute), IdleTimeout: d(time.Minute), TTLAfterFinished: d(time.Second)},
+			lifetime{30 * time.Minute, time.Minute, time.Second}},
+		{"longer requests are capped", class, agentsv1alpha1.AgentSessionSpec{MaxLifetime: d(5 * time.Hour), IdleTimeout: d(time.Hour), TTLAfterFinished: d(time.Hour)},
+			lifetime{time.Hour, 15 * time.Minute, 10 * time.Minute}},
+		{"idle never outlasts the lifetime", class, agentsv1alpha1.AgentSessionSpec{MaxLifetime: d(5 * time.Minute)},
+			lifetime{5 * time.Minute, 5 * time.Minute, 10 * time.Minute}},
+		{"class without idle timeout: 15m default capped by max", &agentsv1alpha1.LifetimeSpec{MaxLifetime: d(10 * time.Minute)}, agentsv1alpha1.AgentSessionSpec{},
+			lifetime{10 * time.Minute, 10 * time.Minute, 10 * time.Minute}},
+		{"class gone: defaults cap", nil, agentsv1alpha1.AgentSessionSpec{TTLAfterFinished: d(time.Minute)},
+			lifetime{time.Hour, 15 * time.Minute, time.Minute}},
+		{"zero request ignored", class, agentsv1alpha1.AgentSessionSpec{MaxLifetime: d(0)},
+			lifetime{time.Hour, 15 * time.Minute, 10 * time.Minute}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := effectiveLifetime(tt.class, &tt.session); got != tt.want {
+				t.Errorf("effectiveLifetime = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSessionDeadline(t *testing.T) {
+	bound := time.Date(2026, 1, 2, 15, 0, 0, 0, time.UTC)
+	lt := lifetime{MaxLifetime: time.Hour, IdleTimeout: 10 * time.Minute}
+	tests := []struct {
+		name       string
+		heartbeat  time.Time
+		now        time.Time
+		want       time.Time
+		wantReason string
+	}{
+		{"no heartbeat: idle from the bind", time.Time{}, bound, bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout},
+		{"heartbeat pushes idle out", bound.Add(20 * time.Minute), bound.Add(21 * time.Minute), bound.Add(30 * time.Minute), agentsv1alpha1.ReasonIdleTimeout},
+		{"heartbeat before the bind is ignored", bound.Add(-time.Hour), bound, bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout},
+		{"max lifetime wins near the end", bound.Add(55 * time.Minute), bound.Add(55 * time.Minute), bound.Add(time.Hour), agentsv1alpha1.ReasonMaxLifetime},
+		{"heartbeat far in the future is ignored", bound.Add(24 * time.Hour), bound.Add(time.Minute), bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout},
+		{"heartbeat slightly ahead (clock skew) counts", bound.Add(5*time.Minute + 30*time.Second), bound.Add(5 * time.Minute), bound.Add(15*time.Minute + 30*time.Second), agentsv1alpha1.ReasonIdleTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, reason := sessionDeadline(bound, tt.heartbeat, lt, tt.now)
+			if !got.Equal(tt.want) || reason != tt.wantReason {
+				t.Errorf("sessionDeadline = %s (%s), want %s (%s)", got, reason, tt.want, tt.wantReason)
+			}
+		})
+	}
+}
+
+func TestParseHeartbeat(t *testing.T) {
+	tests := []struct {
+		value   string
+		present bool
+		want    time.Time
+		wantErr bool
+	}{
+		{present: false},
+		{value: "", present: true},
+		{value: "2026-01-02T15:04:05Z", present: true, want: time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)},
+		{value: "2026-01-02T15:04:05.123+01:00", present: true, want: time.Date(2026, 1, 2, 14, 4, 5, 123e6, time.UTC)},
+		{value: "yesterday", present: true, wantErr: true},
+		{value: "1767366245", present: true, wantErr: true},
+	}
+	for _, tt := range tests {
+		ann := map[string]string{}
+		if tt.present {
+			ann[agentsv1alpha1.LastActivityAnnotation] = tt.value
+		}
+		got, err := parseHeartbeat(ann)
+		if (err != nil) != tt.wantErr || !got.Equal(tt.want) {
+			t.Errorf("parseHeartbeat(%q) = %s, %v; want %s, error %v", tt.value, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func FuzzParseHeartbeat(f *testing.F) {
+	f.Add("2026-01-02T15:04:05Z")
+	f.Add("not a time")
+	f.Fuzz(func(t *testing.T, v string) {
+		got, err := parseHeartbeat(map[string]string{agentsv1alpha1.LastActivityAnnotation: v})
+		if err != nil && !got.IsZero() {
+			t.Errorf("an error came with a time: %s", got)
+		}
+		bound := time.Date(2026, 1, 2, 15, 0, 0, 0, time.UTC)
+		lt := lifetime{MaxLifetime: time.Hour, IdleTimeout: 10 * time.Minute}
+		deadline, _ := sessionDeadline(bound, got, lt, bound.Add(time.Minute))
+		if deadline.After(bound.Add(lt.MaxLifetime)) || deadline.Before(bound.Add(lt.IdleTimeout)) {
+			t.Errorf("deadline %s outside [bound+idle, bound+max]", deadline)
+		}
+	})
+}

@@ -1,0 +1,141 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+)
+
+func TestBuildAppliesSandboxRules(t *testing.T) {
+	base := func(mutate func(*corev1.PodSpec)) *agentsv1alpha1.AgentSandbox {
+		sb := &agentsv1alpha1.AgentSandbox{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pool"},
+			Spec: agentsv1alpha1.AgentSandboxSpec{
+				Windows:  agentsv1alpha1.WindowsSpec{ImageBuild: 20348},
+				Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "img"}}}},
+			},
+		}
+		if mutate != nil {
+			mutate(&sb.Spec.Template.Spec)
+		}
+		return sb
+	}
+	tests := []struct {
+		name  string
+		sb    *agentsv1alpha1.AgentSandbox
+		check func(t *testing.T, p *corev1.Pod)
+	}{
+		{"defaults", base(nil), func(t *testing.T, p *corev1.Pod) {
+			if ptr.Deref(p.Spec.SecurityContext.WindowsOptions.RunAsUserName, "") != "ContainerUser" {
+				t.Error("runAsUserName not ContainerUser")
+			}
+			if ptr.Deref(p.Spec.AutomountServiceAccountToken, true) || ptr.Deref(p.Spec.EnableServiceLinks, true) {
+				t.Error("service account token or service links left on")
+			}
+			if len(p.Spec.Tolerations) != 1 || p.Spec.Tolerations[0] != windowsToleration {
+				t.Errorf("tolerations = %v", p.Spec.Tolerations)
+			}
+			if p.Labels[agentsv1alpha1.SandboxLabel] != "pool" || p.Labels[agentsv1alpha1.TemplateHashLabel] != "hash" {
+				t.Errorf("labels = %v", p.Labels)
+			}
+		}},
+		{"a template user is kept", base(func(s *corev1.PodSpec) {
+			s.Containers[0].SecurityContext = &corev1.SecurityContext{WindowsOptions: &corev1.WindowsSecurityContextOptions{RunAsUserName: ptr.To("ContainerAdministrator")}}
+		}), func(t *testing.T, p *corev1.Pod) {
+			if p.Spec.SecurityContext.WindowsOptions.RunAsUserName != nil {
+				t.Errorf("pod-level user %q added over the container's", *p.Spec.SecurityContext.WindowsOptions.RunAsUserName)
+			}
+		}},
+		{"host access is stripped", base(func(s *corev1.PodSpec) {
+			s.HostNetwork = true
+			s.SecurityContext = &corev1.PodSecurityContext{WindowsOptions: &corev1.WindowsSecurityContextOptions{HostProcess: ptr.To(true)}}
+			s.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: ptr.To(true),
+				WindowsOptions: &corev1.WindowsSecurityContextOptions{HostProcess: ptr.To(true)}}
+		}), func(t *testing.T, p *corev1.Pod) {
+			c := p.Spec.Containers[0].SecurityContext
+			if p.Spec.HostNetwork || p.Spec.SecurityContext.WindowsOptions.HostProcess != nil || c.Privileged != nil || c.WindowsOptions.HostProcess != nil {
+				t.Errorf("host access left: hostNetwork %v, pod %+v, container %+v", p.Spec.HostNetwork, p.Spec.SecurityContext, c)
+			}
+		}},
+		{"an existing toleration is not duplicated", base(func(s *corev1.PodSpec) {
+			s.Tolerations = []corev1.Toleration{{Key: "os", Operator: corev1.TolerationOpExists}}
+		}), func(t *testing.T, p *corev1.Pod) {
+			if len(p.Spec.Tolerations) != 1 {
+				t.Errorf("tolerations = %v", p.Spec.Tolerations)
+			}
+		}},
+		{"the build requirement joins every affinity term", base(func(s *corev1.PodSpec) {
+			s.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{
+					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"a"}}}},
+					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"b"}}}},
+				}}}}
+		}), func(t *testing.T, p *corev1.Pod) {
+			for i, term := range p.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+				if len(term.MatchExpressions) != 2 || term.MatchExpressions[1].Values[0] != "10.0.20348" {
+					t.Errorf("term %d = %+v", i, term)
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &podRecipe{sandbox: tt.sb, templateHash: "hash", runtimeClass: "hyperv", hostBuilds: []string{"10.0.20348"}}
+			p := r.build()
+			if ptr.Deref(p.Spec.RuntimeClassName, "") != "hyperv" || p.Spec.NodeSelector[osLabel] != "windows" {
+				t.Errorf("runtimeClassName %v, nodeSelector %v", p.Spec.RuntimeClassName, p.Spec.NodeSelector)
+			}
+			tt.check(t, p)
+			if tt.sb.Spec.Template.Spec.Tolerations != nil && len(tt.sb.Spec.Template.Spec.Tolerations) != 1 {
+				t.Error("build changed the class's template")
+			}
+		})
+	}
+}
+
+func TestTemplateHashIgnoresPoolSizeAndLifetimes(t *testing.T) {
+	sb := &agentsv1alpha1.AgentSandbox{Spec: agentsv1alpha1.AgentSandboxSpec{Replicas: ptr.To[int32](1),
+		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "a"}}}}}}
+	h := templateHash(sb)
+	sb.Spec.Replicas = ptr.To[int32](9)
+	sb.Spec.Lifetime.MaxLifetime = &metav1.Duration{Duration: time.Minute}
+	sb.Spec.Egress = agentsv1alpha1.EgressNone
+	if templateHash(sb) != h {
+		t.Error("pool size, lifetime or egress changed the template hash")
+	}
+	sb.Spec.Template.Spec.Containers[0].Image = "b"
+	if templateHash(sb) == h {
+		t.Error("a new image did not change the template hash")
+	}
+}
+
+func TestExpectations(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := newPodExpectations()
+	e.now = func() time.Time { return now }
+	key := types.NamespacedName{Namespace: "ns", Name: "pool"}
+
+	e.Created(key, "a")
+	e.Created(key, "b")
+	e.Deleted(key, "old")
+	creations, deletions := e.Observe(key, map[string]bool{"old": true}, map[string]bool{"old": true})
+	if len(creations) != 2 || !deletions["old"] {
+		t.Fatalf("before the cache catches up: creations %v, deletions %v", creations, deletions)
+	}
+	// The cache shows "a" (already bound: present, not warm) and "old" gone.
+	creations, deletions = e.Observe(key, map[string]bool{"a": true}, map[string]bool{})
+	if len(creations) != 1 || !creations["b"] || len(deletions) != 0 {
+		t.Fatalf("after: creations %v, deletions %v; want only b", creations, deletions)
+	}
+	// A creation never seen is forgotten after the TTL, so a lost event cannot freeze a pool.
+	now = now.Add(expectationTTL + time.Second)
+	if creations, _ = e.Observe(key, nil, nil); len(creations) != 0 {
+		t.Fatalf("after the TTL: creations %v", creations)
+	}
+}
