@@ -29,10 +29,9 @@ export CGO_ENABLED=0
 
 log() { printf 'hack/tools.sh: %s\n' "$*" >&2; }
 
-# link NAME VERSIONED: point the stable name in bin/k8s (and bin/) at the versioned binary.
+# link NAME VERSIONED: point the stable name in bin/k8s at the versioned binary.
 link() {
   ln -sfn "../$2" "${ASSETS}/$1"
-  ln -sfn "$2" "${BIN}/$1"
 }
 
 # go_install NAME PACKAGE VERSION: for modules that `go install pkg@version` builds as they are.

@@ -440,7 +440,8 @@ func (e *Env) poll(ctx context.Context, timeout time.Duration, condition wait.Co
 		}
 		return done, nil
 	})
-	if err != nil && lastErr != nil && wait.Interrupted(err) {
+	// On a timeout, say what kept failing; a cancelled ctx needs no more explanation.
+	if err != nil && lastErr != nil && ctx.Err() == nil {
 		return fmt.Errorf("%w (last error: %v)", err, lastErr)
 	}
 	return err
