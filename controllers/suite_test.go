@@ -76,15 +76,19 @@ func startManager(e *testbed.Env) error {
 	}
 	cfg := controllers.DefaultConfig()
 	cfg.WarmPodReadyTimeout = testReadyTimeout
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
 	if err := controllers.SetupWithManager(ctx, mgr, cfg); err != nil {
+		cancel()
 		return err
 	}
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		if err := mgr.Start(ctx); err != nil {
 			panic(fmt.Sprintf("manager stopped: %v", err))
 		}
 	}()
+	e.BeforeStop(func() { cancel(); <-done })
 	return nil
 }
 

@@ -53,6 +53,7 @@ func run(m *testing.M, opts Options, setup func(*Env) error) int {
 	if code != 0 {
 		env.KeepDir()
 	}
+	env.runBeforeStop()
 	if err := env.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "testbed: stop: %v\n", err)
 		if code == 0 {
