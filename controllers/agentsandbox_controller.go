@@ -39,6 +39,7 @@ type AgentSandboxReconciler struct {
 	client.Client
 	Recorder recorder.EventRecorder
 	Config   Config
+	Quota    *quotaKeeper
 
 	factory      *podFactory
 	expectations *podExpectations
@@ -116,8 +117,9 @@ type poolStep struct {
 	pendingCreations map[string]bool
 	pendingDeletions map[string]bool
 
-	forbidden    string // the API's refusal of a pod creation, if any
-	notReady     int    // warm pods replaced this round for not becoming Ready in time
+	forbidden    string   // the API's refusal of a pod creation, if any
+	quotaBlocker *blocker // the namespace's quota holds the pool below its target
+	notReady     int      // warm pods replaced this round for not becoming Ready in time
 	requeueAfter time.Duration
 }
 
@@ -235,11 +237,23 @@ func (r *AgentSandboxReconciler) rollOutTemplate(ctx context.Context, st *poolSt
 }
 
 // scaleWarmPool creates or deletes warm pods to reach spec.replicas, counting creations the
-// cache has not shown yet and not counting deletions it still shows.
+// cache has not shown yet and not counting deletions it still shows. When the namespace
+// holds more warm pods than its quota's warmSandboxes, the pool gives up its share of the
+// excess.
 func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep) error {
 	warm := st.liveWarm()
 	have := len(warm) + len(st.pendingCreations)
 	want := int(ptrValue(st.sb.Spec.Replicas, 1))
+	excess, quota, err := r.Quota.excessWarm(ctx, st.sb.Namespace)
+	if err != nil {
+		return err
+	}
+	if excess > 0 && have > 0 {
+		want = min(want, have-min(excess, have))
+		st.quotaBlocker = &blocker{Reason: agentsv1alpha1.ReasonQuotaLimited, Message: fmt.Sprintf(
+			"warmSandboxes: the namespace holds %d warm sandboxes more than the %d allowed by %s; this pool is trimmed to fit",
+			excess, *quota.hard.WarmSandboxes, quota.describe())}
+	}
 
 	hash := templateHash(st.sb)
 	switch {
@@ -278,34 +292,46 @@ func boolOrder(a, b bool) int {
 	}
 }
 
-// createWarmPods creates n warm pods in slow-start batches (1, 2, 4, ...), as the ReplicaSet
-// controller does: when the API server refuses the first (a quota, a policy), the pool does
-// not fire hundreds of doomed requests.
+// createWarmPods creates up to n warm pods, as many as the namespace's quota allows, in
+// slow-start batches (1, 2, 4, ...) as the ReplicaSet controller does: when the API server
+// refuses the first (a ResourceQuota, a policy), the pool does not fire hundreds of doomed
+// requests.
 func (r *AgentSandboxReconciler) createWarmPods(ctx context.Context, st *poolStep, n int) error {
+	grants, quotaBlk, err := r.Quota.reservePods(ctx, st.sb.Namespace, classFootprint(st.sb), n, true)
+	if err != nil {
+		return err
+	}
+	st.quotaBlocker = quotaBlk
 	key := client.ObjectKeyFromObject(st.sb)
 	created := 0
-	for batch := 1; created < n; batch *= 2 {
-		size := min(batch, n-created)
+	for batch := 1; created < len(grants); batch *= 2 {
+		size := min(batch, len(grants)-created)
 		errs := make([]error, size)
 		var wg sync.WaitGroup
 		for i := range size {
-			wg.Go(func() { errs[i] = r.createWarmPod(ctx, st, key) })
+			grant := grants[created+i]
+			wg.Go(func() { errs[i] = r.createWarmPod(ctx, st, key, grant) })
 		}
 		wg.Wait()
 		created += size
 		if err := errors.Join(errs...); err != nil {
+			for _, g := range grants[created:] {
+				g.release()
+			}
 			return err
 		}
 	}
 	return nil
 }
 
-func (r *AgentSandboxReconciler) createWarmPod(ctx context.Context, st *poolStep, key types.NamespacedName) error {
+func (r *AgentSandboxReconciler) createWarmPod(ctx context.Context, st *poolStep, key types.NamespacedName, grant *podGrant) error {
 	pod := st.recipe.build()
 	if err := ctrl.SetControllerReference(st.sb, pod, r.Scheme()); err != nil {
+		grant.release()
 		return err
 	}
 	if err := r.Create(ctx, pod); err != nil {
+		grant.release()
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return nil // the namespace is going away, and the pool with it
 		}
@@ -314,6 +340,7 @@ func (r *AgentSandboxReconciler) createWarmPod(ctx context.Context, st *poolStep
 		}
 		return fmt.Errorf("creating a warm pod for AgentSandbox %s: %w", st.sb.Name, err)
 	}
+	grant.confirm(pod.Name)
 	r.expectations.Created(key, pod.Name)
 	podCreations.WithLabelValues(st.sb.Namespace, st.sb.Name, string(agentsv1alpha1.StartWarm)).Inc()
 	return nil
@@ -384,6 +411,9 @@ func setPoolConditions(status *agentsv1alpha1.AgentSandboxStatus, st *poolStep, 
 	switch {
 	case st.blocker != nil:
 		degraded.Status, degraded.Reason, degraded.Message = metav1.ConditionTrue, st.blocker.Reason, st.blocker.Message
+	case st.quotaBlocker != nil:
+		degraded.Status, degraded.Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonQuotaLimited
+		degraded.Message = st.quotaBlocker.Message + "; raise the quota or lower spec.replicas"
 	case st.forbidden != "":
 		degraded.Status, degraded.Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonPodCreateForbidden
 		degraded.Message = fmt.Sprintf("the API server refused a warm pod: %s; raise the limit that refuses it (a ResourceQuota, a policy) or lower spec.replicas", st.forbidden)
@@ -467,6 +497,8 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes)).
 		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes),
 			builder.WithPredicates(windowsBuildChanged())).
+		// A quota raised or lowered lets pools grow or trims them.
+		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.sandboxesInNamespace)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.SandboxWorkers}).
 		Complete(r)
 }
@@ -480,8 +512,16 @@ func podToSandbox(_ context.Context, o client.Object) []reconcile.Request {
 }
 
 func (r *AgentSandboxReconciler) allSandboxes(ctx context.Context, _ client.Object) []reconcile.Request {
+	return r.sandboxes(ctx)
+}
+
+func (r *AgentSandboxReconciler) sandboxesInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.sandboxes(ctx, client.InNamespace(o.GetNamespace()))
+}
+
+func (r *AgentSandboxReconciler) sandboxes(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 	list := &agentsv1alpha1.AgentSandboxList{}
-	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.List(ctx, list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
 		log.FromContext(ctx).Error(err, "listing AgentSandboxes to re-check")
 		return nil
 	}

@@ -288,7 +288,7 @@ func TestWarmPodsThatNeverBecomeReadyAreReplaced(t *testing.T) {
 		return first != "", "no warm pod yet"
 	})
 	waitDegraded(t, ns, "slow", agentsv1alpha1.ReasonPodsNotReady)
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 45*time.Second, func(ctx context.Context) (bool, string) {
 		pods := warmPods(t, ns, "slow")
 		return len(pods) == 1 && pods[0].Name != first, fmt.Sprintf("warm pods %d, first %s still there", len(pods), first)
 	})

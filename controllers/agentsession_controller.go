@@ -40,6 +40,7 @@ type AgentSessionReconciler struct {
 	APIReader client.Reader
 	Recorder  recorder.EventRecorder
 	Config    Config
+	Quota     *quotaKeeper
 
 	factory *podFactory
 	claims  *claimTracker
@@ -49,6 +50,7 @@ type AgentSessionReconciler struct {
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=resourcequotas,verbs=get;list;watch
 
 // Reconcile moves one session along: bind, watch its pod, end it, collect it.
 func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -83,6 +85,13 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 	pod, waitForCache, err := r.boundPod(ctx, s)
 	if err != nil || waitForCache {
 		return ctrl.Result{RequeueAfter: claimTTL}, err
+	}
+
+	if pod == nil && s.Status.PodName == "" && !sessionAdmitted(s) {
+		admitted, err := r.admit(ctx, s)
+		if err != nil || !admitted {
+			return ctrl.Result{}, err
+		}
 	}
 
 	switch {
@@ -155,6 +164,44 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 		}
 	}
 	return keep, false, nil
+}
+
+// admit asks the namespace's quota for the session. A session that does not fit waits in
+// phase Queued, never rejected; it is reconciled again when capacity frees or the quota
+// changes.
+func (r *AgentSessionReconciler) admit(ctx context.Context, s *agentsv1alpha1.AgentSession) (bool, error) {
+	adm, err := r.Quota.admitSession(ctx, s)
+	if err != nil {
+		return false, err
+	}
+	if !adm.admitted {
+		r.markQueued(s, adm.reason, adm.message)
+		return false, nil
+	}
+	if adm.quota == "" && r.Quota.defaultHard == nil {
+		return true, nil // no quota in force: nothing to record
+	}
+	wasQueued := s.Status.Phase == agentsv1alpha1.SessionQueued
+	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.QuotaReserved,
+		Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonQuotaReserved, Message: "admitted by the namespace's quota"})
+	if wasQueued {
+		s.Status.Phase = agentsv1alpha1.SessionPending
+		queueWait.WithLabelValues(s.Namespace).Observe(r.now().Sub(s.CreationTimestamp.Time).Seconds())
+	}
+	return true, nil
+}
+
+// markQueued parks a session behind its quota, with one Warning event when it starts waiting.
+func (r *AgentSessionReconciler) markQueued(s *agentsv1alpha1.AgentSession, reason, message string) {
+	prev := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
+	if prev == nil || prev.Reason != reason {
+		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, reason, "Admit", "%s", message)
+	}
+	s.Status.Phase = agentsv1alpha1.SessionQueued
+	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.QuotaReserved,
+		Status: metav1.ConditionFalse, Reason: reason, Message: message})
+	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
+		Status: metav1.ConditionFalse, Reason: reason, Message: message})
 }
 
 // bind gives the session a Ready warm pod, or starts a cold one.
@@ -255,21 +302,36 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 		setPending(s, blk.Reason, fmt.Sprintf("AgentSandbox %q cannot start a sandbox: %s", sb.Name, blk.Message))
 		return ctrl.Result{}, nil
 	}
+	// A cold pod adds a VM to the namespace: it must fit the quota's memory and cpu.
+	grants, quotaBlk, err := r.Quota.reservePods(ctx, s.Namespace, classFootprint(sb), 1, false)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if quotaBlk != nil {
+		r.markQueued(s, quotaBlk.Reason, quotaBlk.Message+"; the session starts when a sandbox frees up or the limit is raised")
+		return ctrl.Result{}, nil
+	}
+	grant := grants[0]
 	pod := recipe.build()
 	pod.GenerateName = s.Name + "-"
 	pod.Labels[agentsv1alpha1.SessionLabel] = s.Name
 	pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}
 	if err := r.Create(ctx, pod); err != nil {
+		grant.release()
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return ctrl.Result{}, nil // the namespace is going away, and the session with it
 		}
-		reason := agentsv1alpha1.ReasonPodCreateFailed
 		if apierrors.IsForbidden(err) {
-			reason = agentsv1alpha1.ReasonResourceQuotaExceeded
+			// A native ResourceQuota (or a policy) refused the pod: wait, retried with the
+			// workqueue's backoff and when quotas or pods change.
+			r.markQueued(s, agentsv1alpha1.ReasonResourceQuotaExceeded, fmt.Sprintf(
+				"the API server refused the sandbox pod: %v; the session starts when the ResourceQuota allows it", err))
+			return ctrl.Result{}, err
 		}
-		setPending(s, reason, fmt.Sprintf("creating the sandbox pod failed: %v; retrying with backoff", err))
+		setPending(s, agentsv1alpha1.ReasonPodCreateFailed, fmt.Sprintf("creating the sandbox pod failed: %v; retrying with backoff", err))
 		return ctrl.Result{}, err // the workqueue's exponential backoff paces the retries
 	}
+	grant.confirm(pod.Name)
 	r.claims.sessionBound(s.UID, pod.Name)
 	podCreations.WithLabelValues(sb.Namespace, sb.Name, string(agentsv1alpha1.StartCold)).Inc()
 	r.markBound(s, sb, pod, agentsv1alpha1.StartCold)
@@ -536,16 +598,44 @@ func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				GenericFunc: func(event.GenericEvent) bool { return false },
 			})).
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allWaitingSessions)).
+		// Capacity frees when a session ends or is deleted, or when a quota changes: the
+		// namespace's queue is looked at again.
+		Watches(&agentsv1alpha1.AgentSession{}, handler.EnqueueRequestsFromMapFunc(r.queueOf),
+			builder.WithPredicates(sessionEnded())).
+		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
+		Watches(&corev1.ResourceQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.SessionWorkers}).
 		Complete(r)
 }
 
+// sessionEnded passes a session's move to an end phase, and its deletion.
+func sessionEnded() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*agentsv1alpha1.AgentSession), e.ObjectNew.(*agentsv1alpha1.AgentSession)
+			return !o.Status.Phase.IsFinished() && n.Status.Phase.IsFinished()
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+// queueOf returns the namespace's sessions that wait for their quota.
+func (r *AgentSessionReconciler) queueOf(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionQueuedIndex: "true"})
+}
+
 // podToSessions maps a bound pod to its session, and a Ready warm pod to the sessions of its
-// class that wait for one.
+// class that wait for one. A pod going away may free quota: the namespace's queue is
+// looked at again.
 func (r *AgentSessionReconciler) podToSessions(ctx context.Context, o client.Object) []reconcile.Request {
 	labels := o.GetLabels()
 	if name := labels[agentsv1alpha1.SessionLabel]; name != "" {
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+		reqs := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+		if !o.GetDeletionTimestamp().IsZero() {
+			reqs = append(reqs, r.queueOf(ctx, o)...)
+		}
+		return reqs
 	}
 	pod, ok := o.(*corev1.Pod)
 	if !ok || labels[agentsv1alpha1.SandboxLabel] == "" || !isPodReady(pod) || !pod.DeletionTimestamp.IsZero() {

@@ -1,6 +1,16 @@
 package controllers
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+)
 
 // Config is the manager's configuration that the controllers act on. cmd/manager fills it
 // from flags; tests fill it directly.
@@ -13,6 +23,11 @@ type Config struct {
 	// replaced. It doubles with each consecutive timeout of a pool (up to 16x), so a pool
 	// whose pods never start backs off instead of churning.
 	WarmPodReadyTimeout time.Duration
+	// DefaultQuota applies to namespaces without an AgentQuota (nil: no limit there). With
+	// sessions=0 a platform team denies by default.
+	DefaultQuota *agentsv1alpha1.QuotaLimits
+	// DefaultQuotaNamespaces selects the namespaces DefaultQuota applies to (nil: all).
+	DefaultQuotaNamespaces labels.Selector
 	// SessionWorkers and SandboxWorkers are the reconcilers' concurrency.
 	SessionWorkers int
 	SandboxWorkers int
@@ -28,4 +43,45 @@ func DefaultConfig() Config {
 		SessionWorkers:      16,
 		SandboxWorkers:      4,
 	}
+}
+
+// ParseQuotaLimits parses a quota written as the --default-quota flag takes it:
+// "sessions=20,warmSandboxes=10,memory=64Gi,cpu=32" (any subset; "" means no quota).
+func ParseQuotaLimits(s string) (*agentsv1alpha1.QuotaLimits, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	limits := &agentsv1alpha1.QuotaLimits{}
+	for _, kv := range strings.Split(s, ",") {
+		key, value, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return nil, fmt.Errorf("quota %q: %q is not key=value; use e.g. sessions=20,memory=64Gi", s, kv)
+		}
+		switch key {
+		case "sessions", "warmSandboxes":
+			n, err := strconv.ParseInt(value, 10, 32)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("quota %q: %s=%q must be a whole number >= 0", s, key, value)
+			}
+			v := int32(n)
+			if key == "sessions" {
+				limits.Sessions = &v
+			} else {
+				limits.WarmSandboxes = &v
+			}
+		case "memory", "cpu":
+			q, err := resource.ParseQuantity(value)
+			if err != nil || q.Sign() < 0 {
+				return nil, fmt.Errorf("quota %q: %s=%q must be a non-negative quantity, e.g. 64Gi or 32", s, key, value)
+			}
+			if key == "memory" {
+				limits.Memory = &q
+			} else {
+				limits.CPU = &q
+			}
+		default:
+			return nil, fmt.Errorf("quota %q: unknown resource %q; use sessions, warmSandboxes, memory or cpu", s, key)
+		}
+	}
+	return limits, nil
 }

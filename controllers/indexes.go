@@ -23,6 +23,8 @@ const (
 	sessionWaitingIndex = "session.waiting"
 	// sessionNodeIndex: bound sessions by status.nodeName, to end them when their node goes.
 	sessionNodeIndex = "session.node"
+	// sessionQueuedIndex: "true" for sessions in phase Queued, the ones a freed quota wakes.
+	sessionQueuedIndex = "session.queued"
 )
 
 // RegisterIndexes adds the controllers' field indexes to the manager's cache.
@@ -43,6 +45,12 @@ func RegisterIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 				return nil
 			}
 			return []string{s.Spec.SandboxName}
+		}},
+		{&agentsv1alpha1.AgentSession{}, sessionQueuedIndex, func(o client.Object) []string {
+			if o.(*agentsv1alpha1.AgentSession).Status.Phase == agentsv1alpha1.SessionQueued {
+				return []string{"true"}
+			}
+			return nil
 		}},
 		{&agentsv1alpha1.AgentSession{}, sessionNodeIndex, func(o client.Object) []string {
 			s := o.(*agentsv1alpha1.AgentSession)

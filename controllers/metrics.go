@@ -46,7 +46,32 @@ var (
 	}, []string{"namespace", "sandbox"})
 )
 
+// Quota metrics.
+var (
+	quotaUsed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hyperpool_quota_used",
+		Help: "Usage counted against an AgentQuota, by namespace and resource (sessions, warmSandboxes, memory in bytes, cpu).",
+	}, []string{"namespace", "resource"})
+
+	quotaHard = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hyperpool_quota_hard",
+		Help: "An AgentQuota's limits, by namespace and resource (unset limits are not reported).",
+	}, []string{"namespace", "resource"})
+
+	queuedSessions = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hyperpool_queued_sessions",
+		Help: "Sessions waiting for their namespace's AgentQuota.",
+	}, []string{"namespace"})
+
+	queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "hyperpool_queue_wait_seconds",
+		Help:    "How long admitted sessions waited in their quota's queue.",
+		Buckets: prometheus.ExponentialBuckets(0.1, 2, 16), // 100 ms to about an hour
+	}, []string{"namespace"})
+)
+
 func init() {
+	metrics.Registry.MustRegister(quotaUsed, quotaHard, queuedSessions, queueWait)
 	// sessionsByPhase is served by sessionCollector.
 	metrics.Registry.MustRegister(warmSandboxes, bindDuration, sessionExpirations, podCreations, vmMemoryBytes)
 }

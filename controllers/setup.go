@@ -12,14 +12,19 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err := RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		return fmt.Errorf("registering cache indexes: %w", err)
 	}
-	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("hyperpool-sandbox"), Config: cfg}
+	quota := newQuotaKeeper(mgr.GetClient(), cfg.DefaultQuota, cfg.DefaultQuotaNamespaces)
+	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("hyperpool-sandbox"), Config: cfg, Quota: quota}
 	if err := sandboxes.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSandbox controller: %w", err)
 	}
 	sessions := &AgentSessionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder("hyperpool-session"), Config: cfg}
+		Recorder: mgr.GetEventRecorder("hyperpool-session"), Config: cfg, Quota: quota}
 	if err := sessions.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSession controller: %w", err)
+	}
+	quotas := &AgentQuotaReconciler{Client: mgr.GetClient(), Quota: quota}
+	if err := quotas.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the AgentQuota controller: %w", err)
 	}
 	return nil
 }

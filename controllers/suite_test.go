@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
@@ -38,8 +39,11 @@ var (
 const (
 	build2022 = "10.0.20348"
 	build2019 = "10.0.17763"
-	// testReadyTimeout is the warm-pod ready deadline the tests' manager uses.
-	testReadyTimeout = 3 * time.Second
+	// defaultQuotaLabel marks the namespaces the test manager's default quota applies to.
+	defaultQuotaLabel = "hyperpool-test/default-quota"
+	// testReadyTimeout is the warm-pod ready deadline the tests' manager uses: short, yet
+	// long enough for kwok to start pods on a loaded 2-core machine.
+	testReadyTimeout = 8 * time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -76,6 +80,9 @@ func startManager(e *testbed.Env) error {
 	}
 	cfg := controllers.DefaultConfig()
 	cfg.WarmPodReadyTimeout = testReadyTimeout
+	// The default quota applies only to namespaces a test labels for it.
+	cfg.DefaultQuota, _ = controllers.ParseQuotaLimits("sessions=2")
+	cfg.DefaultQuotaNamespaces = labels.SelectorFromSet(labels.Set{defaultQuotaLabel: "true"})
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := controllers.SetupWithManager(ctx, mgr, cfg); err != nil {
 		cancel()

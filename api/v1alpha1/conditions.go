@@ -28,6 +28,9 @@ const (
 	// ReasonPodsNotReady: warm pods did not become Ready within the deadline and are being
 	// replaced, with backoff.
 	ReasonPodsNotReady = "PodsNotReady"
+	// ReasonQuotaLimited: the namespace's AgentQuota (warmSandboxes, memory or cpu) holds the
+	// pool below spec.replicas; the message names the quota and the arithmetic.
+	ReasonQuotaLimited = "QuotaLimited"
 )
 
 // AgentSession conditions.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -30,12 +31,14 @@ func main() {
 func run() error {
 	cfg := controllers.DefaultConfig()
 	var (
-		metricsAddr   string
-		probeAddr     string
-		leaderElect   bool
-		leaderElectNS string
-		kubeAPIQPS    float64
-		kubeAPIBurst  int
+		metricsAddr    string
+		probeAddr      string
+		leaderElect    bool
+		leaderElectNS  string
+		kubeAPIQPS     float64
+		kubeAPIBurst   int
+		defaultQuota   string
+		defaultQuotaNS string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
@@ -48,10 +51,19 @@ func run() error {
 	flag.IntVar(&cfg.SandboxWorkers, "sandbox-workers", cfg.SandboxWorkers, "Concurrent AgentSandbox reconciles.")
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 200, "Sustained requests per second to the API server.")
 	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 400, "Burst of requests to the API server.")
+	flag.StringVar(&defaultQuota, "default-quota", "", "Quota for namespaces without an AgentQuota, e.g. \"sessions=20,warmSandboxes=10,memory=64Gi,cpu=32\"; \"sessions=0\" denies by default; empty: no limit.")
+	flag.StringVar(&defaultQuotaNS, "default-quota-namespace-selector", "", "Label selector of the namespaces --default-quota applies to (empty: all).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	var err error
+	if cfg.DefaultQuota, err = controllers.ParseQuotaLimits(defaultQuota); err != nil {
+		return fmt.Errorf("--default-quota: %w", err)
+	}
+	if cfg.DefaultQuotaNamespaces, err = labels.Parse(defaultQuotaNS); err != nil {
+		return fmt.Errorf("--default-quota-namespace-selector %q: %w", defaultQuotaNS, err)
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))

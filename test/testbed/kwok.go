@@ -8,9 +8,10 @@ import (
 	"time"
 )
 
-// PodReadyDelayAnnotation on a pod overrides Options.PodReadyDelay for that pod: how many
-// milliseconds after it is scheduled kwok marks it Running and Ready. It is the annotation
-// of kwok's own pod/general stages.
+// PodReadyDelayAnnotation on a pod overrides Options.PodReadyDelay for that pod: how long
+// after it is scheduled kwok marks it Running and Ready, in milliseconds ("1500"). A Go
+// duration ("1.5s") works too: kwok's own pod/general stages read the same annotation, but
+// only in that form.
 const PodReadyDelayAnnotation = "pod-ready.stage.kwok.x-k8s.io/delay"
 
 // Addresses kwok falls back to for nodes created without a pod CIDR or an InternalIP (nodes
@@ -45,7 +46,7 @@ func kwokArgs(kubeconfig, stagesPath string) []string {
 //
 //   - node-initialize: a new node becomes Ready, keeping what its creator set (addresses,
 //     capacity, nodeInfo) and filling in what is missing;
-//   - node-heartbeat: every 20 to 45 s a Ready node's conditions get a new heartbeat time;
+//   - node-heartbeat: every 20 to 25 s a Ready node's conditions get a new heartbeat time;
 //   - pod-create: at once after scheduling, the pod reports ContainerCreating (Pending,
 //     with a host IP but no pod IP), as while its utility VM boots;
 //   - pod-ready: podReadyDelay later, or after the pod's PodReadyDelayAnnotation (plain
@@ -142,7 +143,7 @@ spec:
         values: ['True']
   delay:
     durationMilliseconds: 20000
-    jitterDurationMilliseconds: 45000
+    jitterDurationMilliseconds: 25000
   steps:
   - patch:
       subresource: status

@@ -53,8 +53,7 @@ func run(m *testing.M, opts Options, setup func(*Env) error) int {
 	if code != 0 {
 		env.KeepDir()
 	}
-	env.runBeforeStop()
-	if err := env.Stop(); err != nil {
+	if err := env.Stop(); err != nil { // runs the BeforeStop hooks first
 		fmt.Fprintf(os.Stderr, "testbed: stop: %v\n", err)
 		if code == 0 {
 			code = 1

@@ -30,13 +30,12 @@ type child struct {
 	waitErr error
 }
 
-// startChild starts binary with args, its stdout and stderr appended to logPath.
+// startChild starts binary with args on thread, its stdout and stderr appended to logPath.
 //
 // The child gets its own process group, so a Ctrl-C on the terminal reaches only the test
-// binary, which then stops the children in order; and it is killed by the kernel if the
-// thread that started it dies (see childSysProcAttr), so a killed or crashed test binary
-// leaves nothing behind.
-func startChild(name, binary string, args []string, logPath string) (*child, error) {
+// binary, which then stops the children in order; and the kernel kills it when the test
+// binary dies (see forkThread), so a killed or crashed test binary leaves nothing behind.
+func startChild(thread *forkThread, name, binary string, args []string, logPath string) (*child, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open log for %s: %w", name, err)
@@ -49,13 +48,7 @@ func startChild(name, binary string, args []string, logPath string) (*child, err
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = childSysProcAttr()
 
-	// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the
-	// process. Pinning the goroutine to its thread for the fork keeps the Go runtime from
-	// handing the fork to a thread it might retire; the thread outlives the unlock because
-	// Go only ends threads whose goroutine exits while still locked.
-	runtime.LockOSThread()
-	err = cmd.Start()
-	runtime.UnlockOSThread()
+	thread.run(func() { err = cmd.Start() })
 	if err != nil {
 		return nil, fmt.Errorf("start %s (%s): %w", name, binary, err)
 	}
@@ -132,4 +125,43 @@ func tailFile(path string, n int64) string {
 		return "(log is empty)"
 	}
 	return string(data)
+}
+
+// forkThread is one OS thread, locked to its own goroutine for the test bed's lifetime, on
+// which every component is forked. The kernel's parent-death signal (see childSysProcAttr)
+// fires when the thread that forked a child exits, not the process. Go ends a thread only
+// when a goroutine exits while locked to it; forking on a thread no other goroutine can
+// lock means the signal fires exactly when the test binary dies, or when release lets the
+// thread go after the children are stopped.
+type forkThread struct {
+	calls chan func()
+}
+
+func newForkThread() *forkThread {
+	t := &forkThread{calls: make(chan func())}
+	go func() {
+		// Never unlocked: the goroutine exits locked once released, ending the thread.
+		runtime.LockOSThread()
+		for call := range t.calls {
+			call()
+		}
+	}()
+	return t
+}
+
+// run calls f on the thread and waits for it to return.
+func (t *forkThread) run(f func()) {
+	done := make(chan struct{})
+	t.calls <- func() {
+		defer close(done)
+		f()
+	}
+	<-done
+}
+
+// release ends the thread; call it only once everything forked on it has stopped.
+func (t *forkThread) release() {
+	if t != nil {
+		close(t.calls)
+	}
 }

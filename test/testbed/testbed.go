@@ -17,16 +17,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -97,12 +94,13 @@ type Env struct {
 	LogDir string
 	// StartDuration is how long Start took; StartReport breaks it down.
 	StartDuration time.Duration
-	startSteps    []string
 
-	opts     Options
-	testEnv  *envtest.Environment
-	children []*child // in start order; Stop goes in reverse
-	watchdog *watchdog
+	opts       Options
+	startSteps []string    // each step of Start with its duration
+	thread     *forkThread // where every component is forked
+	testEnv    *envtest.Environment
+	children   []*child // in start order; Stop goes in reverse
+	watchdog   *watchdog
 	// controlPlanePIDs are envtest's etcd and kube-apiserver, found in /proc (Linux only).
 	controlPlanePIDs map[string]int
 
@@ -110,6 +108,9 @@ type Env struct {
 	nodeIndex atomic.Int64
 	// keepDir makes Stop leave Dir behind, for a post-mortem of a failed run.
 	keepDir atomic.Bool
+
+	hooksMu    sync.Mutex
+	beforeStop []func() // see BeforeStop
 
 	stopOnce sync.Once
 	stopErr  error
@@ -133,7 +134,8 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create test bed directory: %w", err)
 	}
-	e := &Env{RepoRoot: root, BinDir: binDir, Dir: dir, LogDir: filepath.Join(dir, "logs"), opts: opts}
+	e := &Env{RepoRoot: root, BinDir: binDir, Dir: dir, LogDir: filepath.Join(dir, "logs"), opts: opts,
+		thread: newForkThread()}
 	if err := e.start(ctx, opts); err != nil {
 		e.keepDir.Store(true)
 		return nil, errors.Join(fmt.Errorf("start test bed (logs in %s): %w", e.LogDir, err), e.Stop())
@@ -195,235 +197,6 @@ func defaultScheme() (*runtime.Scheme, error) {
 	return scheme, nil
 }
 
-// startAPIServer starts etcd and kube-apiserver through envtest and installs the CRDs. A
-// watchdog is armed before, and both processes run under a parent-death signal, so that
-// nothing outlives a test binary that dies even in the middle of this.
-func (e *Env) startAPIServer(opts Options) error {
-	crdPaths, crdPathsRequired, err := e.crdPaths(opts.CRDDirectoryPaths)
-	if err != nil {
-		return err
-	}
-	for _, d := range []string{e.certDir(), e.etcdDir(), e.wrapperDir()} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
-		}
-	}
-	if e.watchdog, err = startWatchdog(e.disposableDirs(), e.LogDir); err != nil {
-		return err
-	}
-	etcdPath, err := wrapWithDeathSignal(e.wrapperDir(), e.assetPath("etcd"))
-	if err != nil {
-		return err
-	}
-	apiServerPath, err := wrapWithDeathSignal(e.wrapperDir(), e.assetPath("kube-apiserver"))
-	if err != nil {
-		return err
-	}
-	etcdLog, err := e.openLog("etcd")
-	if err != nil {
-		return err
-	}
-	defer etcdLog.Close()
-	apiServerLog, err := e.openLog("kube-apiserver")
-	if err != nil {
-		return err
-	}
-	defer apiServerLog.Close()
-
-	apiServer := &envtest.APIServer{
-		Path: apiServerPath,
-		// Inside Dir, which tells this test bed's processes from another's (see guardControlPlane).
-		CertDir: e.certDir(),
-		Out:     apiServerLog,
-		Err:     apiServerLog,
-	}
-	configureAPIServer(apiServer.Configure(), opts)
-	e.testEnv = &envtest.Environment{
-		ControlPlane: envtest.ControlPlane{
-			APIServer: apiServer,
-			Etcd:      &envtest.Etcd{Path: etcdPath, DataDir: e.etcdDir(), Out: etcdLog, Err: etcdLog},
-		},
-		BinaryAssetsDirectory: e.BinDir,
-		CRDDirectoryPaths:     crdPaths,
-		ErrorIfCRDPathMissing: crdPathsRequired,
-		Scheme:                e.Scheme,
-	}
-	// envtest forks etcd and kube-apiserver on this goroutine; pin it to its thread, since
-	// the parent-death signal follows the thread that forked (see startChild).
-	goruntime.LockOSThread()
-	_, startErr := e.testEnv.Start()
-	goruntime.UnlockOSThread()
-	// Guard whatever did start, even when Start failed half-way.
-	guardErr := e.guardControlPlane()
-	if startErr != nil {
-		return fmt.Errorf("envtest: %w%s%s", startErr,
-			logTailSection(etcdLog.Name()), logTailSection(apiServerLog.Name()))
-	}
-	return guardErr
-}
-
-// assetPath is where envtest would look for a control-plane binary: $TEST_ASSET_<NAME>
-// if set, else BinDir.
-func (e *Env) assetPath(name string) string {
-	envVar := "TEST_ASSET_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-	if path := os.Getenv(envVar); path != "" {
-		return path
-	}
-	return filepath.Join(e.BinDir, name)
-}
-
-// configureAPIServer turns envtest's kube-apiserver flags closer to a real cluster's.
-func configureAPIServer(args *envtest.Arguments, opts Options) {
-	if !opts.DisableControllerManager {
-		// envtest disables the ServiceAccount admission plugin because it runs no
-		// controller-manager to create the default ServiceAccount of each namespace. The
-		// test bed does, so keep the plugin on, as in a real cluster: a pod is rejected
-		// until its namespace's ServiceAccount exists (CreateNamespace waits for it).
-		args.Disable("disable-admission-plugins")
-	}
-	for flag, values := range opts.APIServerFlags {
-		if len(values) == 0 {
-			args.Disable(flag)
-			continue
-		}
-		args.Set(flag, values...)
-	}
-}
-
-// crdPaths returns the CRD directories to install and whether a missing one is an error.
-func (e *Env) crdPaths(explicit []string) ([]string, bool, error) {
-	if len(explicit) > 0 {
-		return explicit, true, nil
-	}
-	bases := filepath.Join(e.RepoRoot, "config", "crd", "bases")
-	if _, err := os.Stat(bases); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, false, nil
-		}
-		return nil, false, fmt.Errorf("check CRD directory %s: %w", bases, err)
-	}
-	return []string{bases}, true, nil
-}
-
-// guardControlPlane finds envtest's etcd and kube-apiserver, by their command lines that
-// mention Dir, and hands them to the watchdog.
-func (e *Env) guardControlPlane() error {
-	e.controlPlanePIDs = make(map[string]int)
-	for _, name := range []string{"etcd", "kube-apiserver"} {
-		found, err := findChildren(e.Dir, name)
-		if err != nil {
-			return fmt.Errorf("find envtest's %s to guard: %w", name, err)
-		}
-		if len(found) == 1 {
-			e.controlPlanePIDs[name] = found[0]
-		}
-		if err := e.watchdog.guard(found...); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// connect provisions the admin user, writes its kubeconfig and builds the client.
-func (e *Env) connect() error {
-	// envtest's own default: tests should not wait on client-side throttling.
-	base := &rest.Config{QPS: 1000, Burst: 2000}
-	user, err := e.testEnv.AddUser(envtest.User{Name: adminUser, Groups: []string{"system:masters"}}, base)
-	if err != nil {
-		return fmt.Errorf("provision user %s: %w", adminUser, err)
-	}
-	e.Config = user.Config()
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		return fmt.Errorf("render kubeconfig for %s: %w", adminUser, err)
-	}
-	e.KubeconfigPath = filepath.Join(e.Dir, "kubeconfig")
-	if err := os.WriteFile(e.KubeconfigPath, kubeconfig, 0o600); err != nil {
-		return fmt.Errorf("write kubeconfig: %w", err)
-	}
-	e.Client, err = client.New(e.Config, client.Options{Scheme: e.Scheme})
-	if err != nil {
-		return fmt.Errorf("create client for %s: %w", e.Config.Host, err)
-	}
-	return nil
-}
-
-// startComponents starts kube-scheduler, kube-controller-manager and kwok, without waiting
-// for them: they become useful within about a second, and tests poll for results anyway.
-func (e *Env) startComponents(opts Options) error {
-	if !opts.DisableScheduler {
-		if err := e.startComponent("kube-scheduler", schedulerArgs(e.KubeconfigPath)); err != nil {
-			return err
-		}
-	}
-	if !opts.DisableControllerManager {
-		if err := e.startComponent("kube-controller-manager", controllerManagerArgs(e.KubeconfigPath)); err != nil {
-			return err
-		}
-	}
-	stagesPath := filepath.Join(e.Dir, "kwok-stages.yaml")
-	if err := os.WriteFile(stagesPath, []byte(kwokStages(opts.PodReadyDelay)), 0o644); err != nil {
-		return fmt.Errorf("write kwok stages: %w", err)
-	}
-	return e.startComponent("kwok", kwokArgs(e.KubeconfigPath, stagesPath))
-}
-
-// schedulerArgs: no leader election (one replica, and it would delay the first
-// scheduling), no serving port (nothing scrapes it, and two test beds would collide).
-func schedulerArgs(kubeconfig string) []string {
-	return []string{
-		"--kubeconfig=" + kubeconfig,
-		"--leader-elect=false",
-		"--secure-port=0",
-	}
-}
-
-// controllerManagerArgs runs every default controller except the legacy ServiceAccount
-// token controller, which needs a signing key and whose Secrets nothing here uses (pods get
-// projected tokens, and the test pods disable automounting). The root CA it publishes to
-// each namespace is taken from the kubeconfig, so --root-ca-file is not needed.
-func controllerManagerArgs(kubeconfig string) []string {
-	return []string{
-		"--kubeconfig=" + kubeconfig,
-		"--leader-elect=false",
-		"--secure-port=0",
-		"--controllers=*,-serviceaccount-token",
-	}
-}
-
-// startComponent starts one of the test bed's own processes from BinDir.
-func (e *Env) startComponent(name string, args []string) error {
-	c, err := startChild(name, filepath.Join(e.BinDir, name), args, e.logPath(name))
-	if err != nil {
-		return err
-	}
-	e.children = append(e.children, c)
-	return nil
-}
-
-// childrenAlive returns an error, quoting its log, for the first component that has exited.
-func (e *Env) childrenAlive() error {
-	for _, c := range e.children {
-		if err := c.exitError(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// waitForServiceAccount waits until the namespace's default ServiceAccount exists, which
-// the ServiceAccount admission plugin requires before it admits a pod there.
-func (e *Env) waitForServiceAccount(ctx context.Context, namespace string) error {
-	key := types.NamespacedName{Namespace: namespace, Name: "default"}
-	return e.poll(ctx, componentReadyTimeout, func(ctx context.Context) (bool, error) {
-		err := e.Client.Get(ctx, key, &corev1.ServiceAccount{})
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		}
-		return err == nil, err
-	})
-}
-
 // poll runs condition until it is true, the timeout passes, or a component exits; the
 // last two are errors, a component's exit quoting its log.
 func (e *Env) poll(ctx context.Context, timeout time.Duration, condition wait.ConditionWithContextFunc) error {
@@ -447,16 +220,17 @@ func (e *Env) poll(ctx context.Context, timeout time.Duration, condition wait.Co
 	return err
 }
 
-// Stop stops everything Start started, each by its PID: kwok, kube-controller-manager,
-// kube-scheduler, then etcd and kube-apiserver through envtest. It then removes Dir. It
-// is safe to call more than once and from several goroutines; later calls return the
-// first call's result.
+// Stop runs the BeforeStop hooks, then stops everything Start started, each by its PID:
+// kwok, kube-controller-manager, kube-scheduler, then etcd and kube-apiserver through
+// envtest. It then removes Dir. It is safe to call more than once and from several
+// goroutines; later calls return the first call's result.
 func (e *Env) Stop() error {
 	e.stopOnce.Do(func() { e.stopErr = e.stop() })
 	return e.stopErr
 }
 
 func (e *Env) stop() error {
+	e.runBeforeStop()
 	var errs []error
 	for i := len(e.children) - 1; i >= 0; i-- {
 		errs = append(errs, e.children[i].stop())
@@ -468,6 +242,7 @@ func (e *Env) stop() error {
 			errs = append(errs, fmt.Errorf("stop envtest (etcd, kube-apiserver): %w", err))
 		}
 	}
+	e.thread.release()
 	errs = append(errs, e.removeDir())
 	return errors.Join(errs...)
 }
@@ -503,8 +278,9 @@ func (e *Env) certDir() string    { return filepath.Join(e.Dir, "kube-apiserver"
 // hasControllerManager reports whether this test bed runs kube-controller-manager.
 func (e *Env) hasControllerManager() bool { return !e.opts.DisableControllerManager }
 
-// KeepDir makes Stop leave Dir (and the component logs in LogDir) in place. Main calls it
-// when a test failed.
+// KeepDir makes Stop keep the component logs (LogDir), the kubeconfig and the kwok stages
+// for a post-mortem, removing only etcd's data, the certificates and the wrapper scripts.
+// Main calls it when a test failed.
 func (e *Env) KeepDir() { e.keepDir.Store(true) }
 
 // PIDs returns the process IDs of the components, keyed by name: kube-scheduler,

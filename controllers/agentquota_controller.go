@@ -1,0 +1,157 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+)
+
+// AgentQuotaReconciler reports each AgentQuota's usage and queue. Enforcement itself happens
+// where sessions are admitted and pods created (quotaKeeper); this controller only shows it.
+type AgentQuotaReconciler struct {
+	client.Client
+	Quota *quotaKeeper
+}
+
+// +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentquotas,verbs=get;list;watch
+// +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentquotas/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+
+// Reconcile computes one quota's status and writes it when it changed.
+func (r *AgentQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	q := &agentsv1alpha1.AgentQuota{}
+	if err := r.Get(ctx, req.NamespacedName, q); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	enforced, err := r.Quota.quotaFor(ctx, q.Namespace)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	u, err := r.Quota.currentUsage(ctx, q.Namespace)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	status := q.Status.DeepCopy()
+	status.ObservedGeneration = q.Generation
+	status.Used = agentsv1alpha1.QuotaLimits{
+		Sessions:      ptrTo(int32(u.sessions)),
+		WarmSandboxes: ptrTo(int32(u.warm)),
+		Memory:        ptrTo(u.memory.DeepCopy()),
+		CPU:           resource.NewQuantity(u.cpu, resource.DecimalSI),
+	}
+	status.Queued = int32(len(u.waiting))
+	status.QueueHead = ""
+	if len(u.waiting) > 0 {
+		status.QueueHead = u.waiting[0].Name
+	}
+	active := metav1.Condition{Type: agentsv1alpha1.QuotaActive, Status: metav1.ConditionTrue,
+		Reason: agentsv1alpha1.ReasonEnforced, Message: "this quota is enforced for the namespace", ObservedGeneration: q.Generation}
+	if enforced != nil && enforced.name != q.Name {
+		active.Status, active.Reason = metav1.ConditionFalse, agentsv1alpha1.ReasonConflict
+		active.Message = fmt.Sprintf("namespace %s has more than one AgentQuota; only the oldest, %s, is enforced: delete this one or merge its limits into %s",
+			q.Namespace, enforced.name, enforced.name)
+	}
+	meta.SetStatusCondition(&status.Conditions, active)
+
+	if active.Status == metav1.ConditionTrue {
+		recordQuotaMetrics(q.Namespace, &q.Spec.Hard, &status.Used, status.Queued)
+	}
+	if equalQuotaStatus(&q.Status, status) {
+		return ctrl.Result{}, nil
+	}
+	patch := client.MergeFrom(q.DeepCopy())
+	q.Status = *status
+	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, q, patch))
+}
+
+func recordQuotaMetrics(ns string, hard, used *agentsv1alpha1.QuotaLimits, queued int32) {
+	for _, m := range []struct {
+		resource   string
+		hard, used *float64
+	}{
+		{"sessions", int32Float(hard.Sessions), int32Float(used.Sessions)},
+		{"warmSandboxes", int32Float(hard.WarmSandboxes), int32Float(used.WarmSandboxes)},
+		{"memory", quantityFloat(hard.Memory), quantityFloat(used.Memory)},
+		{"cpu", quantityFloat(hard.CPU), quantityFloat(used.CPU)},
+	} {
+		if m.used != nil {
+			quotaUsed.WithLabelValues(ns, m.resource).Set(*m.used)
+		}
+		if m.hard != nil {
+			quotaHard.WithLabelValues(ns, m.resource).Set(*m.hard)
+		} else {
+			quotaHard.DeleteLabelValues(ns, m.resource)
+		}
+	}
+	queuedSessions.WithLabelValues(ns).Set(float64(queued))
+}
+
+func int32Float(v *int32) *float64 {
+	if v == nil {
+		return nil
+	}
+	f := float64(*v)
+	return &f
+}
+
+func quantityFloat(q *resource.Quantity) *float64 {
+	if q == nil {
+		return nil
+	}
+	f := q.AsApproximateFloat64()
+	return &f
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func equalQuotaStatus(a, b *agentsv1alpha1.AgentQuotaStatus) bool {
+	return a.ObservedGeneration == b.ObservedGeneration && a.Queued == b.Queued && a.QueueHead == b.QueueHead &&
+		equalLimits(&a.Used, &b.Used) && equalConditions(a.Conditions, b.Conditions)
+}
+
+func equalLimits(a, b *agentsv1alpha1.QuotaLimits) bool {
+	eqInt := func(x, y *int32) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	eqQty := func(x, y *resource.Quantity) bool { return (x == nil) == (y == nil) && (x == nil || x.Cmp(*y) == 0) }
+	return eqInt(a.Sessions, b.Sessions) && eqInt(a.WarmSandboxes, b.WarmSandboxes) && eqQty(a.Memory, b.Memory) && eqQty(a.CPU, b.CPU)
+}
+
+// SetupWithManager registers the quota controller: any session, hyperpool pod or quota
+// change in a namespace re-checks the namespace's quotas (the workqueue merges bursts).
+func (r *AgentQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("agentquota").
+		For(&agentsv1alpha1.AgentQuota{}).
+		Watches(&agentsv1alpha1.AgentSession{}, handler.EnqueueRequestsFromMapFunc(r.quotasInNamespace)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			if o.GetLabels()[agentsv1alpha1.SandboxLabel] == "" {
+				return nil
+			}
+			return r.quotasInNamespace(ctx, o)
+		})).
+		Complete(r)
+}
+
+func (r *AgentQuotaReconciler) quotasInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &agentsv1alpha1.AgentQuotaList{}
+	if err := r.List(ctx, list, client.InNamespace(o.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "listing AgentQuotas to re-check")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}

@@ -1,0 +1,329 @@
+//go:build !windows
+
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+)
+
+func newQuota(ns string, hard agentsv1alpha1.QuotaLimits) *agentsv1alpha1.AgentQuota {
+	return &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "quota"}, Spec: agentsv1alpha1.AgentQuotaSpec{Hard: hard}}
+}
+
+// holding reports whether a session holds (or is starting) a sandbox: what a quota counts.
+func holding(s *agentsv1alpha1.AgentSession) bool {
+	return !s.Status.Phase.IsFinished() && (s.Status.PodName != "" || meta.IsStatusConditionTrue(s.Status.Conditions, agentsv1alpha1.QuotaReserved))
+}
+
+func listSessions(t testing.TB, ns string) []agentsv1alpha1.AgentSession {
+	t.Helper()
+	list := &agentsv1alpha1.AgentSessionList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+		t.Fatalf("listing sessions: %v", err)
+	}
+	return list.Items
+}
+
+func deleteSession(t testing.TB, ns, name string) {
+	t.Helper()
+	s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if err := k8s.Delete(context.Background(), s); client.IgnoreNotFound(err) != nil {
+		t.Fatalf("deleting session %s: %v", name, err)
+	}
+}
+
+// watchActive checks, every few milliseconds until stopped, that no more than limit
+// sessions of ns hold a sandbox at once; it returns the highest count it saw.
+func watchActive(t *testing.T, ns string, limit int) (stop func() int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var peak atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			list := &agentsv1alpha1.AgentSessionList{}
+			if err := k8s.List(ctx, list, client.InNamespace(ns)); err != nil {
+				continue
+			}
+			n := 0
+			for i := range list.Items {
+				if holding(&list.Items[i]) {
+					n++
+				}
+			}
+			if int64(n) > peak.Load() {
+				peak.Store(int64(n))
+			}
+			if n > limit {
+				t.Errorf("%d sessions hold a sandbox at once, over the limit of %d", n, limit)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	})
+	return func() int { cancel(); wg.Wait(); return int(peak.Load()) }
+}
+
+// TestQuotaAdmitsInFIFOOrder: 100 sessions wait behind a quota of 1 and are released one by
+// one; each is admitted only after every session created before it.
+func TestQuotaAdmitsInFIFOOrder(t *testing.T) {
+	t.Parallel()
+	const n = 100
+	ns := env.CreateNamespace(t)
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](1)}))
+	create(t, newSandbox(ns, "pool", 1, 20348))
+	for i := range n {
+		create(t, newSession(ns, fmt.Sprintf("q-%03d", i), "pool"))
+	}
+	stop := watchActive(t, ns, 1)
+	defer stop()
+
+	// The second waits with the arithmetic in its condition.
+	s := waitSession(t, ns, "q-001", 20*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
+	c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
+	if c == nil || c.Reason != agentsv1alpha1.ReasonWaitingForQuota || !strings.Contains(c.Message, "sessions: 1 requested + 1 in use > 1 allowed by AgentQuota quota") {
+		t.Errorf("QuotaReserved = %+v, want WaitingForQuota with the arithmetic", c)
+	}
+	q := &agentsv1alpha1.AgentQuota{}
+	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quota"}, q)
+		return q.Status.Queued == n-1 && q.Status.QueueHead == "q-001" && ptr.Deref(q.Status.Used.Sessions, -1) == 1,
+			fmt.Sprintf("quota status: queued %d head %q used %v; want %d, q-001, 1", q.Status.Queued, q.Status.QueueHead, q.Status.Used.Sessions, n-1)
+	})
+
+	for i := range n {
+		name := fmt.Sprintf("q-%03d", i)
+		waitSession(t, ns, name, 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+		for _, other := range listSessions(t, ns) {
+			if other.Name > name && holding(&other) {
+				t.Fatalf("%s was admitted before %s", other.Name, name)
+			}
+		}
+		deleteSession(t, ns, name)
+	}
+	if peak := stop(); peak != 1 {
+		t.Errorf("peak active sessions = %d, want 1", peak)
+	}
+}
+
+// TestQuotaNoOvershoot: 50 sessions at once against a limit of 10, checked continuously.
+func TestQuotaNoOvershoot(t *testing.T) {
+	t.Parallel()
+	const n, limit = 50, 10
+	ns := env.CreateNamespace(t)
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](limit)}))
+	create(t, newSandbox(ns, "pool", 5, 20348))
+	waitPoolReady(t, ns, "pool", 5, 30*time.Second)
+	stop := watchActive(t, ns, limit)
+
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { create(t, newSession(ns, fmt.Sprintf("o-%02d", i), "pool")) })
+	}
+	wg.Wait()
+
+	// The quota fills to its limit exactly; the rest wait.
+	eventually(t, 60*time.Second, func(ctx context.Context) (bool, string) {
+		active, queued := 0, 0
+		for _, s := range listSessions(t, ns) {
+			if holding(&s) {
+				active++
+			} else if s.Status.Phase == agentsv1alpha1.SessionQueued {
+				queued++
+			}
+		}
+		return active == limit && queued == n-limit, fmt.Sprintf("%d active, %d queued; want %d and %d", active, queued, limit, n-limit)
+	})
+
+	// Serve everyone: end the Ready sessions, batch after batch.
+	served := map[string]bool{}
+	eventually(t, 120*time.Second, func(ctx context.Context) (bool, string) {
+		for _, s := range listSessions(t, ns) {
+			if s.Status.Phase == agentsv1alpha1.SessionReady {
+				served[s.Name] = true
+				deleteSession(t, ns, s.Name)
+			}
+		}
+		return len(served) == n, fmt.Sprintf("%d of %d sessions served", len(served), n)
+	})
+	if peak := stop(); peak != limit {
+		t.Errorf("peak active sessions = %d, want exactly the limit %d", peak, limit)
+	}
+}
+
+func TestQuotaRaiseAndLower(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](1)}))
+	create(t, newSandbox(ns, "pool", 3, 20348))
+	for _, name := range []string{"a", "b", "c"} {
+		create(t, newSession(ns, name, "pool"))
+	}
+	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "c", 10*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
+
+	setSessionLimit(t, ns, 3) // raising admits the waiting sessions at once
+	waitSession(t, ns, "b", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "c", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+
+	setSessionLimit(t, ns, 1) // lowering stops nothing that runs
+	create(t, newSession(ns, "d", "pool"))
+	waitSession(t, ns, "d", 10*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
+	for _, name := range []string{"a", "b", "c"} {
+		if s := waitSession(t, ns, name, time.Second, "still Ready", inPhase(agentsv1alpha1.SessionReady)); s == nil {
+			t.Fatal("unreachable")
+		}
+	}
+	// d waits until usage falls below the new limit: two of three ending is not enough.
+	deleteSession(t, ns, "a")
+	deleteSession(t, ns, "b")
+	waitQuotaUsed(t, ns, 1)
+	if s := waitSession(t, ns, "d", time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued)); s.Status.PodName != "" {
+		t.Fatalf("d was admitted with 1 session in use and a limit of 1")
+	}
+	deleteSession(t, ns, "c")
+	waitSession(t, ns, "d", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+}
+
+func setSessionLimit(t *testing.T, ns string, limit int32) {
+	t.Helper()
+	q := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "quota"}}
+	patch := client.RawPatch("application/merge-patch+json", fmt.Appendf(nil, `{"spec":{"hard":{"sessions":%d}}}`, limit))
+	if err := k8s.Patch(context.Background(), q, patch); err != nil {
+		t.Fatalf("setting the session limit to %d: %v", limit, err)
+	}
+}
+
+func waitQuotaUsed(t *testing.T, ns string, sessions int32) {
+	t.Helper()
+	q := &agentsv1alpha1.AgentQuota{}
+	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quota"}, q)
+		return ptr.Deref(q.Status.Used.Sessions, -1) == sessions, fmt.Sprintf("used sessions %v, want %d", q.Status.Used.Sessions, sessions)
+	})
+}
+
+func TestDefaultQuota(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	// The test manager's default quota (sessions=2) applies to namespaces with this label.
+	nsObj := &corev1.Namespace{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Labels = map[string]string{defaultQuotaLabel: "true"}
+	if err := k8s.Update(context.Background(), nsObj); err != nil {
+		t.Fatal(err)
+	}
+	create(t, newSandbox(ns, "pool", 1, 20348))
+	for _, name := range []string{"a", "b", "c"} {
+		create(t, newSession(ns, name, "pool"))
+	}
+	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "c", 10*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
+	if c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved); c == nil || !strings.Contains(c.Message, "the manager's default quota") {
+		t.Errorf("QuotaReserved = %+v, want a message naming the default quota", c)
+	}
+	// An AgentQuota of its own replaces the default.
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](5)}))
+	waitSession(t, ns, "c", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+}
+
+// TestQuotaMemoryCountsWarmAndBound: memory and cpu cover every live pod, warm and bound; the
+// pool is held to what fits, and says which quota holds it back.
+func TestQuotaMemoryCountsWarmAndBound(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	// Each sandbox is a 1536Mi, 2-vCPU VM: room for three.
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Memory: ptr.To(resource.MustParse("4608Mi")), CPU: ptr.To(resource.MustParse("8"))}))
+	create(t, newSandbox(ns, "pool", 5, 20348))
+	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
+	sb := waitDegraded(t, ns, "pool", agentsv1alpha1.ReasonQuotaLimited)
+	if msg := condition(sb.Status.Conditions, agentsv1alpha1.SandboxDegraded).Message; !strings.Contains(msg, "memory: 1536Mi requested + 4608Mi in use > 4608Mi allowed by AgentQuota quota") {
+		t.Errorf("QuotaLimited message %q lacks the memory arithmetic", msg)
+	}
+
+	// A warm bind moves a VM from the pool to the session: usage is unchanged, and the pool
+	// cannot refill behind it.
+	create(t, newSession(ns, "s1", "pool"))
+	waitSession(t, ns, "s1", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	q := &agentsv1alpha1.AgentQuota{}
+	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quota"}, q)
+		u := q.Status.Used
+		return u.Memory != nil && u.Memory.String() == "4608Mi" && u.CPU != nil && u.CPU.Value() == 6 &&
+				ptr.Deref(u.Sessions, -1) == 1 && ptr.Deref(u.WarmSandboxes, -1) == 2,
+			fmt.Sprintf("used = sessions %v warm %v memory %v cpu %v; want 1, 2, 4608Mi, 6", u.Sessions, u.WarmSandboxes, u.Memory, u.CPU)
+	})
+	if n := len(warmPods(t, ns, "pool")); n != 2 {
+		t.Errorf("%d warm pods, want 2 (the quota is full)", n)
+	}
+}
+
+func TestPoolsTrimmedByWarmSandboxes(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{WarmSandboxes: ptr.To[int32](4)}))
+	create(t, newSandbox(ns, "a", 3, 20348))
+	create(t, newSandbox(ns, "b", 3, 20348))
+	countWarm := func() int { return len(warmPods(t, ns, "a")) + len(warmPods(t, ns, "b")) }
+	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		return countWarm() == 4, fmt.Sprintf("%d warm pods across the pools, want 4", countWarm())
+	})
+
+	q := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "quota"}}
+	if err := k8s.Patch(context.Background(), q, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"hard":{"warmSandboxes":2}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		return countWarm() == 2, fmt.Sprintf("%d warm pods across the pools, want 2 after lowering the quota", countWarm())
+	})
+}
+
+// TestResourceQuotaForbidsPods: a native ResourceQuota that refuses the sandbox pod makes the
+// session wait with reason ResourceQuotaExceeded; raising it lets the session start.
+func TestResourceQuotaForbidsPods(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	rq := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pods"},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("1")}}}
+	create(t, rq)
+	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(rq), rq)
+		_, counted := rq.Status.Hard[corev1.ResourcePods]
+		return counted, "the ResourceQuota has no status yet"
+	})
+	create(t, newSandbox(ns, "cold", 0, 20348))
+	create(t, newSession(ns, "first", "cold"))
+	waitSession(t, ns, "first", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+
+	create(t, newSession(ns, "second", "cold"))
+	s := waitSession(t, ns, "second", 30*time.Second, "Queued with ResourceQuotaExceeded", func(s *agentsv1alpha1.AgentSession) bool {
+		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
+		return s.Status.Phase == agentsv1alpha1.SessionQueued && c != nil && c.Reason == agentsv1alpha1.ReasonResourceQuotaExceeded
+	})
+	if c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved); !strings.Contains(c.Message, "exceeded quota") {
+		t.Errorf("message %q does not carry the API server's words", c.Message)
+	}
+	if err := k8s.Patch(context.Background(), rq, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"hard":{"pods":"2"}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	waitSession(t, ns, "second", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+}
