@@ -327,3 +327,25 @@ func TestResourceQuotaForbidsPods(t *testing.T) {
 	}
 	waitSession(t, ns, "second", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
+
+func TestSecondQuotaInANamespaceConflicts(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](3)}))
+	waitQuotaUsed(t, ns, 0)
+	second := newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](1)})
+	second.Name = "second"
+	create(t, second)
+	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKeyFromObject(second), second)
+		c := meta.FindStatusCondition(second.Status.Conditions, agentsv1alpha1.QuotaActive)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == agentsv1alpha1.ReasonConflict && strings.Contains(c.Message, "quota"),
+			fmt.Sprintf("Active condition of the second quota = %+v, want False/Conflict naming the enforced one", c)
+	})
+	// The oldest is the one enforced: two sessions fit under its limit of 3.
+	create(t, newSandbox(ns, "pool", 2, 20348))
+	create(t, newSession(ns, "a", "pool"))
+	create(t, newSession(ns, "b", "pool"))
+	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+}

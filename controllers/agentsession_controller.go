@@ -178,7 +178,7 @@ func (r *AgentSessionReconciler) admit(ctx context.Context, s *agentsv1alpha1.Ag
 		r.markQueued(s, adm.reason, adm.message)
 		return false, nil
 	}
-	if adm.quota == "" && r.Quota.defaultHard == nil {
+	if !adm.enforced {
 		return true, nil // no quota in force: nothing to record
 	}
 	wasQueued := s.Status.Phase == agentsv1alpha1.SessionQueued

@@ -207,7 +207,8 @@ type admission struct {
 	admitted bool
 	reason   string // WaitingForQuota or ExceedsQuota when not admitted
 	message  string
-	quota    string
+	// enforced is false when no quota applies to the namespace.
+	enforced bool
 }
 
 // admitSession decides whether a session may start. Sessions are admitted in FIFO order
@@ -220,7 +221,7 @@ func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentS
 	}
 	limit := int(*quota.hard.Sessions)
 	if limit == 0 {
-		return admission{reason: agentsv1alpha1.ReasonExceedsQuota, quota: quota.name, message: fmt.Sprintf(
+		return admission{reason: agentsv1alpha1.ReasonExceedsQuota, enforced: true, message: fmt.Sprintf(
 			"sessions: 1 requested > 0 allowed by %s; the session waits until the limit is raised", quota.describe())}, nil
 	}
 	l := q.ledger(s.Namespace)
@@ -232,11 +233,11 @@ func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentS
 	}
 	position := slices.IndexFunc(u.waiting, func(w *agentsv1alpha1.AgentSession) bool { return w.UID == s.UID })
 	if position < 0 {
-		return admission{admitted: true}, nil // already counted as admitted
+		return admission{admitted: true, enforced: true}, nil // already counted as admitted
 	}
 	if u.sessions+position+1 <= limit {
 		l.sessions[s.UID] = time.Now()
-		return admission{admitted: true, quota: quota.name}, nil
+		return admission{admitted: true, enforced: true}, nil
 	}
 	// The sessions queued ahead count as in use: they take the next free slots. The message
 	// leaves out the position, which changes with every admission: rewriting every waiting
@@ -245,7 +246,7 @@ func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentS
 	inUse := max(u.sessions, min(limit, u.sessions+position))
 	msg := fmt.Sprintf("sessions: 1 requested + %d in use > %d allowed by %s; waiting in FIFO order (see the quota's queueHead)",
 		inUse, limit, quota.describe())
-	return admission{reason: agentsv1alpha1.ReasonWaitingForQuota, message: msg, quota: quota.name}, nil
+	return admission{reason: agentsv1alpha1.ReasonWaitingForQuota, message: msg, enforced: true}, nil
 }
 
 // podGrant is a permission to create one pod, to be confirmed with its name or released.
