@@ -25,9 +25,12 @@ tools: ## Build kube-apiserver, etcd, kube-scheduler, kube-controller-manager, k
 	hack/tools.sh
 
 .PHONY: manifests
-manifests: tools ## Generate the CRDs and the manager's RBAC role from markers.
+manifests: tools ## Generate the CRDs and the manager's RBAC role from markers; copy both into charts/hyperpool.
 	$(CONTROLLER_GEN) rbac:roleName=hyperpool-manager crd:generateEmbeddedObjectMeta=true paths="./..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	rm -rf charts/hyperpool/crds && mkdir -p charts/hyperpool/crds
+	cp config/crd/bases/*.yaml charts/hyperpool/crds/
+	hack/chart-rbac.sh
 
 .PHONY: generate
 generate: tools ## Generate DeepCopy methods from markers.
@@ -62,3 +65,22 @@ build: ## Build the manager binary into bin/manager.
 .PHONY: run
 run: manifests ## Run the manager against the cluster of the current kubeconfig.
 	go run ./cmd/manager
+
+##@ Install
+
+HELM := $(ASSETS)/helm
+
+.PHONY: helm-lint
+helm-lint: tools ## helm lint the chart, with default and with every optional part on.
+	$(HELM) lint --strict charts/hyperpool
+	$(HELM) lint --strict charts/hyperpool -f test/helm/testdata/values-all.yaml
+
+##@ Demo
+
+.PHONY: demo
+demo: ## On a laptop with no cluster: control plane, simulated Windows nodes, helm install, manager, sessions.
+	hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop what `make demo` started (only its recorded PIDs).
+	hack/demo.sh down

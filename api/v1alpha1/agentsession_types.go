@@ -168,7 +168,7 @@ type AgentSessionStatus struct {
 // +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.status.podName`
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.nodeName`
 // +kubebuilder:printcolumn:name="Start",type=string,JSONPath=`.status.startType`,description="Warm or Cold"
-// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiryTime`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiryTime`,description="The hard deadline (RFC 3339); the idle timeout may end the session sooner"
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.endReason`,priority=1
 // +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.user`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

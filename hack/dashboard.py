@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Writes charts/hyperpool/files/dashboard.json, the Grafana dashboard the chart ships.
+Edit the panels here and rerun; the JSON is committed so the chart needs no Python."""
+import json
+import os
+import sys
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+NS = 'namespace=~"$namespace"'
+
+
+def target(expr, legend, ref):
+    return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref, "range": True}
+
+
+def panel(pid, title, desc, unit, x, y, targets, w=12, h=8, stack=False):
+    return {
+        "id": pid, "type": "timeseries", "title": title, "description": desc, "datasource": DS,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit, "custom": {
+            "drawStyle": "line", "lineWidth": 1, "fillOpacity": 10,
+            "stacking": {"mode": "normal" if stack else "none", "group": "A"}}}, "overrides": []},
+        "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
+                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "targets": [target(e, l, chr(ord("A") + i)) for i, (e, l) in enumerate(targets)],
+    }
+
+
+panels = [
+    panel(1, "Warm vs. active sandboxes per pool",
+          "Warm: Ready pods waiting in the pool (hyperpool_warm_sandboxes). Active: sessions Starting or Ready.",
+          "short", 0, 0, [
+              (f"sum by (namespace, sandbox) (hyperpool_warm_sandboxes{{{NS}}})", "warm {{namespace}}/{{sandbox}}"),
+              (f'sum by (namespace, sandbox) (hyperpool_sessions{{{NS}, phase=~"Starting|Ready"}})', "active {{namespace}}/{{sandbox}}"),
+          ]),
+    panel(2, "Sessions by phase", "hyperpool_sessions, summed over the selected namespaces.", "short", 12, 0, [
+        (f"sum by (phase) (hyperpool_sessions{{{NS}}})", "{{phase}}"),
+    ], stack=True),
+    panel(3, "Bind latency by start type (p50, p99)",
+          "Session created to sandbox Ready. Warm binds take milliseconds; cold ones wait for a Hyper-V VM to boot.",
+          "s", 0, 8, [
+              (f"histogram_quantile(0.5, sum by (le, start_type) (rate(hyperpool_bind_duration_seconds_bucket{{{NS}}}[$__rate_interval])))", "p50 {{start_type}}"),
+              (f"histogram_quantile(0.99, sum by (le, start_type) (rate(hyperpool_bind_duration_seconds_bucket{{{NS}}}[$__rate_interval])))", "p99 {{start_type}}"),
+          ]),
+    panel(4, "Session expirations by reason", "Sessions ended by MaxLifetime or IdleTimeout, per second.", "ops", 12, 8, [
+        (f"sum by (reason) (rate(hyperpool_session_expirations_total{{{NS}}}[$__rate_interval]))", "{{reason}}"),
+    ], stack=True),
+    panel(5, "Hyper-V VM memory by namespace", "Utility VM memory of live sandboxes, warm and bound.", "bytes", 0, 16, [
+        (f"sum by (namespace) (hyperpool_vm_memory_bytes{{{NS}}})", "{{namespace}}"),
+    ], stack=True),
+    panel(6, "Queued sessions", "Sessions waiting for their namespace's AgentQuota, by namespace.", "short", 12, 16, [
+        (f"sum by (namespace) (hyperpool_queued_sessions{{{NS}}})", "{{namespace}}"),
+    ]),
+    panel(7, "Sandbox pod creations by start type", "Warm: refilling pools. Cold: for a session that found no warm pod.", "ops", 0, 24, [
+        (f"sum by (start_type) (rate(hyperpool_pod_creations_total{{{NS}}}[$__rate_interval]))", "{{start_type}}"),
+    ], w=24),
+]
+
+dashboard = {
+    "title": "hyperpool",
+    "uid": "hyperpool-overview",
+    "description": "Warm pools of Hyper-V-isolated Windows sandboxes: pools, sessions, bind latency, expirations, VM memory, queue.",
+    "tags": ["hyperpool", "windows", "hyper-v"],
+    "editable": True,
+    "schemaVersion": 39,
+    "version": 1,
+    "refresh": "30s",
+    "time": {"from": "now-6h", "to": "now"},
+    "timezone": "browser",
+    "annotations": {"list": []},
+    "templating": {"list": [
+        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+         "current": {}, "hide": 0, "refresh": 1},
+        {"name": "namespace", "label": "Namespace", "type": "query", "datasource": DS,
+         "query": {"query": "label_values(hyperpool_vm_memory_bytes, namespace)", "refId": "ns"},
+         "definition": "label_values(hyperpool_vm_memory_bytes, namespace)",
+         "includeAll": True, "multi": True, "allValue": ".*", "current": {}, "refresh": 2, "sort": 1, "hide": 0},
+    ]},
+    "panels": panels,
+}
+
+out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "charts", "hyperpool", "files", "dashboard.json")
+with open(out, "w") as f:
+    json.dump(dashboard, f, indent=2)
+    f.write("\n")

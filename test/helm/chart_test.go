@@ -1,0 +1,445 @@
+//go:build !windows
+
+package helm_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+func TestHelmLintIsClean(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{
+		{"defaults", nil},
+		{"all-options", []string{"-f", testdata("values-all.yaml")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := string(run(t, nil, "helm", append([]string{"lint", "--strict", chartDir()}, tc.flags...)...))
+			if !strings.Contains(out, "1 chart(s) linted, 0 chart(s) failed") || strings.Contains(out, "[WARNING]") || strings.Contains(out, "[ERROR]") {
+				t.Fatalf("helm lint is not clean:\n%s", out)
+			}
+		})
+	}
+}
+
+// The schema turns typos and bad values into install errors instead of silent defaults.
+func TestValuesSchemaRejectsMistakes(t *testing.T) {
+	for _, tc := range []struct {
+		set, want string
+	}{
+		{"replica=3", "additional properties 'replica' not allowed"},
+		{"manager.warmPodReadyTimout=1m", "warmPodReadyTimout"},
+		{"manager.warmPodReadyTimeout=10minutes", "warmPodReadyTimeout"},
+		{"image.pullPolicy=Sometimes", "pullPolicy"},
+		{"replicas=-1", "replicas"},
+		{"runtimeClasses.hyperv.handlr=x", "handlr"},
+		{"nodeAgent.gracePeriod=soon", "gracePeriod"},
+	} {
+		t.Run(tc.set, func(t *testing.T) {
+			out, err := runErr(t, nil, "helm", "template", "x", chartDir(), "--set", tc.set)
+			if err == nil {
+				t.Fatalf("--set %s rendered without error:\n%.500s", tc.set, out)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("--set %s: error does not mention %q: %v", tc.set, tc.want, err)
+			}
+		})
+	}
+}
+
+func TestTemplateDefaults(t *testing.T) {
+	objs := decode(t, helmTemplate(t, "hyperpool", "hyperpool-system"))
+	for _, kind := range []string{"ServiceMonitor", "RuntimeClass", "ConfigMap", "DaemonSet", "CustomResourceDefinition"} {
+		if got := find(objs, kind); len(got) > 0 {
+			t.Errorf("default values render %s: %s", kind, names(got))
+		}
+	}
+	for _, o := range objs {
+		if o.GetNamespace() == "" && !slices.Contains([]string{"ClusterRole", "ClusterRoleBinding"}, o.GetKind()) {
+			t.Errorf("%s/%s has no namespace", o.GetKind(), o.GetName())
+		}
+	}
+	only(t, objs, "ServiceAccount", "hyperpool-manager")
+	only(t, objs, "Service", "hyperpool-metrics")
+	only(t, objs, "Role", "hyperpool-leader-election")
+	only(t, objs, "RoleBinding", "hyperpool-leader-election")
+	only(t, objs, "ClusterRoleBinding", "hyperpool-manager")
+
+	dep := only(t, objs, "Deployment", "hyperpool-manager")
+	spec := podSpec(t, dep)
+	if replicas := replicasOf(dep); replicas != 2 {
+		t.Errorf("replicas = %d, want 2", replicas)
+	}
+	if spec.ServiceAccountName != "hyperpool-manager" {
+		t.Errorf("serviceAccountName = %q", spec.ServiceAccountName)
+	}
+	if spec.NodeSelector[corev1.LabelOSStable] != "linux" {
+		t.Errorf("nodeSelector = %v, want kubernetes.io/os: linux", spec.NodeSelector)
+	}
+	psc := spec.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext = %+v, want runAsNonRoot and seccomp RuntimeDefault", psc)
+	}
+	c := spec.Containers[0]
+	for _, arg := range []string{"--leader-elect", "--leader-election-namespace=hyperpool-system", "--metrics-bind-address=:8080",
+		"--health-probe-bind-address=:8081", "--hyperv-runtime-class=hyperv", "--process-runtime-class=process",
+		"--warm-pod-ready-timeout=10m", "--session-workers=16", "--sandbox-workers=4"} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("manager args %v lack %s", c.Args, arg)
+		}
+	}
+	if c.Image != "ghcr.io/hyperpool/hyperpool-manager:0.1.0" || c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("image %s (%s), want the appVersion tag, IfNotPresent", c.Image, c.ImagePullPolicy)
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Errorf("probes: liveness %+v, readiness %+v", c.LivenessProbe, c.ReadinessProbe)
+	}
+	if c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+		t.Errorf("resources = %+v, want memory requests and limits", c.Resources)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("container securityContext = %+v", sc)
+	}
+}
+
+func TestTemplateAllOptions(t *testing.T) {
+	objs := decode(t, helmTemplate(t, "hp", "ops", "-f", testdata("values-all.yaml")))
+	dep := only(t, objs, "Deployment", "hp-hyperpool-manager")
+	if replicas := replicasOf(dep); replicas != 3 {
+		t.Errorf("replicas = %d, want 3", replicas)
+	}
+	args := podSpec(t, dep).Containers[0].Args
+	for _, arg := range []string{"--warm-pod-ready-timeout=15m", "--session-workers=32", "--zap-log-level=debug", "--zap-encoder=console"} {
+		if !slices.Contains(args, arg) {
+			t.Errorf("manager args %v lack %s", args, arg)
+		}
+	}
+
+	sm := only(t, objs, "ServiceMonitor", "hp-hyperpool-manager")
+	if sm.GetLabels()["release"] != "prometheus" {
+		t.Errorf("ServiceMonitor labels = %v", sm.GetLabels())
+	}
+
+	hyperv := only(t, objs, "RuntimeClass", "hyperv")
+	if h, _, _ := unstructured.NestedString(hyperv.Object, "handler"); h != "runhcs-wcow-hypervisor" {
+		t.Errorf("hyperv handler = %q", h)
+	}
+	if mem, _, _ := unstructured.NestedString(hyperv.Object, "overhead", "podFixed", "memory"); mem != "512Mi" {
+		t.Errorf("hyperv overhead memory = %q, want the value's 512Mi", mem)
+	}
+	if os, _, _ := unstructured.NestedString(hyperv.Object, "scheduling", "nodeSelector", corev1.LabelOSStable); os != "windows" {
+		t.Errorf("hyperv scheduling.nodeSelector lacks kubernetes.io/os: windows: %v", hyperv.Object["scheduling"])
+	}
+	if tol, _, _ := unstructured.NestedSlice(hyperv.Object, "scheduling", "tolerations"); len(tol) != 1 {
+		t.Errorf("hyperv tolerations = %v", tol)
+	}
+	if h, _, _ := unstructured.NestedString(only(t, objs, "RuntimeClass", "process").Object, "handler"); h != "runhcs-wcow-process" {
+		t.Errorf("process handler = %q", h)
+	}
+
+	cm := only(t, objs, "ConfigMap", "hp-hyperpool-dashboard")
+	if cm.GetLabels()["grafana_dashboard"] != "1" {
+		t.Errorf("dashboard labels = %v", cm.GetLabels())
+	}
+	raw, _, _ := unstructured.NestedString(cm.Object, "data", "hyperpool.json")
+	var dashboard map[string]any
+	if err := json.Unmarshal([]byte(raw), &dashboard); err != nil {
+		t.Fatalf("dashboard is not JSON: %v", err)
+	}
+	for _, expr := range []string{"hyperpool_warm_sandboxes", "hyperpool_sessions{", "histogram_quantile(0.5, sum by (le, start_type) (rate(hyperpool_bind_duration_seconds_bucket",
+		"histogram_quantile(0.99", "rate(hyperpool_session_expirations_total", "sum by (namespace) (hyperpool_vm_memory_bytes", "hyperpool_queued_sessions"} {
+		if !strings.Contains(raw, expr) {
+			t.Errorf("dashboard has no query with %q", expr)
+		}
+	}
+
+	ds := only(t, objs, "DaemonSet", "hp-hyperpool-node-agent")
+	spec := podSpec(t, ds)
+	if !spec.HostNetwork || spec.SecurityContext == nil || spec.SecurityContext.WindowsOptions == nil ||
+		spec.SecurityContext.WindowsOptions.HostProcess == nil || !*spec.SecurityContext.WindowsOptions.HostProcess ||
+		*spec.SecurityContext.WindowsOptions.RunAsUserName != `NT AUTHORITY\SYSTEM` {
+		t.Errorf("node agent is not a HostProcess pod as SYSTEM on the host network: %+v", spec.SecurityContext)
+	}
+	if spec.NodeSelector[corev1.LabelOSStable] != "windows" || len(spec.Tolerations) == 0 || spec.ServiceAccountName != "hp-hyperpool-node-agent" {
+		t.Errorf("node agent: nodeSelector %v, tolerations %v, serviceAccount %q", spec.NodeSelector, spec.Tolerations, spec.ServiceAccountName)
+	}
+	agent := spec.Containers[0]
+	for _, arg := range []string{"--node-name=$(NODE_NAME)", "--reap=true", "--grace-period=15m", "--metrics-bind-address=:9090"} {
+		if !slices.Contains(agent.Args, arg) {
+			t.Errorf("node agent args %v lack %s", agent.Args, arg)
+		}
+	}
+	if len(agent.Env) != 1 || agent.Env[0].ValueFrom == nil || agent.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+		t.Errorf("node agent env = %+v, want NODE_NAME from spec.nodeName", agent.Env)
+	}
+	wantAgentRules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}},
+		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+	}
+	if got := rules(t, only(t, objs, "ClusterRole", "hp-hyperpool-node-agent")); !reflect.DeepEqual(got, wantAgentRules) {
+		t.Errorf("node agent rules = %+v, want %+v", got, wantAgentRules)
+	}
+}
+
+// Every object the chart renders, with default and with all values, is accepted by the API
+// server (server-side dry-run: admission, schema and CRD validation, no writes).
+func TestTemplateServerSideDryRun(t *testing.T) {
+	installServiceMonitorCRD(t)
+	for _, tc := range []struct {
+		name  string
+		flags []string
+	}{
+		{"defaults", nil},
+		{"all-options", []string{"-f", testdata("values-all.yaml")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := env.CreateNamespace(t)
+			manifest := helmTemplate(t, "dry", ns, tc.flags...)
+			objs := decode(t, manifest)
+			out := string(run(t, manifest, "kubectl", "apply", "--server-side", "--dry-run=server", "--field-manager=helm-test", "-f", "-"))
+			if got := strings.Count(out, "(server dry run)"); got != len(objs) {
+				t.Fatalf("dry-run accepted %d of %d objects:\n%s", got, len(objs), out)
+			}
+		})
+	}
+}
+
+var serviceMonitorCRD sync.Once
+
+// installServiceMonitorCRD installs a minimal ServiceMonitor CRD (prometheus-operator's is
+// not on the test bed) and waits until it is served.
+func installServiceMonitorCRD(t *testing.T) {
+	t.Helper()
+	serviceMonitorCRD.Do(func() {
+		run(t, nil, "kubectl", "apply", "--server-side", "-f", testdata("servicemonitor-crd.yaml"))
+	})
+	run(t, nil, "kubectl", "wait", "--for=condition=Established", "--timeout=20s", "crd/servicemonitors.monitoring.coreos.com")
+}
+
+// The chart's crds/ are config/crd/bases, byte for byte (make manifests copies them).
+func TestChartCRDsEqualGenerated(t *testing.T) {
+	want := filepath.Join(env.RepoRoot, "config", "crd", "bases")
+	got := filepath.Join(chartDir(), "crds")
+	wantFiles, gotFiles := yamlFiles(t, want), yamlFiles(t, got)
+	if !slices.Equal(wantFiles, gotFiles) {
+		t.Fatalf("charts/hyperpool/crds holds %v, config/crd/bases %v: run make manifests", gotFiles, wantFiles)
+	}
+	for _, f := range wantFiles {
+		a, err := os.ReadFile(filepath.Join(want, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(got, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Errorf("charts/hyperpool/crds/%s differs from config/crd/bases/%s: run make manifests", f, f)
+		}
+	}
+}
+
+func yamlFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".yaml") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// No wildcard verbs, resources or API groups, and no access to Secrets, in any role the
+// chart (with every option on) or config/ installs.
+func TestRBACLeastPrivilege(t *testing.T) {
+	sources := map[string][]*unstructured.Unstructured{
+		"chart defaults":    decode(t, helmTemplate(t, "hyperpool", "hyperpool-system")),
+		"chart all options": decode(t, helmTemplate(t, "hyperpool", "hyperpool-system", "-f", testdata("values-all.yaml"))),
+		"config/default":    decode(t, run(t, nil, "kubectl", "kustomize", filepath.Join(env.RepoRoot, "config", "default"))),
+	}
+	for _, f := range []string{"role.yaml", "leader_election_role.yaml"} {
+		b, err := os.ReadFile(filepath.Join(env.RepoRoot, "config", "rbac", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources["config/rbac/"+f] = decode(t, b)
+	}
+	for source, objs := range sources {
+		roles := append(find(objs, "ClusterRole"), find(objs, "Role")...)
+		if len(roles) == 0 {
+			t.Errorf("%s: no roles", source)
+		}
+		for _, role := range roles {
+			if _, found := role.Object["aggregationRule"]; found {
+				t.Errorf("%s: %s/%s aggregates other roles", source, role.GetKind(), role.GetName())
+			}
+			for _, rule := range rules(t, role) {
+				where := source + ": " + role.GetKind() + "/" + role.GetName()
+				for _, field := range [][]string{rule.Verbs, rule.Resources, rule.APIGroups, rule.NonResourceURLs, rule.ResourceNames} {
+					for _, v := range field {
+						if strings.Contains(v, "*") {
+							t.Errorf("%s: wildcard %q in %+v", where, v, rule)
+						}
+					}
+				}
+				for _, r := range rule.Resources {
+					if r == "secrets" || strings.HasPrefix(r, "secrets/") {
+						t.Errorf("%s: access to %s: %+v", where, r, rule)
+					}
+				}
+				for _, v := range rule.Verbs {
+					if v == "escalate" || v == "bind" || v == "impersonate" {
+						t.Errorf("%s: verb %s: %+v", where, v, rule)
+					}
+				}
+			}
+		}
+	}
+}
+
+// The chart's manager ClusterRole is config/rbac/role.yaml's (the markers'), rule for rule.
+func TestChartManagerRulesEqualGenerated(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(env.RepoRoot, "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	generated := only(t, decode(t, b), "ClusterRole", "hyperpool-manager")
+	chart := only(t, decode(t, helmTemplate(t, "hyperpool", "hyperpool-system")), "ClusterRole", "hyperpool-manager")
+	if want, got := rules(t, generated), rules(t, chart); !reflect.DeepEqual(want, got) {
+		t.Fatalf("chart rules differ from config/rbac/role.yaml (run make manifests):\nchart: %+v\nrole.yaml: %+v", got, want)
+	}
+}
+
+// config/default installs what the chart installs with default values (release hyperpool
+// in hyperpool-system), and the API server accepts it.
+func TestKustomizeDefaultMatchesChartAndDryRuns(t *testing.T) {
+	kustomized := decode(t, run(t, nil, "kubectl", "kustomize", filepath.Join(env.RepoRoot, "config", "default")))
+	chart := decode(t, helmTemplate(t, "hyperpool", "hyperpool-system"))
+
+	key := func(o *unstructured.Unstructured) string {
+		return o.GetKind() + " " + o.GetNamespace() + "/" + o.GetName()
+	}
+	var kustomizeKeys, chartKeys []string
+	for _, o := range kustomized {
+		if o.GetKind() != "Namespace" && o.GetKind() != "CustomResourceDefinition" {
+			kustomizeKeys = append(kustomizeKeys, key(o))
+		}
+	}
+	for _, o := range chart {
+		chartKeys = append(chartKeys, key(o))
+	}
+	slices.Sort(kustomizeKeys)
+	slices.Sort(chartKeys)
+	if !slices.Equal(kustomizeKeys, chartKeys) {
+		t.Errorf("config/default installs\n  %v\nthe chart\n  %v", kustomizeKeys, chartKeys)
+	}
+	if n := len(find(kustomized, "CustomResourceDefinition")); n != len(yamlFiles(t, filepath.Join(chartDir(), "crds"))) {
+		t.Errorf("config/default installs %d CRDs", n)
+	}
+	for _, kind := range []string{"ClusterRole", "Role"} {
+		for _, o := range find(chart, kind) {
+			if want, got := rules(t, o), rules(t, only(t, kustomized, kind, o.GetName())); !reflect.DeepEqual(want, got) {
+				t.Errorf("%s %s: config/ rules %+v, chart %+v", kind, o.GetName(), got, want)
+			}
+		}
+	}
+	chartDep, kustDep := only(t, chart, "Deployment", "hyperpool-manager"), only(t, kustomized, "Deployment", "hyperpool-manager")
+	cs, ks := podSpec(t, chartDep), podSpec(t, kustDep)
+	// The chart names the Lease's namespace; config/ leaves it to the manager (its own).
+	chartArgs := slices.DeleteFunc(slices.Clone(cs.Containers[0].Args), func(a string) bool { return strings.HasPrefix(a, "--leader-election-namespace=") })
+	if !slices.Equal(chartArgs, ks.Containers[0].Args) {
+		t.Errorf("manager args: config/ %v, chart %v", ks.Containers[0].Args, chartArgs)
+	}
+	cc, kc := cs.Containers[0], ks.Containers[0]
+	for what, pair := range map[string][2]any{
+		"image":                     {cc.Image, kc.Image},
+		"resources":                 {cc.Resources, kc.Resources},
+		"container securityContext": {cc.SecurityContext, kc.SecurityContext},
+		"pod securityContext":       {cs.SecurityContext, ks.SecurityContext},
+		"probes":                    {[]any{cc.LivenessProbe, cc.ReadinessProbe}, []any{kc.LivenessProbe, kc.ReadinessProbe}},
+		"ports":                     {cc.Ports, kc.Ports},
+		"nodeSelector":              {cs.NodeSelector, ks.NodeSelector},
+		"serviceAccountName":        {cs.ServiceAccountName, ks.ServiceAccountName},
+		"pod labels":                {chartDep.Object["spec"].(map[string]any)["selector"], kustDep.Object["spec"].(map[string]any)["selector"]},
+	} {
+		if !reflect.DeepEqual(pair[0], pair[1]) {
+			t.Errorf("%s: chart %+v, config/ %+v", what, pair[0], pair[1])
+		}
+	}
+
+	// Server-side dry-run of namespaced objects needs their namespace to exist.
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "hyperpool-system"}}
+	if err := env.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), ns) })
+	out := string(run(t, nil, "kubectl", "apply", "--server-side", "--dry-run=server", "--field-manager=kustomize-test", "-k", filepath.Join(env.RepoRoot, "config", "default")))
+	if got := strings.Count(out, "(server dry run)"); got != len(kustomized) {
+		t.Fatalf("dry-run accepted %d of %d objects:\n%s", got, len(kustomized), out)
+	}
+}
+
+// replicasOf returns a Deployment's spec.replicas (JSON numbers decode as float64).
+func replicasOf(o *unstructured.Unstructured) int64 {
+	v, _, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "replicas")
+	switch n := v.(type) {
+	case int64:
+		return n
+	case float64:
+		return int64(n)
+	}
+	return -1
+}
+
+// podSpec decodes the pod template of a Deployment or DaemonSet.
+func podSpec(t testing.TB, o *unstructured.Unstructured) corev1.PodSpec {
+	t.Helper()
+	raw, found, err := unstructured.NestedMap(o.Object, "spec", "template", "spec")
+	if err != nil || !found {
+		t.Fatalf("%s/%s has no pod template: %v", o.GetKind(), o.GetName(), err)
+	}
+	var spec corev1.PodSpec
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(raw, &spec, true); err != nil {
+		t.Fatalf("%s/%s pod template: %v", o.GetKind(), o.GetName(), err)
+	}
+	if len(spec.Containers) == 0 {
+		t.Fatalf("%s/%s has no containers", o.GetKind(), o.GetName())
+	}
+	return spec
+}
+
+// rules decodes a Role's or ClusterRole's rules.
+func rules(t testing.TB, o *unstructured.Unstructured) []rbacv1.PolicyRule {
+	t.Helper()
+	var role rbacv1.ClusterRole
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(o.Object, &role, true); err != nil {
+		t.Fatalf("%s/%s: %v", o.GetKind(), o.GetName(), err)
+	}
+	return role.Rules
+}
