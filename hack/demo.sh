@@ -146,12 +146,31 @@ up() {
   "${KUBECTL[@]}" -n "${NS}" wait --for=jsonpath='{.status.phase}'=Expired ases/carol-quick --timeout=30s >/dev/null
   info "carol-quick: $("${KUBECTL[@]}" -n "${NS}" get ases/carol-quick -o jsonpath='{.status.phase} ({.status.endReason}) at {.status.endTime}, expiry was {.status.expiryTime}') after $(( $(date +%s) - t0 )) s of waiting"
 
+  say "Quota: cap the namespace at 2 active sessions; a third waits its turn and starts when one ends"
+  "${KUBECTL[@]}" -n "${NS}" patch aq/default --type=merge -p '{"spec":{"hard":{"sessions":2}}}' | sed 's/^/    /'
+  "${KUBECTL[@]}" -n "${NS}" create -f - >/dev/null <<YAML
+apiVersion: agents.hyperpool.io/v1alpha1
+kind: AgentSession
+metadata:
+  name: dave-queued
+spec:
+  sandboxName: servercore-2022
+  user: demo@example.com
+YAML
+  "${KUBECTL[@]}" -n "${NS}" wait --for=jsonpath='{.status.phase}'=Queued ases/dave-queued --timeout=30s >/dev/null
+  info "dave-queued: $("${KUBECTL[@]}" -n "${NS}" get ases/dave-queued -o jsonpath='{.status.phase}: {.status.conditions[?(@.type=="QuotaReserved")].message}')"
+  "${KUBECTL[@]}" -n "${NS}" get aq | sed 's/^/    /'
+  info "alice-refactor ends (deleted); dave-queued is admitted:"
+  local tq=$(date +%s%N)
+  "${KUBECTL[@]}" -n "${NS}" delete ases/alice-refactor | sed 's/^/    /'
+  "${KUBECTL[@]}" -n "${NS}" wait --for=jsonpath='{.status.phase}'=Ready ases/dave-queued --timeout=60s >/dev/null
+  info "dave-queued: Ready $(ms "${tq}" "$(date +%s%N)") ms after alice-refactor was deleted, on pod $("${KUBECTL[@]}" -n "${NS}" get ases/dave-queued -o jsonpath='{.status.podName}')"
+
   say "kubectl get agents"
   "${KUBECTL[@]}" -n "${NS}" get agents | sed 's/^/    /'
-  info "(queued sessions admitted when another ends come with AgentQuota enforcement, not yet in the manager)"
 
   say "Metrics (a few lines of http://${METRICS_ADDR}/metrics)"
-  curl -fsS "http://${METRICS_ADDR}/metrics" | grep -E '^hyperpool_(warm_sandboxes|sessions|vm_memory_bytes)' | head -12 | sed 's/^/    /' || true
+  curl -fsS "http://${METRICS_ADDR}/metrics" | grep -E '^hyperpool_(warm_sandboxes|sessions|vm_memory_bytes|quota_used|queued_sessions)' | head -16 | sed 's/^/    /' || true
 
   cat <<EOF_DONE
 

@@ -1,0 +1,59 @@
+// Command node-agent runs on every Windows node (a HostProcess DaemonSet of the Helm chart,
+// value nodeAgent.enabled). It takes inventory of the node's Hyper-V utility VMs through the
+// Host Compute Service, exports it as Prometheus metrics and as the Node annotation
+// agents.hyperpool.io/uvm-summary, and reports (or, with --reap, terminates) utility VMs
+// that outlived their pod. See docs/node-agent.md.
+//
+// Built for another OS it only says that it runs on Windows nodes and exits with code 2.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/hyperpool/hyperpool/controllers/nodeagent"
+)
+
+// options are the command line.
+type options struct {
+	agent       nodeagent.Config
+	metricsAddr string
+	criEndpoint string
+	zap         zap.Options
+}
+
+// bindFlags registers the flags on fs. ctrl.GetConfig's --kubeconfig is registered on the
+// process's flag.CommandLine by controller-runtime itself.
+func bindFlags(fs *flag.FlagSet) *options {
+	o := &options{}
+	fs.StringVar(&o.agent.NodeName, "node-name", "", "Name of this node (required; the chart passes spec.nodeName from the downward API).")
+	fs.BoolVar(&o.agent.Reap, "reap", false, "Terminate leaked utility VMs. Without it (the default) they are only reported: log, Event on the Node, metric.")
+	fs.DurationVar(&o.agent.GracePeriod, "grace-period", 10*time.Minute, "How long a utility VM must be old, and its pod gone, before it counts as leaked.")
+	fs.DurationVar(&o.agent.Interval, "interval", 30*time.Second, "How often to take inventory.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":9090", "Address the Prometheus metrics endpoint binds to; \"0\" turns it off.")
+	fs.StringVar(&o.criEndpoint, "cri-endpoint", nodeagent.DefaultCRIEndpoint, "CRI endpoint of the container runtime, used to tie pod sandboxes to pods.")
+	o.zap.BindFlags(fs)
+	return o
+}
+
+// validate checks the options after parsing.
+func (o *options) validate() error {
+	var errs []error
+	if o.agent.NodeName == "" {
+		errs = append(errs, errors.New("--node-name is required (set it from the downward API: spec.nodeName)"))
+	}
+	if o.agent.GracePeriod < time.Minute {
+		errs = append(errs, fmt.Errorf("--grace-period %s is too short: a utility VM may take that long to stop after its pod; use at least 1m", o.agent.GracePeriod))
+	}
+	if o.agent.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("--interval must be positive, not %s", o.agent.Interval))
+	}
+	if _, err := nodeagent.PipePath(o.criEndpoint); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

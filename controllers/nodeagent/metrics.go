@@ -1,0 +1,49 @@
+package nodeagent
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the agent's Prometheus metrics. Each agent reports its own node only, so the
+// series carry no node label: Prometheus' pod/node target labels tell the nodes apart.
+type Metrics struct {
+	VMs          prometheus.Gauge
+	MemoryBytes  prometheus.Gauge
+	ScratchBytes prometheus.Gauge
+	Orphans      prometheus.Gauge
+	Unattributed prometheus.Gauge
+	Reaped       prometheus.Counter
+	ReapFailures prometheus.Counter
+	Errors       *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (controller-runtime's
+// metrics.Registry in the binary, a fresh registry in tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		VMs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hyperpool_node_vms", Help: "Hyper-V utility VMs of the pod runtime on this node.",
+		}),
+		MemoryBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hyperpool_node_vm_memory_bytes", Help: "Memory assigned to the utility VMs on this node.",
+		}),
+		ScratchBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hyperpool_node_vm_scratch_bytes", Help: "Size on disk of the utility VMs' scratch disks on this node.",
+		}),
+		Orphans: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hyperpool_node_orphan_vms", Help: "Utility VMs whose pod is gone for longer than the grace period (leaked), still on this node.",
+		}),
+		Unattributed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hyperpool_node_unattributed_vms", Help: "Utility VMs the agent cannot tie to a pod; never reaped.",
+		}),
+		Reaped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hyperpool_node_orphans_reaped_total", Help: "Leaked utility VMs terminated by the agent (--reap).",
+		}),
+		ReapFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hyperpool_node_orphan_reap_failures_total", Help: "Attempts to terminate a leaked utility VM that failed.",
+		}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hyperpool_node_agent_errors_total", Help: "Inventory rounds that hit an error, by step (host, runtime, pods, node).",
+		}, []string{"step"}),
+	}
+	reg.MustRegister(m.VMs, m.MemoryBytes, m.ScratchBytes, m.Orphans, m.Unattributed, m.Reaped, m.ReapFailures, m.Errors)
+	return m
+}

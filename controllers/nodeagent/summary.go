@@ -1,0 +1,100 @@
+package nodeagent
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// SummaryAnnotation is the Node annotation where the agent keeps the node's UVM footprint,
+// e.g. "vms=12 memory=18Gi scratch=40Gi orphans=1 unattributed=0". kubectl shows it with
+// `kubectl get nodes -o custom-columns=NAME:.metadata.name,UVMS:.metadata.annotations.agents\.hyperpool\.io/uvm-summary`.
+const SummaryAnnotation = "agents.hyperpool.io/uvm-summary"
+
+// Summary is the footprint of the utility VMs on one node, after this round's reaping.
+type Summary struct {
+	// VMs is the number of utility VMs.
+	VMs int
+	// MemoryBytes is the memory assigned to them.
+	MemoryBytes uint64
+	// ScratchBytes is the size on disk of their scratch disks.
+	ScratchBytes uint64
+	// Orphans is the number of leaked VMs still on the node (VerdictOrphan).
+	Orphans int
+	// Unattributed is the number of VMs the agent could not tie to a pod (never reaped).
+	Unattributed int
+}
+
+const mebibyte = 1 << 20
+
+// maxBytes is the largest byte count a Summary prints: the largest whole MiB in an int64.
+const maxBytes = uint64(math.MaxInt64) / mebibyte * mebibyte
+
+// String formats the summary as the annotation value: space-separated key=value pairs, byte
+// counts rounded up to whole MiB and printed as Kubernetes binary quantities ("1536Mi",
+// "18Gi"), which resource.ParseQuantity reads back.
+func (s Summary) String() string {
+	return fmt.Sprintf("vms=%d memory=%s scratch=%s orphans=%d unattributed=%d",
+		s.VMs, formatBytes(s.MemoryBytes), formatBytes(s.ScratchBytes), s.Orphans, s.Unattributed)
+}
+
+func formatBytes(b uint64) string {
+	if b > maxBytes {
+		b = maxBytes
+	} else if r := b % mebibyte; r != 0 {
+		b += mebibyte - r
+	}
+	return resource.NewQuantity(int64(b), resource.BinarySI).String() //nolint:gosec // b <= MaxInt64
+}
+
+// ParseSummary reads an annotation value written by Summary.String. Unknown keys are
+// ignored, so older readers accept newer agents; missing keys are zero.
+func ParseSummary(value string) (Summary, error) {
+	var s Summary
+	for _, field := range strings.Fields(value) {
+		key, val, ok := strings.Cut(field, "=")
+		if !ok {
+			return Summary{}, fmt.Errorf("uvm summary: %q is not key=value", field)
+		}
+		var err error
+		switch key {
+		case "vms":
+			s.VMs, err = parseCount(val)
+		case "orphans":
+			s.Orphans, err = parseCount(val)
+		case "unattributed":
+			s.Unattributed, err = parseCount(val)
+		case "memory":
+			s.MemoryBytes, err = parseBytes(val)
+		case "scratch":
+			s.ScratchBytes, err = parseBytes(val)
+		}
+		if err != nil {
+			return Summary{}, fmt.Errorf("uvm summary: %s: %w", key, err)
+		}
+	}
+	return s, nil
+}
+
+func parseCount(v string) (int, error) {
+	n, err := strconv.ParseUint(v, 10, 31)
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
+func parseBytes(v string) (uint64, error) {
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return 0, err
+	}
+	n, ok := q.AsInt64()
+	if !ok || n < 0 {
+		return 0, fmt.Errorf("%q is not a byte count", v)
+	}
+	return uint64(n), nil
+}

@@ -1,0 +1,92 @@
+// Package nodeagent is the brain of the hyperpool node agent: it takes inventory of the
+// Hyper-V utility VMs (UVMs) on one Windows node, attributes each to the pod it was started
+// for, and decides which ones have outlived their pod (leaked, "orphans") and may be reaped.
+//
+// Everything here is platform-neutral and talks to the node through small interfaces:
+// Host (the HCS; host_windows.go implements it with github.com/Microsoft/hcsshim),
+// SandboxResolver (the container runtime's CRI; cri.go), PodLister and NodeReporter (the
+// API server; kube.go). The decisions are pure functions (Classify, Summary) so they are
+// table-tested without Windows or a control plane.
+//
+// Safety rules, in order (see Classify):
+//   - a VM that cannot be attributed to a pod UID is never reaped;
+//   - a VM whose pod (same UID) exists on the API server for this node is never reaped;
+//   - a VM of unknown age, younger than the grace period, or whose pod was first seen
+//     missing less than a grace period ago, is never reaped;
+//   - without --reap (the default) nothing is ever reaped: orphans are only reported.
+package nodeagent
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// UtilityVM is one Hyper-V compute system of type VirtualMachine on the node.
+type UtilityVM struct {
+	// ID is the HCS compute system ID. The runhcs shim names a pod's UVM "<sandboxID>@vm".
+	ID string
+	// Owner is the HCS owner, normally "containerd-shim-runhcs-v1.exe".
+	Owner string
+	// State is the HCS state ("Running", "Paused", ...), for logs only.
+	State string
+	// Created is when the VM started; zero when the host could not tell (never reaped then).
+	Created time.Time
+	// MemoryAssignedBytes is the memory the hypervisor has assigned to the VM.
+	MemoryAssignedBytes uint64
+	// ScratchDiskBytes is the size on disk of the VM's scratch VHDX, 0 when unknown.
+	ScratchDiskBytes uint64
+}
+
+// SandboxID returns the pod sandbox ID the runhcs shim encoded in the VM ID, and false when
+// the ID does not have the "<sandboxID>@vm" form (such a VM is not a pod's UVM we know of).
+func (vm UtilityVM) SandboxID() (string, bool) { return SandboxIDFromVMID(vm.ID) }
+
+// Host is the node's compute service. Implementations must be safe for use by one goroutine.
+type Host interface {
+	// ListUtilityVMs returns the utility VMs of the pod runtime now on the node.
+	ListUtilityVMs(ctx context.Context) ([]UtilityVM, error)
+	// TerminateUtilityVM hard-stops a VM and returns when it is gone (or an error).
+	TerminateUtilityVM(ctx context.Context, id string) error
+}
+
+// ScratchReporter is optionally implemented by a Host that can only measure the node's UVM
+// scratch disks as a whole, not per VM. When the Host implements it, the node's scratch
+// total comes from here instead of the sum of UtilityVM.ScratchDiskBytes.
+type ScratchReporter interface {
+	ScratchDiskBytes(ctx context.Context) (uint64, error)
+}
+
+// PodRef is the pod a pod sandbox was created for, as the container runtime recorded it.
+type PodRef struct {
+	Namespace string
+	Name      string
+	UID       types.UID
+	// SandboxID is the CRI pod sandbox ID.
+	SandboxID string
+}
+
+// String is "namespace/name (uid)".
+func (p PodRef) String() string { return p.Namespace + "/" + p.Name + " (" + string(p.UID) + ")" }
+
+// SandboxResolver maps the pod sandboxes the container runtime knows to their pods.
+type SandboxResolver interface {
+	// ResolveSandboxes returns every pod sandbox the runtime currently knows, by sandbox ID.
+	ResolveSandboxes(ctx context.Context) (map[string]PodRef, error)
+}
+
+// PodLister returns the UIDs of the pods bound to this node, as the API server has them now.
+type PodLister interface {
+	ListPodUIDs(ctx context.Context) (map[types.UID]struct{}, error)
+}
+
+// NodeReporter writes to this node's Node object.
+type NodeReporter interface {
+	// SummaryAnnotation returns the current value of SummaryAnnotation on the Node.
+	SummaryAnnotation(ctx context.Context) (string, error)
+	// SetSummaryAnnotation sets SummaryAnnotation on the Node.
+	SetSummaryAnnotation(ctx context.Context, value string) error
+	// Event records an Event about the Node. eventType is "Normal" or "Warning".
+	Event(eventType, reason, action, note string)
+}
