@@ -128,7 +128,8 @@ func TestTemplateAllOptions(t *testing.T) {
 		t.Errorf("replicas = %d, want 3", replicas)
 	}
 	args := podSpec(t, dep).Containers[0].Args
-	for _, arg := range []string{"--warm-pod-ready-timeout=15m", "--session-workers=32", "--zap-log-level=debug", "--zap-encoder=console"} {
+	for _, arg := range []string{"--warm-pod-ready-timeout=15m", "--session-workers=32", "--zap-log-level=debug", "--zap-encoder=console",
+		"--default-quota=memory=64Gi,sessions=20", "--default-quota-namespace-selector=hyperpool.io/tenant=true"} {
 		if !slices.Contains(args, arg) {
 			t.Errorf("manager args %v lack %s", args, arg)
 		}

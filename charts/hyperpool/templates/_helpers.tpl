@@ -71,3 +71,14 @@ app.kubernetes.io/component: node-agent
 {{- printf "%s:%s" .image.repository $tag -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The default quota as the manager's --default-quota flag takes it: key=value pairs, sorted.
+*/}}
+{{- define "hyperpool.defaultQuota" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := . -}}
+{{- $pairs = append $pairs (printf "%s=%v" $k $v) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
