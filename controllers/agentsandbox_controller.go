@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -97,7 +98,7 @@ func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		stepErr = errors.Join(r.replaceStuckWarmPods(ctx, st), r.rollOutTemplate(ctx, st))
 	}
 	// Scaling down needs no recipe: a pool scaled to zero empties even when it is blocked.
-	stepErr = errors.Join(stepErr, r.scaleWarmPool(ctx, st))
+	stepErr = errors.Join(stepErr, r.scaleWarmPool(ctx, st), r.reconcileEgressPolicy(ctx, sb))
 
 	if err := r.writeStatus(ctx, st); err != nil {
 		return ctrl.Result{}, errors.Join(stepErr, err)
@@ -492,6 +493,7 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentsandbox").
 		For(&agentsv1alpha1.AgentSandbox{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToSandbox)).
 		// A RuntimeClass or a Windows node appearing or going can unblock or block any pool.
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes)).

@@ -12,6 +12,7 @@ import (
 
 	hcsannotations "github.com/Microsoft/hcsshim/pkg/annotations"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -292,4 +293,47 @@ func TestWarmPodsThatNeverBecomeReadyAreReplaced(t *testing.T) {
 		pods := warmPods(t, ns, "slow")
 		return len(pods) == 1 && pods[0].Name != first, fmt.Sprintf("warm pods %d, first %s still there", len(pods), first)
 	})
+}
+
+func TestEgressPolicyFollowsTheClass(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	sb := newSandbox(ns, "pool", 0, 20348)
+	sb.Spec.Egress = agentsv1alpha1.EgressNone
+	create(t, sb)
+	key := client.ObjectKey{Namespace: ns, Name: "pool-egress"}
+	np := &networkingv1.NetworkPolicy{}
+	waitPolicy := func(what string, ok func() bool) {
+		t.Helper()
+		eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+			err := k8s.Get(ctx, key, np)
+			if err != nil {
+				np = &networkingv1.NetworkPolicy{}
+			}
+			return ok(), fmt.Sprintf("NetworkPolicy %s: want %s; got %+v (get: %v)", key.Name, what, np.Spec, err)
+		})
+	}
+	waitPolicy("deny all egress", func() bool {
+		return np.UID != "" && len(np.Spec.Egress) == 0 && slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) &&
+			np.Spec.PodSelector.MatchLabels[agentsv1alpha1.SandboxLabel] == "pool"
+	})
+
+	patchEgress := func(egress string) {
+		t.Helper()
+		p := client.RawPatch("application/merge-patch+json", fmt.Appendf(nil, `{"spec":{"egress":%q}}`, egress))
+		if err := k8s.Patch(context.Background(), &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool"}}, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patchEgress("Internet")
+	waitPolicy("public addresses only, cluster and metadata ranges excepted", func() bool {
+		if len(np.Spec.Egress) == 0 || len(np.Spec.Egress[0].To) == 0 || np.Spec.Egress[0].To[0].IPBlock == nil {
+			return false
+		}
+		block := np.Spec.Egress[0].To[0].IPBlock
+		return block.CIDR == "0.0.0.0/0" && slices.Contains(block.Except, "169.254.0.0/16") && slices.Contains(block.Except, "10.0.0.0/8")
+	})
+
+	patchEgress("Unrestricted")
+	waitPolicy("no policy", func() bool { return np.UID == "" })
 }

@@ -59,6 +59,17 @@
   - create
   - patch
 - apiGroups:
+  - networking.k8s.io
+  resources:
+  - networkpolicies
+  verbs:
+  - create
+  - delete
+  - get
+  - list
+  - update
+  - watch
+- apiGroups:
   - node.k8s.io
   resources:
   - runtimeclasses
