@@ -51,8 +51,18 @@ verify: manifests generate ## Regenerate everything; fail when the result differ
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config charts)" || { echo "untracked generated files: $$(git status --porcelain -- api config charts)"; exit 1; }
 
+FUZZTIME ?= 4s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target briefly (FUZZTIME each).
+	go test -run='^$$' -fuzz='^FuzzCanRun$$' -fuzztime=$(FUZZTIME) ./controllers/windows/
+	go test -run='^$$' -fuzz='^FuzzMemoryMB$$' -fuzztime=$(FUZZTIME) ./controllers/uvm/
+	go test -run='^$$' -fuzz='^FuzzParseHeartbeat$$' -fuzztime=$(FUZZTIME) ./controllers/
+	go test -run='^$$' -fuzz='^FuzzEffectiveLifetime$$' -fuzztime=$(FUZZTIME) ./controllers/
+	go test -run='^$$' -fuzz='^FuzzSummary$$' -fuzztime=$(FUZZTIME) ./controllers/nodeagent/
+
 .PHONY: test
-test: tools vet ## Build the test bed, then run all tests with the race detector against a real API server.
+test: tools vet fuzz ## Build the test bed, fuzz briefly, then run all tests with the race detector against a real API server.
 	GOOS=windows go build ./...
 	go test $(GO_TEST_FLAGS) ./...
 

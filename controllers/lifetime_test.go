@@ -112,3 +112,32 @@ func FuzzParseHeartbeat(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEffectiveLifetime: whatever a session asks for, it never gets more than its class
+// allows, never a non-positive limit, and never an idle timeout past its lifetime.
+func FuzzEffectiveLifetime(f *testing.F) {
+	f.Add(int64(time.Hour), int64(15*time.Minute), int64(10*time.Minute), int64(2*time.Hour), int64(time.Minute), int64(0))
+	f.Add(int64(0), int64(0), int64(0), int64(-1), int64(-1), int64(-1))
+	f.Fuzz(func(t *testing.T, classMax, classIdle, classTTL, max, idle, ttl int64) {
+		dur := func(v int64) *metav1.Duration {
+			if v == 0 {
+				return nil
+			}
+			return d(time.Duration(v))
+		}
+		class := &agentsv1alpha1.LifetimeSpec{MaxLifetime: dur(classMax), IdleTimeout: dur(classIdle), TTLAfterFinished: dur(classTTL)}
+		got := effectiveLifetime(class, &agentsv1alpha1.AgentSessionSpec{MaxLifetime: dur(max), IdleTimeout: dur(idle), TTLAfterFinished: dur(ttl)})
+		if got.MaxLifetime <= 0 || got.IdleTimeout <= 0 || got.TTLAfterFinished <= 0 {
+			t.Fatalf("non-positive limit: %+v", got)
+		}
+		if classMax > 0 && got.MaxLifetime > time.Duration(classMax) {
+			t.Fatalf("max lifetime %s exceeds the class's %s", got.MaxLifetime, time.Duration(classMax))
+		}
+		if classTTL > 0 && got.TTLAfterFinished > time.Duration(classTTL) {
+			t.Fatalf("ttl %s exceeds the class's %s", got.TTLAfterFinished, time.Duration(classTTL))
+		}
+		if got.IdleTimeout > got.MaxLifetime {
+			t.Fatalf("idle timeout %s past the max lifetime %s", got.IdleTimeout, got.MaxLifetime)
+		}
+	})
+}

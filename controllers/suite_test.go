@@ -4,6 +4,7 @@ package controllers_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"testing"
@@ -47,6 +48,11 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	// A fuzz run exercises pure functions only: no control plane for it.
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run())
+	}
 	testbed.Main(m, testbed.Options{}, func(e *testbed.Env) error {
 		env, k8s = e, e.Client
 		ctx := context.Background()
