@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -46,9 +47,9 @@ func (r *AgentQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	status := q.Status.DeepCopy()
 	status.ObservedGeneration = q.Generation
 	status.Used = agentsv1alpha1.QuotaLimits{
-		Sessions:      ptrTo(int32(u.sessions)),
-		WarmSandboxes: ptrTo(int32(u.warm)),
-		Memory:        ptrTo(u.memory.DeepCopy()),
+		Sessions:      ptr.To(int32(u.sessions)),
+		WarmSandboxes: ptr.To(int32(u.warm)),
+		Memory:        ptr.To(u.memory.DeepCopy()),
 		CPU:           resource.NewQuantity(u.cpu, resource.DecimalSI),
 	}
 	status.Queued = int32(len(u.waiting))
@@ -113,8 +114,6 @@ func quantityFloat(q *resource.Quantity) *float64 {
 	f := q.AsApproximateFloat64()
 	return &f
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 func equalQuotaStatus(a, b *agentsv1alpha1.AgentQuotaStatus) bool {
 	return a.ObservedGeneration == b.ObservedGeneration && a.Queued == b.Queued && a.QueueHead == b.QueueHead &&

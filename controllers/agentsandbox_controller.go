@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -244,7 +245,7 @@ func (r *AgentSandboxReconciler) rollOutTemplate(ctx context.Context, st *poolSt
 func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep) error {
 	warm := st.liveWarm()
 	have := len(warm) + len(st.pendingCreations)
-	want := int(ptrValue(st.sb.Spec.Replicas, 1))
+	want := int(ptr.Deref(st.sb.Spec.Replicas, 1))
 	excess, quota, err := r.Quota.excessWarm(ctx, st.sb.Namespace)
 	if err != nil {
 		return err
@@ -391,7 +392,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	warmSandboxes.WithLabelValues(sb.Namespace, sb.Name).Set(float64(ready))
 	vmMemoryBytes.WithLabelValues(sb.Namespace, sb.Name).Set(float64(total.Memory.Value()))
 
-	want := ptrValue(sb.Spec.Replicas, 1)
+	want := ptr.Deref(sb.Spec.Replicas, 1)
 	setPoolConditions(status, st, int32(ready), want)
 
 	if equalSandboxStatus(&sb.Status, status) {
@@ -475,13 +476,6 @@ func (r *AgentSandboxReconciler) forget(key types.NamespacedName) {
 	r.streakMu.Unlock()
 	warmSandboxes.DeleteLabelValues(key.Namespace, key.Name)
 	vmMemoryBytes.DeleteLabelValues(key.Namespace, key.Name)
-}
-
-func ptrValue[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
 }
 
 // SetupWithManager registers the pool controller and its watches.
