@@ -267,13 +267,17 @@ func TestPodDeletedFailsTheSession(t *testing.T) {
 func TestNodeLostFailsTheSession(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	// A node of this test's own, and a class that lands only there.
-	nodes, err := env.CreateWindowsNodes(context.Background(), "lost-"+ns, 1, build2022, testbed.WithLabels(map[string]string{"hyperpool-test": ns}))
+	// A node of this test's own, tainted so that no other test's pods land there, and a
+	// class that lands only there.
+	taint := corev1.Taint{Key: "hyperpool-test", Value: ns, Effect: corev1.TaintEffectNoSchedule}
+	nodes, err := env.CreateWindowsNodes(context.Background(), "lost-"+ns, 1, build2022,
+		testbed.WithLabels(map[string]string{"hyperpool-test": ns}), testbed.WithTaints(testbed.WindowsTaint(), taint))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sb := newSandbox(ns, "pool", 1, 20348)
 	sb.Spec.Template.Spec.NodeSelector = map[string]string{"hyperpool-test": ns}
+	sb.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: taint.Key, Value: taint.Value, Effect: taint.Effect, Operator: corev1.TolerationOpEqual}}
 	create(t, sb)
 	create(t, newSession(ns, "stranded", "pool"))
 	s := waitSession(t, ns, "stranded", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
