@@ -174,6 +174,15 @@ func (r *AgentSandboxReconciler) replaceStuckWarmPods(ctx context.Context, st *p
 	var errs []error
 	sawReady := false
 	for _, p := range st.liveWarm() {
+		// A pod whose node is gone will never serve anyone, Ready or not: replace it now
+		// rather than when the pod garbage collector gets to it.
+		if gone, err := nodeGone(ctx, r.Client, p.Spec.NodeName); err != nil || gone {
+			errs = append(errs, err)
+			if gone {
+				errs = append(errs, r.deleteWarmPod(ctx, st, p))
+			}
+			continue
+		}
 		if isPodReady(p) {
 			sawReady = true
 			continue

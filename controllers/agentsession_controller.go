@@ -428,16 +428,11 @@ func (r *AgentSessionReconciler) podFailure(ctx context.Context, pod *corev1.Pod
 			why = string(pod.Status.Phase)
 		}
 		return agentsv1alpha1.ReasonPodFailed, fmt.Sprintf("sandbox pod %s ended: %s %s", pod.Name, why, pod.Status.Message), true, nil
-	case pod.Spec.NodeName != "":
-		node := &metav1.PartialObjectMetadata{}
-		node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
-		err := r.Get(ctx, types.NamespacedName{Name: pod.Spec.NodeName}, node)
-		if apierrors.IsNotFound(err) {
-			return agentsv1alpha1.ReasonNodeLost, fmt.Sprintf("node %s of sandbox pod %s is gone", pod.Spec.NodeName, pod.Name), true, nil
-		}
+	}
+	if gone, err := nodeGone(ctx, r.Client, pod.Spec.NodeName); err != nil || !gone {
 		return "", "", false, err
 	}
-	return "", "", false, nil
+	return agentsv1alpha1.ReasonNodeLost, fmt.Sprintf("node %s of sandbox pod %s is gone", pod.Spec.NodeName, pod.Name), true, nil
 }
 
 // end finishes the session and destroys its pod (with a UID precondition, so a pod of the

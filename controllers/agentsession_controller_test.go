@@ -292,6 +292,18 @@ func TestNodeLostFailsTheSession(t *testing.T) {
 	if failed.Status.EndReason != agentsv1alpha1.ReasonNodeLost {
 		t.Errorf("end reason = %q, want NodeLost", failed.Status.EndReason)
 	}
+	// The pool's warm pod on the lost node is replaced at once (the replacement waits for a
+	// node this class may use, so it stays unscheduled here).
+	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+		pods := warmPods(t, ns, "pool")
+		onLost := 0
+		for _, p := range pods {
+			if p.Spec.NodeName == nodes[0].Name {
+				onLost++
+			}
+		}
+		return onLost == 0 && len(pods) == 1, fmt.Sprintf("%d warm pods, %d still on the lost node; want 1 and 0", len(pods), onLost)
+	})
 }
 
 // TestBurstAgainstAWarmPool: 200 sessions at once against a pool of 50. Every session gets

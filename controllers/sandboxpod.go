@@ -296,3 +296,18 @@ func podReadySince(pod *corev1.Pod) metav1.Time {
 func isPodTerminated(pod *corev1.Pod) bool {
 	return pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded
 }
+
+// nodeGone reports whether a pod's node no longer exists (false for an unscheduled pod).
+// Nodes are cached as metadata only.
+func nodeGone(ctx context.Context, reader client.Reader, nodeName string) (bool, error) {
+	if nodeName == "" {
+		return false, nil
+	}
+	node := &metav1.PartialObjectMetadata{}
+	node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+	err := reader.Get(ctx, types.NamespacedName{Name: nodeName}, node)
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	return false, err
+}
