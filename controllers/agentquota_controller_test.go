@@ -349,3 +349,21 @@ func TestSecondQuotaInANamespaceConflicts(t *testing.T) {
 	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
+
+func TestQuotaOfZeroHoldsEverySession(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](0)}))
+	create(t, newSandbox(ns, "pool", 1, 20348))
+	create(t, newSession(ns, "denied", "pool"))
+	s := waitSession(t, ns, "denied", 20*time.Second, "Queued with ExceedsQuota", func(s *agentsv1alpha1.AgentSession) bool {
+		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
+		return s.Status.Phase == agentsv1alpha1.SessionQueued && c != nil && c.Reason == agentsv1alpha1.ReasonExceedsQuota
+	})
+	if s.Status.PodName != "" {
+		t.Fatalf("a session under a quota of 0 got pod %s", s.Status.PodName)
+	}
+	// The kill switch is lifted: the session is admitted, not lost.
+	setSessionLimit(t, ns, 1)
+	waitSession(t, ns, "denied", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+}

@@ -5,11 +5,13 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -398,4 +400,49 @@ func TestBurstAgainstAWarmPool(t *testing.T) {
 		t.Errorf("only %d warm binds from a Ready pool of %d", warm, poolSize)
 	}
 	t.Logf("%d sessions: %d warm, %d cold", sessions, warm, cold)
+}
+
+func TestClassDeletedUnderALiveSession(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "doomed", 1, 20348))
+	create(t, newSession(ns, "live", "doomed"))
+	s := waitSession(t, ns, "live", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	pod := getPod(t, ns, s.Status.PodName)
+
+	if err := k8s.Delete(context.Background(), &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "doomed"}}); err != nil {
+		t.Fatal(err)
+	}
+	ended := waitSession(t, ns, "live", 10*time.Second, "Terminated", inPhase(agentsv1alpha1.SessionTerminated))
+	if ended.Status.EndReason != agentsv1alpha1.ReasonSandboxDeleted {
+		t.Errorf("end reason = %q, want SandboxDeleted", ended.Status.EndReason)
+	}
+	waitPodGone(t, ns, pod.Name, pod.UID)
+}
+
+func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newSandbox(ns, "pool", 1, 20348))
+	s := newSession(ns, "garbled", "pool")
+	s.Spec.IdleTimeout = &metav1.Duration{Duration: 2 * time.Second}
+	s.Annotations = map[string]string{agentsv1alpha1.LastActivityAnnotation: "yesterday-ish"}
+	create(t, s)
+	// The idle timeout counts from the bind, as if there were no heartbeat.
+	ended := waitSession(t, ns, "garbled", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	if ended.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
+		t.Errorf("end reason = %q, want IdleTimeout", ended.Status.EndReason)
+	}
+	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+		events := &eventsv1.EventList{}
+		if err := k8s.List(ctx, events, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range events.Items {
+			if e.Reason == "MalformedHeartbeat" && e.Regarding.Name == "garbled" && strings.Contains(e.Note, "yesterday-ish") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no MalformedHeartbeat event naming the value among %d events", len(events.Items))
+	})
 }
