@@ -94,3 +94,9 @@ demo: ## On a laptop with no cluster: control plane, simulated Windows nodes, he
 .PHONY: demo-down
 demo-down: ## Stop what `make demo` started (only its recorded PIDs).
 	hack/demo.sh down
+
+##@ Benchmark
+
+.PHONY: bench
+bench: tools ## Run the benchmark (issue 7) at sizes that fit 2 cores; results in bin/bench-results. BENCH_FLAGS=-full for the issue's sizes.
+	go run ./test/bench/cmd/bench -out=$(BIN)/bench-results $(BENCH_FLAGS)

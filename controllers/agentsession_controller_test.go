@@ -32,7 +32,7 @@ func TestWarmBind(t *testing.T) {
 	}
 
 	create(t, newSession(ns, "s1", "pool"))
-	s := waitSession(t, ns, "s1", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "s1", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	if s.Status.StartType != agentsv1alpha1.StartWarm || !warmBefore[s.Status.PodName] {
 		t.Errorf("start type %q, pod %q; want Warm and one of the warm pods %v", s.Status.StartType, s.Status.PodName, warmBefore)
@@ -90,7 +90,7 @@ func TestColdStartWhenNoWarmPod(t *testing.T) {
 	waitPoolReady(t, ns, "empty", 0, 10*time.Second)
 
 	create(t, newSession(ns, "cold", "empty"))
-	starting := waitSession(t, ns, "cold", 10*time.Second, "Starting or Ready with a pod", func(s *agentsv1alpha1.AgentSession) bool {
+	starting := waitSession(t, ns, "cold", 30*time.Second, "Starting or Ready with a pod", func(s *agentsv1alpha1.AgentSession) bool {
 		return s.Status.PodName != ""
 	})
 	if starting.Status.StartType != agentsv1alpha1.StartCold {
@@ -115,7 +115,7 @@ func TestRequireWarmWaitsForAWarmPod(t *testing.T) {
 	s.Spec.StartPolicy = agentsv1alpha1.RequireWarm
 	create(t, s)
 
-	waitSession(t, ns, "patient", 10*time.Second, "Pending with reason WaitingForWarmSandbox", func(s *agentsv1alpha1.AgentSession) bool {
+	waitSession(t, ns, "patient", 30*time.Second, "Pending with reason WaitingForWarmSandbox", func(s *agentsv1alpha1.AgentSession) bool {
 		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
 		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonWaitingForWarmSandbox
 	})
@@ -143,7 +143,7 @@ func TestSessionBindsWhenItsClassAppears(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, newSession(ns, "early", "late-class"))
-	waitSession(t, ns, "early", 10*time.Second, "Pending with reason SandboxNotFound", func(s *agentsv1alpha1.AgentSession) bool {
+	waitSession(t, ns, "early", 30*time.Second, "Pending with reason SandboxNotFound", func(s *agentsv1alpha1.AgentSession) bool {
 		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
 		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonSandboxNotFound
 	})
@@ -160,10 +160,10 @@ func TestMaxLifetimeExpiresTheSession(t *testing.T) {
 	s := newSession(ns, "short", "pool")
 	s.Spec.MaxLifetime = &metav1.Duration{Duration: 2 * time.Second}
 	create(t, s)
-	ready := waitSession(t, ns, "short", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	ready := waitSession(t, ns, "short", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	pod := getPod(t, ns, ready.Status.PodName)
 
-	ended := waitSession(t, ns, "short", 10*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	ended := waitSession(t, ns, "short", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	if ended.Status.EndReason != agentsv1alpha1.ReasonMaxLifetime {
 		t.Errorf("end reason = %q, want MaxLifetime", ended.Status.EndReason)
 	}
@@ -184,7 +184,7 @@ func TestIdleTimeout(t *testing.T) {
 		s.Spec.IdleTimeout = &metav1.Duration{Duration: 2 * time.Second}
 		create(t, s)
 	}
-	waitSession(t, ns, "chatty", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "chatty", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	// chatty sends a heartbeat every 500 ms for 5 s: more than twice its idle timeout.
 	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
@@ -203,7 +203,7 @@ func TestIdleTimeout(t *testing.T) {
 		}
 	})
 
-	quiet := waitSession(t, ns, "quiet", 10*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	quiet := waitSession(t, ns, "quiet", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	if quiet.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
 		t.Errorf("quiet: end reason = %q, want IdleTimeout", quiet.Status.EndReason)
 	}
@@ -216,7 +216,7 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("chatty, with heartbeats, is %s (%s), want still Ready", chatty.Status.Phase, chatty.Status.EndReason)
 	}
 	// Heartbeats stopped: it expires one idle timeout after the last.
-	ended := waitSession(t, ns, "chatty", 10*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	ended := waitSession(t, ns, "chatty", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	if ended.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
 		t.Errorf("chatty: end reason = %q, want IdleTimeout", ended.Status.EndReason)
 	}
@@ -257,7 +257,7 @@ func TestPodDeletedFailsTheSession(t *testing.T) {
 	if err := k8s.Delete(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
-	failed := waitSession(t, ns, "victim", 10*time.Second, "Failed", inPhase(agentsv1alpha1.SessionFailed))
+	failed := waitSession(t, ns, "victim", 30*time.Second, "Failed", inPhase(agentsv1alpha1.SessionFailed))
 	if failed.Status.EndReason != agentsv1alpha1.ReasonPodDeleted {
 		t.Errorf("end reason = %q, want PodDeleted", failed.Status.EndReason)
 	}
@@ -290,7 +290,7 @@ func TestNodeLostFailsTheSession(t *testing.T) {
 	if err := k8s.Delete(context.Background(), &nodes[0]); err != nil {
 		t.Fatal(err)
 	}
-	failed := waitSession(t, ns, "stranded", 10*time.Second, "Failed", inPhase(agentsv1alpha1.SessionFailed))
+	failed := waitSession(t, ns, "stranded", 30*time.Second, "Failed", inPhase(agentsv1alpha1.SessionFailed))
 	if failed.Status.EndReason != agentsv1alpha1.ReasonNodeLost {
 		t.Errorf("end reason = %q, want NodeLost", failed.Status.EndReason)
 	}
@@ -413,7 +413,7 @@ func TestClassDeletedUnderALiveSession(t *testing.T) {
 	if err := k8s.Delete(context.Background(), &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "doomed"}}); err != nil {
 		t.Fatal(err)
 	}
-	ended := waitSession(t, ns, "live", 10*time.Second, "Terminated", inPhase(agentsv1alpha1.SessionTerminated))
+	ended := waitSession(t, ns, "live", 30*time.Second, "Terminated", inPhase(agentsv1alpha1.SessionTerminated))
 	if ended.Status.EndReason != agentsv1alpha1.ReasonSandboxDeleted {
 		t.Errorf("end reason = %q, want SandboxDeleted", ended.Status.EndReason)
 	}
