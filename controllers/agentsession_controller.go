@@ -98,7 +98,7 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 	case pod == nil && s.Status.PodName != "":
 		r.end(ctx, s, nil, agentsv1alpha1.SessionFailed, agentsv1alpha1.ReasonPodDeleted,
 			fmt.Sprintf("sandbox pod %s was deleted by someone else; create a new session", s.Status.PodName))
-		return r.collectFinished(ctx, s)
+		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
 	case pod == nil && sb == nil:
 		setPending(s, agentsv1alpha1.ReasonSandboxNotFound, fmt.Sprintf(
 			"AgentSandbox %q does not exist in namespace %s; the session binds when it is created (check spec.sandboxName)", s.Spec.SandboxName, s.Namespace))
@@ -108,7 +108,7 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 	case sb == nil:
 		r.end(ctx, s, pod, agentsv1alpha1.SessionTerminated, agentsv1alpha1.ReasonSandboxDeleted,
 			fmt.Sprintf("AgentSandbox %q was deleted; its sessions end with it", s.Spec.SandboxName))
-		return r.collectFinished(ctx, s)
+		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
 	default:
 		return r.track(ctx, s, sb, pod)
 	}
@@ -363,7 +363,7 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 		return ctrl.Result{}, err
 	} else if failed {
 		r.end(ctx, s, pod, agentsv1alpha1.SessionFailed, reason, msg)
-		return r.collectFinished(ctx, s)
+		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
 	}
 
 	now := r.now()
@@ -376,7 +376,7 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 	if !now.Before(deadline) {
 		r.end(ctx, s, pod, agentsv1alpha1.SessionExpired, why, expiryMessage(why, lt))
 		sessionExpirations.WithLabelValues(s.Namespace, s.Spec.SandboxName, why).Inc()
-		return r.collectFinished(ctx, s)
+		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
 	}
 
 	if isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady {
@@ -469,6 +469,12 @@ func (r *AgentSessionReconciler) collectFinished(ctx context.Context, s *agentsv
 	if err := r.destroyPods(ctx, s.Namespace, s.Name, s.UID); err != nil {
 		return ctrl.Result{}, err
 	}
+	return r.deleteAfterTTL(ctx, s)
+}
+
+// deleteAfterTTL deletes a finished session once its ttlAfterFinished has passed, and
+// requeues for that moment until then.
+func (r *AgentSessionReconciler) deleteAfterTTL(ctx context.Context, s *agentsv1alpha1.AgentSession) (ctrl.Result, error) {
 	var class *agentsv1alpha1.LifetimeSpec
 	if sb, err := r.getSandbox(ctx, s); err == nil && sb != nil {
 		class = &sb.Spec.Lifetime
