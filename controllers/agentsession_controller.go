@@ -340,7 +340,10 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 
 // markBound records a fresh bind in the session's status.
 func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod, start agentsv1alpha1.StartType) {
-	now := metav1.NewTime(r.now())
+	// Status times are stored to the second. The bind time is rounded up, not down, so
+	// that the deadlines computed later from the stored value never come early: a session
+	// gets at least its max lifetime, and at most a second more.
+	now := metav1.NewTime(ceilToSecond(r.now()))
 	lt := effectiveLifetime(&sb.Spec.Lifetime, &s.Spec)
 	fp := uvm.FootprintFromPod(pod)
 	s.Status.PodName = pod.Name
@@ -400,6 +403,13 @@ func (r *AgentSessionReconciler) markReady(s *agentsv1alpha1.AgentSession, now t
 	bindDuration.WithLabelValues(s.Namespace, s.Spec.SandboxName, string(s.Status.StartType)).Observe(latency.Seconds())
 	r.Recorder.Eventf(s, nil, corev1.EventTypeNormal, "Bound", "Bind", "%s start: sandbox pod %s on node %s Ready %s after the session was created",
 		s.Status.StartType, s.Status.PodName, s.Status.NodeName, latency.Round(time.Millisecond))
+}
+
+func ceilToSecond(t time.Time) time.Time {
+	if f := t.Truncate(time.Second); !f.Equal(t) {
+		return f.Add(time.Second)
+	}
+	return t
 }
 
 func startTypeOf(pod *corev1.Pod) agentsv1alpha1.StartType {

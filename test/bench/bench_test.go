@@ -1,0 +1,146 @@
+//go:build !windows
+
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hyperpool/hyperpool/test/testbed"
+)
+
+// The small benchmark: every scenario with a few dozen sessions against one test bed and
+// one manager process, asserting correctness (all bound, none twice, no pod over-created),
+// never timings.
+var h *Harness
+
+func TestMain(m *testing.M) {
+	var dir string
+	testbed.Main(m, testbed.Options{}, func(env *testbed.Env) error {
+		ctx := context.Background()
+		var err error
+		if dir, err = os.MkdirTemp("", "hyperpool-bench-"); err != nil {
+			return err
+		}
+		env.BeforeStop(func() { _ = os.RemoveAll(dir) })
+		binary := filepath.Join(dir, "manager")
+		if err := BuildManager(ctx, env.RepoRoot, binary); err != nil {
+			return err
+		}
+		if h, err = NewHarness(ctx, env); err != nil {
+			return err
+		}
+		env.BeforeStop(func() { _ = h.Close() })
+		if err := h.EnsureNodes(ctx, 4); err != nil {
+			return err
+		}
+		h.Manager, err = StartManager(ctx, binary, env.KubeconfigPath, filepath.Join(env.LogDir, "manager.log"), 200, 400)
+		return err
+	})
+}
+
+// checkBinds asserts what every scenario must hold.
+func checkBinds(t *testing.T, r *Result, wantWarm bool) {
+	t.Helper()
+	if r.Scenario != "expiry" && r.Ready != r.Sessions { // an expiring session may end before it is seen Ready
+		t.Errorf("%s: %d of %d sessions seen Ready", r.Scenario, r.Ready, r.Sessions)
+	}
+	t.Helper()
+	t.Logf("%s: bound %d/%d (warm %d, cold %d), p50 %.1f ms, floor p50 %.1f ms, writes/bind %.2f critical %.2f total, pods %d/%d",
+		r.Scenario, r.Bound, r.Sessions, r.Warm, r.Cold, r.Latency.P50, r.Floor.P50, r.CriticalPerBind, r.TotalPerBind, r.PodsCreated, r.PodsNeeded)
+	if r.Sessions == 0 || r.Bound != r.Sessions || r.CreateErrors != 0 {
+		t.Errorf("%s: %d of %d sessions bound, %d create errors; notes %v", r.Scenario, r.Bound, r.Sessions, r.CreateErrors, r.Notes)
+	}
+	if r.Rebinds != 0 || r.DoubleBinds != 0 {
+		t.Errorf("%s: %d sessions bound more than once, %d pods bound to two sessions", r.Scenario, r.Rebinds, r.DoubleBinds)
+	}
+	if r.OverCreated != 0 {
+		t.Errorf("%s: %d pods created, %d needed (pool %d + %d warm + %d cold binds)", r.Scenario, r.PodsCreated, r.PodsNeeded, r.Pool, r.Warm, r.Cold)
+	}
+	if wantWarm && r.Cold != 0 {
+		t.Errorf("%s: %d cold starts against a pool large enough", r.Scenario, r.Cold)
+	}
+	if err := h.DeleteNamespace(context.Background(), r.Namespace, 0); err != nil {
+		t.Logf("delete namespace: %v", err)
+	}
+}
+
+func TestSerial(t *testing.T) {
+	r, err := h.Serial(context.Background(), 15, 15, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBinds(t, r, true)
+	if r.Floor.N != 5 || r.CriticalPerBind == 0 {
+		t.Errorf("floor samples %d, critical writes per bind %.2f", r.Floor.N, r.CriticalPerBind)
+	}
+}
+
+func TestBurst(t *testing.T) {
+	r, err := h.Burst(context.Background(), 30, 60, 35, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBinds(t, r, true)
+}
+
+func TestThroughput(t *testing.T) {
+	r, err := h.Throughput(context.Background(), 3*time.Second, 8, 30, 35, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBinds(t, r, true)
+}
+
+func TestCold(t *testing.T) {
+	r, err := h.Cold(context.Background(), 3, 500*time.Millisecond, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBinds(t, r, false)
+	if r.Cold != r.Sessions {
+		t.Errorf("cold: %d of %d sessions started cold", r.Cold, r.Sessions)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	r, err := h.Expiry(context.Background(), 20, 50, 4*time.Second, 50*time.Millisecond, 10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBinds(t, r, false)
+	if r.Expired != r.Sessions || r.ExpiryLag == nil || r.ExpiryLag.N != r.Sessions {
+		t.Errorf("expiry: %d of %d sessions expired (MaxLifetime); lag %+v; notes %v", r.Expired, r.Sessions, r.ExpiryLag, r.Notes)
+	}
+}
+
+func TestScale(t *testing.T) {
+	r, err := h.Scale(context.Background(), 30, 60, 4, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBinds(t, r, false)
+	if r.PeakRSSMiB <= 0 {
+		t.Errorf("scale: no manager RSS sampled")
+	}
+}
+
+func TestReportRenders(t *testing.T) {
+	r := &Report{Started: time.Now(), Results: []*Result{{Scenario: "x", LatenciesMS: []float64{1, 2, 3}, FloorSamplesMS: []float64{1},
+		Latency: percentiles([]float64{1, 2, 3}), ExpiryLag: &Stats{}}}}
+	dir := t.TempDir()
+	if err := r.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"results.json", "results.md", "latency-cdf.png"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	if got := percentiles([]float64{5, 1, 4, 2, 3}); got.P50 != 3 || got.Max != 5 {
+		t.Errorf("percentiles: %+v", got)
+	}
+}

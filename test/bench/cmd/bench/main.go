@@ -1,0 +1,193 @@
+//go:build !windows
+
+// Command bench runs hyperpool's benchmark: it starts the test bed (kube-apiserver, etcd,
+// kube-scheduler, kube-controller-manager, kwok), builds and starts the manager binary as
+// its own process, runs the chosen scenarios, prints a Markdown table and writes
+// results.json, results.md and latency-cdf.png into -out.
+//
+//	go run ./test/bench/cmd/bench -scenarios=serial,burst,throughput,cold,expiry,scale -out=bin/bench-results
+//
+// Default sizes fit a 2-core machine in a few minutes; -full uses the sizes of issue 7.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/hyperpool/hyperpool/test/bench"
+	"github.com/hyperpool/hyperpool/test/testbed"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		scenarios = flag.String("scenarios", "serial,burst,throughput,cold,expiry,scale", "comma-separated scenarios to run, in order")
+		out       = flag.String("out", "bin/bench-results", "directory for results.json, results.md, latency-cdf.png and the logs")
+		full      = flag.Bool("full", false, "use the sizes of issue 7 (750 at 75/s vs 1,000 on 100 nodes; 30 s; 5,000 expiries; 10,000 sessions on 1,000 nodes)")
+		nodes     = flag.Int("nodes", 20, "simulated Windows nodes for every scenario but scale")
+		floorN    = flag.Int("floor", 50, "config map round trips measured per scenario (the floor)")
+		qps       = flag.Int("manager-qps", 200, "manager --kube-api-qps (its default)")
+		burst     = flag.Int("manager-burst", 400, "manager --kube-api-burst (its default)")
+
+		serialN    = flag.Int("serial-sessions", 100, "serial: sessions")
+		serialPool = flag.Int("serial-pool", 100, "serial: pool size")
+		burstN     = flag.Int("burst-sessions", 200, "burst: sessions")
+		burstRate  = flag.Float64("burst-rate", 75, "burst: sessions per second")
+		burstPool  = flag.Int("burst-pool", 300, "burst: pool size")
+		tpDur      = flag.Duration("throughput-duration", 15*time.Second, "throughput: duration")
+		tpWorkers  = flag.Int("throughput-workers", 32, "throughput: concurrent closed-loop clients")
+		tpMax      = flag.Int("throughput-max", 600, "throughput: at most this many sessions")
+		tpPool     = flag.Int("throughput-pool", 600, "throughput: pool size")
+		coldN      = flag.Int("cold-sessions", 20, "cold: sessions")
+		coldBoot   = flag.Duration("cold-boot", 2*time.Second, "cold: simulated VM boot")
+		expN       = flag.Int("expiry-sessions", 500, "expiry: sessions")
+		expRate    = flag.Float64("expiry-rate", 100, "expiry: sessions per second")
+		expBase    = flag.Duration("expiry-base", 10*time.Second, "expiry: shortest maxLifetime")
+		expStep    = flag.Duration("expiry-step", 100*time.Millisecond, "expiry: stagger step")
+		expSpread  = flag.Int("expiry-spread", 50, "expiry: distinct lifetimes")
+		scaleN     = flag.Int("scale-sessions", 1000, "scale: active sessions")
+		scaleRate  = flag.Float64("scale-rate", 100, "scale: sessions per second")
+		scaleNodes = flag.Int("scale-nodes", 50, "scale: simulated nodes")
+		replot     = flag.String("replot", "", "only re-render results.md and latency-cdf.png into -out from this results.json")
+	)
+	flag.Parse()
+	ctrllog.SetLogger(logr.Discard()) // the benchmark's watches; the manager logs to its own file
+	if *full {
+		*serialN, *serialPool = 100, 100
+		*burstN, *burstRate, *burstPool, *nodes = 750, 75, 1000, 100
+		*tpDur, *tpMax, *tpPool = 30*time.Second, 12000, 2000
+		*expN, *expRate, *expSpread = 5000, 200, 100
+		*scaleN, *scaleRate, *scaleNodes = 10000, 200, 1000
+	}
+	outDir, err := filepath.Abs(*out)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return err
+	}
+	if *replot != "" {
+		b, err := os.ReadFile(*replot)
+		if err != nil {
+			return err
+		}
+		report := &bench.Report{}
+		if err := json.Unmarshal(b, report); err != nil {
+			return err
+		}
+		return report.Write(outDir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	logf("starting the test bed")
+	env, err := testbed.Start(ctx, testbed.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			logf("stop test bed: %v", err)
+		}
+	}()
+	logf("test bed up in %s; building the manager", env.StartDuration.Round(time.Millisecond))
+	binary := bench.ManagerBinaryPath(env.RepoRoot)
+	if err := bench.BuildManager(ctx, env.RepoRoot, binary); err != nil {
+		return err
+	}
+	h, err := bench.NewHarness(ctx, env)
+	if err != nil {
+		return err
+	}
+	h.Logf = logf
+	defer h.Close()
+	if err := h.EnsureNodes(ctx, *nodes); err != nil {
+		return err
+	}
+	h.Manager, err = bench.StartManager(ctx, binary, env.KubeconfigPath, filepath.Join(outDir, "manager.log"), *qps, *burst)
+	if err != nil {
+		return err
+	}
+	logf("manager up: pid %d, metrics %s, log %s", h.Manager.PID(), h.Manager.MetricsURL, h.Manager.LogPath)
+
+	report := &bench.Report{Started: time.Now(), Machine: machine(), Command: strings.Join(os.Args, " ")}
+	for _, sc := range strings.Split(*scenarios, ",") {
+		sc = strings.TrimSpace(sc)
+		if sc == "" {
+			continue
+		}
+		logf("scenario %s", sc)
+		var res *bench.Result
+		switch sc {
+		case "serial":
+			res, err = h.Serial(ctx, *serialN, *serialPool, *floorN)
+		case "burst":
+			if err = h.EnsureNodes(ctx, *nodes); err == nil {
+				res, err = h.Burst(ctx, *burstN, *burstRate, *burstPool, *floorN)
+			}
+		case "throughput":
+			res, err = h.Throughput(ctx, *tpDur, *tpWorkers, *tpMax, *tpPool, *floorN)
+		case "cold":
+			res, err = h.Cold(ctx, *coldN, *coldBoot, *floorN)
+		case "expiry":
+			res, err = h.Expiry(ctx, *expN, *expRate, *expBase, *expStep, *expSpread, *floorN)
+		case "scale":
+			res, err = h.Scale(ctx, *scaleN, *scaleRate, *scaleNodes, *floorN)
+		default:
+			return fmt.Errorf("unknown scenario %q", sc)
+		}
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", sc, err)
+		}
+		report.Results = append(report.Results, res)
+		logf("%s: bound %d/%d, p50 %.1f ms, p99 %.1f ms, floor p50 %.1f ms, critical writes/bind %.2f, total %.2f, over-created %d, double binds %d",
+			sc, res.Bound, res.Sessions, res.Latency.P50, res.Latency.P99, res.Floor.P50, res.CriticalPerBind, res.TotalPerBind, res.OverCreated, res.DoubleBinds)
+		if err := report.Write(outDir); err != nil { // after each scenario, so a later failure keeps it
+			return err
+		}
+		if err := h.DeleteNamespace(ctx, res.Namespace, 2*time.Minute); err != nil {
+			logf("namespace %s not gone yet: %v", res.Namespace, err)
+		}
+	}
+	fmt.Println(report.Markdown())
+	logf("results in %s", outDir)
+	return nil
+}
+
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		mem = strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1] + " kB RAM"
+	}
+	return fmt.Sprintf("%s/%s, %d CPUs (%s), %s, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), model, mem, runtime.Version())
+}

@@ -1,0 +1,7 @@
+//go:build !linux && !windows
+
+package bench
+
+import "syscall"
+
+func sysProcAttr() *syscall.SysProcAttr { return nil }

@@ -1,0 +1,427 @@
+//go:build !windows
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// poolName is the AgentSandbox every scenario creates in its own namespace.
+const poolName = "pool"
+
+// run is one scenario in its namespace: the sessions it created and when.
+type run struct {
+	h      *Harness
+	ns     string
+	pool   int
+	boot   time.Duration
+	mu     sync.Mutex
+	starts map[string]time.Time
+	lives  map[string]time.Duration
+	order  []string
+	errs   atomic.Int64
+	floor  []float64
+	apiB   families
+	smp    *sampler
+	began  time.Time
+}
+
+// setup creates the namespace, measures the floor, creates the pool and waits until it is full.
+func (h *Harness) setup(ctx context.Context, scenario string, pool, floorN int, boot time.Duration) (*run, error) {
+	ns, err := h.newNamespace(ctx, scenario)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{h: h, ns: ns, pool: pool, boot: boot, starts: map[string]time.Time{}, lives: map[string]time.Duration{}}
+	if r.floor, err = h.Floor(ctx, ns, floorN); err != nil {
+		return nil, err
+	}
+	if err := h.Client.Create(ctx, sandbox(ns, poolName, int32(pool), boot)); err != nil {
+		return nil, err
+	}
+	if pool > 0 {
+		h.logf("%s: waiting for a pool of %d", scenario, pool)
+		if err := h.waitPoolFull(ctx, ns, poolName, pool, 60*time.Second+time.Duration(pool)*200*time.Millisecond+boot); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// begin opens the measurement window: API server counters and the manager's sampler.
+func (r *run) begin() error {
+	f, err := scrape(r.h.apiHTTP, r.h.apiMetricsURL())
+	if err != nil {
+		return err
+	}
+	r.apiB = f
+	if r.h.Manager != nil {
+		r.smp = r.h.Manager.startSampler()
+	}
+	r.began = time.Now()
+	return nil
+}
+
+// Floor creates n ConfigMaps one at a time and returns, in ms, how long after each create
+// call started the benchmark's watch saw it: one write-and-watch round trip.
+func (h *Harness) Floor(ctx context.Context, ns string, n int) ([]float64, error) {
+	out := make([]float64, 0, n)
+	for i := range n {
+		name := fmt.Sprintf("floor-%d", i)
+		start := time.Now()
+		if err := h.Client.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+			return nil, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var seen time.Time
+		err := h.track.waitUntil(wctx, func() bool { seen = h.track.cms[key(ns, name)]; return !seen.IsZero() })
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("floor: config map %s not seen: %w", name, err)
+		}
+		out = append(out, ms(seen.Sub(start)))
+	}
+	return out, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// create creates session name (maxLifetime 0: the class's) and records when the call started.
+func (r *run) create(ctx context.Context, name string, lifetime time.Duration) error {
+	start := time.Now()
+	err := r.h.Client.Create(ctx, session(r.ns, name, poolName, lifetime))
+	r.mu.Lock()
+	r.starts[name], r.lives[name] = start, lifetime
+	r.order = append(r.order, name)
+	r.mu.Unlock()
+	if err != nil {
+		r.errs.Add(1)
+	}
+	return err
+}
+
+// waitReady waits until the watch has seen session name Ready with a pod.
+func (r *run) waitReady(ctx context.Context, name string, timeout time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	k := key(r.ns, name)
+	return r.h.track.waitUntil(wctx, func() bool {
+		s := r.h.track.sessions[k]
+		return s != nil && (!s.readyAt.IsZero() || !s.finishedAt.IsZero())
+	})
+}
+
+// waitAll waits until every session created so far is Ready (or finished, with finished).
+func (r *run) waitAll(ctx context.Context, timeout time.Duration, finished bool) error {
+	r.mu.Lock()
+	names := append([]string(nil), r.order...)
+	r.mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	missing := 0
+	err := r.h.track.waitUntil(wctx, func() bool {
+		missing = 0
+		for _, n := range names {
+			s := r.h.track.sessions[key(r.ns, n)]
+			if s == nil || (finished && s.finishedAt.IsZero()) || (!finished && s.readyAt.IsZero()) {
+				missing++
+			}
+		}
+		return missing == 0
+	})
+	if err != nil {
+		what := "Ready"
+		if finished {
+			what = "finished"
+		}
+		return fmt.Errorf("%d of %d sessions not %s within %s", missing, len(names), what, timeout)
+	}
+	return nil
+}
+
+// finish waits for the pool to refill, closes the window and fills in res.
+func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Duration) error {
+	var refillErr error
+	if r.pool > 0 {
+		refillErr = r.h.waitPoolFull(ctx, r.ns, poolName, r.pool, refillTimeout)
+	}
+	time.Sleep(time.Second) // let trailing status writes and events land before counting
+	after, err := scrape(r.h.apiHTTP, r.h.apiMetricsURL())
+	if err != nil {
+		return err
+	}
+	res.Writes = classifyWrites(r.apiB, after)
+	if r.smp != nil {
+		res.PeakRSSMiB, res.CPUSeconds = r.smp.finish()
+	}
+	res.Namespace = r.ns
+	res.Pool = r.pool
+	res.Floor = percentiles(r.floor)
+	res.FloorSamplesMS = r.floor
+	res.CreateErrors = int(r.errs.Load())
+
+	r.h.track.mu.Lock()
+	podOwner := map[string]string{}
+	var lat, toPod []float64
+	var first, last time.Time
+	for _, name := range r.order {
+		res.Sessions++
+		s := r.h.track.sessions[key(r.ns, name)]
+		if s == nil {
+			continue
+		}
+		if len(s.podNames) > 1 {
+			res.Rebinds++
+		}
+		for _, p := range s.podNames {
+			if o, ok := podOwner[p]; ok && o != name {
+				res.DoubleBinds++
+			}
+			podOwner[p] = name
+		}
+		if len(s.podNames) > 0 {
+			res.Bound++
+			if s.startType == "Cold" {
+				res.Cold++
+			} else {
+				res.Warm++
+			}
+		}
+		if s.readyAt.IsZero() {
+			continue
+		}
+		res.Ready++
+		start := r.starts[name]
+		lat = append(lat, ms(s.readyAt.Sub(start)-r.boot))
+		if pb, ok := r.h.track.podBound[key(r.ns, name)]; ok {
+			toPod = append(toPod, ms(pb.Sub(start)))
+		}
+		if first.IsZero() || start.Before(first) {
+			first = start
+		}
+		if s.readyAt.After(last) {
+			last = s.readyAt
+		}
+	}
+	r.h.track.mu.Unlock()
+	warmCreated, coldCreated, dbl := r.h.track.podCounts(r.ns, poolName)
+	res.DoubleBinds += dbl
+	res.PodsCreated = warmCreated + coldCreated
+	res.PodsNeeded = r.pool + res.Warm + res.Cold
+	res.OverCreated = res.PodsCreated - res.PodsNeeded
+	res.Latency = percentiles(lat)
+	res.LatenciesMS = lat
+	res.PodLabelled = percentiles(toPod)
+	if res.Floor.P50 > 0 {
+		res.Ratio = res.Latency.P50 / res.Floor.P50
+	}
+	if res.Bound > 0 {
+		res.CriticalPerBind = res.Writes.Critical / float64(res.Bound)
+		res.TotalPerBind = res.Writes.Operator / float64(res.Bound)
+		res.TotalNoEventsPerBind = res.Writes.OperatorNoEvents / float64(res.Bound)
+		if span := last.Sub(first).Seconds(); span > 0 {
+			res.BindsPerSecond = float64(res.Ready) / span
+		}
+	}
+	res.DurationSeconds = time.Since(r.began).Seconds()
+	if refillErr != nil {
+		res.Notes = append(res.Notes, "pool did not refill: "+refillErr.Error())
+	}
+	return nil
+}
+
+// Serial creates sessions one at a time against a warm pool of pool, each after the
+// previous one was seen Ready.
+func (h *Harness) Serial(ctx context.Context, sessions, pool, floorN int) (*Result, error) {
+	res := &Result{Scenario: "serial", Params: fmt.Sprintf("%d sessions one at a time, pool %d", sessions, pool)}
+	r, err := h.setup(ctx, "serial", pool, floorN, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
+	for i := range sessions {
+		name := fmt.Sprintf("s-%04d", i)
+		if err := r.create(ctx, name, 0); err != nil {
+			return nil, err
+		}
+		if err := r.waitReady(ctx, name, 30*time.Second); err != nil {
+			return nil, fmt.Errorf("serial: session %s not Ready: %w", name, err)
+		}
+	}
+	return res, r.finish(ctx, res, 2*time.Minute)
+}
+
+// Burst creates sessions at rate per second (open loop) against a warm pool of pool.
+func (h *Harness) Burst(ctx context.Context, sessions int, rate float64, pool, floorN int) (*Result, error) {
+	res := &Result{Scenario: "burst", Params: fmt.Sprintf("%d sessions at %g/s, pool %d", sessions, rate, pool)}
+	r, err := h.setup(ctx, "burst", pool, floorN, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
+	interval := time.Duration(float64(time.Second) / rate)
+	begin := time.Now()
+	var wg sync.WaitGroup
+	for i := range sessions {
+		if d := time.Until(begin.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = r.create(ctx, fmt.Sprintf("s-%04d", i), 0) }()
+	}
+	wg.Wait()
+	if err := r.waitAll(ctx, 2*time.Minute, false); err != nil {
+		res.Notes = append(res.Notes, err.Error())
+	}
+	return res, r.finish(ctx, res, 3*time.Minute)
+}
+
+// Throughput runs workers closed loops (create, wait Ready, repeat) for duration or until
+// maxSessions were created, against a warm pool of pool.
+func (h *Harness) Throughput(ctx context.Context, duration time.Duration, workers, maxSessions, pool, floorN int) (*Result, error) {
+	res := &Result{Scenario: "throughput", Params: fmt.Sprintf("%d workers for %s (at most %d sessions), pool %d", workers, duration, maxSessions, pool)}
+	r, err := h.setup(ctx, "throughput", pool, floorN, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(duration)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				i := int(next.Add(1) - 1)
+				if i >= maxSessions {
+					return
+				}
+				name := fmt.Sprintf("s-%05d", i)
+				if r.create(ctx, name, 0) != nil {
+					continue
+				}
+				_ = r.waitReady(ctx, name, 30*time.Second)
+			}
+		})
+	}
+	wg.Wait()
+	if err := r.waitAll(ctx, time.Minute, false); err != nil {
+		res.Notes = append(res.Notes, err.Error())
+	}
+	return res, r.finish(ctx, res, 3*time.Minute)
+}
+
+// Cold creates sessions one at a time against an empty pool whose pods take boot to become
+// Ready; latencies are reported with boot subtracted (the operator's own overhead).
+func (h *Harness) Cold(ctx context.Context, sessions int, boot time.Duration, floorN int) (*Result, error) {
+	res := &Result{Scenario: "cold", Params: fmt.Sprintf("%d sessions one at a time, pool 0, VM boot %s (subtracted)", sessions, boot)}
+	r, err := h.setup(ctx, "cold", 0, floorN, boot)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
+	for i := range sessions {
+		name := fmt.Sprintf("s-%04d", i)
+		if err := r.create(ctx, name, 0); err != nil {
+			return nil, err
+		}
+		if err := r.waitReady(ctx, name, 30*time.Second+boot); err != nil {
+			return nil, fmt.Errorf("cold: session %s not Ready: %w", name, err)
+		}
+	}
+	return res, r.finish(ctx, res, time.Minute)
+}
+
+// Expiry creates sessions (cold, pool 0, no boot delay) at rate per second with
+// maxLifetime base + (i mod spread)*step, waits until all are finished, and reports the
+// expiry lag: when the watch saw the session finished minus its status.expiryTime (stored at
+// one-second resolution). EarlyExpiries counts sessions seen finished before create call
+// start + maxLifetime, i.e. ended before the lifetime they asked for had passed.
+func (h *Harness) Expiry(ctx context.Context, sessions int, rate float64, base, step time.Duration, spread, floorN int) (*Result, error) {
+	res := &Result{Scenario: "expiry", Params: fmt.Sprintf("%d sessions at %g/s, maxLifetime %s + 0..%d x %s", sessions, rate, base, spread-1, step)}
+	r, err := h.setup(ctx, "expiry", 0, floorN, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
+	interval := time.Duration(float64(time.Second) / rate)
+	begin := time.Now()
+	var wg sync.WaitGroup
+	for i := range sessions {
+		if d := time.Until(begin.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		life := base + time.Duration(i%spread)*step
+		wg.Go(func() { _ = r.create(ctx, fmt.Sprintf("s-%05d", i), life) })
+	}
+	wg.Wait()
+	if err := r.waitAll(ctx, base+time.Duration(spread)*step+2*time.Minute, true); err != nil {
+		res.Notes = append(res.Notes, err.Error())
+	}
+	var lags []float64
+	r.h.track.mu.Lock()
+	for _, name := range r.order {
+		s := r.h.track.sessions[key(r.ns, name)]
+		if s == nil || s.finishedAt.IsZero() {
+			continue
+		}
+		if s.endReason == "MaxLifetime" {
+			res.Expired++
+		}
+		deadline := s.expiryTime
+		if s.finishedAt.Before(r.starts[name].Add(r.lives[name])) {
+			res.EarlyExpiries++
+		}
+		lags = append(lags, ms(s.finishedAt.Sub(deadline)))
+	}
+	r.h.track.mu.Unlock()
+	lp := percentiles(lags)
+	res.ExpiryLag = &lp
+	return res, r.finish(ctx, res, time.Minute)
+}
+
+// Scale creates sessions (cold, pool 0, no boot delay) at rate per second on nodes nodes,
+// waits until all are Ready and reports the manager's peak RSS with that many active.
+func (h *Harness) Scale(ctx context.Context, sessions int, rate float64, nodes, floorN int) (*Result, error) {
+	res := &Result{Scenario: "scale", Params: fmt.Sprintf("%d active sessions at %g/s on %d nodes, pool 0", sessions, rate, nodes)}
+	if err := h.EnsureNodes(ctx, nodes); err != nil {
+		return nil, err
+	}
+	r, err := h.setup(ctx, "scale", 0, floorN, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
+	interval := time.Duration(float64(time.Second) / rate)
+	begin := time.Now()
+	var wg sync.WaitGroup
+	for i := range sessions {
+		if d := time.Until(begin.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Go(func() { _ = r.create(ctx, fmt.Sprintf("s-%05d", i), 0) })
+	}
+	wg.Wait()
+	if err := r.waitAll(ctx, 5*time.Minute, false); err != nil {
+		res.Notes = append(res.Notes, err.Error())
+	}
+	return res, r.finish(ctx, res, time.Minute)
+}
