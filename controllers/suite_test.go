@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -113,19 +112,10 @@ func zapLevel() zapcore.Level {
 	return zapcore.DPanicLevel
 }
 
-// eventually polls cond until it holds or the timeout passes, then fails the test with
-// cond's last description of what it saw.
+// eventually waits for cond; see testbed.Eventually.
 func eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Context) (bool, string)) {
 	t.Helper()
-	var last string
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		ok, msg := cond(ctx)
-		last = msg
-		return ok, nil
-	})
-	if err != nil {
-		t.Fatalf("condition not met within %s: %s", timeout, last)
-	}
+	testbed.Eventually(t, timeout, cond)
 }
 
 // newSandbox returns a class with one small Windows container.

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/hyperpool/hyperpool/test/testbed"
@@ -160,17 +159,8 @@ func names(objs []*unstructured.Unstructured) string {
 	return strings.Join(s, ", ")
 }
 
-// eventually polls cond until it holds or the timeout passes, then fails the test with
-// cond's last description of what it saw.
+// eventually waits for cond; see testbed.Eventually.
 func eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Context) (bool, string)) {
 	t.Helper()
-	var last string
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		ok, msg := cond(ctx)
-		last = msg
-		return ok, nil
-	})
-	if err != nil {
-		t.Fatalf("condition not met within %s: %s", timeout, last)
-	}
+	testbed.Eventually(t, timeout, cond)
 }
