@@ -39,6 +39,7 @@ func run() error {
 		kubeAPIBurst   int
 		defaultQuota   string
 		defaultQuotaNS string
+		pprofAddr      string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
@@ -51,6 +52,7 @@ func run() error {
 	flag.IntVar(&cfg.SandboxWorkers, "sandbox-workers", cfg.SandboxWorkers, "Concurrent AgentSandbox reconciles.")
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 200, "Sustained requests per second to the API server.")
 	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 400, "Burst of requests to the API server.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address to serve net/http/pprof on, e.g. 127.0.0.1:6060; empty: off.")
 	flag.StringVar(&defaultQuota, "default-quota", "", "Quota for namespaces without an AgentQuota, e.g. \"sessions=20,warmSandboxes=10,memory=64Gi,cpu=32\"; \"sessions=0\" denies by default; empty: no limit.")
 	flag.StringVar(&defaultQuotaNS, "default-quota-namespace-selector", "", "Label selector of the namespaces --default-quota applies to (empty: all).")
 	zapOpts := zap.Options{}
@@ -80,6 +82,7 @@ func run() error {
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        probeAddr,
+		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "hyperpool-manager.agents.hyperpool.io",
 		LeaderElectionNamespace:       leaderElectNS,
