@@ -94,6 +94,23 @@ func (h *Harness) Floor(ctx context.Context, ns string, n int) ([]float64, error
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // create creates session name (maxLifetime 0: the class's) and records when the call started.
+// createPaced creates n sessions s-00000, s-00001, ... at rate per second (an open-loop
+// load: the schedule does not wait for binds), with maxLifetime lifetime(i) (0: the class's),
+// and returns once every create call has returned. The sleeps pace the offered load; they
+// synchronise nothing.
+func (r *run) createPaced(ctx context.Context, n int, rate float64, lifetime func(i int) time.Duration) {
+	interval := time.Duration(float64(time.Second) / rate)
+	begin := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		if d := time.Until(begin.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Go(func() { _ = r.create(ctx, fmt.Sprintf("s-%05d", i), lifetime(i)) })
+	}
+	wg.Wait()
+}
+
 func (r *run) create(ctx context.Context, name string, lifetime time.Duration) error {
 	start := time.Now()
 	err := r.h.Client.Create(ctx, session(r.ns, name, poolName, lifetime))
@@ -270,17 +287,7 @@ func (h *Harness) Burst(ctx context.Context, sessions int, rate float64, pool, f
 	if err := r.begin(); err != nil {
 		return nil, err
 	}
-	interval := time.Duration(float64(time.Second) / rate)
-	begin := time.Now()
-	var wg sync.WaitGroup
-	for i := range sessions {
-		if d := time.Until(begin.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = r.create(ctx, fmt.Sprintf("s-%04d", i), 0) }()
-	}
-	wg.Wait()
+	r.createPaced(ctx, sessions, rate, func(int) time.Duration { return 0 })
 	if err := r.waitAll(ctx, 2*time.Minute, false); err != nil {
 		res.Notes = append(res.Notes, err.Error())
 	}
@@ -360,17 +367,7 @@ func (h *Harness) Expiry(ctx context.Context, sessions int, rate float64, base, 
 	if err := r.begin(); err != nil {
 		return nil, err
 	}
-	interval := time.Duration(float64(time.Second) / rate)
-	begin := time.Now()
-	var wg sync.WaitGroup
-	for i := range sessions {
-		if d := time.Until(begin.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		life := base + time.Duration(i%spread)*step
-		wg.Go(func() { _ = r.create(ctx, fmt.Sprintf("s-%05d", i), life) })
-	}
-	wg.Wait()
+	r.createPaced(ctx, sessions, rate, func(i int) time.Duration { return base + time.Duration(i%spread)*step })
 	if err := r.waitAll(ctx, base+time.Duration(spread)*step+2*time.Minute, true); err != nil {
 		res.Notes = append(res.Notes, err.Error())
 	}
@@ -410,16 +407,7 @@ func (h *Harness) Scale(ctx context.Context, sessions int, rate float64, nodes, 
 	if err := r.begin(); err != nil {
 		return nil, err
 	}
-	interval := time.Duration(float64(time.Second) / rate)
-	begin := time.Now()
-	var wg sync.WaitGroup
-	for i := range sessions {
-		if d := time.Until(begin.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		wg.Go(func() { _ = r.create(ctx, fmt.Sprintf("s-%05d", i), 0) })
-	}
-	wg.Wait()
+	r.createPaced(ctx, sessions, rate, func(int) time.Duration { return 0 })
 	if err := r.waitAll(ctx, 5*time.Minute, false); err != nil {
 		res.Notes = append(res.Notes, err.Error())
 	}
