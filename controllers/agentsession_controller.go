@@ -143,8 +143,25 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 		}
 	}
 	if len(held) == 0 {
-		_, pending := r.claims.boundPod(s.UID)
-		return nil, pending, nil
+		name, pending := r.claims.boundPod(s.UID)
+		if !pending {
+			return nil, false, nil
+		}
+		// This manager bound a pod the cache does not show. Ask the API server, the
+		// rare path: the pod may be there (the cache lags) or already gone (deleted
+		// right after the bind, before the cache ever showed it bound).
+		pod := &corev1.Pod{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: name}, pod)
+		switch {
+		case apierrors.IsNotFound(err):
+			r.claims.forgetSession(s.UID)
+			return nil, false, nil
+		case err != nil:
+			return nil, false, err
+		case metav1.IsControlledBy(pod, s):
+			return pod, false, nil
+		}
+		return nil, true, nil
 	}
 	r.claims.forgetSession(s.UID)
 	keep := held[0]
