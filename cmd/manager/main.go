@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -40,10 +41,16 @@ func run() error {
 		defaultQuota   string
 		defaultQuotaNS string
 		pprofAddr      string
+		leaseDuration  time.Duration
+		renewDeadline  time.Duration
+		retryPeriod    time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz endpoints bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader among manager replicas, so only one acts at a time. On in the Helm chart.")
+	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a standby waits, after the leader's last renewal, before taking over.")
+	flag.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader keeps retrying a renewal before it gives up leadership (and exits).")
+	flag.DurationVar(&retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often leader-election clients retry acquiring or renewing the Lease.")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the manager's own namespace).")
 	flag.StringVar(&cfg.HyperVRuntimeClass, "hyperv-runtime-class", cfg.HyperVRuntimeClass, "RuntimeClass of HyperV-isolated sandboxes whose AgentSandbox names none (handler runhcs-wcow-hypervisor).")
 	flag.StringVar(&cfg.ProcessRuntimeClass, "process-runtime-class", cfg.ProcessRuntimeClass, "RuntimeClass of Process-isolated sandboxes whose AgentSandbox names none (handler runhcs-wcow-process).")
@@ -87,6 +94,9 @@ func run() error {
 		LeaderElectionID:              "hyperpool-manager.agents.hyperpool.io",
 		LeaderElectionNamespace:       leaderElectNS,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
 		// Managed fields are most of a pod's bytes and no controller reads them.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 	})
