@@ -46,6 +46,7 @@ func run() error {
 		floorN    = flag.Int("floor", 50, "config map round trips measured per scenario (the floor)")
 		qps       = flag.Int("manager-qps", 200, "manager --kube-api-qps (its default)")
 		burst     = flag.Int("manager-burst", 400, "manager --kube-api-burst (its default)")
+		extraArgs = flag.String("manager-args", "", "extra manager flags, space-separated, e.g. \"--pprof-bind-address=127.0.0.1:6060\"")
 
 		serialN    = flag.Int("serial-sessions", 100, "serial: sessions")
 		serialPool = flag.Int("serial-pool", 100, "serial: pool size")
@@ -125,7 +126,7 @@ func run() error {
 	if err := h.EnsureNodes(ctx, *nodes); err != nil {
 		return err
 	}
-	h.Manager, err = bench.StartManager(ctx, binary, env.KubeconfigPath, filepath.Join(outDir, "manager.log"), *qps, *burst)
+	h.Manager, err = bench.StartManager(ctx, binary, env.KubeconfigPath, filepath.Join(outDir, "manager.log"), *qps, *burst, strings.Fields(*extraArgs)...)
 	if err != nil {
 		return err
 	}
