@@ -22,7 +22,8 @@ import (
 // where sessions are admitted and pods created (quotaKeeper); this controller only shows it.
 type AgentQuotaReconciler struct {
 	client.Client
-	Quota *quotaKeeper
+	Config Config
+	Quota  *quotaKeeper
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentquotas,verbs=get;list;watch
@@ -139,7 +140,7 @@ func (r *AgentQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return r.quotasInNamespace(ctx, o)
 		})).
-		Complete(r)
+		Complete(observed(r.Config, "agentquota", r))
 }
 
 func (r *AgentQuotaReconciler) quotasInNamespace(ctx context.Context, o client.Object) []reconcile.Request {

@@ -372,6 +372,7 @@ func TestQuotaOfZeroHoldsEverySession(t *testing.T) {
 	if s.Status.PodName != "" {
 		t.Fatalf("a session under a quota of 0 got pod %s", s.Status.PodName)
 	}
+	assertSettled(t, "agentsession", ns, "denied")
 	// The kill switch is lifted: the session is admitted, not lost.
 	setSessionLimit(t, ns, 1)
 	waitSession(t, ns, "denied", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))

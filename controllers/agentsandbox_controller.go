@@ -36,6 +36,13 @@ import (
 // controller's burstReplicas does, so one pool cannot monopolise the API server.
 const maxCreationsPerReconcile = 500
 
+// poolCountsInterval is the least time between two status writes of one pool that only
+// move its counts (replicas, readyReplicas, activeSessions, the footprint total). Every bind
+// and every refill moves them; writing each would add an API write per bind for a number
+// that metrics report in real time anyway. Condition changes (Ready, Degraded, their
+// reasons) and a new generation are written at once.
+const poolCountsInterval = time.Second
+
 // AgentSandboxReconciler keeps each class's warm pool at spec.replicas Ready pods.
 type AgentSandboxReconciler struct {
 	client.Client
@@ -49,6 +56,8 @@ type AgentSandboxReconciler struct {
 	// the ready deadline doubles with it, so a pool whose pods never start backs off.
 	streakMu       sync.Mutex
 	notReadyStreak map[types.NamespacedName]int
+	// lastStatusWrite is when each pool's status was last written (see poolCountsInterval).
+	lastStatusWrite sync.Map // types.NamespacedName -> time.Time
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsandboxes,verbs=get;list;watch
@@ -308,6 +317,9 @@ func boolOrder(a, b bool) int {
 // refuses the first (a ResourceQuota, a policy), the pool does not fire hundreds of doomed
 // requests.
 func (r *AgentSandboxReconciler) createWarmPods(ctx context.Context, st *poolStep, n int) error {
+	if terminating, err := namespaceTerminating(ctx, r.Client, st.sb.Namespace); err != nil || terminating {
+		return err // a namespace being deleted refuses every pod: do not ask
+	}
 	grants, quotaBlk, err := r.Quota.reservePods(ctx, st.sb.Namespace, classFootprint(st.sb), n, true)
 	if err != nil {
 		return err
@@ -329,11 +341,30 @@ func (r *AgentSandboxReconciler) createWarmPods(ctx context.Context, st *poolSte
 			for _, g := range grants[created:] {
 				g.release()
 			}
+			if slices.ContainsFunc(errs, func(e error) bool { return errors.Is(e, errNamespaceTerminating) }) {
+				// The namespace is going away, and the pool with it: no more creations,
+				// no retry. Its deletion events end the pool's reconciles.
+				return nil
+			}
 			return err
 		}
 	}
 	return nil
 }
+
+// namespaceTerminating says, from the cache, whether namespace ns is being deleted.
+func namespaceTerminating(ctx context.Context, c client.Reader, ns string) (bool, error) {
+	obj := &metav1.PartialObjectMetadata{}
+	obj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := c.Get(ctx, types.NamespacedName{Name: ns}, obj); err != nil {
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	}
+	return !obj.DeletionTimestamp.IsZero(), nil
+}
+
+// errNamespaceTerminating stops a round of creations in a namespace being deleted: every
+// further pod would be refused.
+var errNamespaceTerminating = errors.New("namespace is terminating")
 
 func (r *AgentSandboxReconciler) createWarmPod(ctx context.Context, st *poolStep, key types.NamespacedName, grant *podGrant) error {
 	pod := st.recipe.build()
@@ -344,7 +375,7 @@ func (r *AgentSandboxReconciler) createWarmPod(ctx context.Context, st *poolStep
 	if err := r.Create(ctx, pod); err != nil {
 		grant.release()
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-			return nil // the namespace is going away, and the pool with it
+			return errNamespaceTerminating
 		}
 		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
 			st.forbidden = err.Error()
@@ -407,12 +438,33 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	if equalSandboxStatus(&sb.Status, status) {
 		return nil
 	}
+	key := client.ObjectKeyFromObject(sb)
+	if onlyCountsDiffer(&sb.Status, status) {
+		if last, ok := r.lastStatusWrite.Load(key); ok {
+			if wait := poolCountsInterval - time.Since(last.(time.Time)); wait > 0 {
+				st.requeueIn(wait) // written then, with the counts of that moment
+				return nil
+			}
+		}
+	}
 	patch := client.MergeFrom(sb.DeepCopy())
 	sb.Status = *status
 	if err := r.Status().Patch(ctx, sb, patch); err != nil {
 		return client.IgnoreNotFound(err)
 	}
+	r.lastStatusWrite.Store(key, time.Now())
 	return nil
+}
+
+// onlyCountsDiffer says whether two statuses differ only in counts and condition messages:
+// same generation, template, selector, and conditions of the same status and reason.
+func onlyCountsDiffer(a, b *agentsv1alpha1.AgentSandboxStatus) bool {
+	return a.ObservedGeneration == b.ObservedGeneration && a.Selector == b.Selector &&
+		a.TemplateHash == b.TemplateHash &&
+		slices.EqualFunc(a.Conditions, b.Conditions, func(x, y metav1.Condition) bool {
+			return x.Type == y.Type && x.Status == y.Status && x.Reason == y.Reason &&
+				x.ObservedGeneration == y.ObservedGeneration
+		})
 }
 
 func setPoolConditions(status *agentsv1alpha1.AgentSandboxStatus, st *poolStep, ready, want int32) {
@@ -483,6 +535,7 @@ func (r *AgentSandboxReconciler) forget(key types.NamespacedName) {
 	r.streakMu.Lock()
 	delete(r.notReadyStreak, key)
 	r.streakMu.Unlock()
+	r.lastStatusWrite.Delete(key)
 	warmSandboxes.DeleteLabelValues(key.Namespace, key.Name)
 	vmMemoryBytes.DeleteLabelValues(key.Namespace, key.Name)
 }
@@ -505,7 +558,7 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A quota raised or lowered lets pools grow or trims them.
 		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.sandboxesInNamespace)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.SandboxWorkers}).
-		Complete(r)
+		Complete(observed(r.Config, "agentsandbox", r))
 }
 
 func podToSandbox(_ context.Context, o client.Object) []reconcile.Request {

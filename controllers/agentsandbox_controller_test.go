@@ -148,6 +148,7 @@ func TestBuildFiltering(t *testing.T) {
 	if n := len(warmPods(t, ns, "hyperv-2025")); n != 0 {
 		t.Errorf("pool with no compatible node created %d pods, want 0", n)
 	}
+	assertSettled(t, "agentsandbox", ns, "hyperv-2025")
 }
 
 func waitDegraded(t *testing.T, ns, name, reason string) *agentsv1alpha1.AgentSandbox {
@@ -179,6 +180,55 @@ func TestRuntimeClassNotFoundThenCreated(t *testing.T) {
 	create(t, rc)
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), rc) })
 	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
+}
+
+// A RuntimeClass deleted while its pool serves sessions: running sandboxes are left alone,
+// the pool stops creating (Degraded, RuntimeClassNotFound) without looping, a session that
+// needs a new sandbox waits with the reason, and all recovers when the class is back.
+func TestRuntimeClassDeletedMidFlight(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	rcName := "hyperv-" + ns
+	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rcName}, Handler: "runhcs-wcow-hypervisor"}
+	create(t, rc)
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), rc) })
+	sb := newSandbox(ns, "pool", 2, 20348)
+	sb.Spec.RuntimeClassName = ptr.To(rcName)
+	create(t, sb)
+	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	create(t, newSession(ns, "before", "pool"))
+	before := waitSession(t, ns, "before", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitPoolReady(t, ns, "pool", 2, 30*time.Second) // refilled: no creation in flight
+
+	if err := k8s.Delete(context.Background(), rc); err != nil {
+		t.Fatal(err)
+	}
+	waitDegraded(t, ns, "pool", agentsv1alpha1.ReasonRuntimeClassNotFound)
+	// The warm pods left still bind; the next session needs a new pod and waits.
+	for _, name := range []string{"warm-left-0", "warm-left-1"} {
+		create(t, newSession(ns, name, "pool"))
+		if s := waitSession(t, ns, name, 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady)); s.Status.StartType != agentsv1alpha1.StartWarm {
+			t.Errorf("session %s: start %s, want Warm (a pod left in the pool)", name, s.Status.StartType)
+		}
+	}
+	create(t, newSession(ns, "stuck", "pool"))
+	stuck := waitSession(t, ns, "stuck", 30*time.Second, "Pending with RuntimeClassNotFound", func(s *agentsv1alpha1.AgentSession) bool {
+		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
+		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonRuntimeClassNotFound
+	})
+	if msg := condition(stuck.Status.Conditions, agentsv1alpha1.SessionReadyCondition).Message; !strings.Contains(msg, rcName) {
+		t.Errorf("message %q does not name the RuntimeClass %s", msg, rcName)
+	}
+	assertSettled(t, "agentsandbox", ns, "pool")
+	assertSettled(t, "agentsession", ns, "stuck")
+	if s := waitSession(t, ns, "before", time.Second, "still Ready", inPhase(agentsv1alpha1.SessionReady)); s.Status.PodName != before.Status.PodName {
+		t.Errorf("session before moved from pod %s to %s", before.Status.PodName, s.Status.PodName)
+	}
+	getPod(t, ns, before.Status.PodName)
+
+	create(t, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rcName}, Handler: "runhcs-wcow-hypervisor"})
+	waitSession(t, ns, "stuck", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
 }
 
 func TestTemplateChangeRecreate(t *testing.T) {

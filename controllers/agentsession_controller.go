@@ -413,13 +413,13 @@ func (r *AgentSessionReconciler) markReady(s *agentsv1alpha1.AgentSession, now t
 	t := metav1.NewTime(now)
 	s.Status.Phase = agentsv1alpha1.SessionReady
 	s.Status.ReadyTime = &t
+	// No Event here: a bind is the normal path, recorded by this condition and the
+	// hyperpool_bind_duration_seconds metric; an Event per bind would be one more API write
+	// on every bind. Events are kept for what needs a look: queueing, failures, expiry.
 	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
 		Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonBound,
-		Message: fmt.Sprintf("sandbox pod %s on node %s is Ready", s.Status.PodName, s.Status.NodeName)})
-	latency := now.Sub(s.CreationTimestamp.Time)
-	bindDuration.WithLabelValues(s.Namespace, s.Spec.SandboxName, string(s.Status.StartType)).Observe(latency.Seconds())
-	r.Recorder.Eventf(s, nil, corev1.EventTypeNormal, "Bound", "Bind", "%s start: sandbox pod %s on node %s Ready %s after the session was created",
-		s.Status.StartType, s.Status.PodName, s.Status.NodeName, latency.Round(time.Millisecond))
+		Message: fmt.Sprintf("%s start: sandbox pod %s on node %s is Ready", s.Status.StartType, s.Status.PodName, s.Status.NodeName)})
+	bindDuration.WithLabelValues(s.Namespace, s.Spec.SandboxName, string(s.Status.StartType)).Observe(now.Sub(s.CreationTimestamp.Time).Seconds())
 }
 
 func ceilToSecond(t time.Time) time.Time {
@@ -633,7 +633,7 @@ func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
 		Watches(&corev1.ResourceQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.SessionWorkers}).
-		Complete(r)
+		Complete(observed(r.Config, "agentsession", r))
 }
 
 // sessionEnded passes a session's move to an end phase, and its deletion.

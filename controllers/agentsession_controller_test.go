@@ -418,6 +418,31 @@ func TestClassDeletedUnderALiveSession(t *testing.T) {
 		t.Errorf("end reason = %q, want SandboxDeleted", ended.Status.EndReason)
 	}
 	waitPodGone(t, ns, pod.Name, pod.UID)
+	assertSettled(t, "agentsession", ns, "live")
+}
+
+// A session names its class by name in its own namespace: a class of that name in another
+// namespace is not its class, and it never binds a pod from there.
+func TestSessionCannotUseAClassInAnotherNamespace(t *testing.T) {
+	t.Parallel()
+	classNS, sessionNS := env.CreateNamespace(t), env.CreateNamespace(t)
+	create(t, newSandbox(classNS, "shared", 1, 20348))
+	waitPoolReady(t, classNS, "shared", 1, 30*time.Second)
+	create(t, newSession(sessionNS, "outsider", "shared"))
+	s := waitSession(t, sessionNS, "outsider", 20*time.Second, "Pending with SandboxNotFound", func(s *agentsv1alpha1.AgentSession) bool {
+		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
+		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonSandboxNotFound
+	})
+	if msg := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition).Message; !strings.Contains(msg, sessionNS) {
+		t.Errorf("message %q does not say which namespace was searched (%s)", msg, sessionNS)
+	}
+	assertSettled(t, "agentsession", sessionNS, "outsider")
+	if s := waitSession(t, sessionNS, "outsider", time.Second, "unbound", inPhase(agentsv1alpha1.SessionPending)); s.Status.PodName != "" {
+		t.Errorf("session bound pod %s of a class in another namespace", s.Status.PodName)
+	}
+	if warm := warmPods(t, classNS, "shared"); len(warm) != 1 {
+		t.Errorf("the other namespace's pool has %d warm pods, want its 1 untouched", len(warm))
+	}
 }
 
 func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
@@ -428,6 +453,13 @@ func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 	s.Spec.IdleTimeout = &metav1.Duration{Duration: 2 * time.Second}
 	s.Annotations = map[string]string{agentsv1alpha1.LastActivityAnnotation: "yesterday-ish"}
 	create(t, s)
+	// A live session with a malformed heartbeat and the default idle timeout: reported
+	// once, not re-read in a loop.
+	live := newSession(ns, "garbled-live", "pool")
+	live.Annotations = map[string]string{agentsv1alpha1.LastActivityAnnotation: "not-a-time"}
+	create(t, live)
+	waitSession(t, ns, "garbled-live", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	assertSettled(t, "agentsession", ns, "garbled-live")
 	// The idle timeout counts from the bind, as if there were no heartbeat.
 	ended := waitSession(t, ns, "garbled", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	if ended.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {

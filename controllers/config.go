@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
@@ -31,6 +32,10 @@ type Config struct {
 	// SessionWorkers and SandboxWorkers are the reconcilers' concurrency.
 	SessionWorkers int
 	SandboxWorkers int
+	// ReconcileObserver, when set, is called after every reconcile with the controller's
+	// name ("agentsandbox", "agentsession", "agentquota") and the object's key. The tests
+	// count reconciles with it, to prove that bad input settles instead of looping.
+	ReconcileObserver func(controller string, key types.NamespacedName)
 }
 
 // DefaultConfig returns the configuration the manager's flags default to.

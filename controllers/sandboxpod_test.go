@@ -139,3 +139,42 @@ func TestExpectations(t *testing.T) {
 		t.Fatalf("after the TTL: creations %v", creations)
 	}
 }
+
+func TestOnlyCountsDiffer(t *testing.T) {
+	ready := func(status metav1.ConditionStatus, reason, msg string) metav1.Condition {
+		return metav1.Condition{Type: agentsv1alpha1.SandboxReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: 1}
+	}
+	base := agentsv1alpha1.AgentSandboxStatus{ObservedGeneration: 1, Replicas: 5, ReadyReplicas: 5, TemplateHash: "abc",
+		Conditions: []metav1.Condition{ready(metav1.ConditionTrue, agentsv1alpha1.ReasonPoolReady, "5 of 5 warm sandboxes Ready")}}
+	tests := []struct {
+		name   string
+		change func(s *agentsv1alpha1.AgentSandboxStatus)
+		want   bool
+	}{
+		{"counts and the message that quotes them", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.Replicas, s.ActiveSessions = 4, 1
+			s.Conditions[0].Message = "4 of 5 warm sandboxes Ready"
+		}, true},
+		{"condition status", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.Conditions[0] = ready(metav1.ConditionFalse, agentsv1alpha1.ReasonPoolFilling, "4 of 5")
+		}, false},
+		{"condition reason", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.Conditions[0].Reason = agentsv1alpha1.ReasonRuntimeClassNotFound
+		}, false},
+		{"a new condition", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.Conditions = append(s.Conditions, metav1.Condition{Type: agentsv1alpha1.SandboxDegraded, Status: metav1.ConditionFalse})
+		}, false},
+		{"generation", func(s *agentsv1alpha1.AgentSandboxStatus) { s.ObservedGeneration = 2 }, false},
+		{"template", func(s *agentsv1alpha1.AgentSandboxStatus) { s.TemplateHash = "def" }, false},
+		{"selector", func(s *agentsv1alpha1.AgentSandboxStatus) { s.Selector = "x=y" }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			next := base.DeepCopy()
+			tt.change(next)
+			if got := onlyCountsDiffer(&base, next); got != tt.want {
+				t.Errorf("onlyCountsDiffer = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 // SetupWithManager registers the cache indexes and every hyperpool controller with mgr.
@@ -22,9 +23,20 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err := sessions.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSession controller: %w", err)
 	}
-	quotas := &AgentQuotaReconciler{Client: mgr.GetClient(), Quota: quota}
+	quotas := &AgentQuotaReconciler{Client: mgr.GetClient(), Config: cfg, Quota: quota}
 	if err := quotas.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentQuota controller: %w", err)
 	}
 	return nil
+}
+
+// observed wraps r so that cfg.ReconcileObserver sees each of its reconciles.
+func observed(cfg Config, controller string, r reconcile.Reconciler) reconcile.Reconciler {
+	if cfg.ReconcileObserver == nil {
+		return r
+	}
+	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		defer cfg.ReconcileObserver(controller, req.NamespacedName)
+		return r.Reconcile(ctx, req)
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -88,6 +90,7 @@ func startManager(e *testbed.Env) error {
 	// The default quota applies only to namespaces a test labels for it.
 	cfg.DefaultQuota, _ = controllers.ParseQuotaLimits("sessions=2")
 	cfg.DefaultQuotaNamespaces = labels.SelectorFromSet(labels.Set{defaultQuotaLabel: "true"})
+	cfg.ReconcileObserver = reconciles.observe
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := controllers.SetupWithManager(ctx, mgr, cfg); err != nil {
 		cancel()
@@ -222,4 +225,41 @@ func condition(conds []metav1.Condition, typ string) *metav1.Condition {
 		}
 	}
 	return nil
+}
+
+// reconciles counts the test manager's reconciles per controller and object.
+var reconciles = &reconcileCounter{counts: map[string]int{}}
+
+type reconcileCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *reconcileCounter) observe(controller string, key types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[controller+"/"+key.String()]++
+}
+
+func (c *reconcileCounter) count(controller, ns, name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[controller+"/"+ns+"/"+name]
+}
+
+// assertSettled checks that an object handled for bad input has settled: over a quiet
+// window the controller reconciles it at most a few times (other tests' RuntimeClass and
+// node changes legitimately re-check every pool). A status write that triggers its own
+// reconcile, or a tiny RequeueAfter, reconciles it hundreds of times in that window.
+//
+// The window is a measurement, not a synchronisation: call it once the object shows the
+// expected condition.
+func assertSettled(t testing.TB, controller, ns, name string) {
+	t.Helper()
+	const window, most = 3 * time.Second, 5
+	before := reconciles.count(controller, ns, name)
+	<-time.After(window)
+	if n := reconciles.count(controller, ns, name) - before; n > most {
+		t.Errorf("%s reconciled %s/%s %d times in %s after it settled (at most %d expected): a hot loop", controller, ns, name, n, window, most)
+	}
 }

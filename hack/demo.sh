@@ -70,9 +70,9 @@ YAML
   start=$("${KUBECTL[@]}" -n "${NS}" get "ases/${name}" -o jsonpath='{.status.startType}')
   pod=$("${KUBECTL[@]}" -n "${NS}" get "ases/${name}" -o jsonpath='{.status.podName}')
   node=$("${KUBECTL[@]}" -n "${NS}" get "ases/${name}" -o jsonpath='{.status.nodeName}')
-  note=$("${KUBECTL[@]}" -n "${NS}" get events --field-selector "involvedObject.name=${name},reason=Bound" -o jsonpath='{.items[0].message}' 2>/dev/null || true)
+  note=$("${KUBECTL[@]}" -n "${NS}" get "ases/${name}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}' 2>/dev/null || true)
   info "session ${name}: ${start} start, pod ${pod} on ${node}; Ready $(ms "${t0}" "${t1}") ms after kubectl create (as seen by kubectl, process start included)"
-  [[ -n "${note}" ]] && info "  manager's Bound event: ${note}"
+  [[ -n "${note}" ]] && info "  its Ready condition: ${note}"
   return 0
 }
 

@@ -5,12 +5,15 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // poolName is the AgentSandbox every scenario creates in its own namespace.
@@ -175,6 +178,9 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 		return err
 	}
 	res.Writes = classifyWrites(r.apiB, after)
+	if err := r.countOperatorEvents(ctx, &res.Writes); err != nil {
+		return err
+	}
 	if r.smp != nil {
 		res.PeakRSSMiB, res.CPUSeconds = r.smp.finish()
 	}
@@ -250,6 +256,27 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 	res.DurationSeconds = time.Since(r.began).Seconds()
 	if refillErr != nil {
 		res.Notes = append(res.Notes, "pool did not refill: "+refillErr.Error())
+	}
+	return nil
+}
+
+// countOperatorEvents adds the Events hyperpool reported in the scenario's namespace (each
+// occurrence of a series counts: every one was a write) to w.
+func (r *run) countOperatorEvents(ctx context.Context, w *Writes) error {
+	list := &eventsv1.EventList{}
+	if err := r.h.Client.List(ctx, list, client.InNamespace(r.ns)); err != nil {
+		return fmt.Errorf("listing events of %s: %w", r.ns, err)
+	}
+	for _, e := range list.Items {
+		if !strings.HasPrefix(e.ReportingController, "hyperpool") {
+			continue
+		}
+		n := 1.0
+		if e.Series != nil {
+			n = float64(e.Series.Count)
+		}
+		w.OperatorEvents += n
+		w.Operator += n
 	}
 	return nil
 }
