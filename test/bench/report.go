@@ -67,6 +67,9 @@ type Result struct {
 	Floor          Stats     `json:"floorMs"`
 	FloorSamplesMS []float64 `json:"floorSamplesMs,omitempty"`
 	Ratio          float64   `json:"ratioP50"`
+	// LoadedFloor: the same round trip, every 250 ms while the scenario runs (ms): the
+	// API server's answer time under the scenario's load.
+	LoadedFloor Stats `json:"loadedFloorMs"`
 
 	Writes               Writes  `json:"writes"`
 	CriticalPerBind      float64 `json:"criticalWritesPerBind"`
@@ -98,8 +101,8 @@ func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
 // Markdown renders the results as a table, then the writes by request and the notes.
 func (r *Report) Markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| scenario | sizes | bound (warm/cold) / Ready | p50 ms | p90 ms | p99 ms | max ms | pod labelled p50 ms | floor p50 ms | p50/floor | writes/bind critical | writes/bind total (w/o events) | pods created/needed | double binds | binds/s | expiry lag p50/p99 ms | mgr peak RSS MiB | mgr CPU s |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| scenario | sizes | bound (warm/cold) / Ready | p50 ms | p90 ms | p99 ms | max ms | pod labelled p50 ms | floor p50 ms | p50/floor | loaded floor p50/p99 ms | writes/bind critical | writes/bind total (w/o events) | pods created/needed | double binds | binds/s | expiry lag p50/p99 ms | mgr peak RSS MiB | mgr CPU s |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Results {
 		lag := "-"
 		if x.ExpiryLag != nil {
@@ -108,9 +111,9 @@ func (r *Report) Markdown() string {
 				lag += fmt.Sprintf(" (%d early)", x.EarlyExpiries)
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d/%d (%d/%d) / %d | %s | %s | %s | %s | %s | %s | %.1fx | %.2f | %.2f (%.2f) | %d/%d | %d | %.0f | %s | %.0f | %.1f |\n",
+		fmt.Fprintf(&b, "| %s | %s | %d/%d (%d/%d) / %d | %s | %s | %s | %s | %s | %s | %.1fx | %s / %s | %.2f | %.2f (%.2f) | %d/%d | %d | %.0f | %s | %.0f | %.1f |\n",
 			x.Scenario, x.Params, x.Bound, x.Sessions, x.Warm, x.Cold, x.Ready, f1(x.Latency.P50), f1(x.Latency.P90), f1(x.Latency.P99), f1(x.Latency.Max),
-			f1(x.PodLabelled.P50), f1(x.Floor.P50), x.Ratio, x.CriticalPerBind, x.TotalPerBind, x.TotalNoEventsPerBind, x.PodsCreated, x.PodsNeeded,
+			f1(x.PodLabelled.P50), f1(x.Floor.P50), x.Ratio, f1(x.LoadedFloor.P50), f1(x.LoadedFloor.P99), x.CriticalPerBind, x.TotalPerBind, x.TotalNoEventsPerBind, x.PodsCreated, x.PodsNeeded,
 			x.DoubleBinds, x.BindsPerSecond, lag, x.PeakRSSMiB, x.CPUSeconds)
 	}
 	b.WriteString("\nAPI writes in each scenario's window, by request (all clients):\n\n")

@@ -31,7 +31,10 @@ type run struct {
 	order  []string
 	errs   atomic.Int64
 	floor  []float64
-	apiB   families
+	// loadedFloor is the same round trip measured while the scenario runs (see begin).
+	loadedFloor     []float64
+	stopLoadedFloor func()
+	apiB            families
 	smp    *sampler
 	began  time.Time
 }
@@ -69,7 +72,41 @@ func (r *run) begin() error {
 		r.smp = r.h.Manager.startSampler()
 	}
 	r.began = time.Now()
+	r.startLoadedFloor()
 	return nil
+}
+
+// loadedFloorInterval paces the round trips measured during a scenario: a light load
+// (config maps of no content) next to the sessions.
+const loadedFloorInterval = 250 * time.Millisecond
+
+// startLoadedFloor measures the floor again while the scenario runs, one round trip every
+// loadedFloorInterval, until finish: how fast the API server answers a trivial write under
+// the scenario's load (the pool's refills, the scheduler, kwok), next to the idle floor
+// measured before.
+func (r *run) startLoadedFloor() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	r.stopLoadedFloor = func() { cancel(); <-done }
+	go func() {
+		defer close(done)
+		t := time.NewTicker(loadedFloorInterval)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			d, err := r.h.roundTrip(ctx, r.ns, fmt.Sprintf("loaded-floor-%d", i))
+			if err != nil {
+				continue // cancelled at the end, or a slow moment: not a sample
+			}
+			r.mu.Lock()
+			r.loadedFloor = append(r.loadedFloor, d)
+			r.mu.Unlock()
+		}
+	}()
 }
 
 // Floor creates n ConfigMaps one at a time and returns, in ms, how long after each create
@@ -77,21 +114,30 @@ func (r *run) begin() error {
 func (h *Harness) Floor(ctx context.Context, ns string, n int) ([]float64, error) {
 	out := make([]float64, 0, n)
 	for i := range n {
-		name := fmt.Sprintf("floor-%d", i)
-		start := time.Now()
-		if err := h.Client.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+		d, err := h.roundTrip(ctx, ns, fmt.Sprintf("floor-%d", i))
+		if err != nil {
 			return nil, err
 		}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		var seen time.Time
-		err := h.track.waitUntil(wctx, func() bool { seen = h.track.cms[key(ns, name)]; return !seen.IsZero() })
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("floor: config map %s not seen: %w", name, err)
-		}
-		out = append(out, ms(seen.Sub(start)))
+		out = append(out, d)
 	}
 	return out, nil
+}
+
+// roundTrip creates ConfigMap name and returns, in ms, how long after the create call
+// started the benchmark's watch saw it.
+func (h *Harness) roundTrip(ctx context.Context, ns, name string) (float64, error) {
+	start := time.Now()
+	if err := h.Client.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var seen time.Time
+	err := h.track.waitUntil(wctx, func() bool { seen = h.track.cms[key(ns, name)]; return !seen.IsZero() })
+	if err != nil {
+		return 0, fmt.Errorf("floor: config map %s not seen: %w", name, err)
+	}
+	return ms(seen.Sub(start)), nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -168,6 +214,7 @@ func (r *run) waitAll(ctx context.Context, timeout time.Duration, finished bool)
 
 // finish waits for the pool to refill, closes the window and fills in res.
 func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Duration) error {
+	r.stopLoadedFloor()
 	var refillErr error
 	if r.pool > 0 {
 		refillErr = r.h.waitPoolFull(ctx, r.ns, poolName, r.pool, refillTimeout)
@@ -188,6 +235,7 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 	res.Pool = r.pool
 	res.Floor = percentiles(r.floor)
 	res.FloorSamplesMS = r.floor
+	res.LoadedFloor = percentiles(r.loadedFloor)
 	res.CreateErrors = int(r.errs.Load())
 
 	r.h.track.mu.Lock()
