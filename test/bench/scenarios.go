@@ -35,8 +35,8 @@ type run struct {
 	loadedFloor     []float64
 	stopLoadedFloor func()
 	apiB            families
-	smp    *sampler
-	began  time.Time
+	smp             *sampler
+	began           time.Time
 }
 
 // setup creates the namespace, measures the floor, creates the pool and waits until it is full.
