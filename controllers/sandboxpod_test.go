@@ -178,3 +178,33 @@ func TestOnlyCountsDiffer(t *testing.T) {
 		})
 	}
 }
+
+func TestTrimPodKeepsWhatTheControllersRead(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{agentsv1alpha1.SandboxLabel: "pool"},
+			Annotations:   map[string]string{"io.microsoft.virtualmachine.computetopology.memory.sizeinmb": "1536"},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: corev1.PodSpec{NodeName: "win-0", RuntimeClassName: ptr.To("hyperv"),
+			Containers: []corev1.Container{{Name: "sandbox", Image: "servercore"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", Reason: "r", Message: "m",
+			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "sandbox"}}},
+	}
+	got, err := trimPod(pod.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := got.(*corev1.Pod)
+	if p.ManagedFields != nil || p.Spec.Containers != nil || p.Status.ContainerStatuses != nil {
+		t.Errorf("trimPod kept managed fields, containers or container statuses: %+v", p)
+	}
+	if p.Labels[agentsv1alpha1.SandboxLabel] != "pool" || len(p.Annotations) != 1 || p.Spec.NodeName != "win-0" ||
+		*p.Spec.RuntimeClassName != "hyperv" || !isPodReady(p) || p.Status.PodIP != "10.0.0.1" ||
+		p.Status.Reason != "r" || p.Status.Message != "m" {
+		t.Errorf("trimPod dropped something the controllers read: %+v", p)
+	}
+	tombstone := "not a pod"
+	if got, err := trimPod(tombstone); err != nil || got != tombstone {
+		t.Errorf("trimPod(non-pod) = %v, %v; want it unchanged", got, err)
+	}
+}
