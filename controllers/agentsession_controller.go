@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,7 +46,10 @@ type AgentSessionReconciler struct {
 	factory *podFactory
 	claims  *claimTracker
 	written *writtenStatuses
-	now     func() time.Time
+	// ending holds, per session UID, the pod that end decided to destroy, for Reconcile to
+	// delete once the end is written (a session is reconciled by one worker at a time).
+	ending sync.Map
+	now    func() time.Time
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete
@@ -68,8 +72,12 @@ func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	before := s.Status.DeepCopy()
 	result, err := r.reconcileSession(ctx, s)
-	if statusErr := r.writeStatus(ctx, s, before); statusErr != nil && err == nil {
+	statusErr := r.writeStatus(ctx, s, before)
+	if statusErr != nil && err == nil {
 		err = statusErr
+	}
+	if v, ok := r.ending.LoadAndDelete(s.UID); ok && statusErr == nil {
+		r.destroyEndedPod(ctx, v.(*corev1.Pod))
 	}
 	return result, err
 }
@@ -98,7 +106,7 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 	case pod == nil && s.Status.PodName != "":
 		r.end(ctx, s, nil, agentsv1alpha1.SessionFailed, agentsv1alpha1.ReasonPodDeleted,
 			fmt.Sprintf("sandbox pod %s was deleted by someone else; create a new session", s.Status.PodName))
-		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
+		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or goes once the end is written
 	case pod == nil && sb == nil:
 		setPending(s, agentsv1alpha1.ReasonSandboxNotFound, fmt.Sprintf(
 			"AgentSandbox %q does not exist in namespace %s; the session binds when it is created (check spec.sandboxName)", s.Spec.SandboxName, s.Namespace))
@@ -108,7 +116,7 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 	case sb == nil:
 		r.end(ctx, s, pod, agentsv1alpha1.SessionTerminated, agentsv1alpha1.ReasonSandboxDeleted,
 			fmt.Sprintf("AgentSandbox %q was deleted; its sessions end with it", s.Spec.SandboxName))
-		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
+		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or goes once the end is written
 	default:
 		return r.track(ctx, s, sb, pod)
 	}
@@ -383,7 +391,7 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 		return ctrl.Result{}, err
 	} else if failed {
 		r.end(ctx, s, pod, agentsv1alpha1.SessionFailed, reason, msg)
-		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
+		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or goes once the end is written
 	}
 
 	now := r.now()
@@ -396,7 +404,7 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 	if !now.Before(deadline) {
 		r.end(ctx, s, pod, agentsv1alpha1.SessionExpired, why, expiryMessage(why, lt))
 		sessionExpirations.WithLabelValues(s.Namespace, s.Spec.SandboxName, why).Inc()
-		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
+		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or goes once the end is written
 	}
 
 	if isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady {
@@ -462,8 +470,7 @@ func (r *AgentSessionReconciler) podFailure(ctx context.Context, pod *corev1.Pod
 	return agentsv1alpha1.ReasonNodeLost, fmt.Sprintf("node %s of sandbox pod %s is gone", pod.Spec.NodeName, pod.Name), true, nil
 }
 
-// end finishes the session and destroys its pod (with a UID precondition, so a pod of the
-// same name created since is safe).
+// end finishes the session and marks its pod for destruction once the end is written.
 func (r *AgentSessionReconciler) end(ctx context.Context, s *agentsv1alpha1.AgentSession, pod *corev1.Pod, phase agentsv1alpha1.SessionPhase, reason, message string) {
 	now := metav1.NewTime(r.now())
 	s.Status.Phase = phase
@@ -481,11 +488,20 @@ func (r *AgentSessionReconciler) end(ctx context.Context, s *agentsv1alpha1.Agen
 	}
 	r.Recorder.Eventf(s, related, eventType, reason, "End", "session %s: %s", phase, message)
 	if pod != nil && pod.DeletionTimestamp.IsZero() {
-		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
-			// The status still records the end; the pod, owned by the session, is collected
-			// with it at the latest.
-			log.FromContext(ctx).Error(err, "deleting the pod of a finished session", "pod", pod.Name)
-		}
+		// Destroyed right after the status write, not before: whoever watches the session
+		// sees the end one API round trip sooner, and an end that failed to be written is
+		// decided again, from a pod still intact, rather than read back as PodDeleted.
+		r.ending.Store(s.UID, pod)
+	}
+}
+
+// destroyEndedPod deletes the pod of a session that just ended, with a UID precondition so a
+// pod of the same name created since is safe.
+func (r *AgentSessionReconciler) destroyEndedPod(ctx context.Context, pod *corev1.Pod) {
+	if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
+		// The status records the end; the finished session's later reconciles destroy its
+		// pods (collectFinished), and the pod, owned by the session, goes with it at the latest.
+		log.FromContext(ctx).Error(err, "deleting the pod of a finished session", "pod", pod.Name)
 	}
 }
 
