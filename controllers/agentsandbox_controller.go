@@ -58,6 +58,29 @@ type AgentSandboxReconciler struct {
 	notReadyStreak map[types.NamespacedName]int
 	// lastStatusWrite is when each pool's status was last written (see poolCountsInterval).
 	lastStatusWrite sync.Map // types.NamespacedName -> time.Time
+	// Takes is when each pool last had a warm sandbox taken (spec.replenish.quietPeriod);
+	// the session controller records them.
+	Takes *takeClock
+}
+
+// takeClock remembers when a session last took a warm sandbox of each pool. It is memory
+// only: a new leader starts with none, and its pools refill at once.
+type takeClock struct{ last sync.Map } // types.NamespacedName -> time.Time
+
+func newTakeClock() *takeClock { return &takeClock{} }
+
+func (c *takeClock) taken(pool types.NamespacedName) {
+	if c != nil {
+		c.last.Store(pool, time.Now())
+	}
+}
+
+func (c *takeClock) since(pool types.NamespacedName) (time.Duration, bool) {
+	v, ok := c.last.Load(pool)
+	if !ok {
+		return 0, false
+	}
+	return time.Since(v.(time.Time)), true
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsandboxes,verbs=get;list;watch
@@ -131,7 +154,9 @@ type poolStep struct {
 	forbidden    string   // the API's refusal of a pod creation, if any
 	quotaBlocker *blocker // the namespace's quota holds the pool below its target
 	notReady     int      // warm pods replaced this round for not becoming Ready in time
-	requeueAfter time.Duration
+	// replenishHeld: taken sandboxes wait for spec.replenish.quietPeriod.
+	replenishHeld bool
+	requeueAfter  time.Duration
 }
 
 func (st *poolStep) requeueIn(d time.Duration) {
@@ -278,6 +303,11 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 	hash := templateHash(st.sb)
 	switch {
 	case have < want && st.recipe != nil:
+		if wait := r.replenishWait(st, warm, want); wait > 0 {
+			st.replenishHeld = true
+			st.requeueIn(wait)
+			return nil
+		}
 		return r.createWarmPods(ctx, st, min(want-have, maxCreationsPerReconcile))
 	case have > want && len(st.pendingCreations) == 0:
 		// Delete the least useful first: not Ready, then of an old template, then newest.
@@ -298,6 +328,31 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 		return errors.Join(errs...)
 	}
 	return nil
+}
+
+// replenishWait is how long the pool holds back replacing taken sandboxes: until
+// spec.replenish.quietPeriod has passed since the last take, unless fewer than minReady
+// warm sandboxes are Ready. Zero: create now.
+func (r *AgentSandboxReconciler) replenishWait(st *poolStep, warm []*corev1.Pod, want int) time.Duration {
+	spec := st.sb.Spec.Replenish
+	if spec.QuietPeriod == nil || spec.QuietPeriod.Duration <= 0 || r.Takes == nil {
+		return 0
+	}
+	minReady := int(ptr.Deref(spec.MinReady, int32((want+1)/2)))
+	ready := 0
+	for _, p := range warm {
+		if isPodReady(p) {
+			ready++
+		}
+	}
+	if ready < minReady {
+		return 0
+	}
+	since, taken := r.Takes.since(client.ObjectKeyFromObject(st.sb))
+	if !taken || since >= spec.QuietPeriod.Duration {
+		return 0
+	}
+	return spec.QuietPeriod.Duration - since
 }
 
 // boolOrder sorts false before true.
@@ -498,6 +553,10 @@ func setPoolConditions(status *agentsv1alpha1.AgentSandboxStatus, st *poolStep, 
 		readyCond.Status, readyCond.Reason = metav1.ConditionFalse, agentsv1alpha1.ReasonPoolFilling
 		if degraded.Status == metav1.ConditionTrue {
 			readyCond.Reason = degraded.Reason
+		}
+		if st.replenishHeld {
+			readyCond.Message += fmt.Sprintf("; taken sandboxes are replaced once sessions have taken none for %s (spec.replenish.quietPeriod)",
+				st.sb.Spec.Replenish.QuietPeriod.Duration)
 		}
 	}
 	meta.SetStatusCondition(&status.Conditions, readyCond)

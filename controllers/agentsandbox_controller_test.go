@@ -231,6 +231,49 @@ func TestRuntimeClassDeletedMidFlight(t *testing.T) {
 	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
 }
 
+// With spec.replenish.quietPeriod, taken sandboxes are replaced once sessions stop taking
+// them; below minReady Ready warm sandboxes, at once.
+func TestReplenishWaitsForAQuietPool(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	const quiet = 4 * time.Second
+	sb := newSandbox(ns, "quiet", 4, 20348)
+	sb.Spec.Replenish = agentsv1alpha1.ReplenishSpec{QuietPeriod: &metav1.Duration{Duration: quiet}, MinReady: ptr.To[int32](1)}
+	create(t, sb)
+	waitPoolReady(t, ns, "quiet", 4, 30*time.Second)
+	original := map[string]bool{}
+	for _, p := range warmPods(t, ns, "quiet") {
+		original[p.Name] = true
+	}
+	var lastBind time.Time
+	for _, name := range []string{"take-0", "take-1"} {
+		create(t, newSession(ns, name, "quiet"))
+		s := waitSession(t, ns, name, 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+		lastBind = s.Status.BoundTime.Time // rounded up to the second
+	}
+	waitPoolReady(t, ns, "quiet", 4, 30*time.Second)
+	for _, p := range warmPods(t, ns, "quiet") {
+		if original[p.Name] {
+			continue
+		}
+		// Created at least quiet after the last take; creationTimestamp is rounded down to
+		// the second and boundTime up, hence the 2 s of slack.
+		if earliest := lastBind.Add(quiet - 2*time.Second); p.CreationTimestamp.Time.Before(earliest) {
+			t.Errorf("replacement %s created at %s, before the quiet period after the last take (%s + %s)",
+				p.Name, p.CreationTimestamp.Format(time.RFC3339), lastBind.Format(time.RFC3339), quiet)
+		}
+	}
+
+	// minReady: a pool that would fall below it refills at once, however long the quiet period.
+	busy := newSandbox(ns, "busy", 2, 20348)
+	busy.Spec.Replenish = agentsv1alpha1.ReplenishSpec{QuietPeriod: &metav1.Duration{Duration: 5 * time.Minute}, MinReady: ptr.To[int32](2)}
+	create(t, busy)
+	waitPoolReady(t, ns, "busy", 2, 30*time.Second)
+	create(t, newSession(ns, "take-busy", "busy"))
+	waitSession(t, ns, "take-busy", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitPoolReady(t, ns, "busy", 2, 30*time.Second)
+}
+
 func TestTemplateChangeRecreate(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)

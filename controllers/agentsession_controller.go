@@ -43,6 +43,9 @@ type AgentSessionReconciler struct {
 	Config    Config
 	Quota     *quotaKeeper
 
+	// Takes records each warm bind for the pool's spec.replenish.quietPeriod.
+	Takes *takeClock
+
 	factory *podFactory
 	claims  *claimTracker
 	written *writtenStatuses
@@ -302,6 +305,7 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 		switch {
 		case err == nil:
 			r.claims.sessionBound(s.UID, pod.Name)
+			r.Takes.taken(client.ObjectKeyFromObject(sb))
 			return pod, nil
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 			// Bound by another session, deleted, or changed since the cache saw it: the

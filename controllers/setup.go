@@ -14,12 +14,13 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 		return fmt.Errorf("registering cache indexes: %w", err)
 	}
 	quota := newQuotaKeeper(mgr.GetClient(), cfg.DefaultQuota, cfg.DefaultQuotaNamespaces)
-	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("hyperpool-sandbox"), Config: cfg, Quota: quota}
+	takes := newTakeClock()
+	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("hyperpool-sandbox"), Config: cfg, Quota: quota, Takes: takes}
 	if err := sandboxes.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSandbox controller: %w", err)
 	}
 	sessions := &AgentSessionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder("hyperpool-session"), Config: cfg, Quota: quota}
+		Recorder: mgr.GetEventRecorder("hyperpool-session"), Config: cfg, Quota: quota, Takes: takes}
 	if err := sessions.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSession controller: %w", err)
 	}

@@ -114,6 +114,29 @@ type AgentSandboxSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	UpdateStrategy UpdateStrategy `json:"updateStrategy,omitempty"`
+
+	// replenish paces how the pool replaces the warm sandboxes that sessions take.
+	// +optional
+	Replenish ReplenishSpec `json:"replenish,omitempty"`
+}
+
+// ReplenishSpec paces the replacement of taken warm sandboxes. Every replacement is a pod
+// to create, schedule and boot (a Hyper-V VM), work that competes with the binds of the
+// sessions arriving at the same moment, on the API server and on the nodes. A pool sized for
+// a burst can wait for the burst to pass before it refills.
+type ReplenishSpec struct {
+	// quietPeriod: the pool replaces taken sandboxes once no session has taken one for this
+	// long (0, the default: at once). At most 5m.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('5m')",message="spec.replenish.quietPeriod must be between 0s and 5m, e.g. 2s"
+	// +optional
+	QuietPeriod *metav1.Duration `json:"quietPeriod,omitempty"`
+
+	// minReady: while fewer warm sandboxes than this are Ready, the pool replaces at once,
+	// quiet or not, so that a steady stream of sessions never drains it. Unset: half of
+	// replicas, rounded up. Only used with a quietPeriod.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MinReady *int32 `json:"minReady,omitempty"`
 }
 
 // WindowsSpec describes the Windows image of a sandbox class.

@@ -169,6 +169,10 @@ spec:
 			[]string{"spec.updateStrategy.type", `Unsupported value: "RollingUpdate"`, `supported values: "Recreate", "OnReplenish"`}},
 		{"sandbox/updateStrategy maxConcurrent 0", baseSandbox, `spec: {updateStrategy: {maxConcurrent: 0}}`,
 			[]string{"spec.updateStrategy.maxConcurrent", "greater than or equal to 1"}},
+		{"sandbox/replenish quietPeriod over 5m", baseSandbox, `spec: {replenish: {quietPeriod: 10m}}`,
+			[]string{"spec.replenish.quietPeriod", "between 0s and 5m"}},
+		{"sandbox/replenish minReady negative", baseSandbox, `spec: {replenish: {minReady: -1}}`,
+			[]string{"spec.replenish.minReady", "greater than or equal to 0"}},
 
 		// AgentSandbox: the utility VM.
 		{"sandbox/vm with Process isolation", baseSandbox, `spec: {isolation: Process, vm: {memoryMB: 2048}}`,
