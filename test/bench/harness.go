@@ -43,6 +43,9 @@ type Harness struct {
 	Manager *Manager
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
+	// ReplenishQuietPeriod is the pools' spec.replenish.quietPeriod (0: refill at once,
+	// the default).
+	ReplenishQuietPeriod time.Duration
 
 	apiHTTP   *http.Client
 	cache     cache.Cache

@@ -49,7 +49,11 @@ func (h *Harness) setup(ctx context.Context, scenario string, pool, floorN int, 
 	if r.floor, err = h.Floor(ctx, ns, floorN); err != nil {
 		return nil, err
 	}
-	if err := h.Client.Create(ctx, sandbox(ns, poolName, int32(pool), boot)); err != nil {
+	sb := sandbox(ns, poolName, int32(pool), boot)
+	if h.ReplenishQuietPeriod > 0 {
+		sb.Spec.Replenish.QuietPeriod = &metav1.Duration{Duration: h.ReplenishQuietPeriod}
+	}
+	if err := h.Client.Create(ctx, sb); err != nil {
 		return nil, err
 	}
 	if pool > 0 {

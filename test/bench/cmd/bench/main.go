@@ -46,6 +46,7 @@ func run() error {
 		floorN    = flag.Int("floor", 50, "config map round trips measured per scenario (the floor)")
 		qps       = flag.Int("manager-qps", 200, "manager --kube-api-qps (its default)")
 		burst     = flag.Int("manager-burst", 400, "manager --kube-api-burst (its default)")
+		quiet     = flag.Duration("replenish-quiet-period", 0, "the pools' spec.replenish.quietPeriod (0: refill at once, the default)")
 		extraArgs = flag.String("manager-args", "", "extra manager flags, space-separated, e.g. \"--pprof-bind-address=127.0.0.1:6060\"")
 
 		serialN    = flag.Int("serial-sessions", 100, "serial: sessions")
@@ -122,6 +123,7 @@ func run() error {
 		return err
 	}
 	h.Logf = logf
+	h.ReplenishQuietPeriod = *quiet
 	defer h.Close()
 	if err := h.EnsureNodes(ctx, *nodes); err != nil {
 		return err
