@@ -46,6 +46,9 @@ type Harness struct {
 	// ReplenishQuietPeriod is the pools' spec.replenish.quietPeriod (0: refill at once,
 	// the default).
 	ReplenishQuietPeriod time.Duration
+	// ReplenishMinReady is the pools' spec.replenish.minReady with a quiet period (nil: the
+	// default, half the pool).
+	ReplenishMinReady *int32
 
 	apiHTTP   *http.Client
 	cache     cache.Cache

@@ -52,6 +52,7 @@ func (h *Harness) setup(ctx context.Context, scenario string, pool, floorN int, 
 	sb := sandbox(ns, poolName, int32(pool), boot)
 	if h.ReplenishQuietPeriod > 0 {
 		sb.Spec.Replenish.QuietPeriod = &metav1.Duration{Duration: h.ReplenishQuietPeriod}
+		sb.Spec.Replenish.MinReady = h.ReplenishMinReady
 	}
 	if err := h.Client.Create(ctx, sb); err != nil {
 		return nil, err

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/utils/ptr"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/hyperpool/hyperpool/test/bench"
@@ -47,6 +48,7 @@ func run() error {
 		qps       = flag.Int("manager-qps", 200, "manager --kube-api-qps (its default)")
 		burst     = flag.Int("manager-burst", 400, "manager --kube-api-burst (its default)")
 		quiet     = flag.Duration("replenish-quiet-period", 0, "the pools' spec.replenish.quietPeriod (0: refill at once, the default)")
+		minReady  = flag.Int("replenish-min-ready", -1, "the pools' spec.replenish.minReady with -replenish-quiet-period (-1: unset, half the pool)")
 		extraArgs = flag.String("manager-args", "", "extra manager flags, space-separated, e.g. \"--pprof-bind-address=127.0.0.1:6060\"")
 
 		serialN    = flag.Int("serial-sessions", 100, "serial: sessions")
@@ -124,6 +126,9 @@ func run() error {
 	}
 	h.Logf = logf
 	h.ReplenishQuietPeriod = *quiet
+	if *minReady >= 0 {
+		h.ReplenishMinReady = ptr.To(int32(*minReady))
+	}
 	defer h.Close()
 	if err := h.EnsureNodes(ctx, *nodes); err != nil {
 		return err
