@@ -648,9 +648,25 @@ func sessionEnded() predicate.Predicate {
 	}
 }
 
-// queueOf returns the namespace's sessions that wait for their quota.
+// queueOf returns the namespace's waiting sessions that its quota could admit now: the
+// head of the FIFO queue, as many as there are free session slots. The sessions behind
+// cannot be admitted before those are, and waking every waiting session on every change
+// (each measures the whole namespace under its quota lock) made a queue of a few hundred
+// drain at a few sessions a second with the manager's CPU spent on it. Without a sessions
+// limit every waiting session is returned.
 func (r *AgentSessionReconciler) queueOf(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionQueuedIndex: "true"})
+	head, limited, err := r.Quota.admissibleHead(ctx, o.GetNamespace())
+	if err != nil {
+		log.FromContext(ctx).Error(err, "measuring the quota queue; waking every waiting session", "namespace", o.GetNamespace())
+	}
+	if err != nil || !limited {
+		return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionQueuedIndex: "true"})
+	}
+	reqs := make([]reconcile.Request, 0, len(head))
+	for _, key := range head {
+		reqs = append(reqs, reconcile.Request{NamespacedName: key})
+	}
+	return reqs
 }
 
 // podToSessions maps a bound pod to its session, and a Ready warm pod to the sessions of its
@@ -669,7 +685,11 @@ func (r *AgentSessionReconciler) podToSessions(ctx context.Context, o client.Obj
 	if !ok || labels[agentsv1alpha1.SandboxLabel] == "" || !isPodReady(pod) || !pod.DeletionTimestamp.IsZero() {
 		return nil
 	}
-	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.SandboxLabel]})
+	// The sessions waiting for a warm pod, and of those queued behind the quota only the ones
+	// it would admit now: waking the whole queue on every warm pod event, each session
+	// measuring the namespace, kept the manager's CPU busy and the queue slow.
+	waiting := r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.SandboxLabel]})
+	return append(waiting, r.queueOf(ctx, o)...)
 }
 
 // sandboxToSessions: a class created, changed or deleted concerns all its sessions.
