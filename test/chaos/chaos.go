@@ -108,8 +108,8 @@ type Fault struct {
 	// which one.
 	NewLeader     time.Duration
 	NewLeaderName string
-	// end is when the fault was over: the kill itself, or kube-apiserver ready again.
-	end time.Time
+	// injected is when the fault began; recovered when a leader led again after it.
+	injected, recovered time.Time
 }
 
 // Result is what a run measured and found.
@@ -218,16 +218,17 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 		return nil, faultErr
 	}
 
-	// Pools back at target after the last fault.
+	// Pools back at target after the last fault: counted from the fault, the first moment
+	// the pool is at target once a leader leads again (before that, nothing refills it).
 	res.PoolAtTargetAfterLastFault = -1
 	if len(faults) > 0 {
-		last := faults[len(faults)-1].end
+		last := faults[len(faults)-1]
 		limit := cfg.PoolRecoveryLimit
 		_ = waitCtx(ctx, limit+20*time.Second, func(ctx context.Context) error {
-			return obs.waitUntil(ctx, func() bool { _, ok := obs.poolAtTargetAfterLocked(last); return ok })
+			return obs.waitUntil(ctx, func() bool { _, ok := obs.poolAtTargetAfterLocked(last.recovered); return ok })
 		})
-		if at, ok := obs.poolAtTargetAfter(last); ok {
-			res.PoolAtTargetAfterLastFault = at.Sub(last)
+		if at, ok := obs.poolAtTargetAfter(last.recovered); ok {
+			res.PoolAtTargetAfterLastFault = at.Sub(last.injected)
 		}
 		obs.countCheck(1)
 		if res.PoolAtTargetAfterLastFault < 0 || res.PoolAtTargetAfterLastFault > limit {
@@ -236,11 +237,13 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 	}
 
 	// Every session ends: the queue drains as sessions reach their max lifetime.
-	settleTimeout := 2*time.Minute + time.Duration(float64(cfg.Sessions)/float64(cfg.QuotaSessions)*float64(cfg.SessionLifetime+time.Second))
+	settleTimeout := 2*time.Minute + 3*time.Duration(float64(cfg.Sessions)/float64(cfg.QuotaSessions)*float64(cfg.SessionLifetime+time.Second))
 	logf("waiting up to %s for every session to end", settleTimeout.Round(time.Second))
+	stopProgress := reportProgress(obs, logf)
 	_ = waitCtx(ctx, settleTimeout, func(ctx context.Context) error {
 		return obs.waitUntil(ctx, func() bool { return len(obs.unsettledLocked(names)) == 0 })
 	})
+	stopProgress()
 	res.ReadyAfterLoad = time.Since(loadStart)
 	if err := finalChecks(ctx, c, ns, names, obs); err != nil {
 		return nil, err
@@ -269,6 +272,30 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 	res.PlannedRestarts, res.UnplannedExits = rs.counts()
 	res.Duration = time.Since(begin)
 	return res, nil
+}
+
+// progressInterval is how often a long wait reports the sessions' phases.
+const progressInterval = 10 * time.Second
+
+// reportProgress logs the sessions' phases every progressInterval until the returned
+// function is called.
+func reportProgress(obs *observer, logf func(string, ...any)) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		ticker := time.NewTicker(progressInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ticker.C:
+				logf("sessions: %s", obs.phases())
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // driverClient is the chaos driver's own uncached client, with rate limits that never
@@ -407,25 +434,27 @@ func injectFaults(ctx context.Context, env *testbed.Env, rs *replicaSet, cfg Con
 			if err != nil {
 				return faults, fmt.Errorf("fault %d: kill leader %s: %w", i+1, leader.name, err)
 			}
-			f.At, f.end = injected.Sub(loadStart), injected
+			f.At, f.injected = injected.Sub(loadStart), injected
 			f.Detail = fmt.Sprintf("leader %s#%d (pid %d)", leader.name, killed, pid)
 			next, err := rs.waitForLeader(ctx, leader, killed, failover)
 			if err != nil {
 				return faults, fmt.Errorf("after fault %d (%s): %w", i+1, f.Detail, err)
 			}
-			f.NewLeader, f.NewLeaderName = time.Since(injected), fmt.Sprintf("%s#%d", next.name, next.incarnation)
+			f.recovered = time.Now()
+			f.NewLeader, f.NewLeaderName = f.recovered.Sub(injected), fmt.Sprintf("%s#%d", next.name, next.incarnation)
 		case FaultRestartAPIServer:
 			injected := time.Now()
 			if err := env.RestartAPIServer(ctx); err != nil {
 				return faults, fmt.Errorf("fault %d: %w", i+1, err)
 			}
-			f.At, f.end, f.APIDown = injected.Sub(loadStart), time.Now(), time.Since(injected)
+			f.At, f.injected, f.APIDown = injected.Sub(loadStart), injected, time.Since(injected)
 			f.Detail = "kube-apiserver (etcd kept)"
 			next, err := rs.waitForLeader(ctx, nil, 0, failover)
 			if err != nil {
 				return faults, fmt.Errorf("after fault %d (%s): %w", i+1, f.Detail, err)
 			}
-			f.NewLeader, f.NewLeaderName = time.Since(injected), fmt.Sprintf("%s#%d", next.name, next.incarnation)
+			f.recovered = time.Now()
+			f.NewLeader, f.NewLeaderName = f.recovered.Sub(injected), fmt.Sprintf("%s#%d", next.name, next.incarnation)
 		}
 		logf("fault %d/%d at t=%s: %s %s; a leader (%s) again after %s", i+1, len(kinds), f.At.Round(time.Millisecond),
 			f.Kind, f.Detail, f.NewLeaderName, f.NewLeader.Round(time.Millisecond))

@@ -403,6 +403,17 @@ func (o *observer) unsettledLocked(names []string) map[string]string {
 	return out
 }
 
+// phases counts the sessions seen by phase, for progress reports.
+func (o *observer) phases() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	counts := map[string]int{}
+	for _, s := range o.sessions {
+		counts[string(s.phase)]++
+	}
+	return joinOutcomes(counts) + fmt.Sprintf("; live warm pods %d (Ready %d)", o.liveWarm, o.readyWarm)
+}
+
 // figures are the observer's counts, taken together.
 type figures struct {
 	checks                                         int64
