@@ -144,12 +144,19 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 	}
 	if len(held) == 0 {
 		name, pending := r.claims.boundPod(s.UID)
-		if !pending {
+		if !pending && s.Status.PodName == "" {
 			return nil, false, nil
 		}
-		// This manager bound a pod the cache does not show. Ask the API server, the
-		// rare path: the pod may be there (the cache lags) or already gone (deleted
-		// right after the bind, before the cache ever showed it bound).
+		if !pending {
+			// The status names a pod the cache does not show as held: bound by an earlier
+			// leader, and this cache's pod watch is behind its session watch (after a
+			// kube-apiserver restart each watch relists on its own). Calling the pod deleted
+			// now would end a healthy session.
+			name = s.Status.PodName
+		}
+		// This manager, or the status, names a pod the cache does not show. Ask the API
+		// server, the rare path: the pod may be there (the cache lags) or already gone
+		// (deleted right after the bind, before the cache ever showed it bound).
 		pod := &corev1.Pod{}
 		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: name}, pod)
 		switch {
@@ -160,6 +167,8 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 			return nil, false, err
 		case metav1.IsControlledBy(pod, s):
 			return pod, false, nil
+		case !pending:
+			return nil, false, nil // the name is another session's pod now: ours is gone
 		}
 		return nil, true, nil
 	}
