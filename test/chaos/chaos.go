@@ -88,10 +88,13 @@ func FullConfig() Config {
 		RetryPeriod: 500 * time.Millisecond, PoolRecoveryLimit: 10 * time.Second}
 }
 
-// ShortConfig fits `make test`: the same faults but one leader kill, a tenth of the sessions.
+// ShortConfig fits `make test`: the same faults but one leader kill, 150 sessions. Inside
+// `make test` other packages share the machine, so the pool's recovery limit is loose
+// there: the short run checks correctness, the full one also the timing.
 func ShortConfig() Config {
 	c := FullConfig()
 	c.Sessions, c.Rate, c.LeaderKills, c.Pool, c.QuotaSessions, c.Nodes = 150, 15, 1, 10, 25, 2
+	c.PoolRecoveryLimit = 30 * time.Second
 	return c
 }
 
@@ -108,8 +111,9 @@ type Fault struct {
 	// which one.
 	NewLeader     time.Duration
 	NewLeaderName string
-	// injected is when the fault began; recovered when a leader led again after it.
-	injected, recovered time.Time
+	// over is when the fault itself was over: the kill (instant), or kube-apiserver ready
+	// again; recovered is when a leader led again after it.
+	over, recovered time.Time
 }
 
 // Result is what a run measured and found.
@@ -218,8 +222,9 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 		return nil, faultErr
 	}
 
-	// Pools back at target after the last fault: counted from the fault, the first moment
-	// the pool is at target once a leader leads again (before that, nothing refills it).
+	// Pools back at target after the last fault: from the end of the fault (the kill, or
+	// kube-apiserver ready again) to the first moment the pool is at target once a leader
+	// leads again (before that, nothing refills it). Failover is part of that time.
 	res.PoolAtTargetAfterLastFault = -1
 	if len(faults) > 0 {
 		last := faults[len(faults)-1]
@@ -228,7 +233,7 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 			return obs.waitUntil(ctx, func() bool { _, ok := obs.poolAtTargetAfterLocked(last.recovered); return ok })
 		})
 		if at, ok := obs.poolAtTargetAfter(last.recovered); ok {
-			res.PoolAtTargetAfterLastFault = at.Sub(last.injected)
+			res.PoolAtTargetAfterLastFault = at.Sub(last.over)
 		}
 		obs.countCheck(1)
 		if res.PoolAtTargetAfterLastFault < 0 || res.PoolAtTargetAfterLastFault > limit {
@@ -434,7 +439,7 @@ func injectFaults(ctx context.Context, env *testbed.Env, rs *replicaSet, cfg Con
 			if err != nil {
 				return faults, fmt.Errorf("fault %d: kill leader %s: %w", i+1, leader.name, err)
 			}
-			f.At, f.injected = injected.Sub(loadStart), injected
+			f.At, f.over = injected.Sub(loadStart), injected
 			f.Detail = fmt.Sprintf("leader %s#%d (pid %d)", leader.name, killed, pid)
 			next, err := rs.waitForLeader(ctx, leader, killed, failover)
 			if err != nil {
@@ -447,7 +452,8 @@ func injectFaults(ctx context.Context, env *testbed.Env, rs *replicaSet, cfg Con
 			if err := env.RestartAPIServer(ctx); err != nil {
 				return faults, fmt.Errorf("fault %d: %w", i+1, err)
 			}
-			f.At, f.injected, f.APIDown = injected.Sub(loadStart), injected, time.Since(injected)
+			f.over = time.Now()
+			f.At, f.APIDown = injected.Sub(loadStart), f.over.Sub(injected)
 			f.Detail = "kube-apiserver (etcd kept)"
 			next, err := rs.waitForLeader(ctx, nil, 0, failover)
 			if err != nil {
@@ -606,10 +612,15 @@ func (r *Result) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "replicas: %d restarted after SIGKILL, %d exited on their own and were restarted\n", r.PlannedRestarts, r.UnplannedExits)
 	fmt.Fprintf(w, "sessions: %d created (%d create retries); outcomes: %s\n", r.Created, r.CreateRetries, joinOutcomes(r.Outcomes))
+	if n := r.Created - r.Outcomes[string(agentsv1alpha1.SessionExpired)+"/"+agentsv1alpha1.ReasonMaxLifetime]; n > 0 {
+		// Not a violation (each ended with a reason), but nothing here deletes pods or nodes:
+		// worth a look.
+		fmt.Fprintf(w, "  note: %d sessions did not end by their max lifetime\n", n)
+	}
 	fmt.Fprintf(w, "binds: %d warm, %d cold pods; peak active sessions %d (quota %d)\n", r.WarmBinds, r.ColdPods, r.PeakActive, c.QuotaSessions)
 	fmt.Fprintf(w, "pool: created %d pods, allowed %d (target %d + %d warm binds + %d replaced); peak live warm %d (target %d)\n",
 		r.PoolCreated, c.Pool+r.WarmBinds+r.WarmReplaced, c.Pool, r.WarmBinds, r.WarmReplaced, r.PeakWarm, c.Pool)
-	fmt.Fprintf(w, "pool at target %s after the last fault (limit %s)\n", describeDuration(r.PoolAtTargetAfterLastFault), c.PoolRecoveryLimit)
+	fmt.Fprintf(w, "pool at target %s after the last fault ended (limit %s)\n", describeDuration(r.PoolAtTargetAfterLastFault), c.PoolRecoveryLimit)
 	fmt.Fprintf(w, "all sessions ended %s after the load began; bound pods gone %s after the sessions were deleted\n",
 		r.ReadyAfterLoad.Round(time.Millisecond), r.OrphansGoneAfterDrop.Round(time.Millisecond))
 	fmt.Fprintf(w, "checks performed: %d\n", r.Checks)
