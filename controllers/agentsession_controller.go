@@ -546,6 +546,7 @@ func (r *AgentSessionReconciler) destroyPods(ctx context.Context, namespace, ses
 	if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{podSessionIndex: session}); err != nil {
 		return err
 	}
+	var currentUID *types.UID // of the session now named so, per the API server; read once
 	for i := range list.Items {
 		p := &list.Items[i]
 		owner := metav1.GetControllerOf(p)
@@ -556,9 +557,19 @@ func (r *AgentSessionReconciler) destroyPods(ctx context.Context, namespace, ses
 			continue
 		}
 		if uid == "" {
-			// Skip pods of a new session that reuses the name.
-			current := &agentsv1alpha1.AgentSession{}
-			if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: session}, current); err == nil && current.UID == owner.UID {
+			// Skip pods of a session that exists: a new one reusing the name, or the same
+			// one when this cache's session watch is behind its pod watch (after a leader
+			// change or a kube-apiserver restart each relists on its own). Asked of the API
+			// server: the cache's "not found" may only be late, and a deleted pod is lost.
+			if currentUID == nil {
+				current := &agentsv1alpha1.AgentSession{}
+				err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: session}, current)
+				if client.IgnoreNotFound(err) != nil {
+					return fmt.Errorf("checking that session %s is gone before deleting its pods: %w", session, err)
+				}
+				currentUID = &current.UID
+			}
+			if *currentUID == owner.UID {
 				continue
 			}
 		}

@@ -57,3 +57,43 @@ func TestBoundPodAsksTheAPIServerWhenTheCacheLags(t *testing.T) {
 		})
 	}
 }
+
+// The pods of a session that this manager's cache does not show (its session watch behind
+// its pod watch, as after a kube-apiserver restart) are not destroyed as orphans while the
+// API server still has the session; they are once it is really gone.
+func TestOrphanedPodsAreCheckedAgainstTheAPIServer(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "bob", UID: "session-uid"},
+		Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool"}}
+	for _, tc := range []struct {
+		name     string
+		api      []client.Object
+		wantKept bool
+	}{
+		{"session on the API server", []client.Object{s}, true},
+		{"session gone", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "pool-fghij",
+				Labels:          map[string]string{agentsv1alpha1.SessionLabel: "bob", agentsv1alpha1.SandboxLabel: "pool"},
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}}}
+			laggingCache := fake.NewClientBuilder().WithScheme(scheme).WithObjects(pod).
+				WithIndex(&corev1.Pod{}, podSessionIndex, labelIndex(agentsv1alpha1.SessionLabel)).Build()
+			r := &AgentSessionReconciler{Client: laggingCache, claims: newClaimTracker(),
+				APIReader: fake.NewClientBuilder().WithScheme(scheme).WithObjects(tc.api...).Build()}
+			if err := r.destroyOrphanedPods(context.Background(), client.ObjectKeyFromObject(s)); err != nil {
+				t.Fatal(err)
+			}
+			err := laggingCache.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
+			if kept := err == nil; kept != tc.wantKept {
+				t.Errorf("pod kept: %v, want %v (get: %v)", kept, tc.wantKept, err)
+			}
+		})
+	}
+}
