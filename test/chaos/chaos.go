@@ -123,7 +123,9 @@ type Result struct {
 	Created       int
 	CreateRetries int
 	// Outcomes counts sessions by final phase and end reason ("Expired/MaxLifetime").
-	Outcomes                             map[string]int
+	Outcomes map[string]int
+	// UnusualEnds describe (the first few) sessions that did not end by their max lifetime.
+	UnusualEnds                          []string
 	WarmBinds, ColdPods                  int
 	PoolCreated, WarmReplaced, PeakWarm  int
 	PeakActive                           int
@@ -272,6 +274,7 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 
 	f = obs.figures()
 	res.Checks, res.Violations, res.Examples, res.Outcomes = f.checks, f.counts, f.examples, f.outcomes
+	res.UnusualEnds = f.unusualEnds
 	res.WarmBinds, res.ColdPods, res.PoolCreated, res.WarmReplaced = f.warmBinds, f.coldPods, f.poolCreated, f.warmReplaced
 	res.PeakWarm, res.PeakActive = f.peakWarm, f.peakActive
 	res.PlannedRestarts, res.UnplannedExits = rs.counts()
@@ -616,6 +619,9 @@ func (r *Result) Print(w io.Writer) {
 		// Not a violation (each ended with a reason), but nothing here deletes pods or nodes:
 		// worth a look.
 		fmt.Fprintf(w, "  note: %d sessions did not end by their max lifetime\n", n)
+		for _, e := range r.UnusualEnds {
+			fmt.Fprintf(w, "    %s\n", e)
+		}
 	}
 	fmt.Fprintf(w, "binds: %d warm, %d cold pods; peak active sessions %d (quota %d)\n", r.WarmBinds, r.ColdPods, r.PeakActive, c.QuotaSessions)
 	fmt.Fprintf(w, "pool: created %d pods, allowed %d (target %d + %d warm binds + %d replaced); peak live warm %d (target %d)\n",

@@ -71,6 +71,12 @@ type observer struct {
 	warmReplaced int // pool pods deleted while still unbound (replaced by the pool)
 	coldCreated  int
 
+	// unusualEnds describe sessions that ended other than by their max lifetime, when
+	// they ended and what the watch saw of their pod (nothing here deletes pods).
+	unusualEnds []string
+	// podGoneAt is when the watch saw each pod (by name) terminating or gone.
+	podGoneAt map[string]time.Time
+
 	checks     int64
 	violations map[string][]string // kind -> descriptions (first maxViolationExamples)
 	counts     map[string]int
@@ -101,7 +107,7 @@ type podState struct {
 func newObserver(ns, pool string, poolTarget, quota int) *observer {
 	return &observer{ns: ns, pool: pool, poolTarget: poolTarget, quota: quota,
 		changed: make(chan struct{}), sessions: map[string]*sessionState{}, pods: map[types.UID]*podState{},
-		livePodsOf: map[string]map[types.UID]bool{}, violations: map[string][]string{}, counts: map[string]int{},
+		livePodsOf: map[string]map[types.UID]bool{}, podGoneAt: map[string]time.Time{}, violations: map[string][]string{}, counts: map[string]int{},
 		started: time.Now()}
 }
 
@@ -180,9 +186,13 @@ func (o *observer) observeSession(s *agentsv1alpha1.AgentSession, deleted bool) 
 		st = &sessionState{}
 		o.sessions[s.Name] = st
 	}
+	wasFinished := st.phase.IsFinished()
 	st.phase, st.deleted = s.Status.Phase, deleted
 	if s.Status.Phase.IsFinished() {
 		st.reason = s.Status.EndReason
+		if !wasFinished && st.reason != agentsv1alpha1.ReasonMaxLifetime && len(o.unusualEnds) < maxViolationExamples {
+			o.unusualEnds = append(o.unusualEnds, o.describeEnd(s))
+		}
 	}
 	if p := s.Status.PodName; p != "" && !containsString(st.podNames, p) {
 		st.podNames = append(st.podNames, p)
@@ -238,6 +248,25 @@ func sessionStateProblem(s *agentsv1alpha1.AgentSession) string {
 	return ""
 }
 
+// describeEnd says when a session ended and what the watch saw of its pod. The lock must
+// be held.
+func (o *observer) describeEnd(s *agentsv1alpha1.AgentSession) string {
+	pod := "no pod"
+	if name := s.Status.PodName; name != "" {
+		pod = "pod " + name + " never seen terminating"
+		if at, ok := o.podGoneAt[name]; ok {
+			pod = fmt.Sprintf("pod %s seen terminating or gone at t=%s", name, at.Sub(o.started).Round(time.Millisecond))
+		}
+	}
+	ready := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
+	msg := ""
+	if ready != nil {
+		msg = ready.Message
+	}
+	return fmt.Sprintf("session %s %s/%s seen at t=%s (%s): %s", s.Name, s.Status.Phase, s.Status.EndReason,
+		time.Since(o.started).Round(time.Millisecond), pod, msg)
+}
+
 func describeCondition(c *metav1.Condition) string {
 	if c == nil {
 		return "missing"
@@ -261,6 +290,9 @@ func (o *observer) observePod(p *corev1.Pod, deleted bool) {
 
 	st.session = p.Labels[agentsv1alpha1.SessionLabel]
 	st.live = !deleted && p.DeletionTimestamp.IsZero()
+	if _, seen := o.podGoneAt[p.Name]; !st.live && !seen {
+		o.podGoneAt[p.Name] = time.Now()
+	}
 	st.ready = podReady(p)
 	if st.session != "" && !containsString(st.sessions, st.session) {
 		st.sessions = append(st.sessions, st.session)
@@ -422,6 +454,7 @@ type figures struct {
 	poolCreated, warmBinds, warmReplaced, coldPods int
 	peakActive, peakWarm                           int
 	outcomes                                       map[string]int // "Expired/MaxLifetime" -> n
+	unusualEnds                                    []string
 }
 
 func (o *observer) figures() figures {
@@ -429,7 +462,7 @@ func (o *observer) figures() figures {
 	defer o.mu.Unlock()
 	f := figures{checks: o.checks, counts: map[string]int{}, examples: map[string][]string{},
 		poolCreated: o.poolCreated, warmBinds: o.warmBinds, warmReplaced: o.warmReplaced, coldPods: o.coldCreated,
-		peakActive: o.peakActive, peakWarm: o.peakWarm, outcomes: map[string]int{}}
+		peakActive: o.peakActive, peakWarm: o.peakWarm, outcomes: map[string]int{}, unusualEnds: append([]string(nil), o.unusualEnds...)}
 	for k, v := range o.counts {
 		f.counts[k] = v
 	}

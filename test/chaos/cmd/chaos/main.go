@@ -56,6 +56,7 @@ func run() (int, error) {
 	flag.DurationVar(&cfg.RetryPeriod, "retry-period", cfg.RetryPeriod, "manager --leader-elect-retry-period")
 	flag.DurationVar(&cfg.PoolRecoveryLimit, "pool-recovery-limit", cfg.PoolRecoveryLimit, "how soon after the last fault the pool must be back at target")
 	keepLogs := flag.Bool("keep-logs", false, "keep the component and manager logs even when nothing was violated")
+	auditDeletes := flag.Bool("audit-pod-deletes", false, "have kube-apiserver audit every pod deletion (who, by user agent) into audit.log next to the policy; implies -keep-logs")
 	flag.Parse()
 	// The watches' reconnects during the kube-apiserver restart would drown the figures.
 	ctrllog.SetLogger(logr.Discard())
@@ -68,8 +69,22 @@ func run() (int, error) {
 	}
 	cfg.Logf = logf
 
+	opts := testbed.Options{}
+	if *auditDeletes {
+		*keepLogs = true
+		dir, err := os.MkdirTemp("", "hyperpool-chaos-audit-")
+		if err != nil {
+			return 0, err
+		}
+		policy := filepath.Join(dir, "policy.yaml")
+		if err := os.WriteFile(policy, []byte(auditPolicy), 0o644); err != nil {
+			return 0, err
+		}
+		opts.APIServerFlags = map[string][]string{"audit-policy-file": {policy}, "audit-log-path": {filepath.Join(dir, "audit.log")}}
+		logf("auditing pod deletions into %s", filepath.Join(dir, "audit.log"))
+	}
 	logf("starting the test bed")
-	env, err := testbed.Start(ctx, testbed.Options{})
+	env, err := testbed.Start(ctx, opts)
 	if err != nil {
 		return 0, err
 	}
@@ -101,3 +116,17 @@ func run() (int, error) {
 	}
 	return violations, nil
 }
+
+// auditPolicy records every pod deletion, with its user agent (which names the
+// kube-controller-manager controller, or hyperpool-manager), and nothing else.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [delete, deletecollection]
+  resources:
+  - group: ""
+    resources: [pods]
+- level: None
+`
