@@ -144,19 +144,12 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 	}
 	if len(held) == 0 {
 		name, pending := r.claims.boundPod(s.UID)
-		if !pending && s.Status.PodName == "" {
+		if !pending {
 			return nil, false, nil
 		}
-		if !pending {
-			// The status names a pod the cache does not show as held: bound by an earlier
-			// leader, and this cache's pod watch is behind its session watch (after a
-			// kube-apiserver restart each watch relists on its own). Calling the pod deleted
-			// now would end a healthy session.
-			name = s.Status.PodName
-		}
-		// This manager, or the status, names a pod the cache does not show. Ask the API
-		// server, the rare path: the pod may be there (the cache lags) or already gone
-		// (deleted right after the bind, before the cache ever showed it bound).
+		// This manager bound a pod the cache does not show. Ask the API server, the
+		// rare path: the pod may be there (the cache lags) or already gone (deleted
+		// right after the bind, before the cache ever showed it bound).
 		pod := &corev1.Pod{}
 		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: name}, pod)
 		switch {
@@ -167,8 +160,6 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 			return nil, false, err
 		case metav1.IsControlledBy(pod, s):
 			return pod, false, nil
-		case !pending:
-			return nil, false, nil // the name is another session's pod now: ours is gone
 		}
 		return nil, true, nil
 	}
@@ -546,7 +537,6 @@ func (r *AgentSessionReconciler) destroyPods(ctx context.Context, namespace, ses
 	if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{podSessionIndex: session}); err != nil {
 		return err
 	}
-	var currentUID *types.UID // of the session now named so, per the API server; read once
 	for i := range list.Items {
 		p := &list.Items[i]
 		owner := metav1.GetControllerOf(p)
@@ -557,19 +547,9 @@ func (r *AgentSessionReconciler) destroyPods(ctx context.Context, namespace, ses
 			continue
 		}
 		if uid == "" {
-			// Skip pods of a session that exists: a new one reusing the name, or the same
-			// one when this cache's session watch is behind its pod watch (after a leader
-			// change or a kube-apiserver restart each relists on its own). Asked of the API
-			// server: the cache's "not found" may only be late, and a deleted pod is lost.
-			if currentUID == nil {
-				current := &agentsv1alpha1.AgentSession{}
-				err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: session}, current)
-				if client.IgnoreNotFound(err) != nil {
-					return fmt.Errorf("checking that session %s is gone before deleting its pods: %w", session, err)
-				}
-				currentUID = &current.UID
-			}
-			if *currentUID == owner.UID {
+			// Skip pods of a new session that reuses the name.
+			current := &agentsv1alpha1.AgentSession{}
+			if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: session}, current); err == nil && current.UID == owner.UID {
 				continue
 			}
 		}
