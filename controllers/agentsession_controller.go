@@ -95,6 +95,10 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 	}
 
 	switch {
+	case pod == nil && s.Status.PodName != "" && sb != nil && r.pastDeadline(s, sb):
+		// Its deadline had passed: a manager ended it and deleted its pod, then died (or lost
+		// its Lease) before the status write; the pod was not deleted by someone else.
+		return r.expire(ctx, s, sb, nil)
 	case pod == nil && s.Status.PodName != "":
 		r.end(ctx, s, nil, agentsv1alpha1.SessionFailed, agentsv1alpha1.ReasonPodDeleted,
 			fmt.Sprintf("sandbox pod %s was deleted by someone else; create a new session", s.Status.PodName))
@@ -392,11 +396,9 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 	if err != nil {
 		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, "MalformedHeartbeat", "Heartbeat", "%s", err)
 	}
-	deadline, why := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, now)
+	deadline, _ := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, now)
 	if !now.Before(deadline) {
-		r.end(ctx, s, pod, agentsv1alpha1.SessionExpired, why, expiryMessage(why, lt))
-		sessionExpirations.WithLabelValues(s.Namespace, s.Spec.SandboxName, why).Inc()
-		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
+		return r.expire(ctx, s, sb, pod)
 	}
 
 	if isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady {
@@ -407,6 +409,27 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 			Message: fmt.Sprintf("sandbox pod %s is starting (its Hyper-V VM is booting)", pod.Name)})
 	}
 	return ctrl.Result{RequeueAfter: deadline.Sub(now)}, nil
+}
+
+// pastDeadline reports whether a bound session has reached its max lifetime or idle
+// timeout.
+func (r *AgentSessionReconciler) pastDeadline(s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) bool {
+	if s.Status.BoundTime == nil {
+		return false
+	}
+	heartbeat, _ := parseHeartbeat(s.Annotations) // a malformed one is reported by track
+	deadline, _ := sessionDeadline(s.Status.BoundTime.Time, heartbeat, effectiveLifetime(&sb.Spec.Lifetime, &s.Spec), r.now())
+	return !r.now().Before(deadline)
+}
+
+// expire ends a session that reached its deadline and destroys its pod (nil: already gone).
+func (r *AgentSessionReconciler) expire(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod) (ctrl.Result, error) {
+	lt := effectiveLifetime(&sb.Spec.Lifetime, &s.Spec)
+	heartbeat, _ := parseHeartbeat(s.Annotations)
+	_, why := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, r.now())
+	r.end(ctx, s, pod, agentsv1alpha1.SessionExpired, why, expiryMessage(why, lt))
+	sessionExpirations.WithLabelValues(s.Namespace, s.Spec.SandboxName, why).Inc()
+	return r.deleteAfterTTL(ctx, s) // the held pod is gone, or end deleted it
 }
 
 func (r *AgentSessionReconciler) markReady(s *agentsv1alpha1.AgentSession, now time.Time) {
