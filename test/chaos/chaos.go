@@ -125,7 +125,10 @@ type Result struct {
 	// Outcomes counts sessions by final phase and end reason ("Expired/MaxLifetime").
 	Outcomes map[string]int
 	// UnusualEnds describe (the first few) sessions that did not end by their max lifetime.
-	UnusualEnds                          []string
+	UnusualEnds []string
+	// Unconfirmed counts, by kind, counts over a limit that the watch showed for a moment
+	// (while relisting) but one consistent List did not.
+	Unconfirmed                          map[string]int
 	WarmBinds, ColdPods                  int
 	PoolCreated, WarmReplaced, PeakWarm  int
 	PeakActive                           int
@@ -274,7 +277,7 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 
 	f = obs.figures()
 	res.Checks, res.Violations, res.Examples, res.Outcomes = f.checks, f.counts, f.examples, f.outcomes
-	res.UnusualEnds = f.unusualEnds
+	res.UnusualEnds, res.Unconfirmed = f.unusualEnds, f.unconfirmed
 	res.WarmBinds, res.ColdPods, res.PoolCreated, res.WarmReplaced = f.warmBinds, f.coldPods, f.poolCreated, f.warmReplaced
 	res.PeakWarm, res.PeakActive = f.peakWarm, f.peakActive
 	res.PlannedRestarts, res.UnplannedExits = rs.counts()
@@ -630,6 +633,9 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "all sessions ended %s after the load began; bound pods gone %s after the sessions were deleted\n",
 		r.ReadyAfterLoad.Round(time.Millisecond), r.OrphansGoneAfterDrop.Round(time.Millisecond))
 	fmt.Fprintf(w, "checks performed: %d\n", r.Checks)
+	if len(r.Unconfirmed) > 0 {
+		fmt.Fprintf(w, "over-limit counts seen by the watch while relisting, not in a consistent List: %s\n", joinOutcomes(r.Unconfirmed))
+	}
 	fmt.Fprintf(w, "violations: %d\n", r.ViolationCount())
 	for _, kind := range sortedKeys(r.Violations) {
 		fmt.Fprintf(w, "  %s: %d\n", kind, r.Violations[kind])

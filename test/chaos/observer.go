@@ -77,6 +77,13 @@ type observer struct {
 	// podGoneAt is when the watch saw each pod (by name) terminating or gone.
 	podGoneAt map[string]time.Time
 
+	// Counts across many objects (sessions the quota counts, live warm pods) can be
+	// wrong for a moment while an informer relists, after kube-apiserver restarted: the
+	// relist updates objects one by one. Such a count over its limit is a suspicion,
+	// confirmed or dismissed by confirm against one consistent List.
+	suspicions  chan string
+	unconfirmed map[string]int
+
 	checks     int64
 	violations map[string][]string // kind -> descriptions (first maxViolationExamples)
 	counts     map[string]int
@@ -107,6 +114,7 @@ type podState struct {
 func newObserver(ns, pool string, poolTarget, quota int) *observer {
 	return &observer{ns: ns, pool: pool, poolTarget: poolTarget, quota: quota,
 		changed: make(chan struct{}), sessions: map[string]*sessionState{}, pods: map[types.UID]*podState{},
+		suspicions: make(chan string, 8), unconfirmed: map[string]int{},
 		livePodsOf: map[string]map[types.UID]bool{}, podGoneAt: map[string]time.Time{}, violations: map[string][]string{}, counts: map[string]int{},
 		started: time.Now()}
 }
@@ -128,6 +136,7 @@ func (o *observer) start(ctx context.Context, cfg *rest.Config, c client.Client)
 		}
 	}
 	go func() { _ = ca.Start(ctx) }()
+	go o.confirmSuspicions(ctx, c)
 	if !ca.WaitForCacheSync(ctx) {
 		return fmt.Errorf("observer watches in %s did not sync", o.ns)
 	}
@@ -170,6 +179,71 @@ func (o *observer) violate(kind, format string, args ...any) {
 	if len(o.violations[kind]) < maxViolationExamples {
 		at := time.Since(o.started).Round(time.Millisecond)
 		o.violations[kind] = append(o.violations[kind], fmt.Sprintf("t=%s %s", at, fmt.Sprintf(format, args...)))
+	}
+}
+
+// suspect queues a count over its limit for confirmation. The lock must be held. A
+// suspicion already queued covers this one.
+func (o *observer) suspect(kind string) {
+	select {
+	case o.suspicions <- kind:
+	default:
+		o.unconfirmed[kind]++
+	}
+}
+
+// confirmSuspicions checks each suspicion against one List from the API server (a
+// consistent snapshot): over the limit there, it is a violation; otherwise it was the
+// watch's passing view, counted apart. A real overshoot shorter than the List's round trip
+// can be missed; a false one is never reported.
+func (o *observer) confirmSuspicions(ctx context.Context, c client.Client) {
+	for {
+		var kind string
+		select {
+		case <-ctx.Done():
+			return
+		case kind = <-o.suspicions:
+		}
+		var n, limit int
+		var what string
+		switch kind {
+		case QuotaExceeded:
+			list := &agentsv1alpha1.AgentSessionList{}
+			if err := c.List(ctx, list, client.InNamespace(o.ns)); err != nil {
+				continue // kube-apiserver away: a later event raises it again
+			}
+			for i := range list.Items {
+				s := &list.Items[i]
+				if !s.Status.Phase.IsFinished() && (s.Status.PodName != "" || meta.IsStatusConditionTrue(s.Status.Conditions, agentsv1alpha1.QuotaReserved)) {
+					n++
+				}
+			}
+			limit, what = o.quota, "active sessions (admitted or bound, not ended)"
+		case PoolOverTarget:
+			list := &corev1.PodList{}
+			if err := c.List(ctx, list, client.InNamespace(o.ns)); err != nil {
+				continue
+			}
+			for i := range list.Items {
+				p := &list.Items[i]
+				if p.GenerateName == o.pool+"-" && p.Labels[agentsv1alpha1.SessionLabel] == "" && p.DeletionTimestamp.IsZero() {
+					n++
+				}
+			}
+			limit, what = o.poolTarget, "live warm pods of the pool"
+		}
+		o.mu.Lock()
+		if n > limit {
+			o.violate(kind, "%d %s > %d, in one consistent List", n, what, limit)
+			if kind == QuotaExceeded {
+				o.peakActive = max(o.peakActive, n)
+			} else {
+				o.peakWarm = max(o.peakWarm, n)
+			}
+		} else {
+			o.unconfirmed[kind]++
+		}
+		o.mu.Unlock()
 	}
 }
 
@@ -219,9 +293,12 @@ func (o *observer) observeSession(s *agentsv1alpha1.AgentSession, deleted bool) 
 			o.active--
 		}
 	}
-	o.peakActive = max(o.peakActive, o.active)
-	o.check(o.active <= o.quota, QuotaExceeded, "%d active sessions (admitted or bound, not ended) > %d allowed; last change: %s phase %s",
-		o.active, o.quota, s.Name, s.Status.Phase)
+	o.checks++
+	if o.active > o.quota {
+		o.suspect(QuotaExceeded)
+	} else {
+		o.peakActive = max(o.peakActive, o.active)
+	}
 }
 
 // sessionStateProblem says what is inconsistent in one session's status, or "".
@@ -333,10 +410,12 @@ func (o *observer) observePod(p *corev1.Pod, deleted bool) {
 	isWarm, isReadyWarm := st.pool && st.live && st.session == "", st.pool && st.live && st.ready && st.session == ""
 	o.liveWarm += boolDelta(wasWarm, isWarm)
 	o.readyWarm += boolDelta(wasReadyWarm, isReadyWarm)
-	if o.liveWarm > o.peakWarm {
-		o.peakWarm = o.liveWarm
+	o.checks++
+	if o.liveWarm > o.poolTarget {
+		o.suspect(PoolOverTarget)
+	} else {
+		o.peakWarm = max(o.peakWarm, o.liveWarm)
 	}
-	o.check(o.liveWarm <= o.poolTarget, PoolOverTarget, "%d live warm pods > target %d (latest %s)", o.liveWarm, o.poolTarget, p.Name)
 	switch {
 	case o.liveWarm >= o.poolTarget && o.atTargetSince.IsZero():
 		o.atTargetSince = time.Now()
@@ -454,6 +533,7 @@ type figures struct {
 	poolCreated, warmBinds, warmReplaced, coldPods int
 	peakActive, peakWarm                           int
 	outcomes                                       map[string]int // "Expired/MaxLifetime" -> n
+	unconfirmed                                    map[string]int
 	unusualEnds                                    []string
 }
 
@@ -462,7 +542,10 @@ func (o *observer) figures() figures {
 	defer o.mu.Unlock()
 	f := figures{checks: o.checks, counts: map[string]int{}, examples: map[string][]string{},
 		poolCreated: o.poolCreated, warmBinds: o.warmBinds, warmReplaced: o.warmReplaced, coldPods: o.coldCreated,
-		peakActive: o.peakActive, peakWarm: o.peakWarm, outcomes: map[string]int{}, unusualEnds: append([]string(nil), o.unusualEnds...)}
+		peakActive: o.peakActive, peakWarm: o.peakWarm, outcomes: map[string]int{}, unusualEnds: append([]string(nil), o.unusualEnds...), unconfirmed: map[string]int{}}
+	for k, v := range o.unconfirmed {
+		f.unconfirmed[k] = v
+	}
 	for k, v := range o.counts {
 		f.counts[k] = v
 	}
