@@ -106,6 +106,11 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 	}
 
 	switch {
+	case pod == nil && s.Status.PodName != "" && sb != nil && r.pastDeadline(s, sb):
+		// Its deadline had passed, so it expired, whoever removed the pod: this manager writes
+		// the end before deleting the pod, but a manager of an earlier version deleted first
+		// and could die (or lose its Lease) before the status write.
+		return r.expire(ctx, s, sb, nil)
 	case pod == nil && s.Status.PodName != "":
 		r.end(ctx, s, nil, agentsv1alpha1.SessionFailed, agentsv1alpha1.ReasonPodDeleted,
 			fmt.Sprintf("sandbox pod %s was deleted by someone else; create a new session", s.Status.PodName))
@@ -404,11 +409,9 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 	if err != nil {
 		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, "MalformedHeartbeat", "Heartbeat", "%s", err)
 	}
-	deadline, why := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, now)
+	deadline, _ := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, now)
 	if !now.Before(deadline) {
-		r.end(ctx, s, pod, agentsv1alpha1.SessionExpired, why, expiryMessage(why, lt))
-		sessionExpirations.WithLabelValues(s.Namespace, s.Spec.SandboxName, why).Inc()
-		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or goes once the end is written
+		return r.expire(ctx, s, sb, pod)
 	}
 
 	if isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady {
@@ -419,6 +422,27 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 			Message: fmt.Sprintf("sandbox pod %s is starting (its Hyper-V VM is booting)", pod.Name)})
 	}
 	return ctrl.Result{RequeueAfter: deadline.Sub(now)}, nil
+}
+
+// pastDeadline reports whether a bound session has reached its max lifetime or idle
+// timeout.
+func (r *AgentSessionReconciler) pastDeadline(s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) bool {
+	if s.Status.BoundTime == nil {
+		return false
+	}
+	heartbeat, _ := parseHeartbeat(s.Annotations) // a malformed one is reported by track
+	deadline, _ := sessionDeadline(s.Status.BoundTime.Time, heartbeat, effectiveLifetime(&sb.Spec.Lifetime, &s.Spec), r.now())
+	return !r.now().Before(deadline)
+}
+
+// expire ends a session that reached its deadline and destroys its pod (nil: already gone).
+func (r *AgentSessionReconciler) expire(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod) (ctrl.Result, error) {
+	lt := effectiveLifetime(&sb.Spec.Lifetime, &s.Spec)
+	heartbeat, _ := parseHeartbeat(s.Annotations)
+	_, why := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, r.now())
+	r.end(ctx, s, pod, agentsv1alpha1.SessionExpired, why, expiryMessage(why, lt))
+	sessionExpirations.WithLabelValues(s.Namespace, s.Spec.SandboxName, why).Inc()
+	return r.deleteAfterTTL(ctx, s) // the held pod is gone, or goes once the end is written
 }
 
 func (r *AgentSessionReconciler) markReady(s *agentsv1alpha1.AgentSession, now time.Time) {
@@ -668,9 +692,25 @@ func sessionEnded() predicate.Predicate {
 	}
 }
 
-// queueOf returns the namespace's sessions that wait for their quota.
+// queueOf returns the namespace's waiting sessions that its quota could admit now: the
+// head of the FIFO queue, as many as there are free session slots. The sessions behind
+// cannot be admitted before those are, and waking every waiting session on every change
+// (each measures the whole namespace under its quota lock) made a queue of a few hundred
+// drain at a few sessions a second with the manager's CPU spent on it. Without a sessions
+// limit every waiting session is returned.
 func (r *AgentSessionReconciler) queueOf(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionQueuedIndex: "true"})
+	head, limited, err := r.Quota.admissibleHead(ctx, o.GetNamespace())
+	if err != nil {
+		log.FromContext(ctx).Error(err, "measuring the quota queue; waking every waiting session", "namespace", o.GetNamespace())
+	}
+	if err != nil || !limited {
+		return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionQueuedIndex: "true"})
+	}
+	reqs := make([]reconcile.Request, 0, len(head))
+	for _, key := range head {
+		reqs = append(reqs, reconcile.Request{NamespacedName: key})
+	}
+	return reqs
 }
 
 // podToSessions maps a bound pod to its session, and a Ready warm pod to the sessions of its
@@ -689,7 +729,11 @@ func (r *AgentSessionReconciler) podToSessions(ctx context.Context, o client.Obj
 	if !ok || labels[agentsv1alpha1.SandboxLabel] == "" || !isPodReady(pod) || !pod.DeletionTimestamp.IsZero() {
 		return nil
 	}
-	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.SandboxLabel]})
+	// The sessions waiting for a warm pod, and of those queued behind the quota only the ones
+	// it would admit now: waking the whole queue on every warm pod event, each session
+	// measuring the namespace, kept the manager's CPU busy and the queue slow.
+	waiting := r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.SandboxLabel]})
+	return append(waiting, r.queueOf(ctx, o)...)
 }
 
 // sandboxToSessions: a class created, changed or deleted concerns all its sessions.

@@ -18,8 +18,9 @@ const (
 	podSessionIndex = "pod.session"
 	// sessionSandboxIndex: sessions by spec.sandboxName.
 	sessionSandboxIndex = "session.sandbox"
-	// sessionWaitingIndex: unbound, unfinished sessions by spec.sandboxName; the sessions a
-	// newly Ready warm pod or a new class can serve.
+	// sessionWaitingIndex: unbound, unfinished sessions by spec.sandboxName that are not
+	// queued behind their quota; the sessions a newly Ready warm pod can serve. (Queued
+	// sessions are woken by queueOf, only those the quota would admit.)
 	sessionWaitingIndex = "session.waiting"
 	// sessionNodeIndex: bound sessions by status.nodeName, to end them when their node goes.
 	sessionNodeIndex = "session.node"
@@ -41,7 +42,7 @@ func RegisterIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 		}},
 		{&agentsv1alpha1.AgentSession{}, sessionWaitingIndex, func(o client.Object) []string {
 			s := o.(*agentsv1alpha1.AgentSession)
-			if s.Status.PodName != "" || s.Status.Phase.IsFinished() {
+			if s.Status.PodName != "" || s.Status.Phase.IsFinished() || s.Status.Phase == agentsv1alpha1.SessionQueued {
 				return nil
 			}
 			return []string{s.Spec.SandboxName}

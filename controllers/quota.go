@@ -249,6 +249,28 @@ func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentS
 	return admission{reason: agentsv1alpha1.ReasonWaitingForQuota, message: msg, enforced: true}, nil
 }
 
+// admissibleHead returns the waiting sessions of ns that its sessions limit would admit
+// now, oldest first: the head of the FIFO queue, one per free slot. limited is false when
+// no sessions limit applies (then head is nil, and any waiting session may be admitted).
+func (q *quotaKeeper) admissibleHead(ctx context.Context, ns string) (head []types.NamespacedName, limited bool, err error) {
+	quota, err := q.quotaFor(ctx, ns)
+	if err != nil || quota == nil || quota.hard.Sessions == nil {
+		return nil, false, err
+	}
+	l := q.ledger(ns)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u, err := q.measure(ctx, ns, l)
+	if err != nil {
+		return nil, false, err
+	}
+	free := min(max(int(*quota.hard.Sessions)-u.sessions, 0), len(u.waiting))
+	for _, s := range u.waiting[:free] {
+		head = append(head, types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	}
+	return head, true, nil
+}
+
 // podGrant is a permission to create one pod, to be confirmed with its name or released.
 type podGrant struct {
 	ledger *namespaceLedger

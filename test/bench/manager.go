@@ -171,3 +171,13 @@ func ManagerBinaryPath(root string) string { return filepath.Join(root, "bin", "
 
 // PID is the manager process's id.
 func (m *Manager) PID() int { return m.cmd.Process.Pid }
+
+// Kill sends SIGKILL to the manager (by its PID), as a crash would end it, and waits until
+// it has exited. The chaos test kills the leader this way.
+func (m *Manager) Kill() error {
+	if err := m.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("send SIGKILL to manager (pid %d): %w", m.PID(), err)
+	}
+	<-m.done
+	return nil
+}

@@ -103,6 +103,8 @@ type Env struct {
 	watchdog   *watchdog
 	// controlPlanePIDs are envtest's etcd and kube-apiserver, found in /proc (Linux only).
 	controlPlanePIDs map[string]int
+	// guardedPIDs are the process groups already handed to the watchdog.
+	guardedPIDs map[int]bool
 
 	// nodeIndex numbers simulated nodes across CreateWindowsNodes calls, for unique pod CIDRs.
 	nodeIndex atomic.Int64

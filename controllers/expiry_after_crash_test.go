@@ -1,0 +1,62 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+)
+
+// A session past its deadline whose pod is gone was ended by a manager that deleted the
+// pod and died (or lost its Lease) before writing the status: the next leader records it
+// Expired, not Failed/PodDeleted. Found by the chaos test: sessions ended "Failed/PodDeleted:
+// deleted by someone else" while kube-apiserver's audit log showed hyperpool-manager
+// deleting their pods right before it was killed. A pod gone before the deadline is still
+// PodDeleted.
+func TestPodGoneAfterTheDeadlineIsAnExpiry(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	sb := &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "pool"},
+		Spec: agentsv1alpha1.AgentSandboxSpec{Replicas: ptr.To(int32(1))}}
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name       string
+		boundAgo   time.Duration
+		wantPhase  agentsv1alpha1.SessionPhase
+		wantReason string
+	}{
+		{"pod gone after the max lifetime", 10 * time.Second, agentsv1alpha1.SessionExpired, agentsv1alpha1.ReasonMaxLifetime},
+		{"pod gone before it", time.Second, agentsv1alpha1.SessionFailed, agentsv1alpha1.ReasonPodDeleted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bound := metav1.NewTime(now.Add(-tc.boundAgo))
+			s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "carol", UID: "session-uid"},
+				Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool", MaxLifetime: &metav1.Duration{Duration: 3 * time.Second}}}
+			s.Status.Phase, s.Status.PodName, s.Status.BoundTime = agentsv1alpha1.SessionReady, "pool-klmno", &bound
+			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(sb).
+				WithIndex(&corev1.Pod{}, podSessionIndex, labelIndex(agentsv1alpha1.SessionLabel)).Build()
+			r := &AgentSessionReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10),
+				claims: newClaimTracker(), now: func() time.Time { return now }}
+			if _, err := r.reconcileSession(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Status.Phase != tc.wantPhase || s.Status.EndReason != tc.wantReason {
+				t.Errorf("ended %s/%s, want %s/%s", s.Status.Phase, s.Status.EndReason, tc.wantPhase, tc.wantReason)
+			}
+		})
+	}
+}

@@ -1,0 +1,79 @@
+//go:build !windows
+
+package chaos
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/hyperpool/hyperpool/test/bench"
+	"github.com/hyperpool/hyperpool/test/testbed"
+)
+
+// The short chaos run: the faults of `make chaos` (a leader SIGKILL, a kube-apiserver
+// restart) against a tenth of its sessions, with the same checks, inside `make test`.
+var (
+	env           *testbed.Env
+	managerBinary string
+)
+
+func TestMain(m *testing.M) {
+	// The watches' reconnects during the kube-apiserver restart would fill the output.
+	ctrllog.SetLogger(logr.Discard())
+	klog.SetLogger(logr.Discard())
+	testbed.Main(m, testbed.Options{}, func(e *testbed.Env) error {
+		env = e
+		dir, err := os.MkdirTemp("", "hyperpool-chaos-")
+		if err != nil {
+			return err
+		}
+		e.BeforeStop(func() { _ = os.RemoveAll(dir) })
+		managerBinary = filepath.Join(dir, "manager")
+		return bench.BuildManager(context.Background(), e.RepoRoot, managerBinary)
+	})
+}
+
+func TestChaosShort(t *testing.T) {
+	cfg := ShortConfig()
+	cfg.ManagerBinary = managerBinary
+	cfg.Logf = t.Logf
+	res, err := Run(t.Context(), env, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	res.Print(&out)
+	t.Log("\n" + out.String())
+	if n := res.ViolationCount(); n != 0 {
+		t.Errorf("%d violations:\n%s", n, out.String())
+	}
+	if want := cfg.LeaderKills + cfg.APIServerRestarts; len(res.Faults) != want {
+		t.Errorf("%d faults injected, want %d", len(res.Faults), want)
+	}
+	if res.Created != cfg.Sessions {
+		t.Errorf("%d of %d sessions created", res.Created, cfg.Sessions)
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	for _, tc := range []struct {
+		kills, restarts int
+		want            string
+	}{
+		{3, 1, "kill-leader,kill-leader,restart-apiserver,kill-leader"},
+		{1, 1, "kill-leader,restart-apiserver"},
+		{0, 2, "restart-apiserver,restart-apiserver"},
+		{2, 0, "kill-leader,kill-leader"},
+	} {
+		if got := strings.Join(schedule(tc.kills, tc.restarts), ","); got != tc.want {
+			t.Errorf("schedule(%d, %d) = %s, want %s", tc.kills, tc.restarts, got, tc.want)
+		}
+	}
+}
