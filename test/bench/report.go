@@ -164,7 +164,7 @@ var palette = []color.RGBA{{0x1f, 0x77, 0xb4, 255}, {0xd6, 0x27, 0x28, 255}, {0x
 func (r *Report) cdfScale() float64 {
 	top := 100.0
 	for _, x := range r.Results {
-		if x.Cold == 0 {
+		if x.mostlyWarm() {
 			top = max(top, x.Latency.Max)
 		}
 	}
@@ -177,7 +177,7 @@ func cdfLegend(r *Report) string {
 	names := []string{"blue", "red", "green", "orange", "purple", "brown", "grey"}
 	i := 0
 	for _, x := range r.Results {
-		if len(x.LatenciesMS) == 0 || x.Cold != 0 {
+		if len(x.LatenciesMS) == 0 || !x.mostlyWarm() {
 			continue
 		}
 		fmt.Fprintf(&b, "%s = %s; ", names[i%len(names)], x.Scenario)
@@ -246,7 +246,7 @@ func (r *Report) CDF(w, h int) image.Image {
 		if !floorDone && len(x.FloorSamplesMS) > 0 {
 			floorDone = true
 		}
-		if len(x.LatenciesMS) == 0 || x.Cold != 0 {
+		if len(x.LatenciesMS) == 0 || !x.mostlyWarm() {
 			continue
 		}
 		line(x.LatenciesMS, palette[i%len(palette)])
@@ -297,3 +297,7 @@ func abs(v int) int {
 	}
 	return v
 }
+
+// mostlyWarm: a warm-pool scenario, whose few cold fallbacks (a pool briefly empty) do not
+// take it off the warm CDF.
+func (x *Result) mostlyWarm() bool { return x.Warm > 0 && x.Warm >= 10*x.Cold }
