@@ -207,14 +207,22 @@ func (r *AgentSandboxReconciler) replaceStuckWarmPods(ctx context.Context, st *p
 	now := time.Now()
 	var errs []error
 	sawReady := false
+	// Many warm pods share a node: look each node up once per reconcile.
+	goneNodes := map[string]bool{}
 	for _, p := range st.liveWarm() {
 		// A pod whose node is gone will never serve anyone, Ready or not: replace it now
 		// rather than when the pod garbage collector gets to it.
-		if gone, err := nodeGone(ctx, r.Client, p.Spec.NodeName); err != nil || gone {
-			errs = append(errs, err)
-			if gone {
-				errs = append(errs, r.deleteWarmPod(ctx, st, p))
+		gone, seen := goneNodes[p.Spec.NodeName]
+		if !seen {
+			var err error
+			if gone, err = nodeGone(ctx, r.Client, p.Spec.NodeName); err != nil {
+				errs = append(errs, err)
+				continue
 			}
+			goneNodes[p.Spec.NodeName] = gone
+		}
+		if gone {
+			errs = append(errs, r.deleteWarmPod(ctx, st, p))
 			continue
 		}
 		if isPodReady(p) {

@@ -268,7 +268,14 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 	hash := templateHash(sb)
 	preferOld := sb.Spec.UpdateStrategy.Type == agentsv1alpha1.OnReplenishUpdateStrategy
 	sessionsOnNode := map[string]int{}
-	var candidates []*corev1.Pod
+	// A pool can hold thousands of pods: rank each once, then sort on the ranks.
+	type rankedPod struct {
+		pod       *corev1.Pod
+		load      int  // sessions of the class on the pod's node
+		preferred bool // of the template the update strategy hands out first
+		created   time.Time
+	}
+	var ranked []rankedPod
 	for i := range list.Items {
 		p := &list.Items[i]
 		key := client.ObjectKeyFromObject(p)
@@ -278,26 +285,29 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 			sessionsOnNode[p.Spec.NodeName]++
 			r.claims.releasePod(key) // the cache shows the bind now
 		case isPodReady(p) && metav1.IsControlledBy(p, sb) && !r.claims.podTaken(key):
-			candidates = append(candidates, p)
+			// OnReplenish hands out old-template pods first, so the pool turns over as it is used.
+			old := p.Labels[agentsv1alpha1.TemplateHashLabel] != hash
+			ranked = append(ranked, rankedPod{pod: p, preferred: old == preferOld, created: p.CreationTimestamp.Time})
 		}
 	}
-	slices.SortFunc(candidates, func(a, b *corev1.Pod) int {
-		if d := sessionsOnNode[a.Spec.NodeName] - sessionsOnNode[b.Spec.NodeName]; d != 0 {
+	for i := range ranked {
+		ranked[i].load = sessionsOnNode[ranked[i].pod.Spec.NodeName]
+	}
+	slices.SortFunc(ranked, func(a, b rankedPod) int {
+		if d := a.load - b.load; d != 0 {
 			return d
 		}
-		// OnReplenish hands out old-template pods first, so the pool turns over as it is used.
-		aOld, bOld := a.Labels[agentsv1alpha1.TemplateHashLabel] != hash, b.Labels[agentsv1alpha1.TemplateHashLabel] != hash
-		if c := boolOrder(aOld == preferOld, bOld == preferOld); c != 0 {
+		if c := boolOrder(a.preferred, b.preferred); c != 0 {
 			return -c
 		}
-		return a.CreationTimestamp.Compare(b.CreationTimestamp.Time)
+		return a.created.Compare(b.created)
 	})
-
 	attempts := 0
-	for _, candidate := range candidates {
+	for _, rp := range ranked {
 		if attempts == maxBindAttempts {
 			break
 		}
+		candidate := rp.pod
 		key := client.ObjectKeyFromObject(candidate)
 		if !r.claims.tryTakePod(key) {
 			continue
