@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"gopkg.in/inf.v0"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
@@ -92,9 +93,12 @@ func parseBytes(v string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, ok := q.AsInt64()
-	if !ok || n < 0 {
+	// Exact, whatever the suffix: AsInt64 refuses a large binary quantity ("953674316407Mi")
+	// that String itself writes, since it is held as a decimal. ParseQuantity saturates
+	// what exceeds an int64 ("9Ei") to MaxInt64, which String never writes: refused.
+	whole := new(inf.Dec).Round(q.AsDec(), 0, inf.RoundExact)
+	if whole == nil || whole.Sign() < 0 || !whole.UnscaledBig().IsInt64() || whole.UnscaledBig().Int64() == math.MaxInt64 {
 		return 0, fmt.Errorf("%q is not a byte count", v)
 	}
-	return uint64(n), nil
+	return uint64(whole.UnscaledBig().Int64()), nil //nolint:gosec // checked >= 0 above
 }
