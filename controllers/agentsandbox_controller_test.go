@@ -257,8 +257,9 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 			continue
 		}
 		// Created at least quiet after the last take; creationTimestamp is rounded down to
-		// the second and boundTime up, hence the 2 s of slack.
-		if earliest := lastBind.Add(quiet - 2*time.Second); p.CreationTimestamp.Time.Before(earliest) {
+		// the second and boundTime up (and written a moment after the take), hence 3 s of
+		// slack. Without the quiet period a replacement comes within a second of its take.
+		if earliest := lastBind.Add(quiet - 3*time.Second); p.CreationTimestamp.Time.Before(earliest) {
 			t.Errorf("replacement %s created at %s, before the quiet period after the last take (%s + %s)",
 				p.Name, p.CreationTimestamp.Format(time.RFC3339), lastBind.Format(time.RFC3339), quiet)
 		}

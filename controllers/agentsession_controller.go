@@ -316,11 +316,13 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 		pod := candidate.DeepCopy()
 		pod.Labels[agentsv1alpha1.SessionLabel] = s.Name
 		pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}
+		// Recorded before the write: the pool's reconcile, woken by the watch event of this
+		// very patch, may run before the patch call returns here.
+		r.Takes.taken(client.ObjectKeyFromObject(sb))
 		err := r.Patch(ctx, pod, client.MergeFromWithOptions(candidate, client.MergeFromWithOptimisticLock{}))
 		switch {
 		case err == nil:
 			r.claims.sessionBound(s.UID, pod.Name)
-			r.Takes.taken(client.ObjectKeyFromObject(sb))
 			return pod, nil
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 			// Bound by another session, deleted, or changed since the cache saw it: the
