@@ -212,10 +212,7 @@ func TestRuntimeClassDeletedMidFlight(t *testing.T) {
 		}
 	}
 	create(t, newSession(ns, "stuck", "pool"))
-	stuck := waitSession(t, ns, "stuck", 30*time.Second, "Pending with RuntimeClassNotFound", func(s *agentsv1alpha1.AgentSession) bool {
-		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
-		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonRuntimeClassNotFound
-	})
+	stuck := waitSession(t, ns, "stuck", 30*time.Second, "Pending with RuntimeClassNotFound", pendingWith(agentsv1alpha1.ReasonRuntimeClassNotFound))
 	if msg := condition(stuck.Status.Conditions, agentsv1alpha1.SessionReadyCondition).Message; !strings.Contains(msg, rcName) {
 		t.Errorf("message %q does not name the RuntimeClass %s", msg, rcName)
 	}

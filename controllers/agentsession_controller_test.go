@@ -115,10 +115,7 @@ func TestRequireWarmWaitsForAWarmPod(t *testing.T) {
 	s.Spec.StartPolicy = agentsv1alpha1.RequireWarm
 	create(t, s)
 
-	waitSession(t, ns, "patient", 30*time.Second, "Pending with reason WaitingForWarmSandbox", func(s *agentsv1alpha1.AgentSession) bool {
-		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
-		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonWaitingForWarmSandbox
-	})
+	waitSession(t, ns, "patient", 30*time.Second, "Pending with reason WaitingForWarmSandbox", pendingWith(agentsv1alpha1.ReasonWaitingForWarmSandbox))
 	if pods := podsOfSession(t, ns, "patient"); len(pods) != 0 {
 		t.Fatalf("RequireWarm session got %d pods without a warm one", len(pods))
 	}
@@ -143,10 +140,7 @@ func TestSessionBindsWhenItsClassAppears(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, newSession(ns, "early", "late-class"))
-	waitSession(t, ns, "early", 30*time.Second, "Pending with reason SandboxNotFound", func(s *agentsv1alpha1.AgentSession) bool {
-		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
-		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonSandboxNotFound
-	})
+	waitSession(t, ns, "early", 30*time.Second, "Pending with reason SandboxNotFound", pendingWith(agentsv1alpha1.ReasonSandboxNotFound))
 	create(t, newSandbox(ns, "late-class", 1, 20348))
 	waitSession(t, ns, "early", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
@@ -429,10 +423,7 @@ func TestSessionCannotUseAClassInAnotherNamespace(t *testing.T) {
 	create(t, newSandbox(classNS, "shared", 1, 20348))
 	waitPoolReady(t, classNS, "shared", 1, 30*time.Second)
 	create(t, newSession(sessionNS, "outsider", "shared"))
-	s := waitSession(t, sessionNS, "outsider", 20*time.Second, "Pending with SandboxNotFound", func(s *agentsv1alpha1.AgentSession) bool {
-		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
-		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonSandboxNotFound
-	})
+	s := waitSession(t, sessionNS, "outsider", 20*time.Second, "Pending with SandboxNotFound", pendingWith(agentsv1alpha1.ReasonSandboxNotFound))
 	if msg := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition).Message; !strings.Contains(msg, sessionNS) {
 		t.Errorf("message %q does not say which namespace was searched (%s)", msg, sessionNS)
 	}

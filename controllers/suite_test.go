@@ -216,6 +216,14 @@ func inPhase(phase agentsv1alpha1.SessionPhase) func(*agentsv1alpha1.AgentSessio
 	return func(s *agentsv1alpha1.AgentSession) bool { return s.Status.Phase == phase }
 }
 
+// pendingWith: phase Pending, with the Ready condition's reason.
+func pendingWith(reason string) func(*agentsv1alpha1.AgentSession) bool {
+	return func(s *agentsv1alpha1.AgentSession) bool {
+		c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
+		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == reason
+	}
+}
+
 // readyCondition returns the session's or class's condition of the given type.
 func condition(conds []metav1.Condition, typ string) *metav1.Condition {
 	for i := range conds {

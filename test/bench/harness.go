@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -262,7 +263,7 @@ func (t *tracker) observe(obj any, deleted bool) {
 		}
 		st := o.Status
 		s.phase = string(st.Phase)
-		if st.PodName != "" && !contains(s.podNames, st.PodName) {
+		if st.PodName != "" && !slices.Contains(s.podNames, st.PodName) {
 			s.podNames = append(s.podNames, st.PodName)
 		}
 		if st.StartType != "" {
@@ -288,7 +289,7 @@ func (t *tracker) observe(obj any, deleted bool) {
 			p = &podObs{ns: o.Namespace, generateName: o.GenerateName, sandbox: o.Labels[agentsv1alpha1.SandboxLabel]}
 			t.pods[string(o.UID)] = p
 		}
-		if s := o.Labels[agentsv1alpha1.SessionLabel]; s != "" && !contains(p.sessions, s) {
+		if s := o.Labels[agentsv1alpha1.SessionLabel]; s != "" && !slices.Contains(p.sessions, s) {
 			p.sessions = append(p.sessions, s)
 			if _, ok := t.podBound[key(o.Namespace, s)]; !ok {
 				t.podBound[key(o.Namespace, s)] = now
@@ -306,15 +307,6 @@ func (t *tracker) observe(obj any, deleted bool) {
 	}
 	close(t.changed)
 	t.changed = make(chan struct{})
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // waitUntil blocks until cond (called under the lock) holds, or ctx ends.

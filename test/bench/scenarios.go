@@ -334,6 +334,21 @@ func (r *run) countOperatorEvents(ctx context.Context, w *Writes) error {
 	return nil
 }
 
+// createOneAtATime creates sessions s-0000, s-0001, ... each once the previous one was seen
+// Ready (within timeout).
+func (r *run) createOneAtATime(ctx context.Context, n int, timeout time.Duration) error {
+	for i := range n {
+		name := fmt.Sprintf("s-%04d", i)
+		if err := r.create(ctx, name, 0); err != nil {
+			return err
+		}
+		if err := r.waitReady(ctx, name, timeout); err != nil {
+			return fmt.Errorf("session %s not Ready: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // Serial creates sessions one at a time against a warm pool of pool, each after the
 // previous one was seen Ready.
 func (h *Harness) Serial(ctx context.Context, sessions, pool, floorN int) (*Result, error) {
@@ -345,14 +360,8 @@ func (h *Harness) Serial(ctx context.Context, sessions, pool, floorN int) (*Resu
 	if err := r.begin(); err != nil {
 		return nil, err
 	}
-	for i := range sessions {
-		name := fmt.Sprintf("s-%04d", i)
-		if err := r.create(ctx, name, 0); err != nil {
-			return nil, err
-		}
-		if err := r.waitReady(ctx, name, 30*time.Second); err != nil {
-			return nil, fmt.Errorf("serial: session %s not Ready: %w", name, err)
-		}
+	if err := r.createOneAtATime(ctx, sessions, 30*time.Second); err != nil {
+		return nil, fmt.Errorf("serial: %w", err)
 	}
 	return res, r.finish(ctx, res, 2*time.Minute)
 }
@@ -421,14 +430,8 @@ func (h *Harness) Cold(ctx context.Context, sessions int, boot time.Duration, fl
 	if err := r.begin(); err != nil {
 		return nil, err
 	}
-	for i := range sessions {
-		name := fmt.Sprintf("s-%04d", i)
-		if err := r.create(ctx, name, 0); err != nil {
-			return nil, err
-		}
-		if err := r.waitReady(ctx, name, 30*time.Second+boot); err != nil {
-			return nil, fmt.Errorf("cold: session %s not Ready: %w", name, err)
-		}
+	if err := r.createOneAtATime(ctx, sessions, 30*time.Second+boot); err != nil {
+		return nil, fmt.Errorf("cold: %w", err)
 	}
 	return res, r.finish(ctx, res, time.Minute)
 }

@@ -5,6 +5,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -268,7 +269,7 @@ func (o *observer) observeSession(s *agentsv1alpha1.AgentSession, deleted bool) 
 			o.unusualEnds = append(o.unusualEnds, o.describeEnd(s))
 		}
 	}
-	if p := s.Status.PodName; p != "" && !containsString(st.podNames, p) {
+	if p := s.Status.PodName; p != "" && !slices.Contains(st.podNames, p) {
 		st.podNames = append(st.podNames, p)
 		o.check(len(st.podNames) == 1, SessionPodChanged, "session %s: status.podName was %v", s.Name, st.podNames)
 	}
@@ -371,13 +372,13 @@ func (o *observer) observePod(p *corev1.Pod, deleted bool) {
 		o.podGoneAt[p.Name] = time.Now()
 	}
 	st.ready = podReady(p)
-	if st.session != "" && !containsString(st.sessions, st.session) {
+	if st.session != "" && !slices.Contains(st.sessions, st.session) {
 		st.sessions = append(st.sessions, st.session)
 		if st.pool {
 			o.warmBinds++
 		}
 	}
-	if owner := metav1.GetControllerOf(p); owner != nil && owner.Kind == "AgentSession" && !containsString(st.owners, owner.Name) {
+	if owner := metav1.GetControllerOf(p); owner != nil && owner.Kind == "AgentSession" && !slices.Contains(st.owners, owner.Name) {
 		st.owners = append(st.owners, owner.Name)
 	}
 	o.checks++
@@ -447,15 +448,6 @@ func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
 		}
 	}
 	return false
