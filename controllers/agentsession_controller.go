@@ -421,7 +421,14 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 	if err != nil {
 		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, "MalformedHeartbeat", "Heartbeat", "%s", err)
 	}
-	deadline, _ := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, now)
+	deadline, why := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, now)
+	if !now.Before(deadline) && why == agentsv1alpha1.ReasonIdleTimeout {
+		// A heartbeat triggers no reconcile, so the cached session can predate the newest
+		// one: ask the API server before ending a session that may still be in use.
+		if deadline, err = r.freshIdleDeadline(ctx, s, lt, now); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if !now.Before(deadline) {
 		return r.expire(ctx, s, sb, pod)
 	}
@@ -434,6 +441,18 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 			Message: fmt.Sprintf("sandbox pod %s is starting (its Hyper-V VM is booting)", pod.Name)})
 	}
 	return ctrl.Result{RequeueAfter: deadline.Sub(now)}, nil
+}
+
+// freshIdleDeadline recomputes the session's deadline from its newest heartbeat, read
+// from the API server (the rare path: only when the cached one says it is idle).
+func (r *AgentSessionReconciler) freshIdleDeadline(ctx context.Context, s *agentsv1alpha1.AgentSession, lt lifetime, now time.Time) (time.Time, error) {
+	fresh := &agentsv1alpha1.AgentSession{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
+		return time.Time{}, client.IgnoreNotFound(err) // gone: its deletion ends it
+	}
+	heartbeat, _ := parseHeartbeat(fresh.Annotations)
+	deadline, _ := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, now)
+	return deadline, nil
 }
 
 // pastDeadline reports whether a bound session has reached its max lifetime or idle
