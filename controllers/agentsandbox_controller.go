@@ -177,22 +177,24 @@ func (st *poolStep) liveWarm() []*corev1.Pod {
 }
 
 func (r *AgentSandboxReconciler) listPoolPods(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) (poolPods, error) {
-	list := &corev1.PodList{}
-	if err := r.List(ctx, list, client.InNamespace(sb.Namespace), client.MatchingFields{podSandboxIndex: sb.Name}, client.UnsafeDisableDeepCopy); err != nil {
-		return poolPods{}, fmt.Errorf("listing pods of AgentSandbox %s: %w", sb.Name, err)
-	}
 	pods := poolPods{all: map[string]bool{}, warmNames: map[string]bool{}}
-	for i := range list.Items {
-		p := &list.Items[i]
-		pods.all[p.Name] = true
-		switch {
-		case !p.DeletionTimestamp.IsZero():
-			pods.terminating++
-		case p.Labels[agentsv1alpha1.SessionLabel] != "":
-			pods.bound = append(pods.bound, p)
-		case metav1.IsControlledBy(p, sb):
-			pods.warm = append(pods.warm, p)
-			pods.warmNames[p.Name] = true
+	for _, index := range []string{podWarmIndex, podBoundIndex} {
+		list := &corev1.PodList{}
+		if err := r.List(ctx, list, client.InNamespace(sb.Namespace), client.MatchingFields{index: sb.Name}, client.UnsafeDisableDeepCopy); err != nil {
+			return poolPods{}, fmt.Errorf("listing pods of AgentSandbox %s: %w", sb.Name, err)
+		}
+		for i := range list.Items {
+			p := &list.Items[i]
+			pods.all[p.Name] = true
+			switch {
+			case !p.DeletionTimestamp.IsZero():
+				pods.terminating++
+			case p.Labels[agentsv1alpha1.SessionLabel] != "":
+				pods.bound = append(pods.bound, p)
+			case metav1.IsControlledBy(p, sb):
+				pods.warm = append(pods.warm, p)
+				pods.warmNames[p.Name] = true
+			}
 		}
 	}
 	return pods, nil
@@ -617,7 +619,7 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("agentsandbox").
 		For(&agentsv1alpha1.AgentSandbox{}).
 		Owns(&networkingv1.NetworkPolicy{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToSandbox)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToSandbox), builder.WithPredicates(poolPodChanged())).
 		// A RuntimeClass or a Windows node appearing or going can unblock or block any pool.
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes)).
 		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes),
@@ -626,6 +628,19 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.sandboxesInNamespace)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.SandboxWorkers}).
 		Complete(observed(r.Config, "agentsandbox", r))
+}
+
+// poolPodChanged passes the pod events a pool acts on. A bound pod matters to its class
+// only when it is bound, starts terminating or goes; its status updates would otherwise
+// reconcile the pool, which lists the class's bound pods, once per kubelet report of each
+// of possibly thousands of sessions.
+func poolPodChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		bound := func(o client.Object) bool { return o.GetLabels()[agentsv1alpha1.SessionLabel] != "" }
+		stillBound := bound(e.ObjectOld) && bound(e.ObjectNew)
+		sameDeletion := e.ObjectOld.GetDeletionTimestamp().IsZero() == e.ObjectNew.GetDeletionTimestamp().IsZero()
+		return !stillBound || !sameDeletion
+	}}
 }
 
 func podToSandbox(_ context.Context, o client.Object) []reconcile.Request {

@@ -262,46 +262,38 @@ func (r *AgentSessionReconciler) bind(ctx context.Context, s *agentsv1alpha1.Age
 // second and last.
 func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (*corev1.Pod, error) {
 	list := &corev1.PodList{}
-	if err := r.List(ctx, list, client.InNamespace(sb.Namespace), client.MatchingFields{podSandboxIndex: sb.Name}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.List(ctx, list, client.InNamespace(sb.Namespace), client.MatchingFields{podWarmIndex: sb.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing warm pods of AgentSandbox %s: %w", sb.Name, err)
 	}
 	hash := templateHash(sb)
 	preferOld := sb.Spec.UpdateStrategy.Type == agentsv1alpha1.OnReplenishUpdateStrategy
-	sessionsOnNode := map[string]int{}
 	// A pool can hold thousands of pods: rank each once, then sort on the ranks.
-	type rankedPod struct {
-		pod       *corev1.Pod
-		load      int  // sessions of the class on the pod's node
-		preferred bool // of the template the update strategy hands out first
-		created   time.Time
-	}
 	var ranked []rankedPod
 	for i := range list.Items {
 		p := &list.Items[i]
-		key := client.ObjectKeyFromObject(p)
-		switch {
-		case !p.DeletionTimestamp.IsZero():
-		case p.Labels[agentsv1alpha1.SessionLabel] != "":
-			sessionsOnNode[p.Spec.NodeName]++
-			r.claims.releasePod(key) // the cache shows the bind now
-		case isPodReady(p) && metav1.IsControlledBy(p, sb) && !r.claims.podTaken(key):
+		if p.DeletionTimestamp.IsZero() && isPodReady(p) && metav1.IsControlledBy(p, sb) && !r.claims.podTaken(client.ObjectKeyFromObject(p)) {
 			// OnReplenish hands out old-template pods first, so the pool turns over as it is used.
 			old := p.Labels[agentsv1alpha1.TemplateHashLabel] != hash
 			ranked = append(ranked, rankedPod{pod: p, preferred: old == preferOld, created: p.CreationTimestamp.Time})
 		}
 	}
+	// The class's load is counted per node the candidates are on, not over all its bound
+	// pods: a class can hold thousands of sessions.
+	sessionsOnNode := map[string]int{}
 	for i := range ranked {
-		ranked[i].load = sessionsOnNode[ranked[i].pod.Spec.NodeName]
+		node := ranked[i].pod.Spec.NodeName
+		load, counted := sessionsOnNode[node]
+		if !counted {
+			bound := &corev1.PodList{}
+			if err := r.List(ctx, bound, client.InNamespace(sb.Namespace), client.MatchingFields{podBoundNodeIndex: boundNodeKey(sb.Name, node)}, client.UnsafeDisableDeepCopy); err != nil {
+				return nil, fmt.Errorf("counting sessions of AgentSandbox %s on node %s: %w", sb.Name, node, err)
+			}
+			load = len(bound.Items)
+			sessionsOnNode[node] = load
+		}
+		ranked[i].load = load
 	}
-	slices.SortFunc(ranked, func(a, b rankedPod) int {
-		if d := a.load - b.load; d != 0 {
-			return d
-		}
-		if c := boolOrder(a.preferred, b.preferred); c != 0 {
-			return -c
-		}
-		return a.created.Compare(b.created)
-	})
+	slices.SortFunc(ranked, bindOrder)
 	attempts := 0
 	for _, rp := range ranked {
 		if attempts == maxBindAttempts {
@@ -333,8 +325,28 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 			return nil, fmt.Errorf("binding warm pod %s: %w", pod.Name, err)
 		}
 	}
-	r.claims.sweep()
 	return nil, nil
+}
+
+// rankedPod is a bind candidate with what orders it.
+type rankedPod struct {
+	pod       *corev1.Pod
+	load      int  // sessions of the class on the pod's node
+	preferred bool // of the template the update strategy hands out first
+	created   time.Time
+}
+
+// bindOrder puts first the pod on the node with the fewest sessions of its class (spreading
+// the VMs that are in use), then a pod of the template the update strategy prefers, then
+// the oldest.
+func bindOrder(a, b rankedPod) int {
+	if d := a.load - b.load; d != 0 {
+		return d
+	}
+	if c := boolOrder(a.preferred, b.preferred); c != 0 {
+		return -c
+	}
+	return a.created.Compare(b.created)
 }
 
 // startCold creates a pod for the session alone. It is owned by the session from the start

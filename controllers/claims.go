@@ -22,7 +22,9 @@ type claimTracker struct {
 	mu       sync.Mutex
 	pods     map[types.NamespacedName]time.Time // warm pods a bind is writing, or wrote
 	sessions map[types.UID]claim                // session -> the pod it bound or created
-	now      func() time.Time
+	// lastSweep: when expired pod claims were last dropped.
+	lastSweep time.Time
+	now       func() time.Time
 }
 
 type claim struct {
@@ -38,10 +40,22 @@ func newClaimTracker() *claimTracker {
 func (c *claimTracker) tryTakePod(pod types.NamespacedName) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if at, ok := c.pods[pod]; ok && c.now().Sub(at) < claimTTL {
+	now := c.now()
+	if at, ok := c.pods[pod]; ok && now.Sub(at) < claimTTL {
 		return false
 	}
-	c.pods[pod] = c.now()
+	c.pods[pod] = now
+	// A claim is kept until it expires: the pod it names leaves the warm pods a bind looks
+	// at once the cache shows it bound, so nothing else needs to forget it. Drop the expired
+	// ones now and then, so the map stays as small as claimTTL's worth of binds.
+	if now.Sub(c.lastSweep) >= claimTTL {
+		for k, at := range c.pods {
+			if now.Sub(at) >= claimTTL {
+				delete(c.pods, k)
+			}
+		}
+		c.lastSweep = now
+	}
 	return true
 }
 
@@ -53,7 +67,7 @@ func (c *claimTracker) podTaken(pod types.NamespacedName) bool {
 	return ok && c.now().Sub(at) < claimTTL
 }
 
-// releasePod forgets a pod claim: the bind failed, or the cache now shows the pod bound.
+// releasePod forgets a pod claim: the bind failed.
 func (c *claimTracker) releasePod(pod types.NamespacedName) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -87,18 +101,6 @@ func (c *claimTracker) forgetSession(session types.UID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.sessions, session)
-}
-
-// sweep drops expired pod claims; called from the bind path so the map stays small.
-func (c *claimTracker) sweep() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	for k, at := range c.pods {
-		if now.Sub(at) >= claimTTL {
-			delete(c.pods, k)
-		}
-	}
 }
 
 // writtenStatuses remembers the session statuses this manager wrote until its cache shows

@@ -12,8 +12,16 @@ import (
 // Cache indexes, registered in one place. Every lookup the controllers make on a hot path
 // goes through one of these rather than a namespace-wide list.
 const (
-	// podSandboxIndex: pods by the AgentSandbox they belong to (warm and bound).
-	podSandboxIndex = "pod.sandbox"
+	// podWarmIndex: a class's pods not bound to a session, by AgentSandbox name: the pool's
+	// own pods (terminating ones included) and a bind's candidates. A class's bound pods are
+	// kept apart because they can number thousands; a bind and a pool reconcile need only
+	// their count per node or in all.
+	podWarmIndex = "pod.warm"
+	// podBoundIndex: a class's pods bound to a session, by AgentSandbox name.
+	podBoundIndex = "pod.bound"
+	// podBoundNodeIndex: a class's live bound pods by "<AgentSandbox>/<node>": the class's
+	// load on a node, which a bind ranks warm pods by.
+	podBoundNodeIndex = "pod.boundNode"
 	// podSessionIndex: pods by the AgentSession they are bound to.
 	podSessionIndex = "pod.session"
 	// sessionSandboxIndex: sessions by spec.sandboxName.
@@ -35,7 +43,26 @@ func RegisterIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 		field   string
 		extract client.IndexerFunc
 	}{
-		{&corev1.Pod{}, podSandboxIndex, labelIndex(agentsv1alpha1.SandboxLabel)},
+		{&corev1.Pod{}, podWarmIndex, func(o client.Object) []string {
+			if class, session := sandboxAndSession(o); class != "" && session == "" {
+				return []string{class}
+			}
+			return nil
+		}},
+		{&corev1.Pod{}, podBoundIndex, func(o client.Object) []string {
+			if class, session := sandboxAndSession(o); class != "" && session != "" {
+				return []string{class}
+			}
+			return nil
+		}},
+		{&corev1.Pod{}, podBoundNodeIndex, func(o client.Object) []string {
+			class, session := sandboxAndSession(o)
+			node := o.(*corev1.Pod).Spec.NodeName
+			if class == "" || session == "" || node == "" || !o.GetDeletionTimestamp().IsZero() {
+				return nil
+			}
+			return []string{boundNodeKey(class, node)}
+		}},
 		{&corev1.Pod{}, podSessionIndex, labelIndex(agentsv1alpha1.SessionLabel)},
 		{&agentsv1alpha1.AgentSession{}, sessionSandboxIndex, func(o client.Object) []string {
 			return []string{o.(*agentsv1alpha1.AgentSession).Spec.SandboxName}
@@ -68,6 +95,13 @@ func RegisterIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 	}
 	return nil
 }
+
+func sandboxAndSession(o client.Object) (sandbox, session string) {
+	l := o.GetLabels()
+	return l[agentsv1alpha1.SandboxLabel], l[agentsv1alpha1.SessionLabel]
+}
+
+func boundNodeKey(sandbox, node string) string { return sandbox + "/" + node }
 
 func labelIndex(key string) client.IndexerFunc {
 	return func(o client.Object) []string {
