@@ -349,13 +349,7 @@ func (r *AgentSandboxReconciler) replenishWait(st *poolStep, warm []*corev1.Pod,
 		return 0
 	}
 	minReady := int(ptr.Deref(spec.MinReady, int32((want+1)/2)))
-	ready := 0
-	for _, p := range warm {
-		if isPodReady(p) {
-			ready++
-		}
-	}
-	if ready < minReady {
+	if readyCount(warm) < minReady {
 		return 0
 	}
 	since, taken := r.Takes.since(client.ObjectKeyFromObject(st.sb))
@@ -363,6 +357,16 @@ func (r *AgentSandboxReconciler) replenishWait(st *poolStep, warm []*corev1.Pod,
 		return 0
 	}
 	return spec.QuietPeriod.Duration - since
+}
+
+func readyCount(pods []*corev1.Pod) int {
+	n := 0
+	for _, p := range pods {
+		if isPodReady(p) {
+			n++
+		}
+	}
+	return n
 }
 
 // boolOrder sorts false before true.
@@ -477,13 +481,8 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	status.TemplateHash = templateHash(sb)
 	status.Selector = fmt.Sprintf("%s=%s,!%s", agentsv1alpha1.SandboxLabel, sb.Name, agentsv1alpha1.SessionLabel)
 
-	warm := st.liveWarm()
-	ready := 0
-	for _, p := range warm {
-		if isPodReady(p) {
-			ready++
-		}
-	}
+	warm := st.liveWarm() // after this reconcile's deletions, so not always replenishWait's
+	ready := readyCount(warm)
 	status.Replicas = int32(len(warm))
 	status.ReadyReplicas = int32(ready)
 	status.ActiveSessions = int32(len(st.pods.bound))

@@ -2,9 +2,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -49,10 +49,7 @@ type AgentSessionReconciler struct {
 	factory *podFactory
 	claims  *claimTracker
 	written *writtenStatuses
-	// ending holds, per session UID, the pod that end decided to destroy, for Reconcile to
-	// delete once the end is written (a session is reconciled by one worker at a time).
-	ending sync.Map
-	now    func() time.Time
+	now     func() time.Time
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete
@@ -75,12 +72,18 @@ func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	before := s.Status.DeepCopy()
 	result, err := r.reconcileSession(ctx, s)
-	statusErr := r.writeStatus(ctx, s, before)
-	if statusErr != nil && err == nil {
-		err = statusErr
+	if statusErr := r.writeStatus(ctx, s, before); statusErr != nil {
+		return result, errors.Join(err, statusErr)
 	}
-	if v, ok := r.ending.LoadAndDelete(s.UID); ok && statusErr == nil {
-		r.destroyEndedPod(ctx, v.(*corev1.Pod))
+	if !before.Phase.IsFinished() && s.Status.Phase.IsFinished() {
+		// The pod is destroyed once the end is written, not before: whoever watches the
+		// session sees the end one API round trip sooner, and an end whose write failed is
+		// decided again from a pod still intact rather than read back as PodDeleted. Should
+		// this delete fail, the finished session's next reconcile (collectFinished) retries,
+		// and the garbage collector takes the pod with the session at the latest.
+		if destroyErr := r.destroyPods(ctx, s.Namespace, s.Name, s.UID); destroyErr != nil {
+			log.FromContext(ctx).Error(destroyErr, "destroying the pod of a session that just ended")
+		}
 	}
 	return result, err
 }
@@ -541,7 +544,7 @@ func (r *AgentSessionReconciler) podFailure(ctx context.Context, pod *corev1.Pod
 	return agentsv1alpha1.ReasonNodeLost, fmt.Sprintf("node %s of sandbox pod %s is gone", pod.Spec.NodeName, pod.Name), true, nil
 }
 
-// end finishes the session and marks its pod for destruction once the end is written.
+// end finishes the session; Reconcile destroys its pod once the end is written.
 func (r *AgentSessionReconciler) end(ctx context.Context, s *agentsv1alpha1.AgentSession, pod *corev1.Pod, phase agentsv1alpha1.SessionPhase, reason, message string) {
 	now := metav1.NewTime(r.now())
 	s.Status.Phase = phase
@@ -558,22 +561,6 @@ func (r *AgentSessionReconciler) end(ctx context.Context, s *agentsv1alpha1.Agen
 		related = pod
 	}
 	r.Recorder.Eventf(s, related, eventType, reason, "End", "session %s: %s", phase, message)
-	if pod != nil && pod.DeletionTimestamp.IsZero() {
-		// Destroyed right after the status write, not before: whoever watches the session
-		// sees the end one API round trip sooner, and an end that failed to be written is
-		// decided again, from a pod still intact, rather than read back as PodDeleted.
-		r.ending.Store(s.UID, pod)
-	}
-}
-
-// destroyEndedPod deletes the pod of a session that just ended, with a UID precondition so a
-// pod of the same name created since is safe.
-func (r *AgentSessionReconciler) destroyEndedPod(ctx context.Context, pod *corev1.Pod) {
-	if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
-		// The status records the end; the finished session's later reconciles destroy its
-		// pods (collectFinished), and the pod, owned by the session, goes with it at the latest.
-		log.FromContext(ctx).Error(err, "deleting the pod of a finished session", "pod", pod.Name)
-	}
 }
 
 // collectFinished destroys what a finished session still holds and deletes the session

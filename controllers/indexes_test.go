@@ -8,19 +8,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
-
-// indexRecorder captures the extract functions RegisterIndexes hands to the cache.
-type indexRecorder map[string]client.IndexerFunc
-
-func (r indexRecorder) IndexField(_ context.Context, _ client.Object, field string, extract client.IndexerFunc) error {
-	r[field] = extract
-	return nil
-}
 
 func testPod(session, node string, deleting bool) *corev1.Pod {
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{agentsv1alpha1.SandboxLabel: "pool"}},
@@ -35,7 +26,7 @@ func testPod(session, node string, deleting bool) *corev1.Pod {
 }
 
 func TestPodIndexesKeepBoundPodsApartFromTheWarmOnes(t *testing.T) {
-	indexes := indexRecorder{}
+	indexes := recordingIndexer{}
 	if err := RegisterIndexes(context.Background(), indexes); err != nil {
 		t.Fatal(err)
 	}

@@ -141,6 +141,16 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 	if err := q.reader.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
+	// A session holding a live pod counts even when its status does not say so yet: a
+	// manager that bound it and died before the status write leaves it so until the next
+	// leader reconciles it.
+	holdsPod := map[types.UID]bool{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if ref := metav1.GetControllerOf(p); ref != nil && ref.Kind == "AgentSession" && p.DeletionTimestamp.IsZero() && !isPodTerminated(p) {
+			holdsPod[ref.UID] = true
+		}
+	}
 	now := time.Now()
 	u := &usage{}
 	seen := map[types.UID]bool{}
@@ -154,7 +164,7 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 		case sessionAdmitted(s):
 			delete(l.sessions, s.UID) // the cache shows the grant now
 			u.sessions++
-		case granted:
+		case granted, holdsPod[s.UID]:
 			u.sessions++
 		default:
 			u.waiting = append(u.waiting, s)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -93,5 +94,45 @@ func TestAdmissibleHeadIsOneSessionPerFreeSlot(t *testing.T) {
 	head, limited, err = q.admissibleHead(context.Background(), "no-quota")
 	if err != nil || limited || head != nil {
 		t.Errorf("without a quota: admissibleHead = %v, limited %v, err %v; want nil, false, nil", head, limited, err)
+	}
+}
+
+// A session whose pod is bound but whose status does not say so yet (its manager died
+// between the two writes of the bind) holds a quota slot: a quota that appeared meanwhile
+// must not admit an older waiting session past the limit.
+func TestASessionHoldingAPodCountsAgainstTheQuota(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	const ns = "team"
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	session := func(name string, age time.Duration) *agentsv1alpha1.AgentSession {
+		return &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name),
+			CreationTimestamp: metav1.NewTime(base.Add(-age))}, Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool"}}
+	}
+	admitted := session("admitted", 3*time.Minute)
+	meta.SetStatusCondition(&admitted.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.QuotaReserved,
+		Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonQuotaReserved})
+	waiting := session("waiting", 2*time.Minute)
+	bound := session("bound", time.Minute) // no status: the bind's status write was lost
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool-abcde",
+		Labels: map[string]string{agentsv1alpha1.SandboxLabel: "pool", agentsv1alpha1.SessionLabel: "bound"},
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(bound, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}}}
+	quota := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q"},
+		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(2))}}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(quota, admitted, waiting, bound, pod).
+		WithStatusSubresource(&agentsv1alpha1.AgentSession{}).Build()
+	q := newQuotaKeeper(c, nil, nil)
+
+	head, limited, err := q.admissibleHead(context.Background(), ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !limited || len(head) != 0 {
+		t.Errorf("admissibleHead = %v (limited %v); want none: admitted and bound fill the quota of 2", head, limited)
 	}
 }

@@ -8,6 +8,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
+// The event recorders' names: the reportingController of every Event hyperpool writes.
+const (
+	SandboxEventSource = "hyperpool-sandbox"
+	SessionEventSource = "hyperpool-session"
+)
+
 // SetupWithManager registers the cache indexes and every hyperpool controller with mgr.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err := RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
@@ -15,12 +21,12 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	}
 	quota := newQuotaKeeper(mgr.GetClient(), cfg.DefaultQuota, cfg.DefaultQuotaNamespaces)
 	takes := newTakeClock()
-	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("hyperpool-sandbox"), Config: cfg, Quota: quota, Takes: takes}
+	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder(SandboxEventSource), Config: cfg, Quota: quota, Takes: takes}
 	if err := sandboxes.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSandbox controller: %w", err)
 	}
 	sessions := &AgentSessionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder("hyperpool-session"), Config: cfg, Quota: quota, Takes: takes}
+		Recorder: mgr.GetEventRecorder(SessionEventSource), Config: cfg, Quota: quota, Takes: takes}
 	if err := sessions.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSession controller: %w", err)
 	}

@@ -202,11 +202,10 @@ func (h *Harness) waitPoolFull(ctx context.Context, ns, name string, want int, t
 
 // tracker records what the benchmark's watches see, with client-side monotonic timestamps.
 type tracker struct {
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every change
-	sessions map[string]*sessionObs
-	cms      map[string]time.Time
-	pods     map[string]*podObs // by UID
+	testbed.Notifier // guards what follows; every watch event is a change
+	sessions         map[string]*sessionObs
+	cms              map[string]time.Time
+	pods             map[string]*podObs // by UID
 	// podBound: when the watch first saw a pod labelled for the session (ns/session).
 	podBound map[string]time.Time
 }
@@ -230,7 +229,7 @@ type podObs struct {
 }
 
 func newTracker() *tracker {
-	return &tracker{changed: make(chan struct{}), sessions: map[string]*sessionObs{},
+	return &tracker{sessions: map[string]*sessionObs{},
 		cms: map[string]time.Time{}, pods: map[string]*podObs{}, podBound: map[string]time.Time{}}
 }
 
@@ -251,8 +250,8 @@ func (t *tracker) handler() toolscache.ResourceEventHandler {
 
 func (t *tracker) observe(obj any, deleted bool) {
 	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.Lock()
+	defer t.Unlock()
 	switch o := obj.(type) {
 	case *agentsv1alpha1.AgentSession:
 		k := key(o.Namespace, o.Name)
@@ -305,30 +304,12 @@ func (t *tracker) observe(obj any, deleted bool) {
 	default:
 		return
 	}
-	close(t.changed)
-	t.changed = make(chan struct{})
-}
-
-// waitUntil blocks until cond (called under the lock) holds, or ctx ends.
-func (t *tracker) waitUntil(ctx context.Context, cond func() bool) error {
-	for {
-		t.mu.Lock()
-		ok, ch := cond(), t.changed
-		t.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	t.Changed()
 }
 
 func (t *tracker) session(ns, name string) sessionObs {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.Lock()
+	defer t.Unlock()
 	if s := t.sessions[key(ns, name)]; s != nil {
 		c := *s
 		c.podNames = append([]string(nil), s.podNames...)
@@ -339,8 +320,8 @@ func (t *tracker) session(ns, name string) sessionObs {
 
 // warmPods counts the live, unbound pods of a pool (created by the pool, not for a session).
 func (t *tracker) warmPods(ns, sandbox string) int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.Lock()
+	defer t.Unlock()
 	n := 0
 	for _, p := range t.pods {
 		if p.ns == ns && p.sandbox == sandbox && p.live && p.ready && len(p.sessions) == 0 {
@@ -353,8 +334,8 @@ func (t *tracker) warmPods(ns, sandbox string) int {
 // podCounts returns the pods ever seen in ns: created by the pool (warm), created for a
 // session (cold), and the number bound to more than one session.
 func (t *tracker) podCounts(ns, sandbox string) (warm, cold, doubleBound int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.Lock()
+	defer t.Unlock()
 	for _, p := range t.pods {
 		if p.ns != ns || p.sandbox != sandbox {
 			continue

@@ -5,7 +5,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,8 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/hyperpool/hyperpool/controllers"
 )
 
 // poolName is the AgentSandbox every scenario creates in its own namespace.
@@ -138,7 +139,7 @@ func (h *Harness) roundTrip(ctx context.Context, ns, name string) (float64, erro
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var seen time.Time
-	err := h.track.waitUntil(wctx, func() bool { seen = h.track.cms[key(ns, name)]; return !seen.IsZero() })
+	err := h.track.WaitUntil(wctx, func() bool { seen = h.track.cms[key(ns, name)]; return !seen.IsZero() })
 	if err != nil {
 		return 0, fmt.Errorf("floor: config map %s not seen: %w", name, err)
 	}
@@ -183,7 +184,7 @@ func (r *run) waitReady(ctx context.Context, name string, timeout time.Duration)
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	k := key(r.ns, name)
-	return r.h.track.waitUntil(wctx, func() bool {
+	return r.h.track.WaitUntil(wctx, func() bool {
 		s := r.h.track.sessions[k]
 		return s != nil && (!s.readyAt.IsZero() || !s.finishedAt.IsZero())
 	})
@@ -197,14 +198,18 @@ func (r *run) waitAll(ctx context.Context, timeout time.Duration, finished bool)
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	missing := 0
-	err := r.h.track.waitUntil(wctx, func() bool {
-		missing = 0
+	err := r.h.track.WaitUntil(wctx, func() bool {
+		// Each check drops the sessions that got there: at 10,000 sessions a full scan per
+		// watch event would cost the benchmark more CPU than the manager it measures.
+		waiting := names[:0]
 		for _, n := range names {
 			s := r.h.track.sessions[key(r.ns, n)]
 			if s == nil || (finished && s.finishedAt.IsZero()) || (!finished && s.readyAt.IsZero()) {
-				missing++
+				waiting = append(waiting, n)
 			}
 		}
+		names = waiting
+		missing = len(names)
 		return missing == 0
 	})
 	if err != nil {
@@ -243,7 +248,7 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 	res.LoadedFloor = percentiles(r.loadedFloor)
 	res.CreateErrors = int(r.errs.Load())
 
-	r.h.track.mu.Lock()
+	r.h.track.Lock()
 	podOwner := map[string]string{}
 	var lat, toPod []float64
 	var first, last time.Time
@@ -286,7 +291,7 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 			last = s.readyAt
 		}
 	}
-	r.h.track.mu.Unlock()
+	r.h.track.Unlock()
 	warmCreated, coldCreated, dbl := r.h.track.podCounts(r.ns, poolName)
 	res.DoubleBinds += dbl
 	res.PodsCreated = warmCreated + coldCreated
@@ -321,7 +326,7 @@ func (r *run) countOperatorEvents(ctx context.Context, w *Writes) error {
 		return fmt.Errorf("listing events of %s: %w", r.ns, err)
 	}
 	for _, e := range list.Items {
-		if !strings.HasPrefix(e.ReportingController, "hyperpool") {
+		if e.ReportingController != controllers.SandboxEventSource && e.ReportingController != controllers.SessionEventSource {
 			continue
 		}
 		n := 1.0
@@ -455,7 +460,7 @@ func (h *Harness) Expiry(ctx context.Context, sessions int, rate float64, base, 
 		res.Notes = append(res.Notes, err.Error())
 	}
 	var lags []float64
-	r.h.track.mu.Lock()
+	r.h.track.Lock()
 	for _, name := range r.order {
 		s := r.h.track.sessions[key(r.ns, name)]
 		if s == nil || s.finishedAt.IsZero() {
@@ -470,7 +475,7 @@ func (h *Harness) Expiry(ctx context.Context, sessions int, rate float64, base, 
 		}
 		lags = append(lags, ms(s.finishedAt.Sub(deadline)))
 	}
-	r.h.track.mu.Unlock()
+	r.h.track.Unlock()
 	lp := percentiles(lags)
 	res.ExpiryLag = &lp
 	return res, r.finish(ctx, res, time.Minute)
@@ -491,7 +496,8 @@ func (h *Harness) Scale(ctx context.Context, sessions int, rate float64, nodes, 
 		return nil, err
 	}
 	r.createPaced(ctx, sessions, rate, func(int) time.Duration { return 0 })
-	if err := r.waitAll(ctx, 5*time.Minute, false); err != nil {
+	// Every session is a cold start: allow for a machine that starts 5 pods a second.
+	if err := r.waitAll(ctx, 5*time.Minute+time.Duration(sessions)*time.Second/5, false); err != nil {
 		res.Notes = append(res.Notes, err.Error())
 	}
 	return res, r.finish(ctx, res, time.Minute)

@@ -198,7 +198,7 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 	}
 	logf("replica %s leads; waiting for a Ready pool of %d", leader.name, cfg.Pool)
 	if err := waitCtx(ctx, 90*time.Second, func(ctx context.Context) error {
-		return obs.waitUntil(ctx, func() bool { return obs.readyWarm == cfg.Pool })
+		return obs.WaitUntil(ctx, func() bool { return obs.readyWarm == cfg.Pool })
 	}); err != nil {
 		return nil, fmt.Errorf("pool of %d not Ready before the load: %w", cfg.Pool, err)
 	}
@@ -235,7 +235,7 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 		last := faults[len(faults)-1]
 		limit := cfg.PoolRecoveryLimit
 		_ = waitCtx(ctx, limit+20*time.Second, func(ctx context.Context) error {
-			return obs.waitUntil(ctx, func() bool { _, ok := obs.poolAtTargetAfterLocked(last.recovered); return ok })
+			return obs.WaitUntil(ctx, func() bool { _, ok := obs.poolAtTargetAfterLocked(last.recovered); return ok })
 		})
 		if at, ok := obs.poolAtTargetAfter(last.recovered); ok {
 			res.PoolAtTargetAfterLastFault = at.Sub(last.over)
@@ -251,7 +251,7 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 	logf("waiting up to %s for every session to end", settleTimeout.Round(time.Second))
 	stopProgress := reportProgress(obs, logf)
 	_ = waitCtx(ctx, settleTimeout, func(ctx context.Context) error {
-		return obs.waitUntil(ctx, func() bool { return len(obs.unsettledLocked(names)) == 0 })
+		return obs.WaitUntil(ctx, func() bool { return len(obs.unsettledLocked(names)) == 0 })
 	})
 	stopProgress()
 	res.ReadyAfterLoad = time.Since(loadStart)

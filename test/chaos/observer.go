@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
 // maxViolationExamples bounds how many violations of one kind are described in full; all
@@ -51,10 +51,9 @@ type observer struct {
 	poolTarget int
 	quota      int
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every event
-	sessions map[string]*sessionState
-	pods     map[types.UID]*podState
+	testbed.Notifier // guards what follows; every watch event is a change
+	sessions         map[string]*sessionState
+	pods             map[types.UID]*podState
 	// livePodsOf are the live (not terminating) pods labelled for each session.
 	livePodsOf map[string]map[types.UID]bool
 	active     int // sessions counted against the quota
@@ -114,7 +113,7 @@ type podState struct {
 
 func newObserver(ns, pool string, poolTarget, quota int) *observer {
 	return &observer{ns: ns, pool: pool, poolTarget: poolTarget, quota: quota,
-		changed: make(chan struct{}), sessions: map[string]*sessionState{}, pods: map[types.UID]*podState{},
+		sessions: map[string]*sessionState{}, pods: map[types.UID]*podState{},
 		suspicions: make(chan string, 8), unconfirmed: map[string]int{},
 		livePodsOf: map[string]map[types.UID]bool{}, podGoneAt: map[string]time.Time{}, violations: map[string][]string{}, counts: map[string]int{},
 		started: time.Now()}
@@ -158,8 +157,8 @@ func (o *observer) handler() toolscache.ResourceEventHandler {
 }
 
 func (o *observer) observe(obj any, deleted bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.Lock()
+	defer o.Unlock()
 	switch x := obj.(type) {
 	case *agentsv1alpha1.AgentSession:
 		o.observeSession(x, deleted)
@@ -170,8 +169,7 @@ func (o *observer) observe(obj any, deleted bool) {
 	default:
 		return
 	}
-	close(o.changed)
-	o.changed = make(chan struct{})
+	o.Changed()
 }
 
 // violate records a broken invariant. The lock must be held.
@@ -233,7 +231,7 @@ func (o *observer) confirmSuspicions(ctx context.Context, c client.Client) {
 			}
 			limit, what = o.poolTarget, "live warm pods of the pool"
 		}
-		o.mu.Lock()
+		o.Lock()
 		if n > limit {
 			o.violate(kind, "%d %s > %d, in one consistent List", n, what, limit)
 			if kind == QuotaExceeded {
@@ -244,7 +242,7 @@ func (o *observer) confirmSuspicions(ctx context.Context, c client.Client) {
 		} else {
 			o.unconfirmed[kind]++
 		}
-		o.mu.Unlock()
+		o.Unlock()
 	}
 }
 
@@ -453,28 +451,11 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// waitUntil blocks until cond (called with the lock held) holds or ctx ends.
-func (o *observer) waitUntil(ctx context.Context, cond func() bool) error {
-	for {
-		o.mu.Lock()
-		ok, ch := cond(), o.changed
-		o.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
 // poolAtTargetAfter returns when the pool was first at its target (live warm pods) at or
 // after t: either it already was at t, or it got there later. ok is false if it has not.
 func (o *observer) poolAtTargetAfter(t time.Time) (at time.Time, ok bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.Lock()
+	defer o.Unlock()
 	return o.poolAtTargetAfterLocked(t)
 }
 
@@ -508,8 +489,8 @@ func (o *observer) unsettledLocked(names []string) map[string]string {
 
 // phases counts the sessions seen by phase, for progress reports.
 func (o *observer) phases() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.Lock()
+	defer o.Unlock()
 	counts := map[string]int{}
 	for _, s := range o.sessions {
 		counts[string(s.phase)]++
@@ -530,8 +511,8 @@ type figures struct {
 }
 
 func (o *observer) figures() figures {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.Lock()
+	defer o.Unlock()
 	f := figures{checks: o.checks, counts: map[string]int{}, examples: map[string][]string{},
 		poolCreated: o.poolCreated, warmBinds: o.warmBinds, warmReplaced: o.warmReplaced, coldPods: o.coldCreated,
 		peakActive: o.peakActive, peakWarm: o.peakWarm, outcomes: map[string]int{}, unusualEnds: append([]string(nil), o.unusualEnds...), unconfirmed: map[string]int{}}
@@ -556,15 +537,15 @@ func (o *observer) figures() figures {
 
 // record adds a violation found outside the watch (the final checks).
 func (o *observer) record(kind, format string, args ...any) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.Lock()
+	defer o.Unlock()
 	o.violate(kind, format, args...)
 }
 
 // countCheck counts a check made outside the watch.
 func (o *observer) countCheck(n int) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	o.Lock()
+	defer o.Unlock()
 	o.checks += int64(n)
 }
 

@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 )
 
@@ -190,19 +189,30 @@ func (e *Env) kubeletVersion() (string, error) {
 }
 
 // waitForSchedulableNodes waits until every named node is Ready and free of the not-ready
-// taint, and returns them.
+// taint, and returns them. kwok and the node lifecycle controller take longer for more
+// nodes (about 5 a second on 2 cores), so the wait grows with their number.
 func (e *Env) waitForSchedulableNodes(ctx context.Context, names []string) ([]corev1.Node, error) {
 	nodes := make([]corev1.Node, len(names))
 	pending := ""
-	err := e.poll(ctx, nodeReadyTimeout, func(ctx context.Context) (bool, error) {
+	timeout := nodeReadyTimeout + time.Duration(len(names))*200*time.Millisecond
+	// Each check lists every node: check a thousand nodes once a second, not 20 times.
+	interval := max(pollInterval, time.Duration(len(names))*time.Millisecond)
+	err := e.pollEvery(ctx, interval, timeout, func(ctx context.Context) (bool, error) {
+		list := &corev1.NodeList{}
+		if err := e.Client.List(ctx, list); err != nil {
+			return false, err
+		}
+		byName := make(map[string]*corev1.Node, len(list.Items))
+		for i := range list.Items {
+			byName[list.Items[i].Name] = &list.Items[i]
+		}
 		for i, name := range names {
-			if err := e.Client.Get(ctx, types.NamespacedName{Name: name}, &nodes[i]); err != nil {
-				return false, err
-			}
-			if !nodeSchedulable(&nodes[i]) {
+			n, ok := byName[name]
+			if !ok || !nodeSchedulable(n) {
 				pending = name
 				return false, nil
 			}
+			nodes[i] = *n
 		}
 		return true, nil
 	})

@@ -202,8 +202,13 @@ func defaultScheme() (*runtime.Scheme, error) {
 // poll runs condition until it is true, the timeout passes, or a component exits; the
 // last two are errors, a component's exit quoting its log.
 func (e *Env) poll(ctx context.Context, timeout time.Duration, condition wait.ConditionWithContextFunc) error {
+	return e.pollEvery(ctx, pollInterval, timeout, condition)
+}
+
+// pollEvery is poll with its own interval, for conditions that are costly to check.
+func (e *Env) pollEvery(ctx context.Context, interval, timeout time.Duration, condition wait.ConditionWithContextFunc) error {
 	var lastErr error
-	err := wait.PollUntilContextTimeout(ctx, pollInterval, timeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
 		if err := e.childrenAlive(); err != nil {
 			return false, err
 		}
