@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -618,7 +619,7 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("agentsandbox").
 		For(&agentsv1alpha1.AgentSandbox{}).
 		Owns(&networkingv1.NetworkPolicy{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToSandbox), builder.WithPredicates(poolPodChanged())).
+		Watches(&corev1.Pod{}, poolPodHandler()).
 		// A RuntimeClass or a Windows node appearing or going can unblock or block any pool.
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes)).
 		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes),
@@ -629,25 +630,39 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(observed(r.Config, "agentsandbox", r))
 }
 
-// poolPodChanged passes the pod events a pool acts on. A bound pod matters to its class
-// only when it is bound, starts terminating or goes; its status updates would otherwise
-// reconcile the pool, which lists the class's bound pods, once per kubelet report of each
-// of possibly thousands of sessions.
-func poolPodChanged() predicate.Predicate {
-	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		bound := func(o client.Object) bool { return o.GetLabels()[agentsv1alpha1.SessionLabel] != "" }
-		stillBound := bound(e.ObjectOld) && bound(e.ObjectNew)
-		sameDeletion := e.ObjectOld.GetDeletionTimestamp().IsZero() == e.ObjectNew.GetDeletionTimestamp().IsZero()
-		return !stillBound || !sameDeletion
-	}}
-}
-
-func podToSandbox(_ context.Context, o client.Object) []reconcile.Request {
-	name := o.GetLabels()[agentsv1alpha1.SandboxLabel]
-	if name == "" {
-		return nil
+// poolPodHandler wakes a pod's pool: at once for the pool's own warm pods (and for a warm
+// pod being bound, which the pool replaces), and at most once per poolCountsInterval for
+// pods bound to sessions. Those change only the pool's session count and footprint, which
+// it writes no more often than that anyway, and at 10,000 sessions a reconcile per cold
+// start, each listing the class's bound pods, kept the manager busy for nothing. A bound
+// pod's status updates do not wake the pool at all.
+func poolPodHandler() handler.EventHandler {
+	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+	bound := func(o client.Object) bool { return o.GetLabels()[agentsv1alpha1.SessionLabel] != "" }
+	wake := func(q queue, o client.Object, atOnce bool) {
+		name := o.GetLabels()[agentsv1alpha1.SandboxLabel]
+		if name == "" {
+			return
+		}
+		req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}
+		if atOnce {
+			q.Add(req)
+		} else {
+			q.AddAfter(req, poolCountsInterval)
+		}
 	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q queue) { wake(q, e.Object, !bound(e.Object)) },
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q queue) { wake(q, e.Object, !bound(e.Object)) },
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q queue) {
+			switch {
+			case !bound(e.ObjectOld): // a warm pod changed, or was just bound
+				wake(q, e.ObjectOld, true)
+			case e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero():
+				wake(q, e.ObjectNew, false) // a bound pod is going
+			}
+		},
+	}
 }
 
 func (r *AgentSandboxReconciler) allSandboxes(ctx context.Context, _ client.Object) []reconcile.Request {

@@ -2,13 +2,17 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
@@ -54,32 +58,68 @@ func TestPodIndexesKeepBoundPodsApartFromTheWarmOnes(t *testing.T) {
 	}
 }
 
-func TestPoolPodChanged(t *testing.T) {
+// wakeRecorder records how poolPodHandler wakes a pool: at once, or after a delay.
+type wakeRecorder struct {
+	workqueue.TypedRateLimitingInterface[reconcile.Request]
+	atOnce, later int
+}
+
+func (q *wakeRecorder) Add(reconcile.Request)                     { q.atOnce++ }
+func (q *wakeRecorder) AddAfter(reconcile.Request, time.Duration) { q.later++ }
+
+func TestPoolPodHandler(t *testing.T) {
 	ready := func(p *corev1.Pod) *corev1.Pod {
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 		return p
 	}
+	const atOnce, later, never = "at once", "later", "never"
 	tests := []struct {
-		name     string
-		old, new *corev1.Pod
-		want     bool
+		name  string
+		send  func(h handler.EventHandler, q *wakeRecorder)
+		wants string
 	}{
-		{"a warm pod's status", testPod("", "win-0", false), ready(testPod("", "win-0", false)), true},
-		{"a warm pod is bound", testPod("", "win-0", false), testPod("s1", "win-0", false), true},
-		{"a bound pod's status: not the pool's business", testPod("s1", "win-0", false), ready(testPod("s1", "win-0", false)), false},
-		{"a bound pod starts terminating", testPod("s1", "win-0", false), testPod("s1", "win-0", true), true},
-		{"a warm pod starts terminating", testPod("", "win-0", false), testPod("", "win-0", true), true},
+		{"a warm pod is created", func(h handler.EventHandler, q *wakeRecorder) {
+			h.Create(context.Background(), event.CreateEvent{Object: testPod("", "win-0", false)}, q)
+		}, atOnce},
+		{"a warm pod becomes Ready", func(h handler.EventHandler, q *wakeRecorder) {
+			h.Update(context.Background(), event.UpdateEvent{ObjectOld: testPod("", "win-0", false), ObjectNew: ready(testPod("", "win-0", false))}, q)
+		}, atOnce},
+		{"a warm pod is bound: the pool replaces it", func(h handler.EventHandler, q *wakeRecorder) {
+			h.Update(context.Background(), event.UpdateEvent{ObjectOld: testPod("", "win-0", false), ObjectNew: testPod("s1", "win-0", false)}, q)
+		}, atOnce},
+		{"a warm pod is deleted", func(h handler.EventHandler, q *wakeRecorder) {
+			h.Delete(context.Background(), event.DeleteEvent{Object: testPod("", "win-0", false)}, q)
+		}, atOnce},
+		{"a cold pod is created: counts only", func(h handler.EventHandler, q *wakeRecorder) {
+			h.Create(context.Background(), event.CreateEvent{Object: testPod("s1", "", false)}, q)
+		}, later},
+		{"a bound pod starts terminating: counts only", func(h handler.EventHandler, q *wakeRecorder) {
+			h.Update(context.Background(), event.UpdateEvent{ObjectOld: testPod("s1", "win-0", false), ObjectNew: testPod("s1", "win-0", true)}, q)
+		}, later},
+		{"a bound pod is deleted: counts only", func(h handler.EventHandler, q *wakeRecorder) {
+			h.Delete(context.Background(), event.DeleteEvent{Object: testPod("s1", "win-0", true)}, q)
+		}, later},
+		{"a bound pod's status: not the pool's business", func(h handler.EventHandler, q *wakeRecorder) {
+			h.Update(context.Background(), event.UpdateEvent{ObjectOld: testPod("s1", "win-0", false), ObjectNew: ready(testPod("s1", "win-0", false))}, q)
+		}, never},
 	}
-	p := poolPodChanged()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := p.Update(event.UpdateEvent{ObjectOld: tt.old, ObjectNew: tt.new}); got != tt.want {
-				t.Errorf("Update = %v, want %v", got, tt.want)
+			q := &wakeRecorder{}
+			tt.send(poolPodHandler(), q)
+			got := never
+			switch {
+			case q.atOnce == 1 && q.later == 0:
+				got = atOnce
+			case q.later == 1 && q.atOnce == 0:
+				got = later
+			case q.atOnce+q.later > 0:
+				got = fmt.Sprintf("%d at once and %d later", q.atOnce, q.later)
+			}
+			if got != tt.wants {
+				t.Errorf("the pool is woken %s, want %s", got, tt.wants)
 			}
 		})
-	}
-	if !p.Create(event.CreateEvent{Object: testPod("s1", "win-0", false)}) || !p.Delete(event.DeleteEvent{Object: testPod("s1", "win-0", false)}) {
-		t.Error("a bound pod's creation or deletion must reach the pool: it changes the pool's active sessions")
 	}
 }
 

@@ -120,7 +120,7 @@ func TestASessionHoldingAPodCountsAgainstTheQuota(t *testing.T) {
 	waiting := session("waiting", 2*time.Minute)
 	bound := session("bound", time.Minute) // no status: the bind's status write was lost
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool-abcde",
-		Labels: map[string]string{agentsv1alpha1.SandboxLabel: "pool", agentsv1alpha1.SessionLabel: "bound"},
+		Labels:          map[string]string{agentsv1alpha1.SandboxLabel: "pool", agentsv1alpha1.SessionLabel: "bound"},
 		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(bound, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}}}
 	quota := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q"},
 		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(2))}}}
