@@ -52,6 +52,7 @@ type AgentSandboxReconciler struct {
 	Quota    *quotaKeeper
 
 	factory      *podFactory
+	builds       *nodeBuilds // the nodes' Windows builds, shared with the session controller
 	expectations *podExpectations
 	// notReadyStreak counts each pool's consecutive warm pods that timed out before Ready;
 	// the ready deadline doubles with it, so a pool whose pods never start backs off.
@@ -611,7 +612,10 @@ func (r *AgentSandboxReconciler) forget(key types.NamespacedName) {
 
 // SetupWithManager registers the pool controller and its watches.
 func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.factory = &podFactory{reader: mgr.GetClient(), config: r.Config}
+	if r.builds == nil {
+		r.builds = &nodeBuilds{}
+	}
+	r.factory = &podFactory{reader: mgr.GetClient(), config: r.Config, builds: r.builds}
 	r.expectations = newPodExpectations()
 	r.notReadyStreak = map[types.NamespacedName]int{}
 
@@ -622,7 +626,7 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Pod{}, poolPodHandler()).
 		// A RuntimeClass or a Windows node appearing or going can unblock or block any pool.
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes)).
-		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes),
+		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeChanged),
 			builder.WithPredicates(windowsBuildChanged())).
 		// A quota raised or lowered lets pools grow or trims them.
 		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.sandboxesInNamespace)).
@@ -663,6 +667,13 @@ func poolPodHandler() handler.EventHandler {
 			}
 		},
 	}
+}
+
+// nodeChanged: a Windows node came, went or changed build. The remembered builds are marked
+// stale before any pool is woken to look at them.
+func (r *AgentSandboxReconciler) nodeChanged(ctx context.Context, o client.Object) []reconcile.Request {
+	r.builds.changed()
+	return r.sandboxes(ctx)
 }
 
 func (r *AgentSandboxReconciler) allSandboxes(ctx context.Context, _ client.Object) []reconcile.Request {

@@ -47,6 +47,7 @@ type AgentSessionReconciler struct {
 	Takes *takeClock
 
 	factory *podFactory
+	builds  *nodeBuilds // the nodes' Windows builds, shared with the pool controller
 	claims  *claimTracker
 	written *writtenStatuses
 	now     func() time.Time
@@ -676,7 +677,10 @@ func equalOptionalFootprint(a, b *agentsv1alpha1.Footprint) bool {
 
 // SetupWithManager registers the session controller and its watches.
 func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.factory = &podFactory{reader: mgr.GetClient(), config: r.Config}
+	if r.builds == nil {
+		r.builds = &nodeBuilds{}
+	}
+	r.factory = &podFactory{reader: mgr.GetClient(), config: r.Config, builds: r.builds}
 	r.claims = newClaimTracker()
 	r.written = newWrittenStatuses()
 	if r.now == nil {
@@ -772,6 +776,7 @@ func (r *AgentSessionReconciler) sandboxToSessions(ctx context.Context, o client
 }
 
 func (r *AgentSessionReconciler) nodeToSessions(ctx context.Context, o client.Object) []reconcile.Request {
+	r.builds.changed() // a node deleted: the builds it had may be gone
 	return r.sessionsMatching(ctx, "", client.MatchingFields{sessionNodeIndex: o.GetName()})
 }
 

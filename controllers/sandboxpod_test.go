@@ -1,15 +1,20 @@
 package controllers
 
 import (
+	"context"
+	"slices"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/controllers/windows"
 )
 
 func TestBuildAppliesSandboxRules(t *testing.T) {
@@ -206,5 +211,36 @@ func TestTrimPodKeepsWhatTheControllersRead(t *testing.T) {
 	tombstone := "not a pod"
 	if got, err := trimPod(tombstone); err != nil || got != tombstone {
 		t.Errorf("trimPod(non-pod) = %v, %v; want it unchanged", got, err)
+	}
+}
+
+// The nodes' builds are listed once and remembered until a node watch says they changed.
+func TestNodeBuildsAreListedAgainOnlyAfterAChange(t *testing.T) {
+	node := func(name, build string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{osLabel: "windows", windows.BuildLabel: build}}}
+	}
+	c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(node("a", "10.0.20348")).Build()
+	builds := &nodeBuilds{}
+	ctx := context.Background()
+	get := func() []uint16 {
+		t.Helper()
+		b, err := builds.get(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if got := get(); !slices.Equal(got, []uint16{20348}) {
+		t.Fatalf("builds = %v, want [20348]", got)
+	}
+	if err := c.Create(ctx, node("b", "10.0.26100")); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(); !slices.Equal(got, []uint16{20348}) {
+		t.Errorf("builds = %v before any change was signalled, want the remembered [20348]", got)
+	}
+	builds.changed()
+	if got := get(); !slices.Equal(got, []uint16{20348, 26100}) {
+		t.Errorf("builds = %v after a change, want [20348 26100]", got)
 	}
 }

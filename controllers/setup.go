@@ -21,12 +21,13 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	}
 	quota := newQuotaKeeper(mgr.GetClient(), cfg.DefaultQuota, cfg.DefaultQuotaNamespaces)
 	takes := newTakeClock()
-	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder(SandboxEventSource), Config: cfg, Quota: quota, Takes: takes}
+	builds := &nodeBuilds{}
+	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder(SandboxEventSource), Config: cfg, Quota: quota, Takes: takes, builds: builds}
 	if err := sandboxes.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSandbox controller: %w", err)
 	}
 	sessions := &AgentSessionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder(SessionEventSource), Config: cfg, Quota: quota, Takes: takes}
+		Recorder: mgr.GetEventRecorder(SessionEventSource), Config: cfg, Quota: quota, Takes: takes, builds: builds}
 	if err := sessions.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSession controller: %w", err)
 	}
