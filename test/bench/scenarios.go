@@ -500,5 +500,25 @@ func (h *Harness) Scale(ctx context.Context, sessions int, rate float64, nodes, 
 	if err := r.waitAll(ctx, 5*time.Minute+time.Duration(sessions)*time.Second/5, false); err != nil {
 		res.Notes = append(res.Notes, err.Error())
 	}
+	// The sessions are meant to be active at once: say which ended before the last was Ready.
+	if ended := r.endedByReason(); len(ended) > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("sessions that ended inside the window, by reason: %v", ended))
+	}
 	return res, r.finish(ctx, res, time.Minute)
+}
+
+// endedByReason counts the scenario's sessions seen finished, by status.endReason.
+func (r *run) endedByReason() map[string]int {
+	r.mu.Lock()
+	names := append([]string(nil), r.order...)
+	r.mu.Unlock()
+	r.h.track.Lock()
+	defer r.h.track.Unlock()
+	ended := map[string]int{}
+	for _, name := range names {
+		if s := r.h.track.sessions[key(r.ns, name)]; s != nil && !s.finishedAt.IsZero() {
+			ended[s.endReason]++
+		}
+	}
+	return ended
 }
