@@ -411,7 +411,7 @@ func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, sb *a
 	s.Status.PodName = pod.Name
 	s.Status.StartType = start
 	s.Status.BoundTime = &now
-	s.Status.ExpiryTime = &metav1.Time{Time: now.Add(lt.MaxLifetime)}
+	s.Status.ExpiryTime = &metav1.Time{Time: ceilToSecond(now.Add(lt.MaxLifetime))} // as sessionDeadline
 	s.Status.Footprint = &fp
 	s.Status.Phase = agentsv1alpha1.SessionStarting
 }

@@ -76,7 +76,9 @@ func parseHeartbeat(annotations map[string]string) (time.Time, error) {
 // first. A heartbeat further in the future than maxClockSkew is ignored: it would otherwise
 // keep an idle session alive until that time.
 func sessionDeadline(bound time.Time, lastActivity time.Time, lt lifetime, now time.Time) (time.Time, string) {
-	hard := bound.Add(lt.MaxLifetime)
+	// Whole seconds, as status.expiryTime is stored: a max lifetime of 10.4s ends at 11 s,
+	// never before the time the status shows.
+	hard := ceilToSecond(bound.Add(lt.MaxLifetime))
 	active := bound
 	if lastActivity.After(active) && !lastActivity.After(now.Add(maxClockSkew)) {
 		active = lastActivity

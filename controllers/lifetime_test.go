@@ -52,16 +52,23 @@ func TestSessionDeadline(t *testing.T) {
 		now        time.Time
 		want       time.Time
 		wantReason string
+		lt         *lifetime // nil: one hour, idle ten minutes
 	}{
-		{"no heartbeat: idle from the bind", time.Time{}, bound, bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout},
-		{"heartbeat pushes idle out", bound.Add(20 * time.Minute), bound.Add(21 * time.Minute), bound.Add(30 * time.Minute), agentsv1alpha1.ReasonIdleTimeout},
-		{"heartbeat before the bind is ignored", bound.Add(-time.Hour), bound, bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout},
-		{"max lifetime wins near the end", bound.Add(55 * time.Minute), bound.Add(55 * time.Minute), bound.Add(time.Hour), agentsv1alpha1.ReasonMaxLifetime},
-		{"heartbeat far in the future is ignored", bound.Add(24 * time.Hour), bound.Add(time.Minute), bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout},
-		{"heartbeat slightly ahead (clock skew) counts", bound.Add(5*time.Minute + 30*time.Second), bound.Add(5 * time.Minute), bound.Add(15*time.Minute + 30*time.Second), agentsv1alpha1.ReasonIdleTimeout},
+		{"no heartbeat: idle from the bind", time.Time{}, bound, bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout, nil},
+		{"heartbeat pushes idle out", bound.Add(20 * time.Minute), bound.Add(21 * time.Minute), bound.Add(30 * time.Minute), agentsv1alpha1.ReasonIdleTimeout, nil},
+		{"heartbeat before the bind is ignored", bound.Add(-time.Hour), bound, bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout, nil},
+		{"max lifetime wins near the end", bound.Add(55 * time.Minute), bound.Add(55 * time.Minute), bound.Add(time.Hour), agentsv1alpha1.ReasonMaxLifetime, nil},
+		{"heartbeat far in the future is ignored", bound.Add(24 * time.Hour), bound.Add(time.Minute), bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout, nil},
+		{"a max lifetime with a fraction of a second ends on the next whole second, as status.expiryTime shows", time.Time{}, bound,
+			bound.Add(3 * time.Second), agentsv1alpha1.ReasonMaxLifetime, &lifetime{MaxLifetime: 2300 * time.Millisecond, IdleTimeout: time.Hour}},
+		{"heartbeat slightly ahead (clock skew) counts", bound.Add(5*time.Minute + 30*time.Second), bound.Add(5 * time.Minute), bound.Add(15*time.Minute + 30*time.Second), agentsv1alpha1.ReasonIdleTimeout, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			lt := lt
+			if tt.lt != nil {
+				lt = *tt.lt
+			}
 			got, reason := sessionDeadline(bound, tt.heartbeat, lt, tt.now)
 			if !got.Equal(tt.want) || reason != tt.wantReason {
 				t.Errorf("sessionDeadline = %s (%s), want %s (%s)", got, reason, tt.want, tt.wantReason)

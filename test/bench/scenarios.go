@@ -443,9 +443,10 @@ func (h *Harness) Cold(ctx context.Context, sessions int, boot time.Duration, fl
 
 // Expiry creates sessions (cold, pool 0, no boot delay) at rate per second with
 // maxLifetime base + (i mod spread)*step, waits until all are finished, and reports the
-// expiry lag: when the watch saw the session finished minus its status.expiryTime (stored at
-// one-second resolution). EarlyExpiries counts sessions seen finished before create call
-// start + maxLifetime, i.e. ended before the lifetime they asked for had passed.
+// expiry lag: when the watch saw the session finished minus its status.expiryTime (the
+// manager's deadline: whole seconds, rounded up). EarlyExpiries counts sessions seen
+// finished before create call start + maxLifetime, i.e. ended before the lifetime they
+// asked for had passed.
 func (h *Harness) Expiry(ctx context.Context, sessions int, rate float64, base, step time.Duration, spread, floorN int) (*Result, error) {
 	res := &Result{Scenario: "expiry", Params: fmt.Sprintf("%d sessions at %g/s, maxLifetime %s + 0..%d x %s", sessions, rate, base, spread-1, step)}
 	r, err := h.setup(ctx, "expiry", 0, floorN, 0)
