@@ -76,9 +76,7 @@ func parseHeartbeat(annotations map[string]string) (time.Time, error) {
 // first. A heartbeat further in the future than maxClockSkew is ignored: it would otherwise
 // keep an idle session alive until that time.
 func sessionDeadline(bound time.Time, lastActivity time.Time, lt lifetime, now time.Time) (time.Time, string) {
-	// Whole seconds, as status.expiryTime is stored: a max lifetime of 10.4s ends at 11 s,
-	// never before the time the status shows.
-	hard := ceilToSecond(bound.Add(lt.MaxLifetime))
+	hard := bound.Add(lt.MaxLifetime)
 	active := bound
 	if lastActivity.After(active) && !lastActivity.After(now.Add(maxClockSkew)) {
 		active = lastActivity
@@ -87,5 +85,7 @@ func sessionDeadline(bound time.Time, lastActivity time.Time, lt lifetime, now t
 	if idle.Before(hard) {
 		return idle, agentsv1alpha1.ReasonIdleTimeout
 	}
-	return hard, agentsv1alpha1.ReasonMaxLifetime
+	// Whole seconds, as status.expiryTime is stored: a max lifetime of 10.4s ends at 11 s,
+	// never before the time the status shows.
+	return ceilToSecond(hard), agentsv1alpha1.ReasonMaxLifetime
 }

@@ -61,6 +61,8 @@ func TestSessionDeadline(t *testing.T) {
 		{"heartbeat far in the future is ignored", bound.Add(24 * time.Hour), bound.Add(time.Minute), bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout, nil},
 		{"a max lifetime with a fraction of a second ends on the next whole second, as status.expiryTime shows", time.Time{}, bound,
 			bound.Add(3 * time.Second), agentsv1alpha1.ReasonMaxLifetime, &lifetime{MaxLifetime: 2300 * time.Millisecond, IdleTimeout: time.Hour}},
+		{"an idle timeout capped at that max lifetime does not end it first", time.Time{}, bound,
+			bound.Add(3 * time.Second), agentsv1alpha1.ReasonMaxLifetime, &lifetime{MaxLifetime: 2300 * time.Millisecond, IdleTimeout: 2300 * time.Millisecond}},
 		{"heartbeat slightly ahead (clock skew) counts", bound.Add(5*time.Minute + 30*time.Second), bound.Add(5 * time.Minute), bound.Add(15*time.Minute + 30*time.Second), agentsv1alpha1.ReasonIdleTimeout, nil},
 	}
 	for _, tt := range tests {

@@ -479,6 +479,9 @@ func (h *Harness) Expiry(ctx context.Context, sessions int, rate float64, base, 
 	r.h.track.Unlock()
 	lp := percentiles(lags)
 	res.ExpiryLag = &lp
+	if res.Expired != sessions {
+		res.Notes = append(res.Notes, fmt.Sprintf("sessions that ended, by reason: %v", r.endedByReason()))
+	}
 	return res, r.finish(ctx, res, time.Minute)
 }
 

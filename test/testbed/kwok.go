@@ -51,7 +51,10 @@ func kwokArgs(kubeconfig, stagesPath string) []string {
 //     with a host IP but no pod IP), as while its utility VM boots;
 //   - pod-ready: podReadyDelay later, or after the pod's PodReadyDelayAnnotation (plain
 //     milliseconds, or a Go duration such as "1.5s" as kwok's own stages accept), the pod
-//     is Running and Ready with one IP from its node's pod CIDR;
+//     is Running and Ready with one IP from its node's pod CIDR. It selects a scheduled
+//     Pending pod, not one without a pod IP: under load kwok can replay pod-create from a
+//     stale event after pod-ready, which left a pod Pending with an IP that no stage
+//     selected again (one of 1,000 in a benchmark pool);
 //   - pod-delete: a pod with a deletionTimestamp is deleted for good, as a kubelet does
 //     once its containers stopped. Finalizers are left alone, as a kubelet leaves them.
 func kwokStages(podReadyDelay time.Duration) string {
@@ -265,8 +268,9 @@ spec:
         key: '.status.hostIP'
         operator: Exists
     - jq:
-        key: '.status.podIP'
-        operator: DoesNotExist
+        key: '.status.phase'
+        operator: In
+        values: ['Pending']
   delay:
     durationMilliseconds: %[1]d
     durationFrom:
