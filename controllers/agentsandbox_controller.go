@@ -642,9 +642,9 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // pod's status updates do not wake the pool at all.
 func poolPodHandler() handler.EventHandler {
 	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
-	bound := func(o client.Object) bool { return o.GetLabels()[agentsv1alpha1.SessionLabel] != "" }
+	bound := func(o client.Object) bool { _, session := sandboxAndSession(o); return session != "" }
 	wake := func(q queue, o client.Object, atOnce bool) {
-		name := o.GetLabels()[agentsv1alpha1.SandboxLabel]
+		name, _ := sandboxAndSession(o)
 		if name == "" {
 			return
 		}

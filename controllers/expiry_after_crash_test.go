@@ -7,8 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -23,13 +21,7 @@ import (
 // deleting their pods right before it was killed. A pod gone before the deadline is still
 // PodDeleted.
 func TestPodGoneAfterTheDeadlineIsAnExpiry(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	scheme := unitScheme(t)
 	sb := &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "pool"},
 		Spec: agentsv1alpha1.AgentSandboxSpec{Replicas: ptr.To(int32(1))}}
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)

@@ -73,40 +73,37 @@ func TestPoolPodHandler(t *testing.T) {
 		return p
 	}
 	const atOnce, later, never = "at once", "later", "never"
+	// An event: a creation (new only), a deletion (old only) or an update (both).
+	type podEvent struct{ old, new *corev1.Pod }
 	tests := []struct {
 		name  string
-		send  func(h handler.EventHandler, q *wakeRecorder)
+		event podEvent
 		wants string
 	}{
-		{"a warm pod is created", func(h handler.EventHandler, q *wakeRecorder) {
-			h.Create(context.Background(), event.CreateEvent{Object: testPod("", "win-0", false)}, q)
-		}, atOnce},
-		{"a warm pod becomes Ready", func(h handler.EventHandler, q *wakeRecorder) {
-			h.Update(context.Background(), event.UpdateEvent{ObjectOld: testPod("", "win-0", false), ObjectNew: ready(testPod("", "win-0", false))}, q)
-		}, atOnce},
-		{"a warm pod is bound: the pool replaces it", func(h handler.EventHandler, q *wakeRecorder) {
-			h.Update(context.Background(), event.UpdateEvent{ObjectOld: testPod("", "win-0", false), ObjectNew: testPod("s1", "win-0", false)}, q)
-		}, atOnce},
-		{"a warm pod is deleted", func(h handler.EventHandler, q *wakeRecorder) {
-			h.Delete(context.Background(), event.DeleteEvent{Object: testPod("", "win-0", false)}, q)
-		}, atOnce},
-		{"a cold pod is created: counts only", func(h handler.EventHandler, q *wakeRecorder) {
-			h.Create(context.Background(), event.CreateEvent{Object: testPod("s1", "", false)}, q)
-		}, later},
-		{"a bound pod starts terminating: counts only", func(h handler.EventHandler, q *wakeRecorder) {
-			h.Update(context.Background(), event.UpdateEvent{ObjectOld: testPod("s1", "win-0", false), ObjectNew: testPod("s1", "win-0", true)}, q)
-		}, later},
-		{"a bound pod is deleted: counts only", func(h handler.EventHandler, q *wakeRecorder) {
-			h.Delete(context.Background(), event.DeleteEvent{Object: testPod("s1", "win-0", true)}, q)
-		}, later},
-		{"a bound pod's status: not the pool's business", func(h handler.EventHandler, q *wakeRecorder) {
-			h.Update(context.Background(), event.UpdateEvent{ObjectOld: testPod("s1", "win-0", false), ObjectNew: ready(testPod("s1", "win-0", false))}, q)
-		}, never},
+		{"a warm pod is created", podEvent{new: testPod("", "win-0", false)}, atOnce},
+		{"a warm pod becomes Ready", podEvent{testPod("", "win-0", false), ready(testPod("", "win-0", false))}, atOnce},
+		{"a warm pod is bound: the pool replaces it", podEvent{testPod("", "win-0", false), testPod("s1", "win-0", false)}, atOnce},
+		{"a warm pod is deleted", podEvent{old: testPod("", "win-0", false)}, atOnce},
+		{"a cold pod is created: counts only", podEvent{new: testPod("s1", "", false)}, later},
+		{"a bound pod starts terminating: counts only", podEvent{testPod("s1", "win-0", false), testPod("s1", "win-0", true)}, later},
+		{"a bound pod is deleted: counts only", podEvent{old: testPod("s1", "win-0", true)}, later},
+		{"a bound pod's status: not the pool's business", podEvent{testPod("s1", "win-0", false), ready(testPod("s1", "win-0", false))}, never},
+	}
+	send := func(h handler.EventHandler, q *wakeRecorder, e podEvent) {
+		ctx := context.Background()
+		switch {
+		case e.old == nil:
+			h.Create(ctx, event.CreateEvent{Object: e.new}, q)
+		case e.new == nil:
+			h.Delete(ctx, event.DeleteEvent{Object: e.old}, q)
+		default:
+			h.Update(ctx, event.UpdateEvent{ObjectOld: e.old, ObjectNew: e.new}, q)
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			q := &wakeRecorder{}
-			tt.send(poolPodHandler(), q)
+			send(poolPodHandler(), q, tt.event)
 			got := never
 			switch {
 			case q.atOnce == 1 && q.later == 0:

@@ -141,18 +141,27 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 	if err := q.reader.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
+	now := time.Now()
+	u := &usage{}
+	live := map[string]bool{}
 	// A session holding a live pod counts even when its status does not say so yet: a
 	// manager that bound it and died before the status write leaves it so until the next
 	// leader reconciles it.
 	holdsPod := map[types.UID]bool{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if ref := metav1.GetControllerOf(p); ref != nil && ref.Kind == "AgentSession" && p.DeletionTimestamp.IsZero() && !isPodTerminated(p) {
+		live[p.Name] = true
+		if !p.DeletionTimestamp.IsZero() || isPodTerminated(p) {
+			continue
+		}
+		if ref := metav1.GetControllerOf(p); ref != nil && ref.Kind == "AgentSession" {
 			holdsPod[ref.UID] = true
 		}
+		if p.Labels[agentsv1alpha1.SessionLabel] == "" {
+			u.warm++
+		}
+		u.add(uvm.FootprintFromPod(p))
 	}
-	now := time.Now()
-	u := &usage{}
 	seen := map[types.UID]bool{}
 	for i := range sessions.Items {
 		s := &sessions.Items[i]
@@ -181,19 +190,6 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-
-	live := map[string]bool{}
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		live[p.Name] = true
-		if !p.DeletionTimestamp.IsZero() || isPodTerminated(p) {
-			continue
-		}
-		if p.Labels[agentsv1alpha1.SessionLabel] == "" {
-			u.warm++
-		}
-		u.add(uvm.FootprintFromPod(p))
-	}
 	for name, g := range l.pods {
 		if live[name] || now.Sub(g.at) > expectationTTL {
 			delete(l.pods, name)

@@ -20,6 +20,20 @@ import (
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
 
+// unitScheme holds client-go's kinds and the hyperpool API, for the fake clients of unit
+// tests (the integration tests use the test bed's).
+func unitScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	return scheme
+}
+
 // recordingIndexer keeps the extract functions RegisterIndexes registers.
 type recordingIndexer map[string]client.IndexerFunc
 
@@ -56,13 +70,7 @@ func TestQueuedSessionsAreNotWaitingForWarmPods(t *testing.T) {
 
 // admissibleHead wakes one queued session per free slot, oldest first.
 func TestAdmissibleHeadIsOneSessionPerFreeSlot(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	scheme := unitScheme(t)
 	const ns = "team"
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	objs := []client.Object{&agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q"},
@@ -101,13 +109,7 @@ func TestAdmissibleHeadIsOneSessionPerFreeSlot(t *testing.T) {
 // between the two writes of the bind) holds a quota slot: a quota that appeared meanwhile
 // must not admit an older waiting session past the limit.
 func TestASessionHoldingAPodCountsAgainstTheQuota(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := agentsv1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	scheme := unitScheme(t)
 	const ns = "team"
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	session := func(name string, age time.Duration) *agentsv1alpha1.AgentSession {
