@@ -88,3 +88,22 @@ const (
 	// changes or capacity frees.
 	ReasonResourceQuotaExceeded = "ResourceQuotaExceeded"
 )
+
+// Reasons of the tenant boundary: what the manager reports when a class or session cannot
+// be served as its promise to the platform team requires.
+const (
+	// ReasonEgressPolicyNotReady (AgentSandbox Degraded, AgentSession Ready=False): the
+	// class's NetworkPolicy for spec.egress does not exist (yet) or could not be written.
+	// Egress fails closed: no pod of the class is created or bound until it exists.
+	ReasonEgressPolicyNotReady = "EgressPolicyNotReady"
+	// ReasonRuntimeClassMismatch (AgentSandbox Degraded): the RuntimeClass's handler does
+	// not give the class's spec.isolation (a Hyper-V handler for Process, whose VM the quota
+	// would not count, or a process handler for HyperV, which would run without a VM).
+	ReasonRuntimeClassMismatch = "RuntimeClassMismatch"
+	// ReasonPodNotReady (AgentSession Ready=False): the session's pod was Ready and is not
+	// any more (a failing readiness probe, a node under pressure); the session keeps it.
+	ReasonPodNotReady = "PodNotReady"
+	// ReasonSessionDeleted (end reason): the session was deleted while it held a sandbox
+	// and something (a finalizer) keeps the object; the sandbox is destroyed at once.
+	ReasonSessionDeleted = "SessionDeleted"
+)
