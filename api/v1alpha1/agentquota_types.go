@@ -33,9 +33,19 @@ type QuotaLimits struct {
 
 // AgentQuotaSpec is a namespace's ceiling for hyperpool sandboxes.
 type AgentQuotaSpec struct {
-	// hard are the limits. Sessions that do not fit wait in FIFO order (phase Queued);
-	// nothing is rejected or lost.
+	// hard are the limits. Sessions that do not fit wait in FIFO order (phase Queued), up
+	// to maxQueued of them.
 	Hard QuotaLimits `json:"hard"`
+
+	// maxQueued is how many sessions may wait for a sessions slot at once. A session that
+	// would wait beyond it ends at once in phase Failed with reason QueueFull (and a Warning
+	// event), so one namespace cannot grow the manager's queue without limit: the client
+	// retries later. Sessions already waiting stay queued when it is lowered. 0: no session
+	// waits. Unset: the manager's --max-queued-sessions (default 1000).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	// +optional
+	MaxQueued *int32 `json:"maxQueued,omitempty"`
 }
 
 // AgentQuotaStatus is the namespace's usage against its quota.
@@ -75,6 +85,7 @@ type AgentQuotaStatus struct {
 // +kubebuilder:printcolumn:name="Warm",type=integer,JSONPath=`.status.used.warmSandboxes`
 // +kubebuilder:printcolumn:name="Max Warm",type=integer,JSONPath=`.spec.hard.warmSandboxes`
 // +kubebuilder:printcolumn:name="Queued",type=integer,JSONPath=`.status.queued`
+// +kubebuilder:printcolumn:name="Max Queued",type=integer,JSONPath=`.spec.maxQueued`,priority=1
 // +kubebuilder:printcolumn:name="Next",type=string,JSONPath=`.status.queueHead`,description="The session admitted next"
 // +kubebuilder:printcolumn:name="Memory",type=string,JSONPath=`.status.used.memory`,priority=1
 // +kubebuilder:printcolumn:name="Max Memory",type=string,JSONPath=`.spec.hard.memory`,priority=1

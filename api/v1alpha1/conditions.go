@@ -89,6 +89,15 @@ const (
 	ReasonResourceQuotaExceeded = "ResourceQuotaExceeded"
 )
 
+// The end reason of a session refused by a full quota queue.
+const (
+	// ReasonQueueFull (end reason, phase Failed): the session would have waited for its
+	// namespace's quota while maxQueued sessions already wait (AgentQuota spec.maxQueued,
+	// or the manager's --max-queued-sessions for the default quota). Retry later, or raise
+	// the limit.
+	ReasonQueueFull = "QueueFull"
+)
+
 // Reasons of the tenant boundary: what the manager reports when a class or session cannot
 // be served as its promise to the platform team requires.
 const (
