@@ -4,15 +4,21 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
@@ -34,7 +40,10 @@ type AgentQuotaReconciler struct {
 func (r *AgentQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	q := &agentsv1alpha1.AgentQuota{}
 	if err := r.Get(ctx, req.NamespacedName, q); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.quotaDeleted(ctx, req.Namespace)
+		}
+		return ctrl.Result{}, err
 	}
 	enforced, err := r.Quota.quotaFor(ctx, q.Namespace)
 	if err != nil {
@@ -76,6 +85,33 @@ func (r *AgentQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	patch := client.MergeFrom(q.DeepCopy())
 	q.Status = *status
 	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, q, patch))
+}
+
+// quotaDeleted drops the namespace's quota series once its last AgentQuota is gone. With
+// another one left, that one (reconciled too: see SetupWithManager) reports its own.
+func (r *AgentQuotaReconciler) quotaDeleted(ctx context.Context, ns string) error {
+	list := &agentsv1alpha1.AgentQuotaList{}
+	if err := r.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	if len(list.Items) == 0 {
+		forgetQuotaMetrics(ns)
+	}
+	return nil
+}
+
+// forgetQuotaMetrics deletes the quota series of namespace ns.
+func forgetQuotaMetrics(ns string) {
+	quotaUsed.DeletePartialMatch(prometheus.Labels{"namespace": ns})
+	quotaHard.DeletePartialMatch(prometheus.Labels{"namespace": ns})
+	queuedSessions.DeleteLabelValues(ns)
+}
+
+// namespaceDeleted forgets what the quota keeps for a deleted namespace: its ledger and its
+// queue-wait series.
+func (r *AgentQuotaReconciler) namespaceDeleted(ns string) {
+	r.Quota.forgetNamespace(ns)
+	queueWait.DeleteLabelValues(ns)
 }
 
 func recordQuotaMetrics(ns string, hard, used *agentsv1alpha1.QuotaLimits, queued int32) {
@@ -128,11 +164,28 @@ func equalLimits(a, b *agentsv1alpha1.QuotaLimits) bool {
 }
 
 // SetupWithManager registers the quota controller: any session, hyperpool pod or quota
-// change in a namespace re-checks the namespace's quotas (the workqueue merges bursts).
+// change in a namespace re-checks the namespace's quotas (the workqueue merges bursts). A
+// namespace's deletion drops what the quota keeper holds for it.
 func (r *AgentQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	// The queue bound of quotas without spec.maxQueued, from the manager's flag. Set here,
+	// before the manager starts, as this controller is the one built with the keeper and
+	// the configuration both.
+	r.Quota.defaultMaxQueued = r.Config.MaxQueuedSessions
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentquota").
 		For(&agentsv1alpha1.AgentQuota{}).
+		// A quota deleted: the one enforced next (if any) reports its series.
+		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.quotasInNamespace),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return false },
+				UpdateFunc:  func(event.UpdateEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			})).
+		WatchesMetadata(&corev1.Namespace{}, handler.Funcs{
+			DeleteFunc: func(_ context.Context, e event.TypedDeleteEvent[client.Object], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				r.namespaceDeleted(e.Object.GetName())
+			},
+		}).
 		Watches(&agentsv1alpha1.AgentSession{}, handler.EnqueueRequestsFromMapFunc(r.quotasInNamespace)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			if o.GetLabels()[agentsv1alpha1.SandboxLabel] == "" {

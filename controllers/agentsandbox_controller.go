@@ -296,20 +296,24 @@ func (r *AgentSandboxReconciler) rollOutTemplate(ctx context.Context, st *poolSt
 // scaleWarmPool creates or deletes warm pods to reach spec.replicas, counting creations the
 // cache has not shown yet and not counting deletions it still shows. When the namespace
 // holds more warm pods than its quota's warmSandboxes, the pool gives up its share of the
-// excess.
+// excess: in proportion to its warm pods, so the pools together give up the excess, not
+// each of them all of it.
 func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep) error {
 	warm := st.liveWarm()
 	have := len(warm) + len(st.pendingCreations)
 	want := int(ptr.Deref(st.sb.Spec.Replicas, 1))
-	excess, quota, err := r.Quota.excessWarm(ctx, st.sb.Namespace)
+	over, err := r.Quota.excessWarm(ctx, st.sb.Namespace)
 	if err != nil {
 		return err
 	}
-	if excess > 0 && have > 0 {
-		want = min(want, have-min(excess, have))
+	// The excess is measured on the cache, which still shows the pods this pool deleted:
+	// the share is taken from the same count, so a deletion in flight is not given twice.
+	counted := len(st.pods.warm) + len(st.pendingCreations)
+	if share := over.share(st.sb.Name, counted); share > 0 {
+		want = min(want, counted-share)
 		st.quotaBlocker = &blocker{Reason: agentsv1alpha1.ReasonQuotaLimited, Message: fmt.Sprintf(
-			"warmSandboxes: the namespace holds %d warm sandboxes more than the %d allowed by %s; this pool is trimmed to fit",
-			excess, *quota.hard.WarmSandboxes, quota.describe())}
+			"warmSandboxes: the namespace holds %d warm sandboxes more than the %d allowed by %s; this pool gives up %d of them",
+			over.excess, *over.quota.hard.WarmSandboxes, over.quota.describe(), share)}
 	}
 
 	hash := templateHash(st.sb)

@@ -104,6 +104,9 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 
 	if pod == nil && s.Status.PodName == "" && !sessionAdmitted(s) {
 		admitted, err := r.admit(ctx, s)
+		if err == nil && s.Status.Phase.IsFinished() {
+			return r.deleteAfterTTL(ctx, s) // refused by a full queue
+		}
 		if err != nil || !admitted {
 			return ctrl.Result{}, err
 		}
@@ -211,6 +214,10 @@ func (r *AgentSessionReconciler) admit(ctx context.Context, s *agentsv1alpha1.Ag
 	if err != nil {
 		return false, err
 	}
+	if adm.refused {
+		r.end(ctx, s, nil, agentsv1alpha1.SessionFailed, adm.reason, adm.message)
+		return false, nil
+	}
 	if !adm.admitted {
 		r.markQueued(s, adm.reason, adm.message)
 		return false, nil
@@ -230,6 +237,7 @@ func (r *AgentSessionReconciler) admit(ctx context.Context, s *agentsv1alpha1.Ag
 
 // markQueued parks a session behind its quota, with one Warning event when it starts waiting.
 func (r *AgentSessionReconciler) markQueued(s *agentsv1alpha1.AgentSession, reason, message string) {
+	r.Quota.releaseSession(s) // parked again after its admission: its slot is free
 	prev := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
 	if prev == nil || prev.Reason != reason {
 		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, reason, "Admit", "%s", message)

@@ -29,6 +29,10 @@ type Config struct {
 	DefaultQuota *agentsv1alpha1.QuotaLimits
 	// DefaultQuotaNamespaces selects the namespaces DefaultQuota applies to (nil: all).
 	DefaultQuotaNamespaces labels.Selector
+	// MaxQueuedSessions is how many sessions may wait for a namespace's quota when its
+	// AgentQuota sets no spec.maxQueued, or under DefaultQuota; a session beyond it ends
+	// Failed with reason QueueFull. 0: no session waits.
+	MaxQueuedSessions int32
 	// SessionWorkers and SandboxWorkers are the reconcilers' concurrency.
 	SessionWorkers int
 	SandboxWorkers int
@@ -45,6 +49,7 @@ func DefaultConfig() Config {
 		ProcessRuntimeClass: "process",
 		// Windows images are gigabytes: a first pull on a fresh node takes minutes.
 		WarmPodReadyTimeout: 10 * time.Minute,
+		MaxQueuedSessions:   1000,
 		SessionWorkers:      16,
 		SandboxWorkers:      4,
 	}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -32,8 +33,14 @@ type quotaKeeper struct {
 	// nil means no limit.
 	defaultHard     *agentsv1alpha1.QuotaLimits
 	defaultSelector labels.Selector
+	// defaultMaxQueued bounds the queue of a quota that sets no spec.maxQueued, and of the
+	// default quota (Config.MaxQueuedSessions).
+	defaultMaxQueued int32
 
-	mu         sync.Mutex
+	mu sync.Mutex
+	// namespaces holds a ledger only while it holds grants: an empty one is dropped when it
+	// is unlocked, and a deleted namespace's with it (forgetNamespace), so the map is
+	// bounded by the live namespaces with decisions in flight, not by every one ever seen.
 	namespaces map[string]*namespaceLedger
 }
 
@@ -42,6 +49,8 @@ type namespaceLedger struct {
 	mu       sync.Mutex
 	sessions map[types.UID]time.Time // admitted sessions
 	pods     map[string]grantedPod   // pods about to be, or just, created: by name or token
+	// dropped: removed from quotaKeeper.namespaces; whoever locks it must take a fresh one.
+	dropped bool
 }
 
 type grantedPod struct {
@@ -54,18 +63,85 @@ func newQuotaKeeper(reader client.Reader, defaultHard *agentsv1alpha1.QuotaLimit
 	if defaultSelector == nil {
 		defaultSelector = labels.Everything()
 	}
-	return &quotaKeeper{reader: reader, defaultHard: defaultHard, defaultSelector: defaultSelector, namespaces: map[string]*namespaceLedger{}}
+	return &quotaKeeper{reader: reader, defaultHard: defaultHard, defaultSelector: defaultSelector,
+		defaultMaxQueued: DefaultConfig().MaxQueuedSessions, namespaces: map[string]*namespaceLedger{}}
 }
 
-func (q *quotaKeeper) ledger(ns string) *namespaceLedger {
+// lockLedger returns the namespace's ledger, locked. Release it with unlockLedger.
+func (q *quotaKeeper) lockLedger(ns string) *namespaceLedger {
+	for {
+		q.mu.Lock()
+		l, ok := q.namespaces[ns]
+		if !ok {
+			l = &namespaceLedger{sessions: map[types.UID]time.Time{}, pods: map[string]grantedPod{}}
+			q.namespaces[ns] = l
+		}
+		q.mu.Unlock()
+		l.mu.Lock()
+		if !l.dropped {
+			return l
+		}
+		l.mu.Unlock() // dropped meanwhile: take the namespace's new one
+	}
+}
+
+// unlockLedger unlocks a ledger from lockLedger, and drops it when it holds no grant: a
+// ledger is then the same as none, and the next decision in the namespace starts a new one.
+// Lock order: a ledger's, then the keeper's.
+func (q *quotaKeeper) unlockLedger(ns string, l *namespaceLedger) {
+	if len(l.sessions) == 0 && len(l.pods) == 0 {
+		q.drop(ns, l)
+	}
+	l.mu.Unlock()
+}
+
+// drop removes l, locked by the caller, from the keeper.
+func (q *quotaKeeper) drop(ns string, l *namespaceLedger) {
+	q.mu.Lock()
+	if q.namespaces[ns] == l {
+		delete(q.namespaces, ns)
+	}
+	q.mu.Unlock()
+	l.dropped = true
+}
+
+// forgetNamespace drops what the keeper holds for a deleted namespace: its grants can never
+// show up in a cache, and no decision will be made there again to clear them.
+func (q *quotaKeeper) forgetNamespace(ns string) {
+	q.mu.Lock()
+	l, ok := q.namespaces[ns]
+	q.mu.Unlock()
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	q.drop(ns, l)
+}
+
+// trackedNamespaces is how many namespaces the keeper holds state for.
+func (q *quotaKeeper) trackedNamespaces() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	l, ok := q.namespaces[ns]
+	return len(q.namespaces)
+}
+
+// releaseSession gives back the session slot granted to s when it is parked again after its
+// admission (its cold start refused by the quota's memory or cpu, or by a ResourceQuota):
+// the grant would otherwise count as a used slot, and the session would never be listed as
+// waiting, until the cache showed an admission that its status no longer says.
+func (q *quotaKeeper) releaseSession(s *agentsv1alpha1.AgentSession) {
+	q.mu.Lock()
+	l, ok := q.namespaces[s.Namespace]
+	q.mu.Unlock()
 	if !ok {
-		l = &namespaceLedger{sessions: map[types.UID]time.Time{}, pods: map[string]grantedPod{}}
-		q.namespaces[ns] = l
+		return
 	}
-	return l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.dropped {
+		delete(l.sessions, s.UID)
+	}
 }
 
 // enforcedQuota is the quota in force in a namespace.
@@ -73,6 +149,8 @@ type enforcedQuota struct {
 	// name is the AgentQuota's name, or "" for the manager's default.
 	name string
 	hard agentsv1alpha1.QuotaLimits
+	// maxQueued is how many sessions may wait for a sessions slot.
+	maxQueued int
 }
 
 func (e *enforcedQuota) describe() string {
@@ -84,6 +162,10 @@ func (e *enforcedQuota) describe() string {
 
 // quotaFor returns the quota in force in ns, or nil if none. With several AgentQuotas the
 // oldest is enforced (and the others say so in their conditions).
+//
+// It fails closed: when it cannot tell whether the default quota applies (the Namespace is
+// not in the cache, or cannot be read), it returns an error, which the caller retries,
+// never "no limit".
 func (q *quotaKeeper) quotaFor(ctx context.Context, ns string) (*enforcedQuota, error) {
 	list := &agentsv1alpha1.AgentQuotaList{}
 	if err := q.reader.List(ctx, list, client.InNamespace(ns)); err != nil {
@@ -91,7 +173,11 @@ func (q *quotaKeeper) quotaFor(ctx context.Context, ns string) (*enforcedQuota, 
 	}
 	if len(list.Items) > 0 {
 		oldest := slices.MinFunc(list.Items, olderFirst)
-		return &enforcedQuota{name: oldest.Name, hard: oldest.Spec.Hard}, nil
+		maxQueued := int(q.defaultMaxQueued)
+		if oldest.Spec.MaxQueued != nil {
+			maxQueued = int(*oldest.Spec.MaxQueued)
+		}
+		return &enforcedQuota{name: oldest.Name, hard: oldest.Spec.Hard, maxQueued: maxQueued}, nil
 	}
 	if q.defaultHard == nil {
 		return nil, nil
@@ -100,13 +186,15 @@ func (q *quotaKeeper) quotaFor(ctx context.Context, ns string) (*enforcedQuota, 
 		nsObj := &metav1.PartialObjectMetadata{}
 		nsObj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 		if err := q.reader.Get(ctx, types.NamespacedName{Name: ns}, nsObj); err != nil {
-			return nil, client.IgnoreNotFound(err)
+			// Not found: the cache does not show the namespace yet (or any more). Whether
+			// the default quota applies is unknown, so nothing is decided until it does.
+			return nil, fmt.Errorf("reading namespace %s to apply the default quota: %w", ns, err)
 		}
 		if !q.defaultSelector.Matches(labels.Set(nsObj.Labels)) {
 			return nil, nil
 		}
 	}
-	return &enforcedQuota{hard: *q.defaultHard}, nil
+	return &enforcedQuota{hard: *q.defaultHard, maxQueued: int(q.defaultMaxQueued)}, nil
 }
 
 func olderFirst(a, b agentsv1alpha1.AgentQuota) int {
@@ -124,6 +212,8 @@ type usage struct {
 	cpu      int64
 	// waiting are the sessions not admitted yet, oldest first (the FIFO queue).
 	waiting []*agentsv1alpha1.AgentSession
+	// warmByPool is the cache's warm pods per class (its grants are not by class).
+	warmByPool map[string]int
 }
 
 // sessionAdmitted reports whether the quota admitted the session (or it holds a pod).
@@ -142,23 +232,31 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 		return nil, err
 	}
 	now := time.Now()
-	u := &usage{}
+	u := &usage{warmByPool: map[string]int{}}
 	live := map[string]bool{}
 	// A session holding a live pod counts even when its status does not say so yet: a
 	// manager that bound it and died before the status write leaves it so until the next
-	// leader reconciles it.
-	holdsPod := map[types.UID]bool{}
+	// leader reconciles it. The pod is the session's only when both its controller and its
+	// session label say so, as for the session controller: an owner reference alone (which
+	// anyone who may create pods can write) does not take a slot for a session.
+	type holder struct {
+		uid  types.UID
+		name string
+	}
+	holdsPod := map[holder]bool{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		live[p.Name] = true
 		if !p.DeletionTimestamp.IsZero() || isPodTerminated(p) {
 			continue
 		}
-		if ref := metav1.GetControllerOf(p); ref != nil && ref.Kind == "AgentSession" {
-			holdsPod[ref.UID] = true
+		session := p.Labels[agentsv1alpha1.SessionLabel]
+		if ref := metav1.GetControllerOf(p); ref != nil && ref.Kind == "AgentSession" && session != "" {
+			holdsPod[holder{ref.UID, session}] = true
 		}
-		if p.Labels[agentsv1alpha1.SessionLabel] == "" {
+		if session == "" {
 			u.warm++
+			u.warmByPool[p.Labels[agentsv1alpha1.SandboxLabel]]++
 		}
 		u.add(uvm.FootprintFromPod(p))
 	}
@@ -173,15 +271,18 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 		case sessionAdmitted(s):
 			delete(l.sessions, s.UID) // the cache shows the grant now
 			u.sessions++
-		case granted, holdsPod[s.UID]:
+		case granted, holdsPod[holder{s.UID, s.Name}]:
 			u.sessions++
 		default:
 			u.waiting = append(u.waiting, s)
 		}
 	}
-	for uid, at := range l.sessions {
-		if !seen[uid] && now.Sub(at) > claimTTL {
-			delete(l.sessions, uid) // deleted before the cache showed it
+	for uid := range l.sessions {
+		if !seen[uid] {
+			// Deleted before the cache showed its admission. A grant is only ever made for
+			// a session this cache lists, so one it no longer lists is gone: its slot is
+			// free now, not after claimTTL.
+			delete(l.sessions, uid)
 		}
 	}
 	slices.SortFunc(u.waiting, func(a, b *agentsv1alpha1.AgentSession) int {
@@ -211,8 +312,10 @@ func (u *usage) add(f agentsv1alpha1.Footprint) {
 // admission is a quota's answer to a session.
 type admission struct {
 	admitted bool
-	reason   string // WaitingForQuota or ExceedsQuota when not admitted
-	message  string
+	// refused: the session may not even wait (the queue is full); it ends with reason.
+	refused bool
+	reason  string // WaitingForQuota or ExceedsQuota when it waits, QueueFull when refused
+	message string
 	// enforced is false when no quota applies to the namespace.
 	enforced bool
 }
@@ -220,19 +323,18 @@ type admission struct {
 // admitSession decides whether a session may start. Sessions are admitted in FIFO order
 // (creation time, then name): a session is admitted only when it is among the first
 // `hard.sessions - active` waiting sessions, so a later one never overtakes an earlier one.
+// A session that would wait behind maxQueued others is refused instead.
 func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentSession) (admission, error) {
 	quota, err := q.quotaFor(ctx, s.Namespace)
-	if err != nil || quota == nil || quota.hard.Sessions == nil {
-		return admission{admitted: true}, err
+	if err != nil {
+		return admission{}, err
+	}
+	if quota == nil || quota.hard.Sessions == nil {
+		return admission{admitted: true}, nil
 	}
 	limit := int(*quota.hard.Sessions)
-	if limit == 0 {
-		return admission{reason: agentsv1alpha1.ReasonExceedsQuota, enforced: true, message: fmt.Sprintf(
-			"sessions: 1 requested > 0 allowed by %s; the session waits until the limit is raised", quota.describe())}, nil
-	}
-	l := q.ledger(s.Namespace)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l := q.lockLedger(s.Namespace)
+	defer q.unlockLedger(s.Namespace, l)
 	u, err := q.measure(ctx, s.Namespace, l)
 	if err != nil {
 		return admission{}, err
@@ -244,6 +346,21 @@ func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentS
 	if u.sessions+position+1 <= limit {
 		l.sessions[s.UID] = time.Now()
 		return admission{admitted: true, enforced: true}, nil
+	}
+	// It would wait. The sessions ahead of it that the free slots do not take wait too; a
+	// session already queued keeps its place even when maxQueued was lowered since.
+	if queuedAhead := position - max(limit-u.sessions, 0); s.Status.Phase != agentsv1alpha1.SessionQueued && queuedAhead >= quota.maxQueued {
+		fix := "raise spec.maxQueued"
+		if quota.name == "" {
+			fix = "raise the manager's --max-queued-sessions"
+		}
+		return admission{refused: true, enforced: true, reason: agentsv1alpha1.ReasonQueueFull, message: fmt.Sprintf(
+			"sessions: 1 more would make %d queued > maxQueued %d of %s; retry later or %s",
+			queuedAhead+1, quota.maxQueued, quota.describe(), fix)}, nil
+	}
+	if limit == 0 {
+		return admission{reason: agentsv1alpha1.ReasonExceedsQuota, enforced: true, message: fmt.Sprintf(
+			"sessions: 1 requested > 0 allowed by %s; the session waits until the limit is raised", quota.describe())}, nil
 	}
 	// The sessions queued ahead count as in use: they take the next free slots. The message
 	// leaves out the position, which changes with every admission: rewriting every waiting
@@ -263,9 +380,8 @@ func (q *quotaKeeper) admissibleHead(ctx context.Context, ns string) (head []typ
 	if err != nil || quota == nil || quota.hard.Sessions == nil {
 		return nil, false, err
 	}
-	l := q.ledger(ns)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l := q.lockLedger(ns)
+	defer q.unlockLedger(ns, l)
 	u, err := q.measure(ctx, ns, l)
 	if err != nil {
 		return nil, false, err
@@ -316,9 +432,8 @@ func (q *quotaKeeper) reservePods(ctx context.Context, ns string, f agentsv1alph
 	if quota == nil {
 		return make([]*podGrant, n), nil, nil // nil grants: nothing to confirm or release
 	}
-	l := q.ledger(ns)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l := q.lockLedger(ns)
+	defer q.unlockLedger(ns, l)
 	u, err := q.measure(ctx, ns, l)
 	if err != nil {
 		return nil, nil, err
@@ -370,27 +485,90 @@ func (e *enforcedQuota) blocks(u *usage, f agentsv1alpha1.Footprint, warm bool) 
 	return nil
 }
 
-// excessWarm returns how many warm pods the namespace holds beyond its quota's
-// warmSandboxes (0 when within it or unlimited), so pools can be trimmed to fit.
-func (q *quotaKeeper) excessWarm(ctx context.Context, ns string) (int, *enforcedQuota, error) {
+// warmExcess is how far a namespace's warm pods exceed its quota's warmSandboxes.
+type warmExcess struct {
+	excess int // 0 when within the limit, or unlimited
+	quota  *enforcedQuota
+	// byPool are the cache's warm pods per class, to split the excess between the pools.
+	byPool map[string]int
+}
+
+// excessWarm measures how many warm pods the namespace holds beyond its quota's
+// warmSandboxes, so pools can be trimmed to fit, each by its share.
+func (q *quotaKeeper) excessWarm(ctx context.Context, ns string) (warmExcess, error) {
 	quota, err := q.quotaFor(ctx, ns)
 	if err != nil || quota == nil || quota.hard.WarmSandboxes == nil {
-		return 0, quota, err
+		return warmExcess{quota: quota}, err
 	}
-	l := q.ledger(ns)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l := q.lockLedger(ns)
+	defer q.unlockLedger(ns, l)
 	u, err := q.measure(ctx, ns, l)
 	if err != nil {
-		return 0, quota, err
+		return warmExcess{quota: quota}, err
 	}
-	return max(0, u.warm-int(*quota.hard.WarmSandboxes)), quota, nil
+	return warmExcess{excess: max(0, u.warm-int(*quota.hard.WarmSandboxes)), quota: quota, byPool: u.warmByPool}, nil
+}
+
+// share is how many warm pods pool gives up, holding own of them (counted as the cache
+// counts them): its part of the excess in proportion to its warm pods, so that the pools'
+// shares, decided from one view of the namespace, add up to the excess and no more.
+func (w warmExcess) share(pool string, own int) int {
+	if w.excess == 0 {
+		return 0
+	}
+	weights := maps.Clone(w.byPool)
+	if weights == nil {
+		weights = map[string]int{}
+	}
+	weights[pool] = own
+	return warmShares(w.excess, weights)[pool]
+}
+
+// warmShares splits n between pools in proportion to their warm pods, by largest remainder
+// (ties to the first name), so the shares add up to n exactly; a pool never gives more than
+// it holds, and when n is at least all of them, every pool gives all.
+func warmShares(n int, warm map[string]int) map[string]int {
+	shares := make(map[string]int, len(warm))
+	total := 0
+	for _, w := range warm {
+		total += max(w, 0)
+	}
+	if n <= 0 || total == 0 {
+		return shares
+	}
+	if n >= total {
+		for pool, w := range warm {
+			shares[pool] = max(w, 0)
+		}
+		return shares
+	}
+	type part struct {
+		pool      string
+		remainder int // of n*w/total, in units of 1/total
+	}
+	parts := make([]part, 0, len(warm))
+	given := 0
+	for pool, w := range warm {
+		w = max(w, 0)
+		shares[pool] = n * w / total
+		given += shares[pool]
+		parts = append(parts, part{pool, n * w % total})
+	}
+	slices.SortFunc(parts, func(a, b part) int {
+		if a.remainder != b.remainder {
+			return b.remainder - a.remainder
+		}
+		return strings.Compare(a.pool, b.pool)
+	})
+	for _, p := range parts[:n-given] {
+		shares[p.pool]++
+	}
+	return shares
 }
 
 // currentUsage measures a namespace for the AgentQuota status.
 func (q *quotaKeeper) currentUsage(ctx context.Context, ns string) (*usage, error) {
-	l := q.ledger(ns)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	l := q.lockLedger(ns)
+	defer q.unlockLedger(ns, l)
 	return q.measure(ctx, ns, l)
 }

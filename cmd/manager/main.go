@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -54,6 +55,14 @@ func run() error {
 	flag.StringVar(&cfg.HyperVRuntimeClass, "hyperv-runtime-class", cfg.HyperVRuntimeClass, "RuntimeClass of HyperV-isolated sandboxes whose AgentSandbox names none (handler runhcs-wcow-hypervisor).")
 	flag.StringVar(&cfg.ProcessRuntimeClass, "process-runtime-class", cfg.ProcessRuntimeClass, "RuntimeClass of Process-isolated sandboxes whose AgentSandbox names none (handler runhcs-wcow-process).")
 	flag.DurationVar(&cfg.WarmPodReadyTimeout, "warm-pod-ready-timeout", cfg.WarmPodReadyTimeout, "How long a warm pod may take to become Ready before it is replaced (doubling per consecutive timeout, up to 16x).")
+	flag.Func("max-queued-sessions", fmt.Sprintf("How many sessions may wait for a namespace's quota when its AgentQuota sets no spec.maxQueued, or under --default-quota; one more ends Failed with reason QueueFull (0: none waits; default %d).", cfg.MaxQueuedSessions), func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%q must be a whole number >= 0", v)
+		}
+		cfg.MaxQueuedSessions = int32(n)
+		return nil
+	})
 	flag.IntVar(&cfg.SessionWorkers, "session-workers", cfg.SessionWorkers, "Concurrent AgentSession reconciles.")
 	flag.IntVar(&cfg.SandboxWorkers, "sandbox-workers", cfg.SandboxWorkers, "Concurrent AgentSandbox reconciles.")
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 200, "Sustained requests per second to the API server.")
