@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -136,5 +138,280 @@ func TestASessionHoldingAPodCountsAgainstTheQuota(t *testing.T) {
 	}
 	if !limited || len(head) != 0 {
 		t.Errorf("admissibleHead = %v (limited %v); want none: admitted and bound fill the quota of 2", head, limited)
+	}
+}
+
+// quotaFixture is a namespace's quota and sessions in a fake client, for the keeper's logic.
+type quotaFixture struct {
+	t    *testing.T
+	c    client.Client
+	q    *quotaKeeper
+	ns   string
+	base time.Time
+	n    int
+}
+
+func newQuotaFixture(t *testing.T, hard agentsv1alpha1.QuotaLimits, maxQueued *int32, objs ...client.Object) *quotaFixture {
+	t.Helper()
+	const ns = "team"
+	quota := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q"},
+		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: hard, MaxQueued: maxQueued}}
+	c := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithObjects(append(objs, quota)...).
+		WithStatusSubresource(&agentsv1alpha1.AgentSession{}).Build()
+	return &quotaFixture{t: t, c: c, q: newQuotaKeeper(c, nil, nil), ns: ns, base: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+// session creates a session, younger than every one before it.
+func (f *quotaFixture) session(name string) *agentsv1alpha1.AgentSession {
+	f.t.Helper()
+	f.n++
+	s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name, UID: types.UID("uid-" + name),
+		CreationTimestamp: metav1.NewTime(f.base.Add(time.Duration(f.n) * time.Second))},
+		Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool"}}
+	if err := f.c.Create(context.Background(), s); err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+func (f *quotaFixture) admit(s *agentsv1alpha1.AgentSession) admission {
+	f.t.Helper()
+	adm, err := f.q.admitSession(context.Background(), s)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return adm
+}
+
+func (f *quotaFixture) head() []string {
+	f.t.Helper()
+	head, _, err := f.q.admissibleHead(context.Background(), f.ns)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var names []string
+	for _, k := range head {
+		names = append(names, k.Name)
+	}
+	return names
+}
+
+// A pod counts for a session only when its session label names that session: an owner
+// reference alone (which a tenant who may create pods can write) takes no slot.
+func TestAPodCountsForASessionOnlyWithItsSessionLabel(t *testing.T) {
+	owner := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "waiting", UID: "uid-waiting"}}
+	pod := func(name, sessionLabel string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name,
+			Labels:          map[string]string{agentsv1alpha1.SandboxLabel: "pool", agentsv1alpha1.SessionLabel: sessionLabel},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(owner, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}}}
+	}
+	for _, tc := range []struct {
+		name      string
+		label     string
+		wantAdmit bool
+	}{
+		{"labelled for another session", "other", true},
+		{"labelled for the owner", "waiting", false}, // it holds the pod: already counted
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(1))}, nil, pod("forged", tc.label))
+			s := f.session("waiting")
+			head := f.head()
+			if got := slices.Equal(head, []string{"waiting"}); got != tc.wantAdmit {
+				t.Errorf("admissible head = %v; want waiting admissible: %v", head, tc.wantAdmit)
+			}
+			_ = s
+		})
+	}
+}
+
+// Without its Namespace in the cache, the keeper cannot tell whether the default quota
+// applies: it fails closed (an error, retried), never "no limit".
+func TestDefaultQuotaFailsClosedWhenTheNamespaceCannotBeRead(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(unitScheme(t)).Build()
+	deny, _ := ParseQuotaLimits("sessions=0,warmSandboxes=0")
+	q := newQuotaKeeper(c, deny, labels.SelectorFromSet(labels.Set{"tier": "tenant"}))
+	s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "unseen", Name: "s", UID: "uid-s"}}
+	adm, err := q.admitSession(context.Background(), s)
+	if err == nil || adm.admitted {
+		t.Errorf("admitSession = %+v, %v; want an error and no admission", adm, err)
+	}
+	grants, _, err := q.reservePods(context.Background(), "unseen", agentsv1alpha1.Footprint{}, 1, true)
+	if err == nil || len(grants) != 0 {
+		t.Errorf("reservePods = %d grants, %v; want an error and none", len(grants), err)
+	}
+	if _, err := q.excessWarm(context.Background(), "unseen"); err == nil {
+		t.Error("excessWarm: no error; want one")
+	}
+}
+
+// A session parked again after its admission (its cold start refused) gives back its slot:
+// it is counted as waiting, and the next one in line may take the slot.
+func TestUnadmittingASessionGivesBackItsSlot(t *testing.T) {
+	f := newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(1))}, nil)
+	a := f.session("a")
+	if adm := f.admit(a); !adm.admitted {
+		t.Fatalf("a: %+v, want admitted", adm)
+	}
+	f.q.releaseSession(a) // markQueued: its cold start was refused
+	if head := f.head(); !slices.Equal(head, []string{"a"}) {
+		t.Errorf("after the release: admissible head = %v, want [a] (its slot is free again)", head)
+	}
+	u, err := f.q.currentUsage(context.Background(), f.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.sessions != 0 || len(u.waiting) != 1 {
+		t.Errorf("usage: %d sessions, %d waiting; want 0 and 1", u.sessions, len(u.waiting))
+	}
+}
+
+// A session deleted before the cache shows its admission frees its slot at once, not after
+// claimTTL.
+func TestASessionDeletedBeforeItsAdmissionShowsFreesItsSlot(t *testing.T) {
+	f := newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(1))}, nil)
+	ghost := f.session("ghost")
+	if adm := f.admit(ghost); !adm.admitted {
+		t.Fatalf("ghost: %+v, want admitted", adm)
+	}
+	if err := f.c.Delete(context.Background(), ghost); err != nil {
+		t.Fatal(err)
+	}
+	next := f.session("next")
+	if adm := f.admit(next); !adm.admitted {
+		t.Errorf("next: %+v; want admitted, the deleted ghost's slot is free", adm)
+	}
+}
+
+// The queue is bounded: a session that would wait behind maxQueued others is refused with
+// QueueFull; one already queued keeps its place.
+func TestQueueBeyondMaxQueuedIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		maxQueued *int32
+		keeper    int32 // the manager's --max-queued-sessions
+		wait      int   // sessions that may wait
+		wantIn    string
+	}{
+		{"spec.maxQueued", ptr.To(int32(2)), 1000, 2, "> maxQueued 2 of AgentQuota q; retry later or raise spec.maxQueued"},
+		{"the manager's default", nil, 3, 3, "> maxQueued 3 of AgentQuota q"},
+		{"zero: none waits", ptr.To(int32(0)), 1000, 0, "sessions: 1 more would make 1 queued > maxQueued 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(1))}, tc.maxQueued)
+			f.q.defaultMaxQueued = tc.keeper
+			if adm := f.admit(f.session("running")); !adm.admitted {
+				t.Fatalf("running: %+v, want admitted", adm)
+			}
+			for i := range tc.wait {
+				s := f.session(fmt.Sprintf("wait-%d", i))
+				if adm := f.admit(s); adm.admitted || adm.refused || adm.reason != agentsv1alpha1.ReasonWaitingForQuota {
+					t.Fatalf("%s: %+v, want WaitingForQuota", s.Name, adm)
+				}
+			}
+			over := f.session("over")
+			adm := f.admit(over)
+			if !adm.refused || adm.reason != agentsv1alpha1.ReasonQueueFull || !strings.Contains(adm.message, tc.wantIn) {
+				t.Errorf("over: %+v; want refused, QueueFull, message containing %q", adm, tc.wantIn)
+			}
+			// Already queued (maxQueued lowered since): it keeps its place.
+			over.Status.Phase = agentsv1alpha1.SessionQueued
+			if adm := f.admit(over); adm.refused {
+				t.Errorf("a queued session: %+v; want it to keep waiting", adm)
+			}
+		})
+	}
+	// A quota of zero sessions bounds its queue too.
+	f := newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(0))}, ptr.To(int32(1)))
+	if adm := f.admit(f.session("first")); adm.refused || adm.reason != agentsv1alpha1.ReasonExceedsQuota {
+		t.Errorf("first under a quota of 0: %+v, want ExceedsQuota, waiting", adm)
+	}
+	if adm := f.admit(f.session("second")); !adm.refused {
+		t.Errorf("second under a quota of 0 with maxQueued 1: %+v, want refused", adm)
+	}
+}
+
+// The keeper holds a ledger only while it holds grants, and none for a deleted namespace.
+func TestQuotaKeeperForgetsIdleAndDeletedNamespaces(t *testing.T) {
+	f := newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(5))}, nil)
+	for _, ns := range []string{"quiet-1", "quiet-2", "quiet-3"} {
+		if _, err := f.q.currentUsage(context.Background(), ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.q.trackedNamespaces(); n != 0 {
+		t.Errorf("after measuring three idle namespaces the keeper tracks %d, want 0", n)
+	}
+	a := f.session("a")
+	if adm := f.admit(a); !adm.admitted {
+		t.Fatalf("a: %+v", adm)
+	}
+	if n := f.q.trackedNamespaces(); n != 1 {
+		t.Fatalf("with a grant the cache does not show yet the keeper tracks %d namespaces, want 1", n)
+	}
+	// The cache shows the admission: the grant, and the ledger, go.
+	meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.QuotaReserved,
+		Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonQuotaReserved})
+	if err := f.c.Status().Update(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.q.currentUsage(context.Background(), f.ns); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.q.trackedNamespaces(); n != 0 {
+		t.Errorf("once the cache shows every grant the keeper tracks %d namespaces, want 0", n)
+	}
+	// A namespace deleted with grants in flight: the Namespace watch forgets it.
+	b := f.session("b")
+	if adm := f.admit(b); !adm.admitted {
+		t.Fatalf("b: %+v", adm)
+	}
+	r := &AgentQuotaReconciler{Quota: f.q}
+	r.namespaceDeleted(f.ns)
+	if n := f.q.trackedNamespaces(); n != 0 {
+		t.Errorf("after the namespace's deletion the keeper tracks %d namespaces, want 0", n)
+	}
+}
+
+// The pools of a namespace split a warm excess in proportion to their warm pods, the
+// shares adding up to the excess.
+func TestWarmShares(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		n    int
+		warm map[string]int
+		want map[string]int
+	}{
+		{"two equal pools", 2, map[string]int{"a": 2, "b": 2}, map[string]int{"a": 1, "b": 1}},
+		{"in proportion", 3, map[string]int{"a": 4, "b": 2}, map[string]int{"a": 2, "b": 1}},
+		{"remainder to the largest fraction", 2, map[string]int{"a": 1, "b": 5}, map[string]int{"a": 0, "b": 2}},
+		{"tied remainders by name", 1, map[string]int{"b": 3, "a": 3, "c": 3}, map[string]int{"a": 1, "b": 0, "c": 0}},
+		{"three-way", 5, map[string]int{"a": 3, "b": 3, "c": 3}, map[string]int{"a": 2, "b": 2, "c": 1}},
+		{"excess beyond every pod", 10, map[string]int{"a": 1, "b": 2}, map[string]int{"a": 1, "b": 2}},
+		{"no excess", 0, map[string]int{"a": 4}, map[string]int{}},
+		{"a pool with none", 2, map[string]int{"a": 0, "b": 4}, map[string]int{"a": 0, "b": 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := warmShares(tc.n, tc.warm)
+			sum, total := 0, 0
+			for pool, w := range tc.warm {
+				sum += got[pool]
+				total += w
+				if got[pool] != tc.want[pool] {
+					t.Errorf("pool %s: share %d, want %d (all: %v)", pool, got[pool], tc.want[pool], got)
+				}
+				if got[pool] > w {
+					t.Errorf("pool %s gives %d of its %d", pool, got[pool], w)
+				}
+			}
+			if want := min(max(tc.n, 0), total); sum != want {
+				t.Errorf("shares add up to %d, want %d", sum, want)
+			}
+		})
+	}
+	// A pool's own count replaces the cache's (its creations in flight included).
+	w := warmExcess{excess: 2, byPool: map[string]int{"a": 1, "b": 2}}
+	if got := w.share("a", 2); got != 1 {
+		t.Errorf("share of a holding 2 of 4 with an excess of 2 = %d, want 1", got)
 	}
 }
