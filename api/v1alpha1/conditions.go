@@ -112,6 +112,11 @@ const (
 	// ReasonPodNotReady (AgentSession Ready=False): the session's pod was Ready and is not
 	// any more (a failing readiness probe, a node under pressure); the session keeps it.
 	ReasonPodNotReady = "PodNotReady"
+	// ReasonInvalidSpec (AgentSandbox Degraded; AgentSession end reason, or Ready=False
+	// while its class has one): a stored field the manager cannot use, e.g. a duration
+	// stored before the CRD bounded it. The message names the field and the value; fix or
+	// recreate the object.
+	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonSessionDeleted (end reason): the session was deleted while it held a sandbox
 	// and something (a finalizer) keeps the object; the sandbox is destroyed at once.
 	ReasonSessionDeleted = "SessionDeleted"
