@@ -47,9 +47,11 @@ const poolCountsInterval = time.Second
 // AgentSandboxReconciler keeps each class's warm pool at spec.replicas Ready pods.
 type AgentSandboxReconciler struct {
 	client.Client
-	Recorder recorder.EventRecorder
-	Config   Config
-	Quota    *quotaKeeper
+	// APIReader reads around the cache before a pod that looks stray is deleted.
+	APIReader client.Reader
+	Recorder  recorder.EventRecorder
+	Config    Config
+	Quota     *quotaKeeper
 
 	factory      *podFactory
 	builds       *nodeBuilds // the nodes' Windows builds, shared with the session controller
@@ -77,6 +79,12 @@ func (c *takeClock) taken(pool types.NamespacedName) {
 	}
 }
 
+func (c *takeClock) forget(pool types.NamespacedName) {
+	if c != nil {
+		c.last.Delete(pool)
+	}
+}
+
 func (c *takeClock) since(pool types.NamespacedName) (time.Duration, bool) {
 	v, ok := c.last.Load(pool)
 	if !ok {
@@ -100,6 +108,10 @@ type poolPods struct {
 	warmNames   map[string]bool
 	bound       []*corev1.Pod // bound to a session, not terminating
 	terminating int
+	// stray are unbound pods labelled for the class that it does not control: their owner
+	// reference was removed (an orphaning delete of an earlier class of this name, an
+	// edit), or names another object. No one else would delete them.
+	stray []*corev1.Pod
 }
 
 // Reconcile brings one pool to its target and reports what it sees.
@@ -108,8 +120,9 @@ func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if err := r.Get(ctx, req.NamespacedName, sb); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.forget(req.NamespacedName)
+			return ctrl.Result{}, r.deletePodsOfGoneClass(ctx, req.NamespacedName)
 		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return ctrl.Result{}, err
 	}
 	if !sb.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // the garbage collector removes the warm pods it owns
@@ -121,19 +134,27 @@ func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	pendingCreations, pendingDeletions := r.expectations.Observe(req.NamespacedName, pods.all, pods.warmNames)
 
+	// The egress policy comes first: no pod of the class may exist without it.
+	egressBlk, egressErr := r.reconcileEgressPolicy(ctx, sb)
 	recipe, blk, err := r.factory.recipe(ctx, sb)
 	if err != nil {
-		return ctrl.Result{}, err
+		return ctrl.Result{}, errors.Join(egressErr, err)
+	}
+	if egressBlk != nil && blk == nil {
+		recipe, blk = nil, egressBlk
+	}
+	if problem := sandboxSpecProblem(sb); problem != "" {
+		recipe, blk = nil, &blocker{Reason: agentsv1alpha1.ReasonInvalidSpec, Message: problem}
 	}
 
 	st := &poolStep{sb: sb, pods: pods, recipe: recipe, blocker: blk,
 		pendingCreations: pendingCreations, pendingDeletions: pendingDeletions}
-	var stepErr error
+	stepErr := errors.Join(egressErr, r.deleteStrayPods(ctx, st))
 	if recipe != nil {
-		stepErr = errors.Join(r.replaceStuckWarmPods(ctx, st), r.rollOutTemplate(ctx, st))
+		stepErr = errors.Join(stepErr, r.replaceStuckWarmPods(ctx, st), r.rollOutTemplate(ctx, st))
 	}
 	// Scaling down needs no recipe: a pool scaled to zero empties even when it is blocked.
-	stepErr = errors.Join(stepErr, r.scaleWarmPool(ctx, st), r.reconcileEgressPolicy(ctx, sb))
+	stepErr = errors.Join(stepErr, r.scaleWarmPool(ctx, st))
 
 	if err := r.writeStatus(ctx, st); err != nil {
 		return ctrl.Result{}, errors.Join(stepErr, err)
@@ -196,10 +217,64 @@ func (r *AgentSandboxReconciler) listPoolPods(ctx context.Context, sb *agentsv1a
 			case metav1.IsControlledBy(p, sb):
 				pods.warm = append(pods.warm, p)
 				pods.warmNames[p.Name] = true
+			default:
+				pods.stray = append(pods.stray, p)
 			}
 		}
 	}
 	return pods, nil
+}
+
+// deleteStrayPods deletes the unbound pods labelled for the class that the class does not
+// control, as a ReplicaSet deletes (or adopts) pods that match its selector: a pool never
+// adopts one, since it cannot know what the pod ran. Each is read again from the API server
+// first, and deleted with a UID and resourceVersion precondition, so a pod bound or
+// adopted meanwhile is left alone.
+func (r *AgentSandboxReconciler) deleteStrayPods(ctx context.Context, st *poolStep) error {
+	var errs []error
+	for _, p := range st.pods.stray {
+		errs = append(errs, deleteStrayPod(ctx, r.Client, r.APIReader, p.Namespace, p.Name, st.sb))
+	}
+	return errors.Join(errs...)
+}
+
+// deleteStrayPod deletes a pod labelled for a class, not bound to a session, that is
+// controlled by neither that class (sb; nil when the class is gone) nor anything else of
+// hyperpool that still exists.
+func deleteStrayPod(ctx context.Context, c client.Writer, apiReader client.Reader, namespace, name string, sb *agentsv1alpha1.AgentSandbox) error {
+	fresh := &corev1.Pod{}
+	if err := apiReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, fresh); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	_, session := sandboxAndSession(fresh)
+	if session != "" || !fresh.DeletionTimestamp.IsZero() || (sb != nil && metav1.IsControlledBy(fresh, sb)) {
+		return nil
+	}
+	if owner := metav1.GetControllerOf(fresh); owner != nil && owner.APIVersion != agentsv1alpha1.GroupVersion.String() {
+		return nil // someone else's pod with our label: not ours to delete (the admission policy refuses the label)
+	}
+	log.FromContext(ctx).Info("deleting a stray sandbox pod: labelled for the class, controlled by nothing that exists", "pod", name)
+	err := c.Delete(ctx, fresh, client.Preconditions{UID: &fresh.UID, ResourceVersion: &fresh.ResourceVersion})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	return err
+}
+
+// deletePodsOfGoneClass deletes the unbound pods of a deleted class that the garbage
+// collector will not: those an orphaning delete of the class left without an owner.
+func (r *AgentSandboxReconciler) deletePodsOfGoneClass(ctx context.Context, key types.NamespacedName) error {
+	list := &corev1.PodList{}
+	if err := r.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingFields{podWarmIndex: key.Name}); err != nil {
+		return fmt.Errorf("listing pods of deleted AgentSandbox %s: %w", key.Name, err)
+	}
+	var errs []error
+	for i := range list.Items {
+		if p := &list.Items[i]; p.DeletionTimestamp.IsZero() && metav1.GetControllerOf(p) == nil {
+			errs = append(errs, deleteStrayPod(ctx, r.Client, r.APIReader, p.Namespace, p.Name, nil))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // replaceStuckWarmPods deletes warm pods that ended (a sandbox never exits on its own) or
@@ -610,8 +685,8 @@ func (r *AgentSandboxReconciler) forget(key types.NamespacedName) {
 	delete(r.notReadyStreak, key)
 	r.streakMu.Unlock()
 	r.lastStatusWrite.Delete(key)
-	warmSandboxes.DeleteLabelValues(key.Namespace, key.Name)
-	vmMemoryBytes.DeleteLabelValues(key.Namespace, key.Name)
+	r.Takes.forget(key)
+	forgetSandboxSeries(key)
 }
 
 // SetupWithManager registers the pool controller and its watches.

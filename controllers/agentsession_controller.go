@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -55,6 +56,9 @@ type AgentSessionReconciler struct {
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions/status,verbs=get;update;patch
+// Owner references with blockOwnerDeletion need update on the owner's finalizers where the
+// OwnerReferencesPermissionEnforcement admission plugin is on.
+// +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions/finalizers;agentsandboxes/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=resourcequotas,verbs=get;list;watch
 
 // Reconcile moves one session along: bind, watch its pod, end it, collect it.
@@ -66,10 +70,10 @@ func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 		return ctrl.Result{}, err
 	}
-	if !s.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil // the garbage collector destroys the pod it owns
-	}
 	r.written.overlay(s)
+	if !s.DeletionTimestamp.IsZero() {
+		return r.reconcileDeletion(ctx, s)
+	}
 
 	before := s.Status.DeepCopy()
 	result, err := r.reconcileSession(ctx, s)
@@ -79,23 +83,49 @@ func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if !before.Phase.IsFinished() && s.Status.Phase.IsFinished() {
 		// The pod is destroyed once the end is written, not before: whoever watches the
 		// session sees the end one API round trip sooner, and an end whose write failed is
-		// decided again from a pod still intact rather than read back as PodDeleted. Should
-		// this delete fail, the finished session's next reconcile (collectFinished) retries,
-		// and the garbage collector takes the pod with the session at the latest.
+		// decided again from a pod still intact rather than read back as PodDeleted. A
+		// failed delete is returned, so the workqueue retries it within seconds rather than
+		// at the session's ttlAfterFinished.
 		if destroyErr := r.destroyPods(ctx, s.Namespace, s.Name, s.UID); destroyErr != nil {
-			log.FromContext(ctx).Error(destroyErr, "destroying the pod of a session that just ended")
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("destroying the pod of a session that just ended: %w", destroyErr))
 		}
 	}
 	return result, err
+}
+
+// reconcileDeletion ends a session being deleted and destroys its pod at once. The garbage
+// collector would delete the pod only once the session object is gone, and a finalizer
+// (anyone's, e.g. a tenant's) can keep it for ever: the sandbox must not outlive its
+// deadline because its session object does.
+func (r *AgentSessionReconciler) reconcileDeletion(ctx context.Context, s *agentsv1alpha1.AgentSession) (ctrl.Result, error) {
+	before := s.Status.DeepCopy()
+	if !s.Status.Phase.IsFinished() {
+		// Ended, bound or not: a session still queued would otherwise hold its place at the
+		// head of the namespace's FIFO queue for as long as its finalizer stays.
+		r.end(ctx, s, nil, agentsv1alpha1.SessionTerminated, agentsv1alpha1.ReasonSessionDeleted,
+			"the session is being deleted; its sandbox is destroyed now")
+	}
+	statusErr := r.writeStatus(ctx, s, before)
+	return ctrl.Result{}, errors.Join(statusErr, r.destroyPods(ctx, s.Namespace, s.Name, s.UID))
 }
 
 func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agentsv1alpha1.AgentSession) (ctrl.Result, error) {
 	if s.Status.Phase.IsFinished() {
 		return r.collectFinished(ctx, s)
 	}
+	if problem := sessionSpecProblem(s); problem != "" {
+		r.end(ctx, s, nil, agentsv1alpha1.SessionFailed, agentsv1alpha1.ReasonInvalidSpec, problem)
+		return r.deleteAfterTTL(ctx, s) // a held pod goes once the end is written
+	}
 	sb, err := r.getSandbox(ctx, s)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if sb != nil && s.Status.PodName == "" {
+		if problem := sandboxSpecProblem(sb); problem != "" {
+			setPending(s, agentsv1alpha1.ReasonInvalidSpec, fmt.Sprintf("AgentSandbox %q cannot serve sessions: %s", sb.Name, problem))
+			return ctrl.Result{}, nil // woken when the class changes
+		}
 	}
 	pod, waitForCache, err := r.boundPod(ctx, s)
 	if err != nil || waitForCache {
@@ -167,8 +197,13 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 	}
 	if len(held) == 0 {
 		name, pending := r.claims.boundPod(s.UID)
-		if !pending {
+		if !pending && s.Status.PodName == "" {
 			return nil, false, nil
+		}
+		if !pending {
+			// The status names a pod the cache does not show. Ask the API server before the
+			// session ends as PodDeleted: the cache may only lag behind.
+			name = s.Status.PodName
 		}
 		// This manager bound a pod the cache does not show. Ask the API server, the
 		// rare path: the pod may be there (the cache lags) or already gone (deleted
@@ -183,6 +218,10 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 			return nil, false, err
 		case metav1.IsControlledBy(pod, s):
 			return pod, false, nil
+		case !pending:
+			// There, but not the session's any more (its owner reference was taken away):
+			// the session has lost it, and destroyPods deletes it once the end is written.
+			return nil, false, nil
 		}
 		return nil, true, nil
 	}
@@ -249,8 +288,15 @@ func (r *AgentSessionReconciler) markQueued(s *agentsv1alpha1.AgentSession, reas
 		Status: metav1.ConditionFalse, Reason: reason, Message: message})
 }
 
-// bind gives the session a Ready warm pod, or starts a cold one.
+// bind gives the session a Ready warm pod, or starts a cold one, once the class's egress
+// policy is in place.
 func (r *AgentSessionReconciler) bind(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (ctrl.Result, error) {
+	if blk, err := egressInPlace(ctx, r.Client, sb, r.Config.InternetEgressExcept); err != nil || blk != nil {
+		if blk != nil {
+			setPending(s, blk.Reason, blk.Message)
+		}
+		return ctrl.Result{}, err // woken when the policy changes
+	}
 	pod, err := r.claimWarmPod(ctx, s, sb)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -419,7 +465,7 @@ func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, sb *a
 	s.Status.PodName = pod.Name
 	s.Status.StartType = start
 	s.Status.BoundTime = &now
-	s.Status.ExpiryTime = &metav1.Time{Time: ceilToSecond(now.Add(lt.MaxLifetime))} // as sessionDeadline
+	s.Status.ExpiryTime = &metav1.Time{Time: hardDeadline(now.Time, lt)}
 	s.Status.Footprint = &fp
 	s.Status.Phase = agentsv1alpha1.SessionStarting
 }
@@ -456,10 +502,20 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 	if !now.Before(deadline) {
 		return r.expire(ctx, s, sb, pod)
 	}
+	// The class's lifetime can change after the bind: the stored deadline follows it.
+	s.Status.ExpiryTime = &metav1.Time{Time: hardDeadline(s.Status.BoundTime.Time, lt)}
 
-	if isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady {
+	switch {
+	case isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady:
 		r.markReady(s, now)
-	} else if !isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady {
+	case isPodReady(pod):
+		// Ready again after a spell of not being so: say so (no new readyTime, no metric).
+		meta.SetStatusCondition(&s.Status.Conditions, readyCondition(s))
+	case s.Status.Phase == agentsv1alpha1.SessionReady:
+		meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
+			Status: metav1.ConditionFalse, Reason: agentsv1alpha1.ReasonPodNotReady,
+			Message: fmt.Sprintf("sandbox pod %s is not Ready any more; the session keeps it, check the pod's conditions and events", pod.Name)})
+	default:
 		meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
 			Status: metav1.ConditionFalse, Reason: agentsv1alpha1.ReasonPodStarting,
 			Message: fmt.Sprintf("sandbox pod %s is starting (its Hyper-V VM is booting)", pod.Name)})
@@ -507,10 +563,15 @@ func (r *AgentSessionReconciler) markReady(s *agentsv1alpha1.AgentSession, now t
 	// No Event here: a bind is the normal path, recorded by this condition and the
 	// hyperpool_bind_duration_seconds metric; an Event per bind would be one more API write
 	// on every bind. Events are kept for what needs a look: queueing, failures, expiry.
-	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
-		Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonBound,
-		Message: fmt.Sprintf("%s start: sandbox pod %s on node %s is Ready", s.Status.StartType, s.Status.PodName, s.Status.NodeName)})
+	meta.SetStatusCondition(&s.Status.Conditions, readyCondition(s))
 	bindDuration.WithLabelValues(s.Namespace, s.Spec.SandboxName, string(s.Status.StartType)).Observe(now.Sub(s.CreationTimestamp.Time).Seconds())
+}
+
+// readyCondition is the Ready condition of a session whose bound pod is Ready.
+func readyCondition(s *agentsv1alpha1.AgentSession) metav1.Condition {
+	return metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition,
+		Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonBound,
+		Message: fmt.Sprintf("%s start: sandbox pod %s on node %s is Ready", s.Status.StartType, s.Status.PodName, s.Status.NodeName)}
 }
 
 func ceilToSecond(t time.Time) time.Time {
@@ -614,7 +675,9 @@ func (r *AgentSessionReconciler) destroyOrphanedPods(ctx context.Context, key ty
 }
 
 // destroyPods deletes the pods bound to the named session: those it owns (uid set), or, for
-// a deleted session (uid empty), those whose owner is no longer there.
+// a deleted session (uid empty), those whose owner is no longer there. A pod labelled for
+// the session with no controller at all is destroyed too: its owner reference was removed
+// (an orphaning delete of the session, an edit), and no one else would ever delete it.
 func (r *AgentSessionReconciler) destroyPods(ctx context.Context, namespace, session string, uid types.UID) error {
 	list := &corev1.PodList{}
 	if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{podSessionIndex: session}); err != nil {
@@ -623,13 +686,16 @@ func (r *AgentSessionReconciler) destroyPods(ctx context.Context, namespace, ses
 	for i := range list.Items {
 		p := &list.Items[i]
 		owner := metav1.GetControllerOf(p)
-		if !p.DeletionTimestamp.IsZero() || owner == nil || owner.Kind != "AgentSession" {
+		switch {
+		case !p.DeletionTimestamp.IsZero():
 			continue
-		}
-		if uid != "" && owner.UID != uid {
+		case owner == nil:
+			// orphaned: destroy
+		case owner.Kind != "AgentSession":
 			continue
-		}
-		if uid == "" {
+		case uid != "" && owner.UID != uid:
+			continue
+		case uid == "":
 			// Skip pods of a new session that reuses the name.
 			current := &agentsv1alpha1.AgentSession{}
 			if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: session}, current); err == nil && current.UID == owner.UID {
@@ -705,12 +771,12 @@ func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.podToSessions)).
 		Watches(&agentsv1alpha1.AgentSandbox{}, handler.EnqueueRequestsFromMapFunc(r.sandboxToSessions),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A node deleted ends its sessions; a Windows node added or changed can unblock
+		// sessions waiting for NoCompatibleNodes.
 		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToSessions),
-			builder.WithPredicates(predicate.Funcs{
-				CreateFunc:  func(event.CreateEvent) bool { return false },
-				UpdateFunc:  func(event.UpdateEvent) bool { return false },
-				GenericFunc: func(event.GenericEvent) bool { return false },
-			})).
+			builder.WithPredicates(windowsBuildChanged())).
+		// The class's egress policy appearing or restored lets its sessions bind.
+		Watches(&networkingv1.NetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToSessions)).
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allWaitingSessions)).
 		// Capacity frees when a session ends or is deleted, or when a quota changes: the
 		// namespace's queue is looked at again.
@@ -783,9 +849,25 @@ func (r *AgentSessionReconciler) sandboxToSessions(ctx context.Context, o client
 	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionSandboxIndex: o.GetName()})
 }
 
+// nodeToSessions: a node deleted concerns the sessions bound on it; a node added, or its
+// OS or build changed, the sessions not bound yet (a cold start blocked by
+// NoCompatibleNodes). The remembered builds are marked stale first.
 func (r *AgentSessionReconciler) nodeToSessions(ctx context.Context, o client.Object) []reconcile.Request {
-	r.builds.changed() // a node deleted: the builds it had may be gone
-	return r.sessionsMatching(ctx, "", client.MatchingFields{sessionNodeIndex: o.GetName()})
+	r.builds.changed()
+	reqs := r.sessionsMatching(ctx, "", client.MatchingFields{sessionNodeIndex: o.GetName()})
+	if o.GetDeletionTimestamp().IsZero() {
+		reqs = append(reqs, r.allWaitingSessions(ctx, o)...)
+	}
+	return reqs
+}
+
+// policyToSessions: a class's egress policy changed; its waiting sessions look again.
+func (r *AgentSessionReconciler) policyToSessions(ctx context.Context, o client.Object) []reconcile.Request {
+	class := o.GetLabels()[agentsv1alpha1.SandboxLabel]
+	if class == "" {
+		return nil
+	}
+	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: class})
 }
 
 // allWaitingSessions: a RuntimeClass appearing can unblock a cold start anywhere.

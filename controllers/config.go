@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,9 @@ type Config struct {
 	DefaultQuota *agentsv1alpha1.QuotaLimits
 	// DefaultQuotaNamespaces selects the namespaces DefaultQuota applies to (nil: all).
 	DefaultQuotaNamespaces labels.Selector
+	// InternetEgressExcept are the address ranges (CIDRs, IPv4 and IPv6) that a class with
+	// egress Internet may not reach. Default: DefaultInternetEgressExcept.
+	InternetEgressExcept []string
 	// MaxQueuedSessions is how many sessions may wait for a namespace's quota when its
 	// AgentQuota sets no spec.maxQueued, or under DefaultQuota; a session beyond it ends
 	// Failed with reason QueueFull. 0: no session waits.
@@ -48,10 +52,11 @@ func DefaultConfig() Config {
 		HyperVRuntimeClass:  "hyperv",
 		ProcessRuntimeClass: "process",
 		// Windows images are gigabytes: a first pull on a fresh node takes minutes.
-		WarmPodReadyTimeout: 10 * time.Minute,
-		MaxQueuedSessions:   1000,
-		SessionWorkers:      16,
-		SandboxWorkers:      4,
+		WarmPodReadyTimeout:  10 * time.Minute,
+		InternetEgressExcept: slices.Clone(DefaultInternetEgressExcept),
+		MaxQueuedSessions:    1000,
+		SessionWorkers:       16,
+		SandboxWorkers:       4,
 	}
 }
 

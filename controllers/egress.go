@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -18,20 +20,56 @@ import (
 
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;delete
 
-// Address ranges a sandbox with egress Internet may not reach: the cluster's own networks
-// (RFC 1918 and carrier-grade NAT, where pod and service CIDRs live), link-local (cloud
-// metadata at 169.254.169.254), and their IPv6 counterparts.
-var nonInternetRanges = map[string][]string{
-	"0.0.0.0/0": {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"},
-	"::/0":      {"fc00::/7", "fe80::/10", "::1/128"},
+// DefaultInternetEgressExcept are the address ranges a sandbox with egress Internet may not
+// reach (--internet-egress-except replaces them): the cluster's own networks (RFC 1918 and
+// carrier-grade NAT, where pod and service CIDRs live, and Alibaba Cloud's metadata at
+// 100.100.100.200), link-local (the metadata service of AWS, Azure, GCP and Oracle at
+// 169.254.169.254), loopback, Azure's platform address 168.63.129.16 (WireServer: DHCP, DNS
+// and the VM agent's channel), and the IPv6 counterparts (AWS's fd00:ec2::254 is in fc00::/7).
+var DefaultInternetEgressExcept = []string{
+	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8",
+	"168.63.129.16/32",
+	"fc00::/7", "fe80::/10", "::1/128",
+}
+
+// ParseCIDRs parses a comma-separated list of CIDRs, as --internet-egress-except takes it.
+func ParseCIDRs(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR, e.g. 10.0.0.0/8 or fc00::/7: %w", f, err)
+		}
+		out = append(out, prefix.Masked().String())
+	}
+	return out, nil
+}
+
+// exceptByFamily sorts the excluded ranges under the IPv4 and IPv6 "everything" blocks they
+// belong to.
+func exceptByFamily(except []string) map[string][]string {
+	out := map[string][]string{"0.0.0.0/0": nil, "::/0": nil}
+	for _, cidr := range except {
+		if strings.Contains(cidr, ":") {
+			out["::/0"] = append(out["::/0"], cidr)
+		} else {
+			out["0.0.0.0/0"] = append(out["0.0.0.0/0"], cidr)
+		}
+	}
+	return out
 }
 
 // egressPolicyName is the NetworkPolicy hyperpool keeps for a class.
 func egressPolicyName(sb *agentsv1alpha1.AgentSandbox) string { return sb.Name + "-egress" }
 
 // desiredEgressPolicy returns the NetworkPolicy a class's egress setting asks for, or nil for
-// Unrestricted. It selects every pod of the class, warm and bound.
-func desiredEgressPolicy(sb *agentsv1alpha1.AgentSandbox) *networkingv1.NetworkPolicy {
+// Unrestricted. It selects every pod of the class, warm and bound. except are the ranges
+// egress Internet leaves out.
+func desiredEgressPolicy(sb *agentsv1alpha1.AgentSandbox, except []string) *networkingv1.NetworkPolicy {
 	egress := sb.Spec.Egress
 	if egress == "" {
 		egress = agentsv1alpha1.EgressInternet
@@ -50,8 +88,9 @@ func desiredEgressPolicy(sb *agentsv1alpha1.AgentSandbox) *networkingv1.NetworkP
 	}
 	if egress == agentsv1alpha1.EgressInternet {
 		var public []networkingv1.NetworkPolicyPeer
+		byFamily := exceptByFamily(except)
 		for _, cidr := range []string{"0.0.0.0/0", "::/0"} {
-			public = append(public, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr, Except: nonInternetRanges[cidr]}})
+			public = append(public, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr, Except: byFamily[cidr]}})
 		}
 		udp, tcp, dns := corev1.ProtocolUDP, corev1.ProtocolTCP, intstr.FromInt32(53)
 		np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{
@@ -70,34 +109,89 @@ func desiredEgressPolicy(sb *agentsv1alpha1.AgentSandbox) *networkingv1.NetworkP
 }
 
 // reconcileEgressPolicy makes the class's NetworkPolicy match spec.egress, writing only
-// when it differs.
-func (r *AgentSandboxReconciler) reconcileEgressPolicy(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) error {
-	want := desiredEgressPolicy(sb)
+// when it differs. It returns a blocker while the policy the class needs is not in place:
+// egress fails closed, so no pod of the class is created (and no session binds) without it.
+//
+// A policy of that name that someone else made is taken over, and one that was edited is
+// restored: NetworkPolicies are additive, so the class's own must say exactly what the
+// class says. Only a policy controlled by another controller is left alone, and blocks.
+func (r *AgentSandboxReconciler) reconcileEgressPolicy(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) (*blocker, error) {
+	name := egressPolicyName(sb)
+	want := desiredEgressPolicy(sb, r.Config.InternetEgressExcept)
 	have := &networkingv1.NetworkPolicy{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: sb.Namespace, Name: egressPolicyName(sb)}, have)
+	err := r.Get(ctx, client.ObjectKey{Namespace: sb.Namespace, Name: name}, have)
 	switch {
 	case apierrors.IsNotFound(err):
 		have = nil
 	case err != nil:
-		return fmt.Errorf("getting NetworkPolicy %s: %w", egressPolicyName(sb), err)
-	case !metav1.IsControlledBy(have, sb):
-		return nil // not ours: leave it alone
+		return nil, fmt.Errorf("getting NetworkPolicy %s: %w", name, err)
+	}
+	if have != nil {
+		if owner := metav1.GetControllerOf(have); owner != nil && owner.UID != sb.UID {
+			return egressBlocker(sb, fmt.Sprintf("NetworkPolicy %s is controlled by %s %s, not by this class; delete it or rename the class", name, owner.Kind, owner.Name)), nil
+		}
 	}
 
+	var writeErr error
 	switch {
 	case want == nil && have == nil:
-		return nil
+		return nil, nil
 	case want == nil:
-		return client.IgnoreNotFound(r.Delete(ctx, have, client.Preconditions{UID: &have.UID}))
+		if metav1.IsControlledBy(have, sb) {
+			writeErr = client.IgnoreNotFound(r.Delete(ctx, have, client.Preconditions{UID: &have.UID}))
+		}
+		return nil, writeErr // Unrestricted: nothing to wait for
 	case have == nil:
 		if err := ctrl.SetControllerReference(sb, want, r.Scheme()); err != nil {
-			return err
+			return nil, err
 		}
-		return client.IgnoreAlreadyExists(r.Create(ctx, want))
-	case equality.Semantic.DeepEqual(have.Spec, want.Spec):
-		return nil
+		writeErr = r.Create(ctx, want)
+	case metav1.IsControlledBy(have, sb) && equality.Semantic.DeepEqual(have.Spec, want.Spec) &&
+		have.Labels[agentsv1alpha1.SandboxLabel] == sb.Name:
+		return nil, nil
 	default:
 		have.Spec = want.Spec
-		return r.Update(ctx, have)
+		if have.Labels == nil {
+			have.Labels = map[string]string{}
+		}
+		have.Labels[agentsv1alpha1.SandboxLabel] = sb.Name
+		if err := ctrl.SetControllerReference(sb, have, r.Scheme()); err != nil {
+			return nil, err
+		}
+		writeErr = r.Update(ctx, have)
 	}
+	if writeErr != nil {
+		return egressBlocker(sb, fmt.Sprintf("writing NetworkPolicy %s failed: %v", name, writeErr)), writeErr
+	}
+	return nil, nil
+}
+
+func egressBlocker(sb *agentsv1alpha1.AgentSandbox, why string) *blocker {
+	egress := sb.Spec.Egress
+	if egress == "" {
+		egress = agentsv1alpha1.EgressInternet
+	}
+	return &blocker{Reason: agentsv1alpha1.ReasonEgressPolicyNotReady, Message: fmt.Sprintf(
+		"spec.egress %s needs NetworkPolicy %s, and %s; no sandbox of this class is started or bound until it is in place",
+		egress, egressPolicyName(sb), why)}
+}
+
+// egressInPlace says, from the cache, whether the class's egress policy is as its
+// spec.egress asks: a session binds only then. nil: in place (or Unrestricted).
+func egressInPlace(ctx context.Context, c client.Reader, sb *agentsv1alpha1.AgentSandbox, except []string) (*blocker, error) {
+	want := desiredEgressPolicy(sb, except)
+	if want == nil {
+		return nil, nil
+	}
+	have := &networkingv1.NetworkPolicy{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: sb.Namespace, Name: want.Name}, have)
+	switch {
+	case apierrors.IsNotFound(err):
+		return egressBlocker(sb, "it does not exist yet"), nil
+	case err != nil:
+		return nil, fmt.Errorf("getting NetworkPolicy %s: %w", want.Name, err)
+	case !metav1.IsControlledBy(have, sb) || !equality.Semantic.DeepEqual(have.Spec, want.Spec):
+		return egressBlocker(sb, "it differs from what the class asks for (the pool's controller restores it)"), nil
+	}
+	return nil, nil
 }

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
 
@@ -46,7 +44,7 @@ func effectiveLifetime(class *agentsv1alpha1.LifetimeSpec, s *agentsv1alpha1.Age
 	return lt
 }
 
-func capDuration(requested, limit *metav1.Duration, fallback time.Duration) time.Duration {
+func capDuration(requested, limit *agentsv1alpha1.Duration, fallback time.Duration) time.Duration {
 	c := fallback
 	if limit != nil && limit.Duration > 0 {
 		c = limit.Duration
@@ -76,16 +74,21 @@ func parseHeartbeat(annotations map[string]string) (time.Time, error) {
 // first. A heartbeat further in the future than maxClockSkew is ignored: it would otherwise
 // keep an idle session alive until that time.
 func sessionDeadline(bound time.Time, lastActivity time.Time, lt lifetime, now time.Time) (time.Time, string) {
-	hard := bound.Add(lt.MaxLifetime)
 	active := bound
 	if lastActivity.After(active) && !lastActivity.After(now.Add(maxClockSkew)) {
 		active = lastActivity
 	}
 	idle := active.Add(lt.IdleTimeout)
-	if idle.Before(hard) {
+	// Compared with the exact max lifetime: an idle timeout capped at it is the max lifetime.
+	if idle.Before(bound.Add(lt.MaxLifetime)) {
 		return idle, agentsv1alpha1.ReasonIdleTimeout
 	}
-	// Whole seconds, as status.expiryTime is stored: a max lifetime of 10.4s ends at 11 s,
-	// never before the time the status shows.
-	return ceilToSecond(hard), agentsv1alpha1.ReasonMaxLifetime
+	return hardDeadline(bound, lt), agentsv1alpha1.ReasonMaxLifetime
+}
+
+// hardDeadline is when a session bound at bound reaches its max lifetime: status.expiryTime.
+// Whole seconds, as status.expiryTime is stored: a max lifetime of 10.4s ends at 11 s, never
+// before the time the status shows.
+func hardDeadline(bound time.Time, lt lifetime) time.Time {
+	return ceilToSecond(bound.Add(lt.MaxLifetime))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -108,4 +109,15 @@ func registerSessionCollector(reader client.Reader) error {
 		return nil
 	}
 	return err
+}
+
+// forgetSandboxSeries deletes the series of a deleted class, so a namespace that churns
+// through classes cannot grow the manager's memory and the scrape without limit.
+func forgetSandboxSeries(key types.NamespacedName) {
+	labels := prometheus.Labels{"namespace": key.Namespace, "sandbox": key.Name}
+	warmSandboxes.DeletePartialMatch(labels)
+	vmMemoryBytes.DeletePartialMatch(labels)
+	bindDuration.DeletePartialMatch(labels)
+	sessionExpirations.DeletePartialMatch(labels)
+	podCreations.DeletePartialMatch(labels)
 }

@@ -64,12 +64,16 @@ type podFactory struct {
 // pod of the class can run now.
 func (f *podFactory) recipe(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) (*podRecipe, *blocker, error) {
 	rc := f.runtimeClassName(sb)
-	if err := f.reader.Get(ctx, types.NamespacedName{Name: rc}, &nodev1.RuntimeClass{}); err != nil {
+	runtimeClass := &nodev1.RuntimeClass{}
+	if err := f.reader.Get(ctx, types.NamespacedName{Name: rc}, runtimeClass); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return nil, nil, fmt.Errorf("getting RuntimeClass %q: %w", rc, err)
 		}
 		return nil, &blocker{Reason: agentsv1alpha1.ReasonRuntimeClassNotFound, Message: fmt.Sprintf(
 			"RuntimeClass %q does not exist: create it (handler runhcs-wcow-hypervisor for HyperV, runhcs-wcow-process for Process), or set spec.runtimeClassName to an existing one", rc)}, nil
+	}
+	if blk := isolationMismatch(sb, runtimeClass); blk != nil {
+		return nil, blk, nil
 	}
 
 	nodeBuilds, err := f.windowsNodeBuilds(ctx)
@@ -85,6 +89,24 @@ func (f *podFactory) recipe(ctx context.Context, sb *agentsv1alpha1.AgentSandbox
 		return nil, &blocker{Reason: agentsv1alpha1.ReasonNoCompatibleNodes, Message: noCompatibleNodesMessage(sb, nodeBuilds)}, nil
 	}
 	return &podRecipe{sandbox: sb, templateHash: templateHash(sb), runtimeClass: rc, hostBuilds: runnable}, nil, nil
+}
+
+// isolationMismatch ties the RuntimeClass to spec.isolation. A Hyper-V handler under a
+// Process class would run a VM that the quota counts as zero; a process handler under a
+// HyperV class would run the sandbox on the host kernel, without the VM it promises. The
+// runhcs handlers say which they are in their names (runhcs-wcow-hypervisor[-<build>],
+// runhcs-wcow-process).
+func isolationMismatch(sb *agentsv1alpha1.AgentSandbox, rc *nodev1.RuntimeClass) *blocker {
+	hyperV := strings.Contains(rc.Handler, "hypervisor")
+	switch isolation := isolationOf(sb); {
+	case isolation == agentsv1alpha1.IsolationHyperV && !hyperV:
+		return &blocker{Reason: agentsv1alpha1.ReasonRuntimeClassMismatch, Message: fmt.Sprintf(
+			"spec.isolation is HyperV but RuntimeClass %q has handler %q, which is not a Hyper-V handler: the sandbox would run without its VM; name a RuntimeClass whose handler is runhcs-wcow-hypervisor (or runhcs-wcow-hypervisor-<build>)", rc.Name, rc.Handler)}
+	case isolation == agentsv1alpha1.IsolationProcess && hyperV:
+		return &blocker{Reason: agentsv1alpha1.ReasonRuntimeClassMismatch, Message: fmt.Sprintf(
+			"spec.isolation is Process but RuntimeClass %q has handler %q, which starts a Hyper-V VM that the quota would not count; set spec.isolation: HyperV, or name a RuntimeClass with handler runhcs-wcow-process", rc.Name, rc.Handler)}
+	}
+	return nil
 }
 
 func noCompatibleNodesMessage(sb *agentsv1alpha1.AgentSandbox, nodeBuilds []uint16) string {
@@ -203,21 +225,31 @@ func (r *podRecipe) build() *corev1.Pod {
 		},
 		Spec: tmpl.Spec,
 	}
-	if pod.Labels == nil {
-		pod.Labels = map[string]string{}
-	}
+	// The agents.hyperpool.io/ keys are the manager's bookkeeping; the CRD refuses them in a
+	// template, and a class stored before that rule must not forge them either (a template
+	// label agents.hyperpool.io/session made a pool count its own warm pods as bound).
+	pod.Labels = withoutReservedKeys(pod.Labels)
+	pod.Annotations = withoutReservedKeys(pod.Annotations)
 	pod.Labels[agentsv1alpha1.SandboxLabel] = sb.Name
 	pod.Labels[agentsv1alpha1.TemplateHashLabel] = r.templateHash
 	for k, v := range uvm.Annotations(isolationOf(sb), sb.Spec.VM, pod.Spec.Containers) {
-		if pod.Annotations == nil {
-			pod.Annotations = map[string]string{}
-		}
 		pod.Annotations[k] = v
 	}
 	pod.Spec.RuntimeClassName = ptr.To(r.runtimeClass)
 	placeOnWindows(&pod.Spec, r.hostBuilds)
 	applySafeDefaults(&pod.Spec)
 	return pod
+}
+
+// withoutReservedKeys returns a copy of m without agents.hyperpool.io/ keys (never nil).
+func withoutReservedKeys(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m)+2)
+	for k, v := range m {
+		if !strings.HasPrefix(k, agentsv1alpha1.GroupVersion.Group+"/") {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // placeOnWindows confines the pod to Windows nodes whose build can run the image.
@@ -260,11 +292,11 @@ func toleratesWindowsTaint(t corev1.Toleration) bool {
 
 // applySafeDefaults gives the pod no API credentials and no host access, and runs it as the
 // unprivileged ContainerUser unless the template names a user. Admission (CEL on the CRD)
-// already refuses host access; this holds even for objects stored before a rule existed.
+// already refuses host access and credentials; this holds even for objects stored before a
+// rule existed.
 func applySafeDefaults(spec *corev1.PodSpec) {
-	if spec.AutomountServiceAccountToken == nil {
-		spec.AutomountServiceAccountToken = ptr.To(false)
-	}
+	// Credentials come with the session, never in a warm pod.
+	spec.AutomountServiceAccountToken = ptr.To(false)
 	if spec.EnableServiceLinks == nil {
 		spec.EnableServiceLinks = ptr.To(false)
 	}
@@ -280,8 +312,12 @@ func applySafeDefaults(spec *corev1.PodSpec) {
 	}
 	podWin := spec.SecurityContext.WindowsOptions
 	podWin.HostProcess = nil
+	// The pod-level user always: a container that names none runs as it, whatever the
+	// others name.
+	if podWin.RunAsUserName == nil {
+		podWin.RunAsUserName = ptr.To(containerUser)
+	}
 
-	userSet := podWin.RunAsUserName != nil
 	for _, list := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
 		for i := range list {
 			sc := list[i].SecurityContext
@@ -289,15 +325,14 @@ func applySafeDefaults(spec *corev1.PodSpec) {
 				continue
 			}
 			sc.Privileged = nil
-			sc.AllowPrivilegeEscalation = ptr.To(false)
+			// Not false either: the API server refuses allowPrivilegeEscalation on a
+			// Windows pod (spec.os.name windows) whatever its value, so setting it made
+			// every pod of a template with a securityContext fail to create.
+			sc.AllowPrivilegeEscalation = nil
 			if sc.WindowsOptions != nil {
 				sc.WindowsOptions.HostProcess = nil
-				userSet = userSet || sc.WindowsOptions.RunAsUserName != nil
 			}
 		}
-	}
-	if !userSet {
-		podWin.RunAsUserName = ptr.To(containerUser)
 	}
 }
 

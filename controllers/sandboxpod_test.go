@@ -3,10 +3,12 @@ package controllers
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -50,11 +52,37 @@ func TestBuildAppliesSandboxRules(t *testing.T) {
 				t.Errorf("labels = %v", p.Labels)
 			}
 		}},
-		{"a template user is kept", base(func(s *corev1.PodSpec) {
+		{"a container's user is kept, and the pod-level user is set for the others", base(func(s *corev1.PodSpec) {
 			s.Containers[0].SecurityContext = &corev1.SecurityContext{WindowsOptions: &corev1.WindowsSecurityContextOptions{RunAsUserName: ptr.To("ContainerAdministrator")}}
 		}), func(t *testing.T, p *corev1.Pod) {
-			if p.Spec.SecurityContext.WindowsOptions.RunAsUserName != nil {
-				t.Errorf("pod-level user %q added over the container's", *p.Spec.SecurityContext.WindowsOptions.RunAsUserName)
+			if got := ptr.Deref(p.Spec.SecurityContext.WindowsOptions.RunAsUserName, ""); got != "ContainerUser" {
+				t.Errorf("pod-level user = %q, want ContainerUser", got)
+			}
+			if got := ptr.Deref(p.Spec.Containers[0].SecurityContext.WindowsOptions.RunAsUserName, ""); got != "ContainerAdministrator" {
+				t.Errorf("container user = %q, want the template's ContainerAdministrator", got)
+			}
+		}},
+		{"a template's pod-level user is kept", base(func(s *corev1.PodSpec) {
+			s.SecurityContext = &corev1.PodSecurityContext{WindowsOptions: &corev1.WindowsSecurityContextOptions{RunAsUserName: ptr.To("Builder")}}
+		}), func(t *testing.T, p *corev1.Pod) {
+			if got := ptr.Deref(p.Spec.SecurityContext.WindowsOptions.RunAsUserName, ""); got != "Builder" {
+				t.Errorf("pod-level user = %q, want the template's Builder", got)
+			}
+		}},
+		{"allowPrivilegeEscalation is never set: the API server refuses it on Windows pods", base(func(s *corev1.PodSpec) {
+			s.OS = &corev1.PodOS{Name: corev1.Windows}
+			s.Containers[0].SecurityContext = &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false),
+				WindowsOptions: &corev1.WindowsSecurityContextOptions{RunAsUserName: ptr.To("ContainerUser")}}
+		}), func(t *testing.T, p *corev1.Pod) {
+			if v := p.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation; v != nil {
+				t.Errorf("allowPrivilegeEscalation = %v, want unset", *v)
+			}
+		}},
+		{"a service account token asked for is refused", base(func(s *corev1.PodSpec) {
+			s.AutomountServiceAccountToken = ptr.To(true)
+		}), func(t *testing.T, p *corev1.Pod) {
+			if ptr.Deref(p.Spec.AutomountServiceAccountToken, true) {
+				t.Error("automountServiceAccountToken left true")
 			}
 		}},
 		{"host access is stripped", base(func(s *corev1.PodSpec) {
@@ -89,6 +117,21 @@ func TestBuildAppliesSandboxRules(t *testing.T) {
 			}
 		}},
 	}
+	reserved := base(nil)
+	reserved.Spec.Template.Labels = map[string]string{agentsv1alpha1.SessionLabel: "forged", agentsv1alpha1.SandboxLabel: "other", "app": "x"}
+	reserved.Spec.Template.Annotations = map[string]string{agentsv1alpha1.LastActivityAnnotation: "2099-01-01T00:00:00Z", "note": "kept"}
+	tests = append(tests, struct {
+		name  string
+		sb    *agentsv1alpha1.AgentSandbox
+		check func(t *testing.T, p *corev1.Pod)
+	}{"reserved template labels and annotations are dropped (a class stored before the CRD refused them)", reserved, func(t *testing.T, p *corev1.Pod) {
+		if _, ok := p.Labels[agentsv1alpha1.SessionLabel]; ok || p.Labels[agentsv1alpha1.SandboxLabel] != "pool" || p.Labels["app"] != "x" {
+			t.Errorf("labels = %v, want the class's own sandbox label, no session label, app kept", p.Labels)
+		}
+		if _, ok := p.Annotations[agentsv1alpha1.LastActivityAnnotation]; ok || p.Annotations["note"] != "kept" {
+			t.Errorf("annotations = %v", p.Annotations)
+		}
+	}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := &podRecipe{sandbox: tt.sb, templateHash: "hash", runtimeClass: "hyperv", hostBuilds: []string{"10.0.20348"}}
@@ -109,7 +152,7 @@ func TestTemplateHashIgnoresPoolSizeAndLifetimes(t *testing.T) {
 		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "a"}}}}}}
 	h := templateHash(sb)
 	sb.Spec.Replicas = ptr.To[int32](9)
-	sb.Spec.Lifetime.MaxLifetime = &metav1.Duration{Duration: time.Minute}
+	sb.Spec.Lifetime.MaxLifetime = &agentsv1alpha1.Duration{Duration: time.Minute}
 	sb.Spec.Egress = agentsv1alpha1.EgressNone
 	if templateHash(sb) != h {
 		t.Error("pool size, lifetime or egress changed the template hash")
@@ -242,5 +285,105 @@ func TestNodeBuildsAreListedAgainOnlyAfterAChange(t *testing.T) {
 	builds.changed()
 	if got := get(); !slices.Equal(got, []uint16{20348, 26100}) {
 		t.Errorf("builds = %v after a change, want [20348 26100]", got)
+	}
+}
+
+func TestIsolationMismatch(t *testing.T) {
+	tests := []struct {
+		isolation agentsv1alpha1.IsolationMode
+		handler   string
+		mismatch  bool
+	}{
+		{agentsv1alpha1.IsolationHyperV, "runhcs-wcow-hypervisor", false},
+		{agentsv1alpha1.IsolationHyperV, "runhcs-wcow-hypervisor-17763", false},
+		{"", "runhcs-wcow-hypervisor", false}, // HyperV is the default
+		{agentsv1alpha1.IsolationHyperV, "runhcs-wcow-process", true},
+		{agentsv1alpha1.IsolationHyperV, "runc", true},
+		{agentsv1alpha1.IsolationProcess, "runhcs-wcow-process", false},
+		{agentsv1alpha1.IsolationProcess, "runhcs-wcow-hypervisor", true},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.isolation)+"/"+tt.handler, func(t *testing.T) {
+			sb := &agentsv1alpha1.AgentSandbox{Spec: agentsv1alpha1.AgentSandboxSpec{Isolation: tt.isolation}}
+			blk := isolationMismatch(sb, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "rc"}, Handler: tt.handler})
+			if (blk != nil) != tt.mismatch {
+				t.Fatalf("isolationMismatch = %v, want mismatch %v", blk, tt.mismatch)
+			}
+			if blk != nil && (blk.Reason != agentsv1alpha1.ReasonRuntimeClassMismatch || !strings.Contains(blk.Message, tt.handler)) {
+				t.Errorf("blocker %+v: want reason RuntimeClassMismatch and a message naming handler %q", blk, tt.handler)
+			}
+		})
+	}
+}
+
+func TestInternetEgressExcept(t *testing.T) {
+	tests := []struct {
+		name    string
+		flag    string
+		want    []string
+		wantErr bool
+	}{
+		{"empty: none", "", nil, false},
+		{"both families, spaces, host bits masked", " 10.1.2.3/8, fd00:ec2::254/128 ", []string{"10.0.0.0/8", "fd00:ec2::254/128"}, false},
+		{"not a CIDR", "10.0.0.0", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseCIDRs(tt.flag)
+			if (err != nil) != tt.wantErr || !slices.Equal(got, tt.want) {
+				t.Fatalf("ParseCIDRs(%q) = %v, %v; want %v, error %v", tt.flag, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+
+	sb := &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pool"}}
+	np := desiredEgressPolicy(sb, DefaultInternetEgressExcept)
+	byCIDR := map[string][]string{}
+	for _, peer := range np.Spec.Egress[0].To {
+		byCIDR[peer.IPBlock.CIDR] = peer.IPBlock.Except
+	}
+	for _, must := range []struct{ block, except string }{
+		{"0.0.0.0/0", "169.254.0.0/16"},   // cloud metadata
+		{"0.0.0.0/0", "168.63.129.16/32"}, // Azure WireServer
+		{"0.0.0.0/0", "10.0.0.0/8"},       // cluster networks
+		{"::/0", "fc00::/7"},              // AWS IPv6 metadata among them
+	} {
+		if !slices.Contains(byCIDR[must.block], must.except) {
+			t.Errorf("egress Internet: %s does not except %s (excepts %v)", must.block, must.except, byCIDR[must.block])
+		}
+	}
+	for block, except := range byCIDR {
+		for _, e := range except {
+			if strings.Contains(e, ":") != strings.Contains(block, ":") {
+				t.Errorf("%s excepts %s, of the other address family: the API server refuses that", block, e)
+			}
+		}
+	}
+}
+
+func TestSpecProblems(t *testing.T) {
+	var overflow agentsv1alpha1.Duration
+	if err := overflow.UnmarshalJSON([]byte(`"3000000h"`)); err != nil {
+		t.Fatal(err)
+	}
+	valid := &agentsv1alpha1.Duration{Duration: time.Minute}
+	tests := []struct {
+		name    string
+		session agentsv1alpha1.AgentSessionSpec
+		class   agentsv1alpha1.AgentSandboxSpec
+		want    string // a part of the problem, "" for none
+	}{
+		{"valid", agentsv1alpha1.AgentSessionSpec{MaxLifetime: valid}, agentsv1alpha1.AgentSandboxSpec{Lifetime: agentsv1alpha1.LifetimeSpec{IdleTimeout: valid}}, ""},
+		{"session ttl", agentsv1alpha1.AgentSessionSpec{MaxLifetime: valid, TTLAfterFinished: &overflow}, agentsv1alpha1.AgentSandboxSpec{}, `spec.ttlAfterFinished "3000000h"`},
+		{"class idle", agentsv1alpha1.AgentSessionSpec{}, agentsv1alpha1.AgentSandboxSpec{Lifetime: agentsv1alpha1.LifetimeSpec{IdleTimeout: &overflow}}, `spec.lifetime.idleTimeout "3000000h"`},
+		{"class quiet period", agentsv1alpha1.AgentSessionSpec{}, agentsv1alpha1.AgentSandboxSpec{Replenish: agentsv1alpha1.ReplenishSpec{QuietPeriod: &overflow}}, `spec.replenish.quietPeriod "3000000h"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := sessionSpecProblem(&agentsv1alpha1.AgentSession{Spec: tt.session}) + sandboxSpecProblem(&agentsv1alpha1.AgentSandbox{Spec: tt.class})
+			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+				t.Errorf("problem = %q, want one naming %q", got, tt.want)
+			}
+		})
 	}
 }

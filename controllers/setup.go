@@ -22,7 +22,7 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	quota := newQuotaKeeper(mgr.GetClient(), cfg.DefaultQuota, cfg.DefaultQuotaNamespaces)
 	takes := newTakeClock()
 	builds := &nodeBuilds{}
-	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder(SandboxEventSource), Config: cfg, Quota: quota, Takes: takes, builds: builds}
+	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder(SandboxEventSource), Config: cfg, Quota: quota, Takes: takes, builds: builds}
 	if err := sandboxes.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSandbox controller: %w", err)
 	}

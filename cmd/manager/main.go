@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -70,11 +71,16 @@ func run() error {
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address to serve net/http/pprof on, e.g. 127.0.0.1:6060; empty: off.")
 	flag.StringVar(&defaultQuota, "default-quota", "", "Quota for namespaces without an AgentQuota, e.g. \"sessions=20,warmSandboxes=10,memory=64Gi,cpu=32\"; \"sessions=0\" denies by default; empty: no limit.")
 	flag.StringVar(&defaultQuotaNS, "default-quota-namespace-selector", "", "Label selector of the namespaces --default-quota applies to (empty: all).")
+	internetExcept := strings.Join(cfg.InternetEgressExcept, ",")
+	flag.StringVar(&internetExcept, "internet-egress-except", internetExcept, "Comma-separated CIDRs (IPv4 and IPv6) that classes with egress Internet may not reach: cluster networks, cloud metadata and platform addresses. Replaces the default list.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	var err error
+	if cfg.InternetEgressExcept, err = controllers.ParseCIDRs(internetExcept); err != nil {
+		return fmt.Errorf("--internet-egress-except: %w", err)
+	}
 	if cfg.DefaultQuota, err = controllers.ParseQuotaLimits(defaultQuota); err != nil {
 		return fmt.Errorf("--default-quota: %w", err)
 	}

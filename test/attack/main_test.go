@@ -61,7 +61,11 @@ const (
 var managerUser = "system:serviceaccount:" + managerNamespace + ":" + managerServiceAccount
 
 func TestMain(m *testing.M) {
-	testbed.Main(m, testbed.Options{}, func(e *testbed.Env) error {
+	// OwnerReferencesPermissionEnforcement, on in many production clusters, makes setting
+	// blockOwnerDeletion need update on the owner's finalizers: the manager's ClusterRole
+	// must carry it.
+	opts := testbed.Options{APIServerFlags: map[string][]string{"enable-admission-plugins": {"OwnerReferencesPermissionEnforcement"}}}
+	testbed.Main(m, opts, func(e *testbed.Env) error {
 		env, admin = e, e.Client
 		ctx := context.Background()
 		for _, rc := range []struct{ name, handler string }{{"hyperv", "runhcs-wcow-hypervisor"}, {"process", "runhcs-wcow-process"}} {
@@ -178,8 +182,20 @@ func applyManifests(ctx context.Context, path string) error {
 // user list sessions there.
 func tenant(t testing.TB, ns string, clusterRoles ...string) client.Client {
 	t.Helper()
+	return user(t, ns, "tenant-"+ns, clusterRoles...)
+}
+
+// classAuthor returns a client for the namespace's class author: hyperpool-platform-admin
+// bound in ns alone, a careless one maybe, but not a cluster admin.
+func classAuthor(t testing.TB, ns string) client.Client {
+	t.Helper()
+	return user(t, ns, "author-"+ns, "hyperpool-platform-admin")
+}
+
+// user returns a client for the named user, bound in ns to each of the given ClusterRoles.
+func user(t testing.TB, ns, user string, clusterRoles ...string) client.Client {
+	t.Helper()
 	ctx := context.Background()
-	user := "tenant-" + ns
 	for _, role := range clusterRoles {
 		b := &rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user + "-" + role},
