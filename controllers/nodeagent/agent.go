@@ -28,6 +28,9 @@ const (
 	ReasonLeakedVM   = "LeakedUtilityVM"
 	ReasonReapedVM   = "ReapedUtilityVM"
 	ReasonReapFailed = "ReapUtilityVMFailed"
+	// ReasonReadyWithoutPod: a VM whose pod has been missing from the API server for a grace
+	// period, but whose sandbox the runtime lists as ready (VerdictSandboxReady). Not reaped.
+	ReasonReadyWithoutPod = "UtilityVMReadyWithoutPod"
 )
 
 // Finding is the agent's conclusion about one VM in one round.
@@ -66,12 +69,18 @@ type Agent struct {
 
 	// attributions are the pods of the current VMs' sandboxes, by sandbox ID. A sandbox's
 	// pod never changes, so an attribution learned while the runtime knew the sandbox stays
-	// true after the runtime forgets it, which is exactly when VMs leak.
+	// true after the runtime forgets it, which is exactly when VMs leak. Its State is what
+	// the runtime's last successful list said (unknown once the sandbox is not listed), so a
+	// runtime error never turns a ready sandbox into a reapable one.
 	attributions map[string]PodRef
-	// missingSince is when the pod of a VM (by VM ID) was first seen missing.
+	// missingSince is when the pod of a VM (by VM ID) was first seen missing from the API
+	// server while the runtime did not list its sandbox as ready: the orphan clock.
 	missingSince map[string]time.Time
-	// announced holds the VMs (by ID) whose leak has been reported with an Event.
-	announced map[string]bool
+	// readySince is when the pod of a VM was first seen missing from the API server while
+	// the runtime listed its sandbox as ready (VerdictSandboxReady), for reporting.
+	readySince map[string]time.Time
+	// announced holds the VMs (by ID) reported with an Event, and that Event's reason.
+	announced map[string]string
 	// summary is the annotation value last read from or written to the Node.
 	summary      string
 	summaryKnown bool
@@ -108,7 +117,7 @@ func (a *Agent) now() time.Time {
 // RunOnce takes inventory, attributes, judges, reaps (with Config.Reap) and reports.
 func (a *Agent) RunOnce(ctx context.Context) (Report, error) {
 	if a.attributions == nil {
-		a.attributions, a.missingSince, a.announced = map[string]PodRef{}, map[string]time.Time{}, map[string]bool{}
+		a.attributions, a.missingSince, a.readySince, a.announced = map[string]PodRef{}, map[string]time.Time{}, map[string]time.Time{}, map[string]string{}
 	}
 	now := a.now()
 	var errs []error
@@ -139,14 +148,22 @@ func (a *Agent) RunOnce(ctx context.Context) (Report, error) {
 				f.Verdict = a.judge(vm, f.Pod, uids, now)
 			}
 		}
-		if f.Verdict == VerdictOrphan {
+		switch f.Verdict {
+		case VerdictOrphan:
 			a.handleOrphan(ctx, &f, now)
+		case VerdictSandboxReady:
+			a.handleReadyWithoutPod(f, now)
 		}
 		report.Findings = append(report.Findings, f)
 	}
 	for id := range a.missingSince {
 		if !current[id] {
 			delete(a.missingSince, id)
+		}
+	}
+	for id := range a.readySince {
+		if !current[id] {
+			delete(a.readySince, id)
 		}
 	}
 	for id := range a.announced {
@@ -175,12 +192,16 @@ func (a *Agent) RunOnce(ctx context.Context) (Report, error) {
 // keeping what it learned for as long as the VM exists.
 func (a *Agent) attribute(ctx context.Context, vms []UtilityVM, errs *[]error) []*PodRef {
 	var known map[string]PodRef
+	listed := false
 	if a.Resolver != nil {
 		var err error
 		if known, err = a.Resolver.ResolveSandboxes(ctx); err != nil {
-			// Attributions learned before stay valid: a sandbox's pod never changes.
+			// Attributions learned before stay valid: a sandbox's pod never changes. So do
+			// their states: a sandbox last seen ready is still taken as ready.
 			a.Metrics.Errors.WithLabelValues("runtime").Inc()
 			*errs = append(*errs, fmt.Errorf("listing pod sandboxes from the container runtime: %w", err))
+		} else {
+			listed = true
 		}
 	}
 	pods := make([]*PodRef, len(vms))
@@ -194,6 +215,11 @@ func (a *Agent) attribute(ctx context.Context, vms []UtilityVM, errs *[]error) [
 		if ref, ok := known[sandboxID]; ok && ref.UID != "" {
 			ref.SandboxID = sandboxID
 			a.attributions[sandboxID] = ref
+		} else if prev, ok := a.attributions[sandboxID]; ok && listed {
+			// The runtime no longer lists the sandbox (or lists it without its pod): keep the
+			// pod, take the state it reports now (unknown when not listed).
+			prev.State = known[sandboxID].State
+			a.attributions[sandboxID] = prev
 		}
 		if ref, ok := a.attributions[sandboxID]; ok {
 			pods[i] = &ref
@@ -209,12 +235,21 @@ func (a *Agent) attribute(ctx context.Context, vms []UtilityVM, errs *[]error) [
 
 func (a *Agent) judge(vm UtilityVM, pod *PodRef, uids map[types.UID]struct{}, now time.Time) Verdict {
 	_, exists := uids[pod.UID]
-	if exists {
-		delete(a.missingSince, vm.ID)
-	} else if _, seen := a.missingSince[vm.ID]; !seen {
-		a.missingSince[vm.ID] = now
-	}
+	ready := pod.State == SandboxReady
+	// The orphan clock starts only once the runtime no longer runs the sandbox either, so a
+	// VM whose sandbox has just stopped gets the whole grace period to be torn down.
+	runClock(a.missingSince, vm.ID, !exists && !ready, now)
+	runClock(a.readySince, vm.ID, !exists && ready, now)
 	return Classify(vm, pod, exists, a.missingSince[vm.ID], now, a.Config.GracePeriod)
+}
+
+// runClock starts m[id] at now when running and not started yet, and clears it when not running.
+func runClock(m map[string]time.Time, id string, running bool, now time.Time) {
+	if !running {
+		delete(m, id)
+	} else if _, started := m[id]; !started {
+		m[id] = now
+	}
 }
 
 func (a *Agent) handleOrphan(ctx context.Context, f *Finding, now time.Time) {
@@ -223,8 +258,8 @@ func (a *Agent) handleOrphan(ctx context.Context, f *Finding, now time.Time) {
 	what := fmt.Sprintf("utility VM %s of pod %s (sandbox %s, %s of memory, started %s) outlived its pod by more than %s",
 		f.VM.ID, f.Pod, f.Pod.SandboxID, formatBytes(f.VM.MemoryAssignedBytes), f.VM.Created.UTC().Format(time.RFC3339), a.Config.GracePeriod)
 	if !a.Config.Reap {
-		if !a.announced[f.VM.ID] {
-			a.announced[f.VM.ID] = true
+		if a.announced[f.VM.ID] != ReasonLeakedVM {
+			a.announced[f.VM.ID] = ReasonLeakedVM
 			log.Info("leaked utility VM (dry run: not reaped; run with --reap to terminate it)")
 			a.Node.Event(corev1.EventTypeWarning, ReasonLeakedVM, "Report", what+"; dry run: not reaped (--reap=false)")
 		}
@@ -234,8 +269,8 @@ func (a *Agent) handleOrphan(ctx context.Context, f *Finding, now time.Time) {
 		f.ReapError = err
 		a.Metrics.ReapFailures.Inc()
 		log.Error(err, "terminating leaked utility VM failed")
-		if !a.announced[f.VM.ID] {
-			a.announced[f.VM.ID] = true
+		if a.announced[f.VM.ID] != ReasonReapFailed {
+			a.announced[f.VM.ID] = ReasonReapFailed
 			a.Node.Event(corev1.EventTypeWarning, ReasonReapFailed, "Reap", fmt.Sprintf("%s; terminating it failed: %v", what, err))
 		}
 		return
@@ -244,6 +279,27 @@ func (a *Agent) handleOrphan(ctx context.Context, f *Finding, now time.Time) {
 	a.Metrics.Reaped.Inc()
 	log.Info("reaped leaked utility VM")
 	a.Node.Event(corev1.EventTypeNormal, ReasonReapedVM, "Reap", what+"; terminated")
+}
+
+// handleReadyWithoutPod reports, once per VM, a VM whose pod has been missing from the API
+// server for a grace period while the runtime lists its sandbox as ready. It is never reaped:
+// the kubelet still runs that sandbox. A shorter absence (a force-deleted pod the kubelet is
+// about to stop) is only logged at V(1).
+func (a *Agent) handleReadyWithoutPod(f Finding, now time.Time) {
+	log := a.Log.WithValues("vm", f.VM.ID, "pod", f.Pod.String(), "sandbox", f.Pod.SandboxID)
+	since, ok := a.readySince[f.VM.ID]
+	if !ok || now.Sub(since) < a.Config.GracePeriod {
+		log.V(1).Info("the pod of a utility VM is not on the API server, but the runtime lists its sandbox as ready: not reaped")
+		return
+	}
+	if a.announced[f.VM.ID] == ReasonReadyWithoutPod {
+		return
+	}
+	a.announced[f.VM.ID] = ReasonReadyWithoutPod
+	log.Info("the pod of a utility VM is missing from the API server, but the runtime lists its sandbox as ready: never reaped")
+	a.Node.Event(corev1.EventTypeWarning, ReasonReadyWithoutPod, "Report", fmt.Sprintf(
+		"utility VM %s of pod %s (sandbox %s, %s of memory): the pod has not been on the API server for %s, but the container runtime lists its sandbox as ready; not reaped (a force-deleted pod the kubelet still runs, or a static pod without its mirror pod)",
+		f.VM.ID, f.Pod, f.Pod.SandboxID, formatBytes(f.VM.MemoryAssignedBytes), now.Sub(since).Round(time.Second)))
 }
 
 func (a *Agent) summarize(ctx context.Context, findings []Finding, errs *[]error) Summary {

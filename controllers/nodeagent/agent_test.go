@@ -492,6 +492,93 @@ func TestLiveVMNeverReaped(t *testing.T) {
 	}
 }
 
+// A VM whose sandbox the runtime lists as ready is never reaped, whatever the API server
+// says (here the pod is missing from it all along: force-deleted, or an incomplete read).
+// It is reported once it has been so for a grace period. Once the runtime stops listing it
+// as ready, it gets a whole grace period before it is judged leaked.
+func TestReadySandboxNeverReaped(t *testing.T) {
+	type round struct {
+		at      time.Duration // after t0
+		runtime string        // the sandbox in the runtime: "ready", "notready", "gone" (forgotten) or "error"
+		want    Verdict
+	}
+	tests := []struct {
+		name       string
+		reap       bool
+		rounds     []round
+		wantReaped bool
+		wantEvents []string
+	}{
+		{name: "ready for ten grace periods", reap: true,
+			rounds:     []round{{0, "ready", VerdictSandboxReady}, {grace, "ready", VerdictSandboxReady}, {10 * grace, "ready", VerdictSandboxReady}},
+			wantEvents: []string{ReasonReadyWithoutPod}},
+		{name: "ready, dry run", reap: false,
+			rounds:     []round{{0, "ready", VerdictSandboxReady}, {grace, "ready", VerdictSandboxReady}, {10 * grace, "ready", VerdictSandboxReady}},
+			wantEvents: []string{ReasonReadyWithoutPod}},
+		{name: "ready, then the runtime cannot be listed: still ready", reap: true,
+			rounds:     []round{{0, "ready", VerdictSandboxReady}, {grace, "error", VerdictSandboxReady}, {10 * grace, "error", VerdictSandboxReady}},
+			wantEvents: []string{ReasonReadyWithoutPod}},
+		{name: "ready briefly (a force-deleted pod being stopped): not reported", reap: true,
+			rounds: []round{{0, "ready", VerdictSandboxReady}, {grace - time.Second, "ready", VerdictSandboxReady},
+				{grace, "notready", VerdictPending}, {2*grace - time.Second, "notready", VerdictPending}}},
+		{name: "ready, then stopped: a whole grace period to tear it down", reap: true,
+			rounds: []round{{0, "ready", VerdictSandboxReady}, {5 * grace, "ready", VerdictSandboxReady},
+				{6 * grace, "notready", VerdictPending}, {7*grace - time.Second, "notready", VerdictPending}, {7 * grace, "notready", VerdictOrphan}},
+			wantReaped: true, wantEvents: []string{ReasonReadyWithoutPod, ReasonReapedVM}},
+		{name: "ready, then forgotten by the runtime", reap: true,
+			rounds:     []round{{0, "ready", VerdictSandboxReady}, {2 * grace, "gone", VerdictPending}, {3 * grace, "error", VerdictOrphan}},
+			wantReaped: true, wantEvents: []string{ReasonReapedVM}},
+		{name: "never ready", reap: true,
+			rounds:     []round{{0, "notready", VerdictPending}, {grace, "notready", VerdictOrphan}},
+			wantReaped: true, wantEvents: []string{ReasonReapedVM}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(tc.reap, []UtilityVM{vm("aaa", time.Hour, 4)}, nil) // no pod on the API server
+			for _, rd := range tc.rounds {
+				h.now = t0.Add(rd.at)
+				h.resolver.err = nil
+				switch rd.runtime {
+				case "ready", "notready":
+					r := ref("aaa")
+					r.State = map[string]SandboxState{"ready": SandboxReady, "notready": SandboxNotReady}[rd.runtime]
+					h.resolver.sandboxes = map[string]PodRef{"aaa": r}
+				case "gone":
+					h.resolver.sandboxes = map[string]PodRef{}
+				case "error":
+					h.resolver.err = errors.New("pipe busy")
+				}
+				r, _ := h.agent.RunOnce(context.Background())
+				if len(r.Findings) == 0 {
+					if rd.want != VerdictOrphan {
+						t.Fatalf("at %s: the VM is gone", rd.at)
+					}
+					continue
+				}
+				f := r.Findings[0]
+				if f.Verdict != rd.want {
+					t.Fatalf("at %s (runtime %s): verdict %s, want %s", rd.at, rd.runtime, f.Verdict, rd.want)
+				}
+				if f.Verdict == VerdictSandboxReady && (f.Reaped || f.Pod == nil || f.Pod.State != SandboxReady) {
+					t.Fatalf("at %s: finding %+v", rd.at, f)
+				}
+			}
+			if reaped := len(h.host.terminated) > 0; reaped != tc.wantReaped {
+				t.Errorf("terminated %v, want reaped %v", h.host.terminated, tc.wantReaped)
+			}
+			if got := h.node.reasons(); !slices.Equal(got, tc.wantEvents) {
+				t.Errorf("events = %v, want %v", got, tc.wantEvents)
+			}
+			for _, e := range h.node.events {
+				if e.Reason == ReasonReadyWithoutPod && (e.Type != "Warning" || !strings.Contains(e.Note, "aaa@vm") ||
+					!strings.Contains(e.Note, "uid-aaa") || !strings.Contains(e.Note, "not reaped")) {
+					t.Errorf("event %+v", e)
+				}
+			}
+		})
+	}
+}
+
 // A pod that reappears (the API server lagged, or the list was partial) resets the clock.
 func TestPodReappearingResetsTheClock(t *testing.T) {
 	h := newHarness(true, []UtilityVM{vm("aaa", time.Hour, 1)}, []PodRef{ref("aaa")})
@@ -566,7 +653,7 @@ func TestStateIsPrunedWithTheVMs(t *testing.T) {
 		h.now = t0.Add(time.Duration(i) * 2 * grace)
 		h.round(t)
 	}
-	if n := len(h.agent.attributions) + len(h.agent.missingSince) + len(h.agent.announced); n > 3 {
+	if n := len(h.agent.attributions) + len(h.agent.missingSince) + len(h.agent.readySince) + len(h.agent.announced); n > 3 {
 		t.Errorf("agent keeps %d entries for 1 VM", n)
 	}
 }

@@ -31,7 +31,7 @@ type CRIResolver struct {
 	Timeout time.Duration
 }
 
-// ResolveSandboxes lists every pod sandbox the runtime knows, ready or not.
+// ResolveSandboxes lists every pod sandbox the runtime knows, ready or not, with its state.
 func (r CRIResolver) ResolveSandboxes(ctx context.Context) (map[string]PodRef, error) {
 	timeout := r.Timeout
 	if timeout <= 0 {
@@ -49,9 +49,21 @@ func (r CRIResolver) ResolveSandboxes(ctx context.Context) (map[string]PodRef, e
 		if sb.GetId() == "" || md.GetUid() == "" {
 			continue
 		}
-		out[sb.GetId()] = PodRef{Namespace: md.GetNamespace(), Name: md.GetName(), UID: types.UID(md.GetUid()), SandboxID: sb.GetId()}
+		out[sb.GetId()] = PodRef{Namespace: md.GetNamespace(), Name: md.GetName(), UID: types.UID(md.GetUid()),
+			SandboxID: sb.GetId(), State: sandboxState(sb.GetState())}
 	}
 	return out, nil
+}
+
+// sandboxState maps a CRI sandbox state; only SANDBOX_READY is Ready.
+func sandboxState(s runtimeapi.PodSandboxState) SandboxState {
+	switch s {
+	case runtimeapi.PodSandboxState_SANDBOX_READY:
+		return SandboxReady
+	case runtimeapi.PodSandboxState_SANDBOX_NOTREADY:
+		return SandboxNotReady
+	}
+	return SandboxStateUnknown
 }
 
 // PipePath turns a CRI endpoint "npipe:////./pipe/NAME" (or "npipe://./pipe/NAME") into the

@@ -28,6 +28,10 @@ const (
 	// VerdictUnattributed: the VM cannot be tied to a pod UID (not a "<sandboxID>@vm" VM, or
 	// the runtime does not know its sandbox and the agent never saw it). Never reaped.
 	VerdictUnattributed Verdict = "Unattributed"
+	// VerdictSandboxReady: the VM's pod is not on the API server, but the container runtime
+	// lists its sandbox as ready, so the kubelet still runs it (the pod was force-deleted, a
+	// static pod has no mirror pod, or the API read was incomplete). Never reaped; reported.
+	VerdictSandboxReady Verdict = "SandboxReady"
 	// VerdictPending: the pod is gone, but the VM or the pod's absence is younger than the
 	// grace period, or the VM's age is unknown: the runtime may still be tearing it down.
 	VerdictPending Verdict = "Pending"
@@ -36,15 +40,19 @@ const (
 	VerdictOrphan Verdict = "Orphan"
 )
 
-// Classify decides about one VM. pod is the VM's attribution (nil: none); podExists tells
-// whether a pod with pod.UID is bound to this node on the API server; missingSince is when
-// the agent first saw that pod missing (zero: not missing before this round, so now).
+// Classify decides about one VM, applying the package's safety rules in order. pod is the
+// VM's attribution (nil: none) with its sandbox's state in the runtime; podExists tells
+// whether a pod with pod.UID (or a mirror pod of that static pod) is bound to this node on
+// the API server; missingSince is when the agent first saw that pod missing with its sandbox
+// not ready (zero: not missing before this round, so now).
 func Classify(vm UtilityVM, pod *PodRef, podExists bool, missingSince, now time.Time, grace time.Duration) Verdict {
 	switch {
 	case pod == nil || pod.UID == "":
 		return VerdictUnattributed
 	case podExists:
 		return VerdictLive
+	case pod.State == SandboxReady:
+		return VerdictSandboxReady
 	case vm.Created.IsZero():
 		return VerdictPending
 	}

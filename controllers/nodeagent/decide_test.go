@@ -36,6 +36,8 @@ func TestClassify(t *testing.T) {
 	now := t0
 	old := UtilityVM{ID: "a@vm", Created: now.Add(-time.Hour)}
 	pod := &PodRef{UID: "u"}
+	ready := &PodRef{UID: "u", State: SandboxReady}
+	notReady := &PodRef{UID: "u", State: SandboxNotReady}
 	tests := []struct {
 		name         string
 		vm           UtilityVM
@@ -54,6 +56,14 @@ func TestClassify(t *testing.T) {
 		{"pod gone long, VM old", old, pod, false, now.Add(-grace), VerdictOrphan},
 		{"missing-since in the future (clock step)", old, pod, false, now.Add(time.Hour), VerdictPending},
 		{"VM created in the future (clock skew)", UtilityVM{ID: "a@vm", Created: now.Add(time.Hour)}, pod, false, now.Add(-time.Hour), VerdictPending},
+		// The runtime lists the sandbox as ready: the kubelet still runs it, whatever the API says.
+		{"sandbox ready, pod gone long, VM old", old, ready, false, now.Add(-10 * grace), VerdictSandboxReady},
+		{"sandbox ready, pod gone now", old, ready, false, time.Time{}, VerdictSandboxReady},
+		{"sandbox ready, VM of unknown age", UtilityVM{ID: "a@vm"}, ready, false, now.Add(-time.Hour), VerdictSandboxReady},
+		{"sandbox ready, pod exists", old, ready, true, time.Time{}, VerdictLive},
+		{"sandbox ready, no UID", old, &PodRef{Name: "p", State: SandboxReady}, false, now.Add(-time.Hour), VerdictUnattributed},
+		{"sandbox not ready, pod gone long, VM old", old, notReady, false, now.Add(-grace), VerdictOrphan},
+		{"sandbox not ready, pod gone now", old, notReady, false, time.Time{}, VerdictPending},
 	}
 	for _, tc := range tests {
 		if got := Classify(tc.vm, tc.pod, tc.exists, tc.missingSince, now, grace); got != tc.want {
@@ -158,14 +168,16 @@ func TestCRIResolver(t *testing.T) {
 		{Id: "sb2", Metadata: &runtimeapi.PodSandboxMetadata{Name: "warm-def", Namespace: "team-b", Uid: "uid-2", Attempt: 1}, State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY},
 		{Id: "sb3"}, // no metadata: unattributable
 		{Metadata: &runtimeapi.PodSandboxMetadata{Uid: "uid-4"}},
+		{Id: "sb5", Metadata: &runtimeapi.PodSandboxMetadata{Name: "p5", Namespace: "team-c", Uid: "uid-5"}, State: runtimeapi.PodSandboxState(7)},
 	}}}
 	got, err := CRIResolver{Client: cri}.ResolveSandboxes(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]PodRef{
-		"sb1": {Namespace: "team-a", Name: "warm-abc", UID: "uid-1", SandboxID: "sb1"},
-		"sb2": {Namespace: "team-b", Name: "warm-def", UID: "uid-2", SandboxID: "sb2"},
+		"sb1": {Namespace: "team-a", Name: "warm-abc", UID: "uid-1", SandboxID: "sb1", State: SandboxReady},
+		"sb2": {Namespace: "team-b", Name: "warm-def", UID: "uid-2", SandboxID: "sb2", State: SandboxNotReady},
+		"sb5": {Namespace: "team-c", Name: "p5", UID: "uid-5", SandboxID: "sb5", State: SandboxStateUnknown}, // a state this agent does not know is not ready
 	}
 	if !equalMaps(got, want) {
 		t.Errorf("ResolveSandboxes = %v, want %v", got, want)

@@ -20,7 +20,17 @@ type APIPodLister struct {
 	NodeName string
 }
 
-// ListPodUIDs returns the UIDs of the node's pods, whatever their phase.
+// configHashAnnotation is the kubelet's hash of a static pod's config, which is also the
+// static pod's UID; the kubelet copies it to the mirror pod (k8s.io/kubernetes
+// pkg/kubelet/types ConfigHashAnnotationKey).
+const configHashAnnotation = "kubernetes.io/config.hash"
+
+// ListPodUIDs returns the UIDs of the node's pods, whatever their phase. For a mirror pod it
+// also returns the UID of its static pod: the kubelet runs a static pod under its own UID,
+// which the runtime records, and the mirror pod on the API server has another UID but names
+// the static pod's in its kubernetes.io/config.mirror annotation (config.hash when that is
+// empty). Whoever may create pods on the node can set that annotation, but a forged one can
+// only keep a VM from being reaped, never get one reaped.
 func (l APIPodLister) ListPodUIDs(ctx context.Context) (map[types.UID]struct{}, error) {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
@@ -29,9 +39,25 @@ func (l APIPodLister) ListPodUIDs(ctx context.Context) (map[types.UID]struct{}, 
 	}
 	uids := make(map[types.UID]struct{}, len(list.Items))
 	for i := range list.Items {
-		uids[list.Items[i].UID] = struct{}{}
+		p := &list.Items[i]
+		uids[p.UID] = struct{}{}
+		if uid := staticPodUID(p.Annotations); uid != "" {
+			uids[uid] = struct{}{}
+		}
 	}
 	return uids, nil
+}
+
+// staticPodUID is the UID of the static pod a mirror pod stands for, "" for other pods.
+func staticPodUID(annotations map[string]string) types.UID {
+	mirror, ok := annotations[corev1.MirrorPodAnnotationKey]
+	if !ok {
+		return ""
+	}
+	if mirror == "" {
+		mirror = annotations[configHashAnnotation]
+	}
+	return types.UID(mirror)
 }
 
 // KubeNode reports on one Node: the summary annotation (a JSON merge patch of that one key)

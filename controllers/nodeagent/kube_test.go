@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -99,5 +100,77 @@ func TestKubeAdapters(t *testing.T) {
 	kn.Event(corev1.EventTypeWarning, ReasonLeakedVM, "Report", "VM x@vm leaked, 100% sure")
 	if e := <-rec.Events; !strings.Contains(e, ReasonLeakedVM) || !strings.Contains(e, "100% sure") {
 		t.Errorf("event = %q", e)
+	}
+}
+
+func mirrorPod(name, uid, node string, annotations map[string]string) *corev1.Pod {
+	p := pod("kube-system", name, uid, node)
+	p.Annotations = annotations
+	return p
+}
+
+// The kubelet runs a static pod under its own UID (the one the runtime records); the API
+// server has a mirror pod with another UID that names the static pod's in its
+// kubernetes.io/config.mirror annotation.
+func TestListPodUIDsMatchesStaticPods(t *testing.T) {
+	tests := []struct {
+		name string
+		pod  *corev1.Pod
+		want []types.UID
+	}{
+		{"regular pod", pod("a", "p1", "u1", "win-1"), []types.UID{"u1"}},
+		{"mirror pod", mirrorPod("static-win-1", "mirror-1", "win-1",
+			map[string]string{corev1.MirrorPodAnnotationKey: "static-1", "kubernetes.io/config.hash": "static-1"}),
+			[]types.UID{"mirror-1", "static-1"}},
+		{"mirror pod with an empty mirror annotation: the config hash", mirrorPod("static-win-2", "mirror-2", "win-1",
+			map[string]string{corev1.MirrorPodAnnotationKey: "", "kubernetes.io/config.hash": "static-2"}),
+			[]types.UID{"mirror-2", "static-2"}},
+		{"mirror pod with no UID in its annotations", mirrorPod("static-win-3", "mirror-3", "win-1",
+			map[string]string{corev1.MirrorPodAnnotationKey: ""}), []types.UID{"mirror-3"}},
+		{"a config hash alone is not a mirror pod", mirrorPod("not-mirror", "u4", "win-1",
+			map[string]string{"kubernetes.io/config.hash": "static-4"}), []types.UID{"u4"}},
+		{"mirror pod of another node", mirrorPod("static-win-9", "mirror-9", "win-9",
+			map[string]string{corev1.MirrorPodAnnotationKey: "static-9"}), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(tc.pod).Build()
+			got, err := APIPodLister{Reader: nodeFieldReader{c}, NodeName: "win-1"}.ListPodUIDs(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[types.UID]struct{}{}
+			for _, u := range tc.want {
+				want[u] = struct{}{}
+			}
+			if !equalMaps(got, want) {
+				t.Errorf("ListPodUIDs = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// End to end through the agent: the VM of a static pod is Live while its mirror pod exists,
+// and an orphan once the mirror pod (and so the static pod) is gone.
+func TestStaticPodVMNotReaped(t *testing.T) {
+	static := PodRef{Namespace: "kube-system", Name: "static-win-1", UID: "static-1", SandboxID: "sss"}
+	mirror := mirrorPod("static-win-1", "mirror-1", "win-1",
+		map[string]string{corev1.MirrorPodAnnotationKey: "static-1", "kubernetes.io/config.hash": "static-1"})
+	c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(mirror).Build()
+	h := newHarness(true, []UtilityVM{vm("sss", time.Hour, 2)}, []PodRef{static})
+	h.agent.Pods = APIPodLister{Reader: nodeFieldReader{c}, NodeName: "win-1"}
+	for i := range 5 {
+		h.now = t0.Add(time.Duration(i) * grace)
+		if v := verdicts(h.round(t))["sss@vm"]; v != VerdictLive {
+			t.Fatalf("round %d: %s, want Live", i, v)
+		}
+	}
+	if err := c.Delete(context.Background(), mirror); err != nil {
+		t.Fatal(err)
+	}
+	h.round(t)
+	h.now = h.now.Add(grace)
+	if v := verdicts(h.round(t))["sss@vm"]; v != VerdictOrphan || len(h.host.terminated) != 1 {
+		t.Errorf("after the static pod is gone: %s, terminated %v; want a reaped Orphan", v, h.host.terminated)
 	}
 }

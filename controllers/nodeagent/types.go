@@ -10,9 +10,14 @@
 //
 // Safety rules, in order (see Classify):
 //   - a VM that cannot be attributed to a pod UID is never reaped;
-//   - a VM whose pod (same UID) exists on the API server for this node is never reaped;
+//   - a VM whose pod (same UID) exists on the API server for this node is never reaped; a
+//     static pod counts by the UID in its mirror pod's kubernetes.io/config.mirror annotation;
+//   - a VM whose pod sandbox the container runtime lists as ready (in its last successful
+//     list) is never reaped, whatever the API server says: the kubelet still runs it (a
+//     force-deleted pod, a static pod without its mirror, an incomplete API read). It is
+//     reported as VerdictSandboxReady;
 //   - a VM of unknown age, younger than the grace period, or whose pod was first seen
-//     missing less than a grace period ago, is never reaped;
+//     missing (with its sandbox not ready) less than a grace period ago, is never reaped;
 //   - without --reap (the default) nothing is ever reaped: orphans are only reported.
 package nodeagent
 
@@ -58,25 +63,44 @@ type ScratchReporter interface {
 	ScratchDiskBytes(ctx context.Context) (uint64, error)
 }
 
-// PodRef is the pod a pod sandbox was created for, as the container runtime recorded it.
+// PodRef is the pod a pod sandbox was created for, as the container runtime recorded it,
+// and the sandbox's state.
 type PodRef struct {
 	Namespace string
 	Name      string
 	UID       types.UID
 	// SandboxID is the CRI pod sandbox ID.
 	SandboxID string
+	// State is the sandbox's state in the runtime's last successful list. Unlike the pod, it
+	// changes: SandboxStateUnknown once the runtime no longer lists the sandbox.
+	State SandboxState
 }
+
+// SandboxState is a pod sandbox's state as the container runtime reports it.
+type SandboxState string
+
+const (
+	// SandboxStateUnknown: the runtime does not list the sandbox (it forgot it), or never said.
+	SandboxStateUnknown SandboxState = ""
+	// SandboxReady: CRI SANDBOX_READY; the kubelet runs the pod. Its VM is never reaped.
+	SandboxReady SandboxState = "Ready"
+	// SandboxNotReady: CRI SANDBOX_NOTREADY; stopped, or being torn down.
+	SandboxNotReady SandboxState = "NotReady"
+)
 
 // String is "namespace/name (uid)".
 func (p PodRef) String() string { return p.Namespace + "/" + p.Name + " (" + string(p.UID) + ")" }
 
-// SandboxResolver maps the pod sandboxes the container runtime knows to their pods.
+// SandboxResolver maps the pod sandboxes the container runtime knows to their pods and states.
 type SandboxResolver interface {
-	// ResolveSandboxes returns every pod sandbox the runtime currently knows, by sandbox ID.
+	// ResolveSandboxes returns every pod sandbox the runtime currently knows, ready or not, by
+	// sandbox ID, each with its pod and its state (PodRef.State).
 	ResolveSandboxes(ctx context.Context) (map[string]PodRef, error)
 }
 
 // PodLister returns the UIDs of the pods bound to this node, as the API server has them now.
+// For a mirror pod it returns the UID of the static pod too (the UID the kubelet and the
+// runtime know it by).
 type PodLister interface {
 	ListPodUIDs(ctx context.Context) (map[types.UID]struct{}, error)
 }
