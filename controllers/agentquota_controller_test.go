@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
@@ -376,4 +377,129 @@ func TestQuotaOfZeroHoldsEverySession(t *testing.T) {
 	// The kill switch is lifted: the session is admitted, not lost.
 	setSessionLimit(t, ns, 1)
 	waitSession(t, ns, "denied", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+}
+
+// TestUnadmittedSessionGivesBackItsSlot: a session admitted by the sessions limit whose cold
+// start the memory limit then refuses waits again, and gives back its slot: the quota
+// counts it as queued, not as in use.
+func TestUnadmittedSessionGivesBackItsSlot(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	// Two sessions fit, one sandbox's VM (1536Mi) does.
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](2), Memory: ptr.To(resource.MustParse("1536Mi"))}))
+	create(t, newSandbox(ns, "cold", 0, 20348))
+	create(t, newSession(ns, "a", "cold"))
+	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	create(t, newSession(ns, "b", "cold"))
+	waitSession(t, ns, "b", 30*time.Second, "Queued for memory", func(s *agentsv1alpha1.AgentSession) bool {
+		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
+		return s.Status.Phase == agentsv1alpha1.SessionQueued && c != nil && strings.HasPrefix(c.Message, "memory:")
+	})
+	q := &agentsv1alpha1.AgentQuota{}
+	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quota"}, q)
+		return ptr.Deref(q.Status.Used.Sessions, -1) == 1 && q.Status.Queued == 1 && q.Status.QueueHead == "b",
+			fmt.Sprintf("quota status: used sessions %d, queued %d, head %q; want 1, 1, b", ptr.Deref(q.Status.Used.Sessions, -1), q.Status.Queued, q.Status.QueueHead)
+	})
+	// The VM frees: b starts.
+	deleteSession(t, ns, "a")
+	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+}
+
+// TestLoweringWarmSandboxesTrimsEachPoolByItsShare: two pools over a lowered warmSandboxes
+// give up the excess between them, each in proportion to its warm pods, never more.
+func TestLoweringWarmSandboxesTrimsEachPoolByItsShare(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{WarmSandboxes: ptr.To[int32](6)}))
+	create(t, newSandbox(ns, "a", 4, 20348))
+	create(t, newSandbox(ns, "b", 2, 20348))
+	waitPoolReady(t, ns, "a", 4, 30*time.Second)
+	waitPoolReady(t, ns, "b", 2, 30*time.Second)
+
+	// From now on the namespace never holds fewer warm pods than the new limit: the pools
+	// trim 3 between them, not 3 each.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var fewest atomic.Int64
+	fewest.Store(6)
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			list := &corev1.PodList{}
+			if err := k8s.List(ctx, list, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}); err == nil {
+				n := 0
+				for _, p := range list.Items {
+					if p.Labels[agentsv1alpha1.SessionLabel] == "" && p.DeletionTimestamp.IsZero() {
+						n++
+					}
+				}
+				if int64(n) < fewest.Load() {
+					fewest.Store(int64(n))
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	})
+	q := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "quota"}}
+	if err := k8s.Patch(context.Background(), q, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"hard":{"warmSandboxes":3}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		a, b := len(warmPods(t, ns, "a")), len(warmPods(t, ns, "b"))
+		return a == 2 && b == 1, fmt.Sprintf("warm pods: a %d, b %d; want 2 and 1 (4 and 2 giving up 3 in proportion)", a, b)
+	})
+	waitDegraded(t, ns, "a", agentsv1alpha1.ReasonQuotaLimited)
+	cancel()
+	wg.Wait()
+	if n := fewest.Load(); n < 3 {
+		t.Errorf("the namespace's warm pods fell to %d, below the lowered limit of 3: the pools gave up more than the excess", n)
+	}
+}
+
+// quotaSeries counts the quota metrics' series of namespace ns.
+func quotaSeries(t *testing.T, ns string) int {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range families {
+		switch f.GetName() {
+		case "hyperpool_quota_used", "hyperpool_quota_hard", "hyperpool_queued_sessions":
+		default:
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "namespace" && l.GetValue() == ns {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
+// TestDeletedQuotaDropsItsSeries: a deleted AgentQuota leaves no series behind, so quotas
+// created and deleted in churning namespaces cannot grow the manager without limit.
+func TestDeletedQuotaDropsItsSeries(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	quota := newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](3), Memory: ptr.To(resource.MustParse("8Gi"))})
+	create(t, quota)
+	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		n := quotaSeries(t, ns)
+		return n > 0, "no quota series for the namespace yet"
+	})
+	if err := k8s.Delete(context.Background(), quota); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		n := quotaSeries(t, ns)
+		return n == 0, fmt.Sprintf("%d quota series of the deleted AgentQuota remain", n)
+	})
 }
