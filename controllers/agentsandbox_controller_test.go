@@ -235,7 +235,7 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	const quiet = 4 * time.Second
 	sb := newSandbox(ns, "quiet", 4, 20348)
-	sb.Spec.Replenish = agentsv1alpha1.ReplenishSpec{QuietPeriod: &metav1.Duration{Duration: quiet}, MinReady: ptr.To[int32](1)}
+	sb.Spec.Replenish = agentsv1alpha1.ReplenishSpec{QuietPeriod: &agentsv1alpha1.Duration{Duration: quiet}, MinReady: ptr.To[int32](1)}
 	create(t, sb)
 	waitPoolReady(t, ns, "quiet", 4, 30*time.Second)
 	original := map[string]bool{}
@@ -264,7 +264,7 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 
 	// minReady: a pool that would fall below it refills at once, however long the quiet period.
 	busy := newSandbox(ns, "busy", 2, 20348)
-	busy.Spec.Replenish = agentsv1alpha1.ReplenishSpec{QuietPeriod: &metav1.Duration{Duration: 5 * time.Minute}, MinReady: ptr.To[int32](2)}
+	busy.Spec.Replenish = agentsv1alpha1.ReplenishSpec{QuietPeriod: &agentsv1alpha1.Duration{Duration: 5 * time.Minute}, MinReady: ptr.To[int32](2)}
 	create(t, busy)
 	waitPoolReady(t, ns, "busy", 2, 30*time.Second)
 	create(t, newSession(ns, "take-busy", "busy"))

@@ -152,7 +152,7 @@ func TestMaxLifetimeExpiresTheSession(t *testing.T) {
 	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
 
 	s := newSession(ns, "short", "pool")
-	s.Spec.MaxLifetime = &metav1.Duration{Duration: 2 * time.Second}
+	s.Spec.MaxLifetime = &agentsv1alpha1.Duration{Duration: 2 * time.Second}
 	create(t, s)
 	ready := waitSession(t, ns, "short", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	pod := getPod(t, ns, ready.Status.PodName)
@@ -175,7 +175,7 @@ func TestIdleTimeout(t *testing.T) {
 
 	for _, name := range []string{"quiet", "chatty"} {
 		s := newSession(ns, name, "pool")
-		s.Spec.IdleTimeout = &metav1.Duration{Duration: 2 * time.Second}
+		s.Spec.IdleTimeout = &agentsv1alpha1.Duration{Duration: 2 * time.Second}
 		create(t, s)
 	}
 	waitSession(t, ns, "chatty", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
@@ -230,8 +230,8 @@ func TestFinishedSessionsAreDeletedAfterTTL(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, newSandbox(ns, "pool", 1, 20348))
 	s := newSession(ns, "brief", "pool")
-	s.Spec.MaxLifetime = &metav1.Duration{Duration: time.Second}
-	s.Spec.TTLAfterFinished = &metav1.Duration{Duration: time.Second}
+	s.Spec.MaxLifetime = &agentsv1alpha1.Duration{Duration: time.Second}
+	s.Spec.TTLAfterFinished = &agentsv1alpha1.Duration{Duration: time.Second}
 	create(t, s)
 	waitSession(t, ns, "brief", 15*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
@@ -441,7 +441,7 @@ func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, newSandbox(ns, "pool", 1, 20348))
 	s := newSession(ns, "garbled", "pool")
-	s.Spec.IdleTimeout = &metav1.Duration{Duration: 2 * time.Second}
+	s.Spec.IdleTimeout = &agentsv1alpha1.Duration{Duration: 2 * time.Second}
 	s.Annotations = map[string]string{agentsv1alpha1.LastActivityAnnotation: "yesterday-ish"}
 	create(t, s)
 	// A live session with a malformed heartbeat and the default idle timeout: reported

@@ -37,7 +37,7 @@ func TestPodGoneAfterTheDeadlineIsAnExpiry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			bound := metav1.NewTime(now.Add(-tc.boundAgo))
 			s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "carol", UID: "session-uid"},
-				Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool", MaxLifetime: &metav1.Duration{Duration: 3 * time.Second}}}
+				Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool", MaxLifetime: &agentsv1alpha1.Duration{Duration: 3 * time.Second}}}
 			s.Status.Phase, s.Status.PodName, s.Status.BoundTime = agentsv1alpha1.SessionReady, "pool-klmno", &bound
 			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(sb).
 				WithIndex(&corev1.Pod{}, podSessionIndex, labelIndex(agentsv1alpha1.SessionLabel)).Build()

@@ -4,12 +4,10 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
 
-func d(v time.Duration) *metav1.Duration { return &metav1.Duration{Duration: v} }
+func d(v time.Duration) *agentsv1alpha1.Duration { return &agentsv1alpha1.Duration{Duration: v} }
 
 func TestEffectiveLifetime(t *testing.T) {
 	class := &agentsv1alpha1.LifetimeSpec{MaxLifetime: d(time.Hour), IdleTimeout: d(15 * time.Minute), TTLAfterFinished: d(10 * time.Minute)}
@@ -128,7 +126,7 @@ func FuzzEffectiveLifetime(f *testing.F) {
 	f.Add(int64(time.Hour), int64(15*time.Minute), int64(10*time.Minute), int64(2*time.Hour), int64(time.Minute), int64(0))
 	f.Add(int64(0), int64(0), int64(0), int64(-1), int64(-1), int64(-1))
 	f.Fuzz(func(t *testing.T, classMax, classIdle, classTTL, max, idle, ttl int64) {
-		dur := func(v int64) *metav1.Duration {
+		dur := func(v int64) *agentsv1alpha1.Duration {
 			if v == 0 {
 				return nil
 			}

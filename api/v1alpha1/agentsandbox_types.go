@@ -129,7 +129,7 @@ type ReplenishSpec struct {
 	// long (0, the default: at once). At most 5m.
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('5m')",message="spec.replenish.quietPeriod must be between 0s and 5m, e.g. 2s"
 	// +optional
-	QuietPeriod *metav1.Duration `json:"quietPeriod,omitempty"`
+	QuietPeriod *Duration `json:"quietPeriod,omitempty"`
 
 	// minReady: while fewer warm sandboxes than this are Ready, the pool replaces at once,
 	// quiet or not, so that a steady stream of sessions never drains it. Unset: half of
@@ -211,7 +211,7 @@ type LifetimeSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('168h')",message="spec.lifetime.maxLifetime must be between 1s and 168h (7 days), e.g. 1h"
 	// +optional
-	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
+	MaxLifetime *Duration `json:"maxLifetime,omitempty"`
 
 	// idleTimeout ends a session that has sent no heartbeat (the
 	// agents.hyperpool.io/last-activity annotation) for this long. Unset: 15m, or
@@ -220,7 +220,7 @@ type LifetimeSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.lifetime.idleTimeout must be longer than 0s, e.g. 15m"
 	// +optional
-	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 
 	// ttlAfterFinished is how long a finished session object is kept (for its status and
 	// events) before it is deleted.
@@ -228,7 +228,7 @@ type LifetimeSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +optional
-	TTLAfterFinished *metav1.Duration `json:"ttlAfterFinished,omitempty"`
+	TTLAfterFinished *Duration `json:"ttlAfterFinished,omitempty"`
 }
 
 // UpdateStrategy says how warm pods of an older template are replaced.

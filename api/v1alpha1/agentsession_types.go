@@ -71,7 +71,7 @@ type AgentSessionSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.maxLifetime must be longer than 0s, e.g. 30m"
 	// +optional
-	MaxLifetime *metav1.Duration `json:"maxLifetime,omitempty"`
+	MaxLifetime *Duration `json:"maxLifetime,omitempty"`
 
 	// idleTimeout ends the session when no heartbeat (the agents.hyperpool.io/last-activity
 	// annotation) came for this long. Capped by the class's; unset takes the class's.
@@ -79,14 +79,14 @@ type AgentSessionSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.idleTimeout must be longer than 0s, e.g. 5m"
 	// +optional
-	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 
 	// ttlAfterFinished is how long the session object is kept after it ends. Capped by the
 	// class's; unset takes the class's.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +optional
-	TTLAfterFinished *metav1.Duration `json:"ttlAfterFinished,omitempty"`
+	TTLAfterFinished *Duration `json:"ttlAfterFinished,omitempty"`
 
 	// user is free text for audit: who or what the session is for.
 	// +kubebuilder:validation:MaxLength=256

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -775,7 +774,7 @@ func mustJSON(t *testing.T, v any) string {
 }
 
 // durationOf returns the duration d holds, or nil.
-func durationOf(d *metav1.Duration) *time.Duration {
+func durationOf(d *hyperpoolv1alpha1.Duration) *time.Duration {
 	if d == nil {
 		return nil
 	}

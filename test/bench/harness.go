@@ -176,7 +176,7 @@ func session(ns, name, sb string, maxLifetime time.Duration) *agentsv1alpha1.Age
 		Spec:       agentsv1alpha1.AgentSessionSpec{SandboxName: sb},
 	}
 	if maxLifetime > 0 {
-		s.Spec.MaxLifetime = &metav1.Duration{Duration: maxLifetime}
+		s.Spec.MaxLifetime = &agentsv1alpha1.Duration{Duration: maxLifetime}
 	}
 	return s
 }

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/controllers"
 )
 
@@ -52,7 +53,7 @@ func (h *Harness) setup(ctx context.Context, scenario string, pool, floorN int, 
 	}
 	sb := sandbox(ns, poolName, int32(pool), boot)
 	if h.ReplenishQuietPeriod > 0 {
-		sb.Spec.Replenish.QuietPeriod = &metav1.Duration{Duration: h.ReplenishQuietPeriod}
+		sb.Spec.Replenish.QuietPeriod = &agentsv1alpha1.Duration{Duration: h.ReplenishQuietPeriod}
 		sb.Spec.Replenish.MinReady = h.ReplenishMinReady
 	}
 	if err := h.Client.Create(ctx, sb); err != nil {

@@ -383,7 +383,7 @@ func createPaced(ctx context.Context, c client.Client, ns string, names []string
 			s := &agentsv1alpha1.AgentSession{
 				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 				Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: poolName,
-					MaxLifetime: &metav1.Duration{Duration: cfg.SessionLifetime}},
+					MaxLifetime: &agentsv1alpha1.Duration{Duration: cfg.SessionLifetime}},
 			}
 			attempt := 0
 			_ = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
