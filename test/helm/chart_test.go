@@ -51,6 +51,9 @@ func TestValuesSchemaRejectsMistakes(t *testing.T) {
 		{"replicas=-1", "replicas"},
 		{"runtimeClasses.hyperv.handlr=x", "handlr"},
 		{"nodeAgent.gracePeriod=soon", "gracePeriod"},
+		{"admissionPolicies.enable=false", "additional properties 'enable' not allowed"},
+		{"admissionPolicies.exempt.user={x}", "additional properties 'user' not allowed"},
+		{"admissionPolicies.controllers={it's}", "controllers"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			out, err := runErr(t, nil, "helm", "template", "x", chartDir(), "--set", tc.set)
@@ -72,7 +75,7 @@ func TestTemplateDefaults(t *testing.T) {
 		}
 	}
 	for _, o := range objs {
-		if o.GetNamespace() == "" && !slices.Contains([]string{"ClusterRole", "ClusterRoleBinding"}, o.GetKind()) {
+		if o.GetNamespace() == "" && !slices.Contains([]string{"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}, o.GetKind()) {
 			t.Errorf("%s/%s has no namespace", o.GetKind(), o.GetName())
 		}
 	}
@@ -81,6 +84,25 @@ func TestTemplateDefaults(t *testing.T) {
 	only(t, objs, "Role", "hyperpool-leader-election")
 	only(t, objs, "RoleBinding", "hyperpool-leader-election")
 	only(t, objs, "ClusterRoleBinding", "hyperpool-manager")
+	if got := names(find(objs, "ValidatingAdmissionPolicy")); got != "ValidatingAdmissionPolicy/hyperpool-agent-metadata, ValidatingAdmissionPolicy/hyperpool-egress" {
+		t.Errorf("admission policies: %s", got)
+	}
+	for _, name := range []string{"hyperpool-agent-metadata", "hyperpool-egress"} {
+		policy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", name))
+		for _, want := range []string{"request.userInfo.username != 'system:serviceaccount:hyperpool-system:hyperpool-manager'",
+			"g in ['system:masters']", "'system:serviceaccount:kube-system:generic-garbage-collector'"} {
+			if !strings.Contains(policy, want) {
+				t.Errorf("policy %s lacks %s", name, want)
+			}
+		}
+		binding := only(t, objs, "ValidatingAdmissionPolicyBinding", name)
+		if p, _, _ := unstructured.NestedString(binding.Object, "spec", "policyName"); p != name {
+			t.Errorf("binding %s binds %q", name, p)
+		}
+		if actions, _, _ := unstructured.NestedStringSlice(binding.Object, "spec", "validationActions"); !slices.Equal(actions, []string{"Deny"}) {
+			t.Errorf("binding %s: validationActions %v, want [Deny]", name, actions)
+		}
+	}
 
 	dep := only(t, objs, "Deployment", "hyperpool-manager")
 	spec := podSpec(t, dep)
@@ -192,14 +214,65 @@ func TestTemplateAllOptions(t *testing.T) {
 	if len(agent.Env) != 1 || agent.Env[0].ValueFrom == nil || agent.Env[0].ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
 		t.Errorf("node agent env = %+v, want NODE_NAME from spec.nodeName", agent.Env)
 	}
+	// Least privilege: list pods, read and patch Nodes (the admission policy below narrows
+	// that to its own Node's summary annotation), Events only where a Node's go.
 	wantAgentRules := []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
 		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}},
-		{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 	}
 	if got := rules(t, only(t, objs, "ClusterRole", "hp-hyperpool-node-agent")); !reflect.DeepEqual(got, wantAgentRules) {
 		t.Errorf("node agent rules = %+v, want %+v", got, wantAgentRules)
 	}
+	events := only(t, objs, "Role", "hp-hyperpool-node-agent-events")
+	wantEventRules := []rbacv1.PolicyRule{{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}}}
+	if got := rules(t, events); events.GetNamespace() != "default" || !reflect.DeepEqual(got, wantEventRules) {
+		t.Errorf("node agent events Role in %q: %+v, want %+v in default", events.GetNamespace(), got, wantEventRules)
+	}
+	if sub, _, _ := unstructured.NestedSlice(only(t, objs, "RoleBinding", "hp-hyperpool-node-agent-events").Object, "subjects"); len(sub) != 1 ||
+		sub[0].(map[string]any)["name"] != "hp-hyperpool-node-agent" || sub[0].(map[string]any)["namespace"] != "ops" {
+		t.Errorf("node agent events RoleBinding subjects = %v", sub)
+	}
+	agentPolicy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", "hp-hyperpool-node-agent"))
+	for _, want := range []string{"request.userInfo.username == 'system:serviceaccount:ops:hp-hyperpool-node-agent'",
+		"authentication.kubernetes.io/node-name", "'agents.hyperpool.io/uvm-summary'"} {
+		if !strings.Contains(agentPolicy, want) {
+			t.Errorf("node agent policy lacks %s", want)
+		}
+	}
+	only(t, objs, "ValidatingAdmissionPolicyBinding", "hp-hyperpool-node-agent")
+	// The release's manager and the values' identities.
+	for _, name := range []string{"hp-hyperpool-agent-metadata", "hp-hyperpool-egress"} {
+		policy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", name))
+		for _, want := range []string{"request.userInfo.username != 'system:serviceaccount:ops:hp-hyperpool-manager'",
+			"request.userInfo.username in ['ops-breakglass']", "g in ['system:masters', 'ops-admins']",
+			"['system:serviceaccount:kube-system:generic-garbage-collector', 'ops-gc']"} {
+			if !strings.Contains(policy, want) {
+				t.Errorf("policy %s lacks %s", name, want)
+			}
+		}
+	}
+}
+
+// admissionPolicies.enabled=false renders no policy, the node agent's neither.
+func TestTemplateAdmissionPoliciesOff(t *testing.T) {
+	objs := decode(t, helmTemplate(t, "hyperpool", "hyperpool-system", "--set", "admissionPolicies.enabled=false", "--set", "nodeAgent.enabled=true"))
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		if got := find(objs, kind); len(got) > 0 {
+			t.Errorf("admissionPolicies.enabled=false renders %s", names(got))
+		}
+	}
+	only(t, objs, "DaemonSet", "hyperpool-node-agent")
+}
+
+// policyText is a ValidatingAdmissionPolicy's spec as JSON, to look for its CEL.
+func policyText(t testing.TB, o *unstructured.Unstructured) string {
+	t.Helper()
+	b, err := json.Marshal(o.Object["spec"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// JSON escapes ' and & in strings: undo that for readable wants.
+	return strings.NewReplacer(`\u0027`, "'", `\u0026`, "&").Replace(string(b))
 }
 
 // Every object the chart renders, with default and with all values, is accepted by the API
@@ -369,6 +442,17 @@ func TestKustomizeDefaultMatchesChartAndDryRuns(t *testing.T) {
 			}
 		}
 	}
+	// config/policy is the chart's admission policies at default values, CEL for CEL.
+	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
+		if len(find(chart, kind)) == 0 {
+			t.Errorf("the chart renders no %s", kind)
+		}
+		for _, o := range find(chart, kind) {
+			if want, got := o.Object["spec"], only(t, kustomized, kind, o.GetName()).Object["spec"]; !reflect.DeepEqual(want, got) {
+				t.Errorf("%s %s: config/policy differs from the chart's:\n  config/: %s\n  chart:   %s", kind, o.GetName(), mustJSON(t, got), mustJSON(t, want))
+			}
+		}
+	}
 	chartDep, kustDep := only(t, chart, "Deployment", "hyperpool-manager"), only(t, kustomized, "Deployment", "hyperpool-manager")
 	cs, ks := podSpec(t, chartDep), podSpec(t, kustDep)
 	// The chart names the Lease's namespace; config/ leaves it to the manager (its own).
@@ -443,4 +527,13 @@ func rules(t testing.TB, o *unstructured.Unstructured) []rbacv1.PolicyRule {
 		t.Fatalf("%s/%s: %v", o.GetKind(), o.GetName(), err)
 	}
 	return role.Rules
+}
+
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

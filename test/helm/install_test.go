@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
@@ -36,7 +37,8 @@ import (
 // A real helm install, upgrade and uninstall. In between, the manager runs in-process with
 // only the permissions the chart grants its ServiceAccount (impersonated), with leader
 // election in the release namespace, and binds sessions end to end. Any request the API
-// server refuses it fails the test: the chart's RBAC must be enough, not just almost.
+// server refuses it fails the test: the chart's RBAC must be enough, not just almost, and
+// the chart's admission policies, in force, must let the release's manager do its work.
 func TestInstallUpgradeUninstall(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	const release = "hp"
@@ -61,6 +63,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fullname + "-manager"}},
 		&nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "hyperv"}},
 		&nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "process"}},
+		&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: fullname + "-agent-metadata"}},
+		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: fullname + "-egress"}},
 	} {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 			t.Fatalf("after helm install: %T %s: %v", obj, obj.GetName(), err)
@@ -108,6 +112,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 			&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fullname + "-manager"}},
 			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: serviceAccount}},
 			&nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "hyperv"}},
+			&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: fullname + "-agent-metadata"}},
+			&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: fullname + "-egress"}},
 		} {
 			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj); !apierrors.IsNotFound(err) {
 				return false, fmt.Sprintf("%T %s still there after helm uninstall (err %v)", obj, obj.GetName(), err)
