@@ -347,16 +347,26 @@ func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentS
 		l.sessions[s.UID] = time.Now()
 		return admission{admitted: true, enforced: true}, nil
 	}
-	// It would wait. The sessions ahead of it that the free slots do not take wait too; a
-	// session already queued keeps its place even when maxQueued was lowered since.
-	if queuedAhead := position - max(limit-u.sessions, 0); s.Status.Phase != agentsv1alpha1.SessionQueued && queuedAhead >= quota.maxQueued {
-		fix := "raise spec.maxQueued"
-		if quota.name == "" {
-			fix = "raise the manager's --max-queued-sessions"
+	// It would wait, and so would the others in the queue: those ahead of it that the free
+	// slots do not take, and those behind it (in FIFO order: a session created in the same
+	// second with an earlier name sorts first) already queued. A session already queued
+	// keeps its place, even when maxQueued was lowered since.
+	if s.Status.Phase != agentsv1alpha1.SessionQueued {
+		queued := position - max(limit-u.sessions, 0)
+		for _, w := range u.waiting[position+1:] {
+			if w.Status.Phase == agentsv1alpha1.SessionQueued {
+				queued++
+			}
 		}
-		return admission{refused: true, enforced: true, reason: agentsv1alpha1.ReasonQueueFull, message: fmt.Sprintf(
-			"sessions: 1 more would make %d queued > maxQueued %d of %s; retry later or %s",
-			queuedAhead+1, quota.maxQueued, quota.describe(), fix)}, nil
+		if queued >= quota.maxQueued {
+			fix := "raise spec.maxQueued"
+			if quota.name == "" {
+				fix = "raise the manager's --max-queued-sessions"
+			}
+			return admission{refused: true, enforced: true, reason: agentsv1alpha1.ReasonQueueFull, message: fmt.Sprintf(
+				"sessions: 1 more would make %d queued > maxQueued %d of %s; retry later or %s",
+				queued+1, quota.maxQueued, quota.describe(), fix)}, nil
+		}
 	}
 	if limit == 0 {
 		return admission{reason: agentsv1alpha1.ReasonExceedsQuota, enforced: true, message: fmt.Sprintf(

@@ -174,11 +174,18 @@ func (f *quotaFixture) session(name string) *agentsv1alpha1.AgentSession {
 	return s
 }
 
+// admit asks the keeper for s, and records a wait in its status as the controller does.
 func (f *quotaFixture) admit(s *agentsv1alpha1.AgentSession) admission {
 	f.t.Helper()
 	adm, err := f.q.admitSession(context.Background(), s)
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	if !adm.admitted && !adm.refused {
+		s.Status.Phase = agentsv1alpha1.SessionQueued
+		if err := f.c.Status().Update(context.Background(), s); err != nil {
+			f.t.Fatal(err)
+		}
 	}
 	return adm
 }
@@ -321,8 +328,19 @@ func TestQueueBeyondMaxQueuedIsRefused(t *testing.T) {
 			}
 		})
 	}
+	// A session that sorts ahead of the queued ones (created in the same second, with an
+	// earlier name) still finds the queue full.
+	f := newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(1))}, ptr.To(int32(2)))
+	for _, name := range []string{"running", "wait-1", "wait-2"} {
+		f.n = 0 // one creation second for all
+		f.admit(f.session(name))
+	}
+	f.n = 0
+	if adm := f.admit(f.session("early")); !adm.refused || !strings.Contains(adm.message, "would make 3 queued > maxQueued 2") {
+		t.Errorf("a session sorting ahead of a full queue: %+v, want refused with 3 > 2", adm)
+	}
 	// A quota of zero sessions bounds its queue too.
-	f := newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(0))}, ptr.To(int32(1)))
+	f = newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(0))}, ptr.To(int32(1)))
 	if adm := f.admit(f.session("first")); adm.refused || adm.reason != agentsv1alpha1.ReasonExceedsQuota {
 		t.Errorf("first under a quota of 0: %+v, want ExceedsQuota, waiting", adm)
 	}
