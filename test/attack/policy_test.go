@@ -20,6 +20,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,7 +28,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -104,7 +107,9 @@ func TestPolicyTenantCannotForgePodLabelsOrOwners(t *testing.T) {
 	}{
 		{"create a pod with the sandbox label", map[string]string{agentsv1alpha1.SandboxLabel: "pool"}, nil, "metadata.labels[agents.hyperpool.io/sandbox]"},
 		{"create a pod with the session label", map[string]string{agentsv1alpha1.SessionLabel: "s1"}, nil, "metadata.labels[agents.hyperpool.io/session]"},
-		{"create a pod owned by the class", nil, metav1.NewControllerRef(sb, agentsv1alpha1.GroupVersion.WithKind("AgentSandbox")), "metadata.ownerReferences"},
+		// Without blockOwnerDeletion, which OwnerReferencesPermissionEnforcement would refuse first.
+		{"create a pod owned by the class", nil, &metav1.OwnerReference{APIVersion: agentsv1alpha1.GroupVersion.String(), Kind: "AgentSandbox",
+			Name: sb.Name, UID: sb.UID, Controller: ptr.To(true)}, "metadata.ownerReferences"},
 		{"create a pod owned by the session", nil, &metav1.OwnerReference{APIVersion: agentsv1alpha1.GroupVersion.String(), Kind: "AgentSession", Name: s.Name, UID: s.UID}, "metadata.ownerReferences"},
 	} {
 		pod := plainPod(ns, "forged", tc.labels)
@@ -112,6 +117,28 @@ func TestPolicyTenantCannotForgePodLabelsOrOwners(t *testing.T) {
 			pod.OwnerReferences = []metav1.OwnerReference{*tc.owner}
 		}
 		wantRefused(t, tc.name, c.Create(ctx, pod), tc.want, "only the hyperpool manager")
+	}
+
+	// Through the status subresource too (it may change labels): an identity that may write
+	// pod status, as kubelets and controllers do, still cannot touch hyperpool labels.
+	statusWriter := "status-writer-" + ns
+	if err := admin.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pod-status"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "pods/status"}, Verbs: []string{"get", "patch"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pod-status"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "pod-status"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: statusWriter}}}); err != nil {
+		t.Fatal(err)
+	}
+	sw := impersonate(t, rest.ImpersonationConfig{UserName: statusWriter, Groups: []string{"system:authenticated"}}, func(ctx context.Context, c client.Client) error {
+		return c.Get(ctx, client.ObjectKeyFromObject(bound), &corev1.Pod{})
+	})
+	wantRefused(t, "remove the session label through pods/status", sw.Status().Patch(ctx, bound.DeepCopy(),
+		client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"agents.hyperpool.io/session":null}}}`))),
+		"metadata.labels[agents.hyperpool.io/session]", "only the hyperpool manager")
+	if err := sw.Status().Patch(ctx, bound.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"example.com/status":"seen"}}}`))); err != nil {
+		t.Errorf("a status write that leaves hyperpool labels alone: %v", err)
 	}
 
 	// The policy is that narrow: the tenant's own labels and pods are its business.
@@ -283,6 +310,34 @@ func TestPolicyNodeAgentPatchesOnlyItsOwnNodeSummary(t *testing.T) {
 	if _, found := n.Annotations[nodeagent.SummaryAnnotation]; found || n.Labels["x"] != "" {
 		t.Errorf("another node after the attacks: labels %v, annotations %v", n.Labels, n.Annotations)
 	}
+
+	// Its Events, through the agent's own recorder, land in default, where its Role lets
+	// it write them.
+	if err := admin.Get(ctx, client.ObjectKey{Name: mine}, n); err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: nodeAgentUser, Groups: []string{"system:authenticated"},
+		Extra: map[string][]string{"authentication.kubernetes.io/node-name": {mine}}}
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: kubernetes.NewForConfigOrDie(cfg).EventsV1()})
+	stop := make(chan struct{})
+	defer close(stop)
+	broadcaster.StartRecordingToSink(stop)
+	defer broadcaster.Shutdown()
+	node := nodeagent.KubeNode{Recorder: broadcaster.NewRecorder(env.Scheme, "hyperpool-node-agent"), NodeName: mine, NodeUID: n.UID}
+	node.Event(corev1.EventTypeWarning, "PolicyTest", "Report", "from the policy test")
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		list := &eventsv1.EventList{}
+		if err := admin.List(ctx, list, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Name == mine && e.Reason == "PolicyTest" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no Event regarding node %s in default", mine)
+	})
 }
 
 // The policies do not wedge deletion: an orphan delete makes the garbage collector strip
