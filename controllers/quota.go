@@ -48,7 +48,10 @@ type quotaKeeper struct {
 type namespaceLedger struct {
 	mu       sync.Mutex
 	sessions map[types.UID]time.Time // admitted sessions
-	pods     map[string]grantedPod   // pods about to be, or just, created: by name or token
+	// queued are the sessions told to wait, until the cache shows them Queued: the queue's
+	// bound counts them before their status writes land.
+	queued map[types.UID]bool
+	pods   map[string]grantedPod // pods about to be, or just, created: by name or token
 	// dropped: removed from quotaKeeper.namespaces; whoever locks it must take a fresh one.
 	dropped bool
 }
@@ -73,7 +76,7 @@ func (q *quotaKeeper) lockLedger(ns string) *namespaceLedger {
 		q.mu.Lock()
 		l, ok := q.namespaces[ns]
 		if !ok {
-			l = &namespaceLedger{sessions: map[types.UID]time.Time{}, pods: map[string]grantedPod{}}
+			l = &namespaceLedger{sessions: map[types.UID]time.Time{}, queued: map[types.UID]bool{}, pods: map[string]grantedPod{}}
 			q.namespaces[ns] = l
 		}
 		q.mu.Unlock()
@@ -89,7 +92,7 @@ func (q *quotaKeeper) lockLedger(ns string) *namespaceLedger {
 // ledger is then the same as none, and the next decision in the namespace starts a new one.
 // Lock order: a ledger's, then the keeper's.
 func (q *quotaKeeper) unlockLedger(ns string, l *namespaceLedger) {
-	if len(l.sessions) == 0 && len(l.pods) == 0 {
+	if len(l.sessions) == 0 && len(l.queued) == 0 && len(l.pods) == 0 {
 		q.drop(ns, l)
 	}
 	l.mu.Unlock()
@@ -268,12 +271,18 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 		switch {
 		case s.Status.Phase.IsFinished():
 			delete(l.sessions, s.UID)
+			delete(l.queued, s.UID)
 		case sessionAdmitted(s):
 			delete(l.sessions, s.UID) // the cache shows the grant now
+			delete(l.queued, s.UID)
 			u.sessions++
 		case granted, holdsPod[holder{s.UID, s.Name}]:
+			delete(l.queued, s.UID)
 			u.sessions++
 		default:
+			if s.Status.Phase == agentsv1alpha1.SessionQueued {
+				delete(l.queued, s.UID) // the cache shows the wait now
+			}
 			u.waiting = append(u.waiting, s)
 		}
 	}
@@ -283,6 +292,11 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 			// a session this cache lists, so one it no longer lists is gone: its slot is
 			// free now, not after claimTTL.
 			delete(l.sessions, uid)
+		}
+	}
+	for uid := range l.queued {
+		if !seen[uid] {
+			delete(l.queued, uid)
 		}
 	}
 	slices.SortFunc(u.waiting, func(a, b *agentsv1alpha1.AgentSession) int {
@@ -354,7 +368,7 @@ func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentS
 	if s.Status.Phase != agentsv1alpha1.SessionQueued {
 		queued := position - max(limit-u.sessions, 0)
 		for _, w := range u.waiting[position+1:] {
-			if w.Status.Phase == agentsv1alpha1.SessionQueued {
+			if w.Status.Phase == agentsv1alpha1.SessionQueued || l.queued[w.UID] {
 				queued++
 			}
 		}
@@ -367,6 +381,9 @@ func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentS
 				"sessions: 1 more would make %d queued > maxQueued %d of %s; retry later or %s",
 				queued+1, quota.maxQueued, quota.describe(), fix)}, nil
 		}
+	}
+	if s.Status.Phase != agentsv1alpha1.SessionQueued {
+		l.queued[s.UID] = true // until the cache shows it waiting
 	}
 	if limit == 0 {
 		return admission{reason: agentsv1alpha1.ReasonExceedsQuota, enforced: true, message: fmt.Sprintf(
