@@ -45,6 +45,13 @@
 - apiGroups:
   - agents.hyperpool.io
   resources:
+  - agentsandboxes/finalizers
+  - agentsessions/finalizers
+  verbs:
+  - update
+- apiGroups:
+  - agents.hyperpool.io
+  resources:
   - agentsessions
   verbs:
   - delete
