@@ -273,8 +273,8 @@ func TestUnadmittingASessionGivesBackItsSlot(t *testing.T) {
 	}
 }
 
-// A session deleted before the cache shows its admission frees its slot at once, not after
-// claimTTL.
+// A session deleted before the cache shows its admission frees its slot at once, and its
+// grant goes with it, not claimTTL later (until then the namespace's ledger stayed).
 func TestASessionDeletedBeforeItsAdmissionShowsFreesItsSlot(t *testing.T) {
 	f := newQuotaFixture(t, agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(1))}, nil)
 	ghost := f.session("ghost")
@@ -283,6 +283,16 @@ func TestASessionDeletedBeforeItsAdmissionShowsFreesItsSlot(t *testing.T) {
 	}
 	if err := f.c.Delete(context.Background(), ghost); err != nil {
 		t.Fatal(err)
+	}
+	u, err := f.q.currentUsage(context.Background(), f.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.sessions != 0 {
+		t.Errorf("%d sessions in use after the only one was deleted, want 0", u.sessions)
+	}
+	if n := f.q.trackedNamespaces(); n != 0 {
+		t.Errorf("the keeper still holds the deleted session's grant (%d namespaces tracked, want 0)", n)
 	}
 	next := f.session("next")
 	if adm := f.admit(next); !adm.admitted {
