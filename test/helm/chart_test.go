@@ -151,7 +151,8 @@ func TestTemplateAllOptions(t *testing.T) {
 	}
 	args := podSpec(t, dep).Containers[0].Args
 	for _, arg := range []string{"--warm-pod-ready-timeout=15m", "--session-workers=32", "--zap-log-level=debug", "--zap-encoder=console",
-		"--default-quota=memory=64Gi,sessions=20", "--default-quota-namespace-selector=hyperpool.io/tenant=true"} {
+		"--default-quota=memory=64Gi,sessions=20", "--default-quota-namespace-selector=hyperpool.io/tenant=true",
+		"--max-queued-sessions=50", "--internet-egress-except=10.0.0.0/8,169.254.0.0/16,203.0.113.0/24,fc00::/7"} {
 		if !slices.Contains(args, arg) {
 			t.Errorf("manager args %v lack %s", args, arg)
 		}
