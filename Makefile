@@ -57,11 +57,11 @@ FUZZTIME ?= 3000x
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target briefly (FUZZTIME inputs each).
-	go test -run='^$$' -fuzz='^FuzzCanRun$$' -fuzztime=$(FUZZTIME) ./controllers/windows/
-	go test -run='^$$' -fuzz='^FuzzMemoryMB$$' -fuzztime=$(FUZZTIME) ./controllers/uvm/
+	go test -run='^$$' -fuzz='^FuzzCanRun$$' -fuzztime=$(FUZZTIME) ./internal/windows/
+	go test -run='^$$' -fuzz='^FuzzMemoryMB$$' -fuzztime=$(FUZZTIME) ./internal/uvm/
 	go test -run='^$$' -fuzz='^FuzzParseHeartbeat$$' -fuzztime=$(FUZZTIME) ./controllers/
 	go test -run='^$$' -fuzz='^FuzzEffectiveLifetime$$' -fuzztime=$(FUZZTIME) ./controllers/
-	go test -run='^$$' -fuzz='^FuzzSummary$$' -fuzztime=$(FUZZTIME) ./controllers/nodeagent/
+	go test -run='^$$' -fuzz='^FuzzSummary$$' -fuzztime=$(FUZZTIME) ./internal/nodeagent/
 
 .PHONY: test
 test: tools vet fuzz ## Build the test bed, fuzz briefly, then run all tests with the race detector against a real API server.

@@ -29,8 +29,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/controllers/uvm"
-	"github.com/hyperpool/hyperpool/controllers/windows"
+	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/internal/uvm"
+	"github.com/hyperpool/hyperpool/internal/windows"
 )
 
 // maxCreationsPerReconcile bounds one reconcile's pod creations, as the ReplicaSet
@@ -304,13 +305,13 @@ func (r *AgentSandboxReconciler) replaceStuckWarmPods(ctx context.Context, st *p
 			errs = append(errs, r.deleteWarmPod(ctx, st, p))
 			continue
 		}
-		if isPodReady(p) {
+		if podstate.Ready(p) {
 			sawReady = true
 			continue
 		}
 		age := now.Sub(p.CreationTimestamp.Time)
-		stuck := !isPodTerminated(p) && age >= deadline
-		if !isPodTerminated(p) && !stuck {
+		stuck := !podstate.Terminated(p) && age >= deadline
+		if !podstate.Terminated(p) && !stuck {
 			st.requeueIn(deadline - age)
 			continue
 		}
@@ -354,13 +355,13 @@ func (r *AgentSandboxReconciler) rollOutTemplate(ctx context.Context, st *poolSt
 		switch {
 		case p.Labels[agentsv1alpha1.TemplateHashLabel] != st.recipe.templateHash:
 			old = append(old, p)
-		case !isPodReady(p):
+		case !podstate.Ready(p):
 			inFlight++
 		}
 	}
 	budget := maxConcurrent - inFlight
 	// Prefer deleting old pods that are not Ready: they serve no one.
-	slices.SortStableFunc(old, func(a, b *corev1.Pod) int { return boolOrder(isPodReady(a), isPodReady(b)) })
+	slices.SortStableFunc(old, func(a, b *corev1.Pod) int { return boolOrder(podstate.Ready(a), podstate.Ready(b)) })
 	var errs []error
 	for _, p := range old[:min(max(budget, 0), len(old))] {
 		errs = append(errs, r.deleteWarmPod(ctx, st, p))
@@ -403,7 +404,7 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 	case have > want && len(st.pendingCreations) == 0:
 		// Delete the least useful first: not Ready, then of an old template, then newest.
 		slices.SortStableFunc(warm, func(a, b *corev1.Pod) int {
-			if c := boolOrder(isPodReady(a), isPodReady(b)); c != 0 {
+			if c := boolOrder(podstate.Ready(a), podstate.Ready(b)); c != 0 {
 				return c
 			}
 			if c := boolOrder(a.Labels[agentsv1alpha1.TemplateHashLabel] == hash,
@@ -443,7 +444,7 @@ func (r *AgentSandboxReconciler) replenishWait(st *poolStep, warm []*corev1.Pod,
 func readyCount(pods []*corev1.Pod) int {
 	n := 0
 	for _, p := range pods {
-		if isPodReady(p) {
+		if podstate.Ready(p) {
 			n++
 		}
 	}

@@ -27,7 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/controllers/uvm"
+	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
 // maxBindAttempts bounds how many warm pods one reconcile tries when others win the race
@@ -329,7 +330,7 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 	var ranked []rankedPod
 	for i := range list.Items {
 		p := &list.Items[i]
-		if p.DeletionTimestamp.IsZero() && isPodReady(p) && metav1.IsControlledBy(p, sb) && !r.claims.podTaken(client.ObjectKeyFromObject(p)) {
+		if p.DeletionTimestamp.IsZero() && podstate.Ready(p) && metav1.IsControlledBy(p, sb) && !r.claims.podTaken(client.ObjectKeyFromObject(p)) {
 			// OnReplenish hands out old-template pods first, so the pool turns over as it is used.
 			old := p.Labels[agentsv1alpha1.TemplateHashLabel] != hash
 			ranked = append(ranked, rankedPod{pod: p, preferred: old == preferOld, created: p.CreationTimestamp.Time})
@@ -506,9 +507,9 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 	s.Status.ExpiryTime = &metav1.Time{Time: hardDeadline(s.Status.BoundTime.Time, lt)}
 
 	switch {
-	case isPodReady(pod) && s.Status.Phase != agentsv1alpha1.SessionReady:
+	case podstate.Ready(pod) && s.Status.Phase != agentsv1alpha1.SessionReady:
 		r.markReady(s, now)
-	case isPodReady(pod):
+	case podstate.Ready(pod):
 		// Ready again after a spell of not being so: say so (no new readyTime, no metric).
 		meta.SetStatusCondition(&s.Status.Conditions, readyCondition(s))
 	case s.Status.Phase == agentsv1alpha1.SessionReady:
@@ -601,7 +602,7 @@ func (r *AgentSessionReconciler) podFailure(ctx context.Context, pod *corev1.Pod
 	switch {
 	case !pod.DeletionTimestamp.IsZero():
 		return agentsv1alpha1.ReasonPodDeleted, fmt.Sprintf("sandbox pod %s is being deleted by someone else", pod.Name), true, nil
-	case isPodTerminated(pod):
+	case podstate.Terminated(pod):
 		why := pod.Status.Reason
 		if why == "" {
 			why = string(pod.Status.Phase)
@@ -834,7 +835,7 @@ func (r *AgentSessionReconciler) podToSessions(ctx context.Context, o client.Obj
 		return reqs
 	}
 	pod, ok := o.(*corev1.Pod)
-	if !ok || labels[agentsv1alpha1.SandboxLabel] == "" || !isPodReady(pod) || !pod.DeletionTimestamp.IsZero() {
+	if !ok || labels[agentsv1alpha1.SandboxLabel] == "" || !podstate.Ready(pod) || !pod.DeletionTimestamp.IsZero() {
 		return nil
 	}
 	// The sessions waiting for a warm pod, and of those queued behind the quota only the ones

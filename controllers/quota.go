@@ -18,7 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/controllers/uvm"
+	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
 // quotaKeeper decides, per namespace, whether a session may start and whether a pod may be
@@ -250,7 +251,7 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		live[p.Name] = true
-		if !p.DeletionTimestamp.IsZero() || isPodTerminated(p) {
+		if !p.DeletionTimestamp.IsZero() || podstate.Terminated(p) {
 			continue
 		}
 		session := p.Labels[agentsv1alpha1.SessionLabel]

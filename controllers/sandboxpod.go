@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/controllers/uvm"
-	"github.com/hyperpool/hyperpool/controllers/windows"
+	"github.com/hyperpool/hyperpool/internal/uvm"
+	"github.com/hyperpool/hyperpool/internal/windows"
 )
 
 const (
@@ -339,33 +339,6 @@ func applySafeDefaults(spec *corev1.PodSpec) {
 // podFootprint is the VM size of one pod of the class.
 func classFootprint(sb *agentsv1alpha1.AgentSandbox) agentsv1alpha1.Footprint {
 	return uvm.FootprintOf(isolationOf(sb), sb.Spec.VM, sb.Spec.Template.Spec.Containers)
-}
-
-// isPodReady reports whether the pod is Running with the Ready condition True.
-func isPodReady(pod *corev1.Pod) bool {
-	if pod.Status.Phase != corev1.PodRunning {
-		return false
-	}
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// podReadySince returns when the pod became Ready (zero if it is not).
-func podReadySince(pod *corev1.Pod) metav1.Time {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-			return c.LastTransitionTime
-		}
-	}
-	return metav1.Time{}
-}
-
-func isPodTerminated(pod *corev1.Pod) bool {
-	return pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded
 }
 
 // nodeGone reports whether a pod's node no longer exists (false for an unscheduled pod).

@@ -16,7 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/controllers/windows"
+	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/internal/windows"
 )
 
 func TestBuildAppliesSandboxRules(t *testing.T) {
@@ -247,7 +248,7 @@ func TestTrimPodKeepsWhatTheControllersRead(t *testing.T) {
 		t.Errorf("trimPod kept managed fields, containers or container statuses: %+v", p)
 	}
 	if p.Labels[agentsv1alpha1.SandboxLabel] != "pool" || len(p.Annotations) != 1 || p.Spec.NodeName != "win-0" ||
-		*p.Spec.RuntimeClassName != "hyperv" || !isPodReady(p) || p.Status.PodIP != "10.0.0.1" ||
+		*p.Spec.RuntimeClassName != "hyperv" || !podstate.Ready(p) || p.Status.PodIP != "10.0.0.1" ||
 		p.Status.Reason != "r" || p.Status.Message != "m" {
 		t.Errorf("trimPod dropped something the controllers read: %+v", p)
 	}

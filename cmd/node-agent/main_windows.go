@@ -17,7 +17,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/hyperpool/hyperpool/controllers/nodeagent"
+	"github.com/hyperpool/hyperpool/internal/nodeagent"
 )
 
 func main() {

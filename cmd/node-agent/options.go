@@ -15,7 +15,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/hyperpool/hyperpool/controllers/nodeagent"
+	"github.com/hyperpool/hyperpool/internal/nodeagent"
 )
 
 // options are the command line.

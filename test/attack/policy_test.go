@@ -35,7 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/controllers/nodeagent"
+	"github.com/hyperpool/hyperpool/internal/nodeagent"
 )
 
 // A tenant with session-user and edit cannot add, change or remove the labels and owner

@@ -37,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/podstate"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -561,7 +562,7 @@ func checkPoolAtEnd(ctx context.Context, c client.Client, ns string, target int,
 			p := &pods.Items[i]
 			if isPoolPod(p) && p.DeletionTimestamp.IsZero() {
 				live++
-				if podReady(p) {
+				if podstate.Ready(p) {
 					ready++
 				}
 			}

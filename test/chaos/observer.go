@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/podstate"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -369,7 +370,7 @@ func (o *observer) observePod(p *corev1.Pod, deleted bool) {
 	if _, seen := o.podGoneAt[p.Name]; !st.live && !seen {
 		o.podGoneAt[p.Name] = time.Now()
 	}
-	st.ready = podReady(p)
+	st.ready = podstate.Ready(p)
 	if st.session != "" && !slices.Contains(st.sessions, st.session) {
 		st.sessions = append(st.sessions, st.session)
 		if st.pool {
@@ -440,15 +441,6 @@ func boolDelta(was, is bool) int {
 		return -1
 	}
 	return 0
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // poolAtTargetAfter returns when the pool was first at its target (live warm pods) at or

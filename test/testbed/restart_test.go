@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/hyperpool/hyperpool/internal/podstate"
 )
 
 // TestRestartAPIServerKeepsDataAndClients restarts kube-apiserver while etcd keeps running:
@@ -47,5 +49,5 @@ func TestRestartAPIServerKeepsDataAndClients(t *testing.T) {
 	}
 	// kube-scheduler and kwok reconnect on their own.
 	pod := createPod(t, windowsPod(ns, "after-restart"))
-	waitForPod(t, pod, "Ready", podReady)
+	waitForPod(t, pod, "Ready", podstate.Ready)
 }

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/hyperpool/hyperpool/internal/podstate"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -62,7 +63,7 @@ func TestPodIsScheduledToWindowsNodeAndBecomesReady(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	pod := createPod(t, windowsPod(ns, "sandbox"))
 
-	pod = waitForPod(t, pod, "Ready with an IP", func(p *corev1.Pod) bool { return podReady(p) && p.Status.PodIP != "" })
+	pod = waitForPod(t, pod, "Ready with an IP", func(p *corev1.Pod) bool { return podstate.Ready(p) && p.Status.PodIP != "" })
 
 	node := &corev1.Node{}
 	if err := env.Client.Get(t.Context(), client.ObjectKey{Name: pod.Spec.NodeName}, node); err != nil {
@@ -102,7 +103,7 @@ func TestPodReadyDelayAnnotationDelaysReadiness(t *testing.T) {
 		if scheduledAt.IsZero() && p.Spec.NodeName != "" {
 			scheduledAt = now
 		}
-		if podReady(p) {
+		if podstate.Ready(p) {
 			readyAt = now
 			return true
 		}
@@ -134,7 +135,7 @@ func TestDeletingOwnerGarbageCollectsPod(t *testing.T) {
 		APIVersion: "v1", Kind: "ConfigMap", Name: owner.Name, UID: owner.UID,
 	}}
 	pod = createPod(t, pod)
-	waitForPod(t, pod, "Ready", podReady)
+	waitForPod(t, pod, "Ready", podstate.Ready)
 
 	if err := env.Client.Delete(t.Context(), owner); err != nil {
 		t.Fatalf("delete owner ConfigMap: %v", err)
@@ -146,7 +147,7 @@ func TestDeletedPodDisappears(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	pod := createPod(t, windowsPod(ns, "doomed"))
-	waitForPod(t, pod, "Ready", podReady)
+	waitForPod(t, pod, "Ready", podstate.Ready)
 
 	// The default grace period (30 s) outlasts waitTimeout: the pod must go because kwok,
 	// acting as the kubelet, confirms the deletion, not because the grace period expired.
@@ -298,10 +299,6 @@ func waitForPodGone(t *testing.T, pod *corev1.Pod) {
 	if err != nil {
 		t.Fatalf("pod %s/%s still exists: %v", pod.Namespace, pod.Name, err)
 	}
-}
-
-func podReady(p *corev1.Pod) bool {
-	return podCondition(p, corev1.PodReady).Status == corev1.ConditionTrue
 }
 
 // podCondition returns the pod's condition of that type, or an empty one.

@@ -1,6 +1,6 @@
 //go:build !windows
 
-package controllers_test
+package controller
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/podstate"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -291,7 +292,7 @@ func TestTemplateChangeRecreate(t *testing.T) {
 		pods := warmPods(t, ns, "pool")
 		fresh := 0
 		for _, p := range pods {
-			if p.Labels[agentsv1alpha1.TemplateHashLabel] != oldHash && podReady(&p) {
+			if p.Labels[agentsv1alpha1.TemplateHashLabel] != oldHash && podstate.Ready(&p) {
 				fresh++
 			}
 		}
@@ -338,7 +339,7 @@ func TestTemplateChangeOnReplenish(t *testing.T) {
 		for _, p := range pods {
 			if p.Labels[agentsv1alpha1.TemplateHashLabel] == oldHash {
 				old++
-			} else if podReady(&p) {
+			} else if podstate.Ready(&p) {
 				fresh++
 			}
 		}

@@ -1,6 +1,6 @@
 //go:build !windows
 
-package controllers_test
+package controller
 
 import (
 	"context"
@@ -27,6 +27,7 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/controllers"
+	"github.com/hyperpool/hyperpool/internal/podstate"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -163,7 +164,7 @@ func waitPoolReady(t testing.TB, ns, name string, want int32, timeout time.Durat
 		warm := warmPods(t, ns, name)
 		ready := 0
 		for _, p := range warm {
-			if podReady(&p) {
+			if podstate.Ready(&p) {
 				ready++
 			}
 		}
@@ -187,15 +188,6 @@ func warmPods(t testing.TB, ns, sandbox string) []corev1.Pod {
 		}
 	}
 	return out
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // waitSession waits until the session satisfies cond, and returns it.

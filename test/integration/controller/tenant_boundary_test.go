@@ -1,6 +1,6 @@
 //go:build !windows
 
-package controllers_test
+package controller
 
 import (
 	"context"
