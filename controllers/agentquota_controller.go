@@ -28,8 +28,12 @@ import (
 // where sessions are admitted and pods created (quotaKeeper); this controller only shows it.
 type AgentQuotaReconciler struct {
 	client.Client
-	Config Config
-	Quota  *quotaKeeper
+	config Config
+	quota  *quotaKeeper
+}
+
+func newAgentQuotaReconciler(d reconcilerDeps, shared *sharedState) *AgentQuotaReconciler {
+	return &AgentQuotaReconciler{Client: d.client, config: d.config, quota: shared.quota}
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentquotas,verbs=get;list;watch
@@ -45,11 +49,11 @@ func (r *AgentQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 		return ctrl.Result{}, err
 	}
-	enforced, err := r.Quota.quotaFor(ctx, q.Namespace)
+	enforced, err := r.quota.quotaFor(ctx, q.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	u, err := r.Quota.currentUsage(ctx, q.Namespace)
+	u, err := r.quota.currentUsage(ctx, q.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -110,7 +114,7 @@ func forgetQuotaMetrics(ns string) {
 // namespaceDeleted forgets what the quota keeps for a deleted namespace: its ledger and its
 // queue-wait series.
 func (r *AgentQuotaReconciler) namespaceDeleted(ns string) {
-	r.Quota.forgetNamespace(ns)
+	r.quota.forgetNamespace(ns)
 	queueWait.DeleteLabelValues(ns)
 }
 
@@ -167,10 +171,6 @@ func equalLimits(a, b *agentsv1alpha1.QuotaLimits) bool {
 // change in a namespace re-checks the namespace's quotas (the workqueue merges bursts). A
 // namespace's deletion drops what the quota keeper holds for it.
 func (r *AgentQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	// The queue bound of quotas without spec.maxQueued, from the manager's flag. Set here,
-	// before the manager starts, as this controller is the one built with the keeper and
-	// the configuration both.
-	r.Quota.defaultMaxQueued = r.Config.MaxQueuedSessions
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentquota").
 		For(&agentsv1alpha1.AgentQuota{}).
@@ -193,7 +193,7 @@ func (r *AgentQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return r.quotasInNamespace(ctx, o)
 		})).
-		Complete(observed(r.Config, "agentquota", r))
+		Complete(observed(r.config, "agentquota", r))
 }
 
 func (r *AgentQuotaReconciler) quotasInNamespace(ctx context.Context, o client.Object) []reconcile.Request {

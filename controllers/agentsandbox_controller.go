@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -48,11 +49,15 @@ const poolCountsInterval = time.Second
 // AgentSandboxReconciler keeps each class's warm pool at spec.replicas Ready pods.
 type AgentSandboxReconciler struct {
 	client.Client
-	// APIReader reads around the cache before a pod that looks stray is deleted.
-	APIReader client.Reader
-	Recorder  recorder.EventRecorder
-	Config    Config
-	Quota     *quotaKeeper
+	// apiReader reads around the cache before a pod that looks stray is deleted.
+	apiReader client.Reader
+	recorder  recorder.EventRecorder
+	config    Config
+	clock     clock.PassiveClock
+	quota     *quotaKeeper
+	// takes is when each pool last had a warm sandbox taken (spec.replenish.quietPeriod);
+	// the session controller records them.
+	takes *takeClock
 
 	factory      *podFactory
 	builds       *nodeBuilds // the nodes' Windows builds, shared with the session controller
@@ -63,20 +68,26 @@ type AgentSandboxReconciler struct {
 	notReadyStreak map[types.NamespacedName]int
 	// lastStatusWrite is when each pool's status was last written (see poolCountsInterval).
 	lastStatusWrite sync.Map // types.NamespacedName -> time.Time
-	// Takes is when each pool last had a warm sandbox taken (spec.replenish.quietPeriod);
-	// the session controller records them.
-	Takes *takeClock
+}
+
+func newAgentSandboxReconciler(d reconcilerDeps, shared *sharedState) *AgentSandboxReconciler {
+	return &AgentSandboxReconciler{Client: d.client, apiReader: d.apiReader, recorder: d.recorder(SandboxEventSource),
+		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, factory: shared.factory, builds: shared.builds,
+		expectations: newPodExpectations(d.clock), notReadyStreak: map[types.NamespacedName]int{}}
 }
 
 // takeClock remembers when a session last took a warm sandbox of each pool. It is memory
 // only: a new leader starts with none, and its pools refill at once.
-type takeClock struct{ last sync.Map } // types.NamespacedName -> time.Time
+type takeClock struct {
+	last  sync.Map // types.NamespacedName -> time.Time
+	clock clock.PassiveClock
+}
 
-func newTakeClock() *takeClock { return &takeClock{} }
+func newTakeClock(clk clock.PassiveClock) *takeClock { return &takeClock{clock: clk} }
 
 func (c *takeClock) taken(pool types.NamespacedName) {
 	if c != nil {
-		c.last.Store(pool, time.Now())
+		c.last.Store(pool, c.clock.Now())
 	}
 }
 
@@ -91,7 +102,7 @@ func (c *takeClock) since(pool types.NamespacedName) (time.Duration, bool) {
 	if !ok {
 		return 0, false
 	}
-	return time.Since(v.(time.Time)), true
+	return c.clock.Since(v.(time.Time)), true
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsandboxes,verbs=get;list;watch
@@ -234,7 +245,7 @@ func (r *AgentSandboxReconciler) listPoolPods(ctx context.Context, sb *agentsv1a
 func (r *AgentSandboxReconciler) deleteStrayPods(ctx context.Context, st *poolStep) error {
 	var errs []error
 	for _, p := range st.pods.stray {
-		errs = append(errs, deleteStrayPod(ctx, r.Client, r.APIReader, p.Namespace, p.Name, st.sb))
+		errs = append(errs, deleteStrayPod(ctx, r.Client, r.apiReader, p.Namespace, p.Name, st.sb))
 	}
 	return errors.Join(errs...)
 }
@@ -272,7 +283,7 @@ func (r *AgentSandboxReconciler) deletePodsOfGoneClass(ctx context.Context, key 
 	var errs []error
 	for i := range list.Items {
 		if p := &list.Items[i]; p.DeletionTimestamp.IsZero() && metav1.GetControllerOf(p) == nil {
-			errs = append(errs, deleteStrayPod(ctx, r.Client, r.APIReader, p.Namespace, p.Name, nil))
+			errs = append(errs, deleteStrayPod(ctx, r.Client, r.apiReader, p.Namespace, p.Name, nil))
 		}
 	}
 	return errors.Join(errs...)
@@ -284,7 +295,7 @@ func (r *AgentSandboxReconciler) deletePodsOfGoneClass(ctx context.Context, key 
 func (r *AgentSandboxReconciler) replaceStuckWarmPods(ctx context.Context, st *poolStep) error {
 	key := client.ObjectKeyFromObject(st.sb)
 	deadline := r.readyDeadline(key)
-	now := time.Now()
+	now := r.clock.Now()
 	var errs []error
 	sawReady := false
 	// Many warm pods share a node: look each node up once per reconcile.
@@ -334,7 +345,7 @@ func (r *AgentSandboxReconciler) replaceStuckWarmPods(ctx context.Context, st *p
 func (r *AgentSandboxReconciler) readyDeadline(key types.NamespacedName) time.Duration {
 	r.streakMu.Lock()
 	defer r.streakMu.Unlock()
-	return r.Config.WarmPodReadyTimeout << min(r.notReadyStreak[key], 4)
+	return r.config.WarmPodReadyTimeout << min(r.notReadyStreak[key], 4)
 }
 
 // rollOutTemplate replaces warm pods of an older template. Recreate deletes them, at most
@@ -378,7 +389,7 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 	warm := st.liveWarm()
 	have := len(warm) + len(st.pendingCreations)
 	want := int(ptr.Deref(st.sb.Spec.Replicas, 1))
-	over, err := r.Quota.excessWarm(ctx, st.sb.Namespace)
+	over, err := r.quota.excessWarm(ctx, st.sb.Namespace)
 	if err != nil {
 		return err
 	}
@@ -427,14 +438,14 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 // warm sandboxes are Ready. Zero: create now.
 func (r *AgentSandboxReconciler) replenishWait(st *poolStep, warm []*corev1.Pod, want int) time.Duration {
 	spec := st.sb.Spec.Replenish
-	if spec.QuietPeriod == nil || spec.QuietPeriod.Duration <= 0 || r.Takes == nil {
+	if spec.QuietPeriod == nil || spec.QuietPeriod.Duration <= 0 || r.takes == nil {
 		return 0
 	}
 	minReady := int(ptr.Deref(spec.MinReady, int32((want+1)/2)))
 	if readyCount(warm) < minReady {
 		return 0
 	}
-	since, taken := r.Takes.since(client.ObjectKeyFromObject(st.sb))
+	since, taken := r.takes.since(client.ObjectKeyFromObject(st.sb))
 	if !taken || since >= spec.QuietPeriod.Duration {
 		return 0
 	}
@@ -471,7 +482,7 @@ func (r *AgentSandboxReconciler) createWarmPods(ctx context.Context, st *poolSte
 	if terminating, err := namespaceTerminating(ctx, r.Client, st.sb.Namespace); err != nil || terminating {
 		return err // a namespace being deleted refuses every pod: do not ask
 	}
-	grants, quotaBlk, err := r.Quota.reservePods(ctx, st.sb.Namespace, classFootprint(st.sb), n, true)
+	grants, quotaBlk, err := r.quota.reservePods(ctx, st.sb.Namespace, classFootprint(st.sb), n, true)
 	if err != nil {
 		return err
 	}
@@ -587,7 +598,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	key := client.ObjectKeyFromObject(sb)
 	if onlyCountsDiffer(&sb.Status, status) {
 		if last, ok := r.lastStatusWrite.Load(key); ok {
-			if wait := poolCountsInterval - time.Since(last.(time.Time)); wait > 0 {
+			if wait := poolCountsInterval - r.clock.Since(last.(time.Time)); wait > 0 {
 				st.requeueIn(wait) // written then, with the counts of that moment
 				return nil
 			}
@@ -598,7 +609,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	if err := r.Status().Patch(ctx, sb, patch); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	r.lastStatusWrite.Store(key, time.Now())
+	r.lastStatusWrite.Store(key, r.clock.Now())
 	return nil
 }
 
@@ -686,19 +697,12 @@ func (r *AgentSandboxReconciler) forget(key types.NamespacedName) {
 	delete(r.notReadyStreak, key)
 	r.streakMu.Unlock()
 	r.lastStatusWrite.Delete(key)
-	r.Takes.forget(key)
+	r.takes.forget(key)
 	forgetSandboxSeries(key)
 }
 
 // SetupWithManager registers the pool controller and its watches.
 func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.builds == nil {
-		r.builds = &nodeBuilds{}
-	}
-	r.factory = &podFactory{reader: mgr.GetClient(), config: r.Config, builds: r.builds}
-	r.expectations = newPodExpectations()
-	r.notReadyStreak = map[types.NamespacedName]int{}
-
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentsandbox").
 		For(&agentsv1alpha1.AgentSandbox{}).
@@ -710,8 +714,8 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(windowsBuildChanged())).
 		// A quota raised or lowered lets pools grow or trims them.
 		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.sandboxesInNamespace)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.SandboxWorkers}).
-		Complete(observed(r.Config, "agentsandbox", r))
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.config.SandboxWorkers}).
+		Complete(observed(r.config, "agentsandbox", r))
 }
 
 // poolPodHandler wakes a pod's pool: at once for the pool's own warm pods (and for a warm

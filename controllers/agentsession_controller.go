@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,21 +39,26 @@ const maxBindAttempts = 5
 // AgentSessionReconciler binds sessions to sandboxes and ends them on time.
 type AgentSessionReconciler struct {
 	client.Client
-	// APIReader reads around the cache, where acting on a stale object would be wrong
+	// apiReader reads around the cache, where acting on a stale object would be wrong
 	// (deleting a finished session).
-	APIReader client.Reader
-	Recorder  recorder.EventRecorder
-	Config    Config
-	Quota     *quotaKeeper
-
-	// Takes records each warm bind for the pool's spec.replenish.quietPeriod.
-	Takes *takeClock
+	apiReader client.Reader
+	recorder  recorder.EventRecorder
+	config    Config
+	clock     clock.PassiveClock
+	quota     *quotaKeeper
+	// takes records each warm bind for the pool's spec.replenish.quietPeriod.
+	takes *takeClock
 
 	factory *podFactory
 	builds  *nodeBuilds // the nodes' Windows builds, shared with the pool controller
 	claims  *claimTracker
 	written *writtenStatuses
-	now     func() time.Time
+}
+
+func newAgentSessionReconciler(d reconcilerDeps, shared *sharedState) *AgentSessionReconciler {
+	return &AgentSessionReconciler{Client: d.client, apiReader: d.apiReader, recorder: d.recorder(SessionEventSource),
+		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, factory: shared.factory, builds: shared.builds,
+		claims: newClaimTracker(d.clock), written: newWrittenStatuses(d.clock)}
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete
@@ -210,7 +216,7 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 		// rare path: the pod may be there (the cache lags) or already gone (deleted
 		// right after the bind, before the cache ever showed it bound).
 		pod := &corev1.Pod{}
-		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: name}, pod)
+		err := r.apiReader.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: name}, pod)
 		switch {
 		case apierrors.IsNotFound(err):
 			r.claims.forgetSession(s.UID)
@@ -250,7 +256,7 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 // phase Queued, never rejected; it is reconciled again when capacity frees or the quota
 // changes.
 func (r *AgentSessionReconciler) admit(ctx context.Context, s *agentsv1alpha1.AgentSession) (bool, error) {
-	adm, err := r.Quota.admitSession(ctx, s)
+	adm, err := r.quota.admitSession(ctx, s)
 	if err != nil {
 		return false, err
 	}
@@ -270,17 +276,17 @@ func (r *AgentSessionReconciler) admit(ctx context.Context, s *agentsv1alpha1.Ag
 		Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonQuotaReserved, Message: "admitted by the namespace's quota"})
 	if wasQueued {
 		s.Status.Phase = agentsv1alpha1.SessionPending
-		queueWait.WithLabelValues(s.Namespace).Observe(r.now().Sub(s.CreationTimestamp.Time).Seconds())
+		queueWait.WithLabelValues(s.Namespace).Observe(r.clock.Now().Sub(s.CreationTimestamp.Time).Seconds())
 	}
 	return true, nil
 }
 
 // markQueued parks a session behind its quota, with one Warning event when it starts waiting.
 func (r *AgentSessionReconciler) markQueued(s *agentsv1alpha1.AgentSession, reason, message string) {
-	r.Quota.releaseSession(s) // parked again after its admission: its slot is free
+	r.quota.releaseSession(s) // parked again after its admission: its slot is free
 	prev := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
 	if prev == nil || prev.Reason != reason {
-		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, reason, "Admit", "%s", message)
+		r.recorder.Eventf(s, nil, corev1.EventTypeWarning, reason, "Admit", "%s", message)
 	}
 	s.Status.Phase = agentsv1alpha1.SessionQueued
 	meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.QuotaReserved,
@@ -292,7 +298,7 @@ func (r *AgentSessionReconciler) markQueued(s *agentsv1alpha1.AgentSession, reas
 // bind gives the session a Ready warm pod, or starts a cold one, once the class's egress
 // policy is in place.
 func (r *AgentSessionReconciler) bind(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (ctrl.Result, error) {
-	if blk, err := egressInPlace(ctx, r.Client, sb, r.Config.InternetEgressExcept); err != nil || blk != nil {
+	if blk, err := egressInPlace(ctx, r.Client, sb, r.config.InternetEgressExcept); err != nil || blk != nil {
 		if blk != nil {
 			setPending(s, blk.Reason, blk.Message)
 		}
@@ -369,7 +375,7 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 		pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}
 		// Recorded before the write: the pool's reconcile, woken by the watch event of this
 		// very patch, may run before the patch call returns here.
-		r.Takes.taken(client.ObjectKeyFromObject(sb))
+		r.takes.taken(client.ObjectKeyFromObject(sb))
 		err := r.Patch(ctx, pod, client.MergeFromWithOptions(candidate, client.MergeFromWithOptimisticLock{}))
 		switch {
 		case err == nil:
@@ -420,7 +426,7 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 		return ctrl.Result{}, nil
 	}
 	// A cold pod adds a VM to the namespace: it must fit the quota's memory and cpu.
-	grants, quotaBlk, err := r.Quota.reservePods(ctx, s.Namespace, classFootprint(sb), 1, false)
+	grants, quotaBlk, err := r.quota.reservePods(ctx, s.Namespace, classFootprint(sb), 1, false)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -460,7 +466,7 @@ func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, sb *a
 	// Status times are stored to the second. The bind time is rounded up, not down, so
 	// that the deadlines computed later from the stored value never come early: a session
 	// gets at least its max lifetime, and at most a second more.
-	now := metav1.NewTime(ceilToSecond(r.now()))
+	now := metav1.NewTime(ceilToSecond(r.clock.Now()))
 	lt := effectiveLifetime(&sb.Spec.Lifetime, &s.Spec)
 	fp := uvm.FootprintFromPod(pod)
 	s.Status.PodName = pod.Name
@@ -486,11 +492,11 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 		return r.deleteAfterTTL(ctx, s) // the held pod is gone, or goes once the end is written
 	}
 
-	now := r.now()
+	now := r.clock.Now()
 	lt := effectiveLifetime(&sb.Spec.Lifetime, &s.Spec)
 	heartbeat, err := parseHeartbeat(s.Annotations)
 	if err != nil {
-		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, "MalformedHeartbeat", "Heartbeat", "%s", err)
+		r.recorder.Eventf(s, nil, corev1.EventTypeWarning, "MalformedHeartbeat", "Heartbeat", "%s", err)
 	}
 	deadline, why := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, now)
 	if !now.Before(deadline) && why == agentsv1alpha1.ReasonIdleTimeout {
@@ -528,7 +534,7 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 // from the API server (the rare path: only when the cached one says it is idle).
 func (r *AgentSessionReconciler) freshIdleDeadline(ctx context.Context, s *agentsv1alpha1.AgentSession, lt lifetime, now time.Time) (time.Time, error) {
 	fresh := &agentsv1alpha1.AgentSession{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
+	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
 		return time.Time{}, client.IgnoreNotFound(err) // gone: its deletion ends it
 	}
 	heartbeat, _ := parseHeartbeat(fresh.Annotations)
@@ -543,15 +549,15 @@ func (r *AgentSessionReconciler) pastDeadline(s *agentsv1alpha1.AgentSession, sb
 		return false
 	}
 	heartbeat, _ := parseHeartbeat(s.Annotations) // a malformed one is reported by track
-	deadline, _ := sessionDeadline(s.Status.BoundTime.Time, heartbeat, effectiveLifetime(&sb.Spec.Lifetime, &s.Spec), r.now())
-	return !r.now().Before(deadline)
+	deadline, _ := sessionDeadline(s.Status.BoundTime.Time, heartbeat, effectiveLifetime(&sb.Spec.Lifetime, &s.Spec), r.clock.Now())
+	return !r.clock.Now().Before(deadline)
 }
 
 // expire ends a session that reached its deadline and destroys its pod (nil: already gone).
 func (r *AgentSessionReconciler) expire(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod) (ctrl.Result, error) {
 	lt := effectiveLifetime(&sb.Spec.Lifetime, &s.Spec)
 	heartbeat, _ := parseHeartbeat(s.Annotations)
-	_, why := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, r.now())
+	_, why := sessionDeadline(s.Status.BoundTime.Time, heartbeat, lt, r.clock.Now())
 	r.end(ctx, s, pod, agentsv1alpha1.SessionExpired, why, expiryMessage(why, lt))
 	sessionExpirations.WithLabelValues(s.Namespace, s.Spec.SandboxName, why).Inc()
 	return r.deleteAfterTTL(ctx, s) // the held pod is gone, or goes once the end is written
@@ -617,7 +623,7 @@ func (r *AgentSessionReconciler) podFailure(ctx context.Context, pod *corev1.Pod
 
 // end finishes the session; Reconcile destroys its pod once the end is written.
 func (r *AgentSessionReconciler) end(ctx context.Context, s *agentsv1alpha1.AgentSession, pod *corev1.Pod, phase agentsv1alpha1.SessionPhase, reason, message string) {
-	now := metav1.NewTime(r.now())
+	now := metav1.NewTime(r.clock.Now())
 	s.Status.Phase = phase
 	s.Status.EndReason = reason
 	s.Status.EndTime = &now
@@ -631,7 +637,7 @@ func (r *AgentSessionReconciler) end(ctx context.Context, s *agentsv1alpha1.Agen
 	if pod != nil {
 		related = pod
 	}
-	r.Recorder.Eventf(s, related, eventType, reason, "End", "session %s: %s", phase, message)
+	r.recorder.Eventf(s, related, eventType, reason, "End", "session %s: %s", phase, message)
 }
 
 // collectFinished destroys what a finished session still holds and deletes the session
@@ -655,11 +661,11 @@ func (r *AgentSessionReconciler) deleteAfterTTL(ctx context.Context, s *agentsv1
 	if s.Status.EndTime != nil {
 		ended = s.Status.EndTime.Time
 	}
-	if left := ended.Add(effectiveLifetime(class, &s.Spec).TTLAfterFinished).Sub(r.now()); left > 0 {
+	if left := ended.Add(effectiveLifetime(class, &s.Spec).TTLAfterFinished).Sub(r.clock.Now()); left > 0 {
 		return ctrl.Result{RequeueAfter: left}, nil
 	}
 	fresh := &agentsv1alpha1.AgentSession{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
+	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(s), fresh); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if fresh.UID != s.UID || !fresh.Status.Phase.IsFinished() {
@@ -752,18 +758,6 @@ func equalOptionalFootprint(a, b *agentsv1alpha1.Footprint) bool {
 
 // SetupWithManager registers the session controller and its watches.
 func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.builds == nil {
-		r.builds = &nodeBuilds{}
-	}
-	r.factory = &podFactory{reader: mgr.GetClient(), config: r.Config, builds: r.builds}
-	r.claims = newClaimTracker()
-	r.written = newWrittenStatuses()
-	if r.now == nil {
-		r.now = time.Now
-	}
-	if err := registerSessionCollector(mgr.GetClient()); err != nil {
-		return err
-	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentsession").
 		// Spec changes only: status writes are ours, and a heartbeat needs no reconcile (the
@@ -785,8 +779,8 @@ func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(sessionEnded())).
 		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
 		Watches(&corev1.ResourceQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.SessionWorkers}).
-		Complete(observed(r.Config, "agentsession", r))
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.config.SessionWorkers}).
+		Complete(observed(r.config, "agentsession", r))
 }
 
 // sessionEnded passes a session's move to an end phase, and its deletion.
@@ -808,7 +802,7 @@ func sessionEnded() predicate.Predicate {
 // drain at a few sessions a second with the manager's CPU spent on it. Without a sessions
 // limit every waiting session is returned.
 func (r *AgentSessionReconciler) queueOf(ctx context.Context, o client.Object) []reconcile.Request {
-	head, limited, err := r.Quota.admissibleHead(ctx, o.GetNamespace())
+	head, limited, err := r.quota.admissibleHead(ctx, o.GetNamespace())
 	if err != nil {
 		log.FromContext(ctx).Error(err, "measuring the quota queue; waking every waiting session", "namespace", o.GetNamespace())
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
@@ -24,7 +25,7 @@ type claimTracker struct {
 	sessions map[types.UID]claim                // session -> the pod it bound or created
 	// lastSweep: when expired pod claims were last dropped.
 	lastSweep time.Time
-	now       func() time.Time
+	clock     clock.PassiveClock
 }
 
 type claim struct {
@@ -32,15 +33,15 @@ type claim struct {
 	at  time.Time
 }
 
-func newClaimTracker() *claimTracker {
-	return &claimTracker{pods: map[types.NamespacedName]time.Time{}, sessions: map[types.UID]claim{}, now: time.Now}
+func newClaimTracker(clk clock.PassiveClock) *claimTracker {
+	return &claimTracker{pods: map[types.NamespacedName]time.Time{}, sessions: map[types.UID]claim{}, clock: clk}
 }
 
 // tryTakePod marks a warm pod as being bound; false if another worker took it first.
 func (c *claimTracker) tryTakePod(pod types.NamespacedName) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.now()
+	now := c.clock.Now()
 	if at, ok := c.pods[pod]; ok && now.Sub(at) < claimTTL {
 		return false
 	}
@@ -64,7 +65,7 @@ func (c *claimTracker) podTaken(pod types.NamespacedName) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	at, ok := c.pods[pod]
-	return ok && c.now().Sub(at) < claimTTL
+	return ok && c.clock.Now().Sub(at) < claimTTL
 }
 
 // releasePod forgets a pod claim: the bind failed.
@@ -78,7 +79,7 @@ func (c *claimTracker) releasePod(pod types.NamespacedName) {
 func (c *claimTracker) sessionBound(session types.UID, pod string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.sessions[session] = claim{pod: pod, at: c.now()}
+	c.sessions[session] = claim{pod: pod, at: c.clock.Now()}
 }
 
 // boundPod returns the pod a session was bound to while the cache may still lag.
@@ -89,7 +90,7 @@ func (c *claimTracker) boundPod(session types.UID) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if c.now().Sub(cl.at) >= claimTTL {
+	if c.clock.Now().Sub(cl.at) >= claimTTL {
 		delete(c.sessions, session)
 		return "", false
 	}
@@ -111,7 +112,7 @@ type writtenStatuses struct {
 	mu        sync.Mutex
 	statuses  map[types.UID]writtenStatus
 	lastSweep time.Time
-	now       func() time.Time
+	clock     clock.PassiveClock
 }
 
 type writtenStatus struct {
@@ -119,15 +120,15 @@ type writtenStatus struct {
 	at     time.Time
 }
 
-func newWrittenStatuses() *writtenStatuses {
-	return &writtenStatuses{statuses: map[types.UID]writtenStatus{}, now: time.Now}
+func newWrittenStatuses(clk clock.PassiveClock) *writtenStatuses {
+	return &writtenStatuses{statuses: map[types.UID]writtenStatus{}, clock: clk}
 }
 
 // remember records the status just written for the session.
 func (w *writtenStatuses) remember(s *agentsv1alpha1.AgentSession) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := w.now()
+	now := w.clock.Now()
 	w.statuses[s.UID] = writtenStatus{status: s.Status.DeepCopy(), at: now}
 	// Entries of sessions deleted before the cache caught up are never overlaid again;
 	// drop expired ones now and then, so the map stays as small as the cache's lag.
@@ -149,7 +150,7 @@ func (w *writtenStatuses) overlay(s *agentsv1alpha1.AgentSession) {
 	ws, ok := w.statuses[s.UID]
 	switch {
 	case !ok:
-	case equalSessionStatus(&s.Status, ws.status) || w.now().Sub(ws.at) >= claimTTL:
+	case equalSessionStatus(&s.Status, ws.status) || w.clock.Now().Sub(ws.at) >= claimTTL:
 		delete(w.statuses, s.UID)
 	default:
 		s.Status = *ws.status.DeepCopy()

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
@@ -40,6 +41,8 @@ type Config struct {
 	// SessionWorkers and SandboxWorkers are the reconcilers' concurrency.
 	SessionWorkers int
 	SandboxWorkers int
+	// Clock is the controllers' clock (nil: the real one). Tests set a fake one.
+	Clock clock.PassiveClock
 	// ReconcileObserver, when set, is called after every reconcile with the controller's
 	// name ("agentsandbox", "agentsession", "agentquota") and the object's key. The tests
 	// count reconciles with it, to prove that bad input settles instead of looping.

@@ -117,7 +117,7 @@ func desiredEgressPolicy(sb *agentsv1alpha1.AgentSandbox, except []string) *netw
 // class says. Only a policy controlled by another controller is left alone, and blocks.
 func (r *AgentSandboxReconciler) reconcileEgressPolicy(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) (*blocker, error) {
 	name := egressPolicyName(sb)
-	want := desiredEgressPolicy(sb, r.Config.InternetEgressExcept)
+	want := desiredEgressPolicy(sb, r.config.InternetEgressExcept)
 	have := &networkingv1.NetworkPolicy{}
 	err := r.Get(ctx, client.ObjectKey{Namespace: sb.Namespace, Name: name}, have)
 	switch {

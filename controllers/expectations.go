@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 )
 
 // expectationTTL bounds how long a write may stay unobserved before it is forgotten, so a
@@ -18,7 +19,7 @@ const expectationTTL = 5 * time.Minute
 type podExpectations struct {
 	mu    sync.Mutex
 	pools map[types.NamespacedName]*poolExpectations
-	now   func() time.Time
+	clock clock.PassiveClock
 }
 
 type poolExpectations struct {
@@ -26,8 +27,8 @@ type poolExpectations struct {
 	deletions map[string]time.Time // pod name -> when deleted
 }
 
-func newPodExpectations() *podExpectations {
-	return &podExpectations{pools: map[types.NamespacedName]*poolExpectations{}, now: time.Now}
+func newPodExpectations(clk clock.PassiveClock) *podExpectations {
+	return &podExpectations{pools: map[types.NamespacedName]*poolExpectations{}, clock: clk}
 }
 
 func (e *podExpectations) pool(key types.NamespacedName) *poolExpectations {
@@ -43,14 +44,14 @@ func (e *podExpectations) pool(key types.NamespacedName) *poolExpectations {
 func (e *podExpectations) Created(key types.NamespacedName, podName string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.pool(key).creations[podName] = e.now()
+	e.pool(key).creations[podName] = e.clock.Now()
 }
 
 // Deleted records a pod the pool deleted.
 func (e *podExpectations) Deleted(key types.NamespacedName, podName string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.pool(key).deletions[podName] = e.now()
+	e.pool(key).deletions[podName] = e.clock.Now()
 }
 
 // Observe reconciles the expectations with what the cache shows and returns the creations
@@ -61,7 +62,7 @@ func (e *podExpectations) Observe(key types.NamespacedName, present, warm map[st
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p := e.pool(key)
-	now := e.now()
+	now := e.clock.Now()
 	pendingCreations, pendingDeletions = map[string]bool{}, map[string]bool{}
 	for name, at := range p.creations {
 		if present[name] || now.Sub(at) > expectationTTL {

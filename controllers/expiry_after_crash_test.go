@@ -7,7 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -41,8 +41,7 @@ func TestPodGoneAfterTheDeadlineIsAnExpiry(t *testing.T) {
 			s.Status.Phase, s.Status.PodName, s.Status.BoundTime = agentsv1alpha1.SessionReady, "pool-klmno", &bound
 			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(sb).
 				WithIndex(&corev1.Pod{}, podSessionIndex, labelIndex(agentsv1alpha1.SessionLabel)).Build()
-			r := &AgentSessionReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10),
-				claims: newClaimTracker(), now: func() time.Time { return now }}
+			r := newAgentSessionReconciler(unitDeps(c, clocktesting.NewFakePassiveClock(now)), &sharedState{})
 			if _, err := r.reconcileSession(context.Background(), s); err != nil {
 				t.Fatal(err)
 			}

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
@@ -37,6 +38,7 @@ type quotaKeeper struct {
 	// defaultMaxQueued bounds the queue of a quota that sets no spec.maxQueued, and of the
 	// default quota (Config.MaxQueuedSessions).
 	defaultMaxQueued int32
+	clock            clock.PassiveClock
 
 	mu sync.Mutex
 	// namespaces holds a ledger only while it holds grants: an empty one is dropped when it
@@ -63,12 +65,13 @@ type grantedPod struct {
 	at        time.Time
 }
 
-func newQuotaKeeper(reader client.Reader, defaultHard *agentsv1alpha1.QuotaLimits, defaultSelector labels.Selector) *quotaKeeper {
-	if defaultSelector == nil {
-		defaultSelector = labels.Everything()
+func newQuotaKeeper(reader client.Reader, cfg Config, clk clock.PassiveClock) *quotaKeeper {
+	selector := cfg.DefaultQuotaNamespaces
+	if selector == nil {
+		selector = labels.Everything()
 	}
-	return &quotaKeeper{reader: reader, defaultHard: defaultHard, defaultSelector: defaultSelector,
-		defaultMaxQueued: DefaultConfig().MaxQueuedSessions, namespaces: map[string]*namespaceLedger{}}
+	return &quotaKeeper{reader: reader, defaultHard: cfg.DefaultQuota, defaultSelector: selector,
+		defaultMaxQueued: cfg.MaxQueuedSessions, clock: clk, namespaces: map[string]*namespaceLedger{}}
 }
 
 // lockLedger returns the namespace's ledger, locked. Release it with unlockLedger.
@@ -235,7 +238,7 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 	if err := q.reader.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	now := q.clock.Now()
 	u := &usage{warmByPool: map[string]int{}}
 	live := map[string]bool{}
 	// A session holding a live pod counts even when its status does not say so yet: a
@@ -359,7 +362,7 @@ func (q *quotaKeeper) admitSession(ctx context.Context, s *agentsv1alpha1.AgentS
 		return admission{admitted: true, enforced: true}, nil // already counted as admitted
 	}
 	if u.sessions+position+1 <= limit {
-		l.sessions[s.UID] = time.Now()
+		l.sessions[s.UID] = q.clock.Now()
 		return admission{admitted: true, enforced: true}, nil
 	}
 	// It would wait, and so would the others in the queue: those ahead of it that the free
@@ -425,6 +428,7 @@ func (q *quotaKeeper) admissibleHead(ctx context.Context, ns string) (head []typ
 type podGrant struct {
 	ledger *namespaceLedger
 	token  string
+	clock  clock.PassiveClock
 }
 
 // confirm records the created pod's name, so the grant counts until the cache shows it.
@@ -436,7 +440,7 @@ func (g *podGrant) confirm(name string) {
 	defer g.ledger.mu.Unlock()
 	p := g.ledger.pods[g.token]
 	delete(g.ledger.pods, g.token)
-	p.at = time.Now()
+	p.at = g.clock.Now()
 	g.ledger.pods[name] = p
 }
 
@@ -476,12 +480,12 @@ func (q *quotaKeeper) reservePods(ctx context.Context, ns string, f agentsv1alph
 		for _, exists := l.pods[token]; exists; _, exists = l.pods[token] {
 			token += "+"
 		}
-		l.pods[token] = grantedPod{footprint: f, warm: warm, at: time.Now()}
+		l.pods[token] = grantedPod{footprint: f, warm: warm, at: q.clock.Now()}
 		if warm {
 			u.warm++
 		}
 		u.add(f)
-		grants = append(grants, &podGrant{ledger: l, token: token})
+		grants = append(grants, &podGrant{ledger: l, token: token, clock: q.clock})
 	}
 	return grants, blk, nil
 }

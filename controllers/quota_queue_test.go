@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -90,7 +91,7 @@ func TestAdmissibleHeadIsOneSessionPerFreeSlot(t *testing.T) {
 		objs = append(objs, s)
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&agentsv1alpha1.AgentSession{}).Build()
-	q := newQuotaKeeper(c, nil, nil)
+	q := newQuotaKeeper(c, Config{MaxQueuedSessions: DefaultConfig().MaxQueuedSessions}, clock.RealClock{})
 
 	head, limited, err := q.admissibleHead(context.Background(), ns)
 	if err != nil {
@@ -130,7 +131,7 @@ func TestASessionHoldingAPodCountsAgainstTheQuota(t *testing.T) {
 		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(2))}}}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(quota, admitted, waiting, bound, pod).
 		WithStatusSubresource(&agentsv1alpha1.AgentSession{}).Build()
-	q := newQuotaKeeper(c, nil, nil)
+	q := newQuotaKeeper(c, Config{MaxQueuedSessions: DefaultConfig().MaxQueuedSessions}, clock.RealClock{})
 
 	head, limited, err := q.admissibleHead(context.Background(), ns)
 	if err != nil {
@@ -158,7 +159,7 @@ func newQuotaFixture(t *testing.T, hard agentsv1alpha1.QuotaLimits, maxQueued *i
 		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: hard, MaxQueued: maxQueued}}
 	c := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithObjects(append(objs, quota)...).
 		WithStatusSubresource(&agentsv1alpha1.AgentSession{}).Build()
-	return &quotaFixture{t: t, c: c, q: newQuotaKeeper(c, nil, nil), ns: ns, base: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	return &quotaFixture{t: t, c: c, q: newQuotaKeeper(c, Config{MaxQueuedSessions: DefaultConfig().MaxQueuedSessions}, clock.RealClock{}), ns: ns, base: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
 // session creates a session, younger than every one before it.
@@ -237,7 +238,7 @@ func TestAPodCountsForASessionOnlyWithItsSessionLabel(t *testing.T) {
 func TestDefaultQuotaFailsClosedWhenTheNamespaceCannotBeRead(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(unitScheme(t)).Build()
 	deny, _ := ParseQuotaLimits("sessions=0,warmSandboxes=0")
-	q := newQuotaKeeper(c, deny, labels.SelectorFromSet(labels.Set{"tier": "tenant"}))
+	q := newQuotaKeeper(c, Config{DefaultQuota: deny, DefaultQuotaNamespaces: labels.SelectorFromSet(labels.Set{"tier": "tenant"}), MaxQueuedSessions: DefaultConfig().MaxQueuedSessions}, clock.RealClock{})
 	s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "unseen", Name: "s", UID: "uid-s"}}
 	adm, err := q.admitSession(context.Background(), s)
 	if err == nil || adm.admitted {
@@ -394,7 +395,7 @@ func TestQuotaKeeperForgetsIdleAndDeletedNamespaces(t *testing.T) {
 	if adm := f.admit(b); !adm.admitted {
 		t.Fatalf("b: %+v", adm)
 	}
-	r := &AgentQuotaReconciler{Quota: f.q}
+	r := &AgentQuotaReconciler{quota: f.q}
 	r.namespaceDeleted(f.ns)
 	if n := f.q.trackedNamespaces(); n != 0 {
 		t.Errorf("after the namespace's deletion the keeper tracks %d namespaces, want 0", n)

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -166,8 +167,8 @@ func TestTemplateHashIgnoresPoolSizeAndLifetimes(t *testing.T) {
 
 func TestExpectations(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	e := newPodExpectations()
-	e.now = func() time.Time { return now }
+	clk := clocktesting.NewFakePassiveClock(now)
+	e := newPodExpectations(clk)
 	key := types.NamespacedName{Namespace: "ns", Name: "pool"}
 
 	e.Created(key, "a")
@@ -183,7 +184,7 @@ func TestExpectations(t *testing.T) {
 		t.Fatalf("after: creations %v, deletions %v; want only b", creations, deletions)
 	}
 	// A creation never seen is forgotten after the TTL, so a lost event cannot freeze a pool.
-	now = now.Add(expectationTTL + time.Second)
+	clk.SetTime(now.Add(expectationTTL + time.Second))
 	if creations, _ = e.Observe(key, nil, nil); len(creations) != 0 {
 		t.Fatalf("after the TTL: creations %v", creations)
 	}

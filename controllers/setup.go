@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 )
 
 // The event recorders' names: the reportingController of every Event hyperpool writes.
@@ -14,28 +17,60 @@ const (
 	SessionEventSource = "hyperpool-session"
 )
 
-// SetupWithManager registers the cache indexes and every hyperpool controller with mgr.
+// SetupWithManager builds every hyperpool controller and the state they share, and
+// registers them, their watches and the cache indexes with mgr. It is the one place where
+// anything is constructed: the reconcilers' SetupWithManager methods only declare watches.
 func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err := RegisterIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		return fmt.Errorf("registering cache indexes: %w", err)
 	}
-	quota := newQuotaKeeper(mgr.GetClient(), cfg.DefaultQuota, cfg.DefaultQuotaNamespaces)
-	takes := newTakeClock()
-	builds := &nodeBuilds{}
-	sandboxes := &AgentSandboxReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder(SandboxEventSource), Config: cfg, Quota: quota, Takes: takes, builds: builds}
-	if err := sandboxes.SetupWithManager(mgr); err != nil {
+	if err := registerSessionCollector(mgr.GetClient()); err != nil {
+		return fmt.Errorf("registering the session metrics: %w", err)
+	}
+	d := reconcilerDeps{client: mgr.GetClient(), apiReader: mgr.GetAPIReader(), config: cfg,
+		clock: clock.RealClock{}, recorder: mgr.GetEventRecorder}
+	if cfg.Clock != nil {
+		d.clock = cfg.Clock
+	}
+	shared := newSharedState(d)
+	if err := newAgentSandboxReconciler(d, shared).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSandbox controller: %w", err)
 	}
-	sessions := &AgentSessionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
-		Recorder: mgr.GetEventRecorder(SessionEventSource), Config: cfg, Quota: quota, Takes: takes, builds: builds}
-	if err := sessions.SetupWithManager(mgr); err != nil {
+	if err := newAgentSessionReconciler(d, shared).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSession controller: %w", err)
 	}
-	quotas := &AgentQuotaReconciler{Client: mgr.GetClient(), Config: cfg, Quota: quota}
-	if err := quotas.SetupWithManager(mgr); err != nil {
+	if err := newAgentQuotaReconciler(d, shared).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentQuota controller: %w", err)
 	}
 	return nil
+}
+
+// reconcilerDeps is what every reconciler takes from the manager and its configuration.
+type reconcilerDeps struct {
+	client    client.Client
+	apiReader client.Reader // around the cache
+	config    Config
+	clock     clock.PassiveClock
+	recorder  func(name string) recorder.EventRecorder
+}
+
+// sharedState is the in-memory state more than one reconciler uses. Each holder says in its
+// own doc comment why it exists and what a restart loses (docs/design.md lists them).
+type sharedState struct {
+	quota   *quotaKeeper // grants not yet in the cache, per namespace: admission and pod creation
+	takes   *takeClock   // when each pool last had a sandbox taken: replenish quiet periods
+	builds  *nodeBuilds  // the Windows nodes' builds: every pod recipe
+	factory *podFactory  // resolves and builds a class's pods, for warm pools and cold starts
+}
+
+func newSharedState(d reconcilerDeps) *sharedState {
+	builds := &nodeBuilds{}
+	return &sharedState{
+		quota:   newQuotaKeeper(d.client, d.config, d.clock),
+		takes:   newTakeClock(d.clock),
+		builds:  builds,
+		factory: &podFactory{reader: d.client, config: d.config, builds: builds},
+	}
 }
 
 // observed wraps r so that cfg.ReconcileObserver sees each of its reconciles.
