@@ -45,10 +45,14 @@ vet: ## go vet, for Linux and for Windows.
 	go vet ./...
 	GOOS=windows go vet ./...
 
+.PHONY: dashboard
+dashboard: ## Write the chart's Grafana dashboard, charts/hyperpool/files/dashboard.json, from hack/dashboard.py.
+	python3 hack/dashboard.py charts/hyperpool/files/dashboard.json
+
 .PHONY: verify
-verify: manifests generate ## Regenerate everything; fail when the result differs from what is committed.
+verify: manifests generate dashboard ## Regenerate everything; fail when the result differs from what is committed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on: $$(gofmt -l $$(git ls-files '*.go'))"; exit 1; }
-	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make manifests generate dashboard' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config charts)" || { echo "untracked generated files: $$(git status --porcelain -- api config charts)"; exit 1; }
 
 # A count, not a duration: with -fuzztime=Ns the fuzzing engine can report a spurious

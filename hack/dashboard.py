@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes charts/hyperpool/files/dashboard.json, the Grafana dashboard the chart ships.
-Edit the panels here and rerun; the JSON is committed so the chart needs no Python."""
+Edit the panels here and run `make dashboard`; never edit the JSON by hand. The JSON is
+committed so the chart needs no Python, and `make verify` regenerates it and fails on drift.
+Standard library only. Usage: hack/dashboard.py [output path]."""
 import json
 import os
 import sys
