@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/podstate"
@@ -51,7 +50,6 @@ type AgentSandboxReconciler struct {
 	client.Client
 	// apiReader reads around the cache before a pod that looks stray is deleted.
 	apiReader client.Reader
-	recorder  recorder.EventRecorder
 	config    Config
 	clock     clock.PassiveClock
 	quota     *quotaKeeper
@@ -71,7 +69,7 @@ type AgentSandboxReconciler struct {
 }
 
 func newAgentSandboxReconciler(d reconcilerDeps, shared *sharedState) *AgentSandboxReconciler {
-	return &AgentSandboxReconciler{Client: d.client, apiReader: d.apiReader, recorder: d.recorder(SandboxEventSource),
+	return &AgentSandboxReconciler{Client: d.client, apiReader: d.apiReader,
 		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, factory: shared.factory, builds: shared.builds,
 		expectations: newPodExpectations(d.clock), notReadyStreak: map[types.NamespacedName]int{}}
 }

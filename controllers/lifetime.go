@@ -69,26 +69,42 @@ func parseHeartbeat(annotations map[string]string) (time.Time, error) {
 	return t, nil
 }
 
-// sessionDeadline returns when a bound session ends and why: at boundTime+MaxLifetime, or
-// IdleTimeout after its last activity (the bind, or the latest heartbeat), whichever comes
-// first. A heartbeat further in the future than maxClockSkew is ignored: it would otherwise
-// keep an idle session alive until that time.
-func sessionDeadline(bound time.Time, lastActivity time.Time, lt lifetime, now time.Time) (time.Time, string) {
+// deadline is when a bound session ends, and why.
+type deadline struct {
+	// expiry is the hard deadline, the bind plus the max lifetime: status.expiryTime.
+	expiry time.Time
+	// end is when the session ends: expiry, or the idle timeout after its last activity
+	// when that comes first.
+	end time.Time
+	// reason is why it ends at end: MaxLifetime or IdleTimeout.
+	reason string
+}
+
+// sessionDeadline is the one place a bound session's deadline is computed: at
+// bound+MaxLifetime, or IdleTimeout after its last activity (the bind, or the latest
+// heartbeat), whichever comes first. A heartbeat further in the future than maxClockSkew is
+// ignored: it would otherwise keep an idle session alive until that time.
+//
+// The hard deadline is on a whole second, as status.expiryTime is stored: a max lifetime of
+// 10.4s ends at 11s, never before the time the status shows. The idle timeout is compared
+// with the exact max lifetime, so an idle timeout capped at it is the max lifetime.
+func sessionDeadline(bound, lastActivity time.Time, lt lifetime, now time.Time) deadline {
+	d := deadline{expiry: ceilToSecond(bound.Add(lt.MaxLifetime)), reason: agentsv1alpha1.ReasonMaxLifetime}
+	d.end = d.expiry
 	active := bound
 	if lastActivity.After(active) && !lastActivity.After(now.Add(maxClockSkew)) {
 		active = lastActivity
 	}
-	idle := active.Add(lt.IdleTimeout)
-	// Compared with the exact max lifetime: an idle timeout capped at it is the max lifetime.
-	if idle.Before(bound.Add(lt.MaxLifetime)) {
-		return idle, agentsv1alpha1.ReasonIdleTimeout
+	if idle := active.Add(lt.IdleTimeout); idle.Before(bound.Add(lt.MaxLifetime)) {
+		d.end, d.reason = idle, agentsv1alpha1.ReasonIdleTimeout
 	}
-	return hardDeadline(bound, lt), agentsv1alpha1.ReasonMaxLifetime
+	return d
 }
 
-// hardDeadline is when a session bound at bound reaches its max lifetime: status.expiryTime.
-// Whole seconds, as status.expiryTime is stored: a max lifetime of 10.4s ends at 11 s, never
-// before the time the status shows.
-func hardDeadline(bound time.Time, lt lifetime) time.Time {
-	return ceilToSecond(bound.Add(lt.MaxLifetime))
+// ceilToSecond rounds t up to a whole second.
+func ceilToSecond(t time.Time) time.Time {
+	if f := t.Truncate(time.Second); !f.Equal(t) {
+		return f.Add(time.Second)
+	}
+	return t
 }

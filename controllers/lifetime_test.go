@@ -69,9 +69,14 @@ func TestSessionDeadline(t *testing.T) {
 			if tt.lt != nil {
 				lt = *tt.lt
 			}
-			got, reason := sessionDeadline(bound, tt.heartbeat, lt, tt.now)
-			if !got.Equal(tt.want) || reason != tt.wantReason {
-				t.Errorf("sessionDeadline = %s (%s), want %s (%s)", got, reason, tt.want, tt.wantReason)
+			got := sessionDeadline(bound, tt.heartbeat, lt, tt.now)
+			if !got.end.Equal(tt.want) || got.reason != tt.wantReason {
+				t.Errorf("sessionDeadline ends %s (%s), want %s (%s)", got.end, got.reason, tt.want, tt.wantReason)
+			}
+			// The expiry is the hard deadline whatever the heartbeats: the bind plus the max
+			// lifetime on a whole second, never before the end.
+			if wantExpiry := ceilToSecond(bound.Add(lt.MaxLifetime)); !got.expiry.Equal(wantExpiry) || got.end.After(got.expiry) {
+				t.Errorf("sessionDeadline expiry %s (end %s), want %s and no earlier than the end", got.expiry, got.end, wantExpiry)
 			}
 		})
 	}
@@ -113,9 +118,9 @@ func FuzzParseHeartbeat(f *testing.F) {
 		}
 		bound := time.Date(2026, 1, 2, 15, 0, 0, 0, time.UTC)
 		lt := lifetime{MaxLifetime: time.Hour, IdleTimeout: 10 * time.Minute}
-		deadline, _ := sessionDeadline(bound, got, lt, bound.Add(time.Minute))
-		if deadline.After(bound.Add(lt.MaxLifetime)) || deadline.Before(bound.Add(lt.IdleTimeout)) {
-			t.Errorf("deadline %s outside [bound+idle, bound+max]", deadline)
+		dl := sessionDeadline(bound, got, lt, bound.Add(time.Minute))
+		if dl.end.After(bound.Add(lt.MaxLifetime)) || dl.end.Before(bound.Add(lt.IdleTimeout)) {
+			t.Errorf("deadline %s outside [bound+idle, bound+max]", dl.end)
 		}
 	})
 }

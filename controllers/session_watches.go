@@ -1,0 +1,166 @@
+package controllers
+
+// What wakes a session: the watches of the session controller and their mappings.
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	nodev1 "k8s.io/api/node/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/podstate"
+)
+
+// SetupWithManager registers the session controller and its watches.
+func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("agentsession").
+		// Spec changes only: status writes are ours, and a heartbeat needs no reconcile (the
+		// idle timer, when it fires, reads the newest heartbeat and sets the next one).
+		For(&agentsv1alpha1.AgentSession{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.podToSessions)).
+		Watches(&agentsv1alpha1.AgentSandbox{}, handler.EnqueueRequestsFromMapFunc(r.sandboxToSessions),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A node deleted ends its sessions; a Windows node added or changed can unblock
+		// sessions waiting for NoCompatibleNodes.
+		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToSessions),
+			builder.WithPredicates(windowsBuildChanged())).
+		// The class's egress policy appearing or restored lets its sessions bind.
+		Watches(&networkingv1.NetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToSessions)).
+		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allWaitingSessions)).
+		// Capacity frees when a session ends or is deleted, or when a quota changes: the
+		// namespace's queue is looked at again.
+		Watches(&agentsv1alpha1.AgentSession{}, handler.EnqueueRequestsFromMapFunc(r.queueOf),
+			builder.WithPredicates(sessionEnded())).
+		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
+		Watches(&corev1.ResourceQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.config.SessionWorkers}).
+		Complete(observed(r.config, "agentsession", r))
+}
+
+// sessionEnded passes a session's move to an end phase, and its deletion.
+func sessionEnded() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*agentsv1alpha1.AgentSession), e.ObjectNew.(*agentsv1alpha1.AgentSession)
+			return !o.Status.Phase.IsFinished() && n.Status.Phase.IsFinished()
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+// queueOf returns the namespace's waiting sessions that its quota could admit now: the
+// head of the FIFO queue, as many as there are free session slots. The sessions behind
+// cannot be admitted before those are, and waking every waiting session on every change
+// (each measures the whole namespace under its quota lock) made a queue of a few hundred
+// drain at a few sessions a second with the manager's CPU spent on it. Without a sessions
+// limit every waiting session is returned.
+func (r *AgentSessionReconciler) queueOf(ctx context.Context, o client.Object) []reconcile.Request {
+	head, limited, err := r.quota.admissibleHead(ctx, o.GetNamespace())
+	if err != nil {
+		log.FromContext(ctx).Error(err, "measuring the quota queue; waking every waiting session", "namespace", o.GetNamespace())
+	}
+	if err != nil || !limited {
+		return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionQueuedIndex: "true"})
+	}
+	reqs := make([]reconcile.Request, 0, len(head))
+	for _, key := range head {
+		reqs = append(reqs, reconcile.Request{NamespacedName: key})
+	}
+	return reqs
+}
+
+// podToSessions maps a bound pod to its session, and a Ready warm pod to the sessions of its
+// class that wait for one. A pod going away may free quota: the namespace's queue is
+// looked at again.
+func (r *AgentSessionReconciler) podToSessions(ctx context.Context, o client.Object) []reconcile.Request {
+	labels := o.GetLabels()
+	if name := labels[agentsv1alpha1.SessionLabel]; name != "" {
+		reqs := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+		if !o.GetDeletionTimestamp().IsZero() {
+			reqs = append(reqs, r.queueOf(ctx, o)...)
+		}
+		return reqs
+	}
+	pod, ok := o.(*corev1.Pod)
+	if !ok || labels[agentsv1alpha1.SandboxLabel] == "" || !podstate.Ready(pod) || !pod.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	// The sessions waiting for a warm pod, and of those queued behind the quota only the ones
+	// it would admit now: waking the whole queue on every warm pod event, each session
+	// measuring the namespace, kept the manager's CPU busy and the queue slow.
+	waiting := r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.SandboxLabel]})
+	return append(waiting, r.queueOf(ctx, o)...)
+}
+
+// sandboxToSessions: a class created, changed or deleted concerns all its sessions.
+func (r *AgentSessionReconciler) sandboxToSessions(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionSandboxIndex: o.GetName()})
+}
+
+// nodeToSessions: a node deleted concerns the sessions bound on it; a node added, or its
+// OS or build changed, the sessions not bound yet (a cold start blocked by
+// NoCompatibleNodes). The remembered builds are marked stale first.
+func (r *AgentSessionReconciler) nodeToSessions(ctx context.Context, o client.Object) []reconcile.Request {
+	r.builds.changed()
+	reqs := r.sessionsMatching(ctx, "", client.MatchingFields{sessionNodeIndex: o.GetName()})
+	if o.GetDeletionTimestamp().IsZero() {
+		reqs = append(reqs, r.allWaitingSessions(ctx, o)...)
+	}
+	return reqs
+}
+
+// policyToSessions: a class's egress policy changed; its waiting sessions look again.
+func (r *AgentSessionReconciler) policyToSessions(ctx context.Context, o client.Object) []reconcile.Request {
+	class := o.GetLabels()[agentsv1alpha1.SandboxLabel]
+	if class == "" {
+		return nil
+	}
+	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: class})
+}
+
+// allWaitingSessions: a RuntimeClass appearing can unblock a cold start anywhere.
+func (r *AgentSessionReconciler) allWaitingSessions(ctx context.Context, _ client.Object) []reconcile.Request {
+	list := &agentsv1alpha1.AgentSessionList{}
+	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "listing sessions to re-check")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if s := &list.Items[i]; s.Status.PodName == "" && !s.Status.Phase.IsFinished() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(s)})
+		}
+	}
+	return reqs
+}
+
+func (r *AgentSessionReconciler) sessionsMatching(ctx context.Context, namespace string, fields client.MatchingFields) []reconcile.Request {
+	list := &agentsv1alpha1.AgentSessionList{}
+	opts := []client.ListOption{fields, client.UnsafeDisableDeepCopy}
+	if namespace != "" {
+		opts = append(opts, client.InNamespace(namespace))
+	}
+	if err := r.List(ctx, list, opts...); err != nil {
+		log.FromContext(ctx).Error(err, "listing sessions to re-check", "fields", fields)
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
