@@ -7,26 +7,31 @@ import (
 
 // QuotaLimits are the resources an AgentQuota caps. An unset field is not limited.
 type QuotaLimits struct {
-	// sessions is the number of active sessions: bound or starting, not finished.
+	// sessions is the number of active sessions: bound or starting, not finished. At most
+	// 1000000.
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
 	// +optional
 	Sessions *int32 `json:"sessions,omitempty"`
 
 	// warmSandboxes is the number of warm pods across all pools of the namespace. Pools are
-	// trimmed to fit.
+	// trimmed to fit. At most 1000000.
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
 	// +optional
 	WarmSandboxes *int32 `json:"warmSandboxes,omitempty"`
 
 	// memory is the total Hyper-V utility VM memory of the namespace's live sandboxes, warm
 	// and bound, e.g. 64Gi.
 	// +kubebuilder:validation:XValidation:rule="!string(self).startsWith('-')",message="memory must not be negative, e.g. 64Gi"
+	// +kubebuilder:validation:XValidation:rule="!string(self).matches('[eE][-+]?[0-9]{4,}')",message="memory must not have an exponent of more than 3 digits (a huge exponent stalls the manager's decoding or wraps to another value), e.g. 64Gi"
 	// +optional
 	Memory *resource.Quantity `json:"memory,omitempty"`
 
 	// cpu is the total number of utility VM virtual processors of the namespace's live
 	// sandboxes, warm and bound, e.g. 32.
 	// +kubebuilder:validation:XValidation:rule="!string(self).startsWith('-')",message="cpu must not be negative, e.g. 32"
+	// +kubebuilder:validation:XValidation:rule="!string(self).matches('[eE][-+]?[0-9]{4,}')",message="cpu must not have an exponent of more than 3 digits (a huge exponent stalls the manager's decoding or wraps to another value), e.g. 32"
 	// +optional
 	CPU *resource.Quantity `json:"cpu,omitempty"`
 }
@@ -51,6 +56,7 @@ type AgentQuotaSpec struct {
 // AgentQuotaStatus is the namespace's usage against its quota.
 type AgentQuotaStatus struct {
 	// observedGeneration is the spec generation this status describes.
+	// +kubebuilder:validation:Minimum=0
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
@@ -59,6 +65,8 @@ type AgentQuotaStatus struct {
 	Used QuotaLimits `json:"used,omitempty"`
 
 	// queued is the number of sessions waiting for this quota.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	Queued int32 `json:"queued"`
 

@@ -61,7 +61,10 @@ type AgentSandboxSpec struct {
 	// template is the pod each sandbox runs. hyperpool adds the Windows node selector and
 	// toleration, the build affinity, the RuntimeClass, the VM sizing annotations and safe
 	// defaults (no service account token, ContainerUser). Host access is refused: no
-	// hostNetwork, no HostProcess, no privileged containers.
+	// hostNetwork, no HostProcess, no privileged containers. Credentials come with the
+	// session, never in a warm pod: no automountServiceAccountToken: true, no secret or
+	// projected volumes, and no Secret in env or envFrom. Label and annotation keys under
+	// agents.hyperpool.io/ are the manager's own and refused.
 	// +kubebuilder:validation:XValidation:rule="has(self.spec) && size(self.spec.containers) > 0",message="spec.template.spec.containers must list at least one container"
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.hostNetwork) || !self.spec.hostNetwork",message="spec.template.spec.hostNetwork is not allowed: sandboxes never share the node's network; remove it"
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.securityContext) || !has(self.spec.securityContext.windowsOptions) || !has(self.spec.securityContext.windowsOptions.hostProcess) || !self.spec.securityContext.windowsOptions.hostProcess",message="spec.template.spec.securityContext.windowsOptions.hostProcess is not allowed: a HostProcess pod runs on the host, outside any sandbox; remove it"
@@ -73,6 +76,13 @@ type AgentSandboxSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || ((!has(self.spec.hostPID) || !self.spec.hostPID) && (!has(self.spec.hostIPC) || !self.spec.hostIPC))",message="spec.template.spec.hostPID and hostIPC are not allowed: sandboxes never share the node's processes; remove them"
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.volumes) || self.spec.volumes.all(v, !has(v.hostPath))",message="spec.template.spec.volumes[].hostPath is not allowed: a sandbox must not reach the node's disk; use an emptyDir or a persistent volume"
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.os) || self.spec.os.name == 'windows'",message="spec.template.spec.os.name must be windows (or unset): hyperpool runs Windows sandboxes"
+	// +kubebuilder:validation:XValidation:rule="!has(self.metadata) || !has(self.metadata.labels) || self.metadata.labels.all(k, !k.startsWith('agents.hyperpool.io/'))",message="spec.template.metadata.labels must not use keys under agents.hyperpool.io/: they are the manager's own bookkeeping on its pods (a template label agents.hyperpool.io/session made a pool create pods without end); remove them"
+	// +kubebuilder:validation:XValidation:rule="!has(self.metadata) || !has(self.metadata.annotations) || self.metadata.annotations.all(k, !k.startsWith('agents.hyperpool.io/'))",message="spec.template.metadata.annotations must not use keys under agents.hyperpool.io/: they are the manager's own bookkeeping on its pods; remove them"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.automountServiceAccountToken) || !self.spec.automountServiceAccountToken",message="spec.template.spec.automountServiceAccountToken: true is not allowed: a warm sandbox holds no credentials, they come with the session; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.volumes) || self.spec.volumes.all(v, !has(v.secret))",message="spec.template.spec.volumes[].secret is not allowed: a warm sandbox holds no credentials, they come with the session; remove the volume"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.volumes) || self.spec.volumes.all(v, !has(v.projected))",message="spec.template.spec.volumes[].projected is not allowed: it can carry a service account token or a Secret, and a warm sandbox holds no credentials (they come with the session); use configMap, downwardAPI or emptyDir volumes"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.priorityClassName) || !self.spec.priorityClassName.startsWith('system-')",message="spec.template.spec.priorityClassName must not be a system- priority class (system-node-critical, system-cluster-critical): those are for the cluster's own components; use a priority class of your own"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.ephemeralContainers) || size(self.spec.ephemeralContainers) == 0",message="spec.template.spec.ephemeralContainers is not allowed: a pod is never created with ephemeral containers; remove it"
 	Template corev1.PodTemplateSpec `json:"template"`
 
 	// isolation is HyperV (each pod in its own utility VM, the default) or Process
@@ -118,6 +128,11 @@ type AgentSandboxSpec struct {
 	// replenish paces how the pool replaces the warm sandboxes that sessions take.
 	// +optional
 	Replenish ReplenishSpec `json:"replenish,omitempty"`
+
+	// rawTemplate and templateError are set when the stored spec.template could not be
+	// decoded into a PodTemplateSpec (see UnmarshalJSON and TemplateProblem).
+	rawTemplate   string `json:"-"`
+	templateError string `json:"-"`
 }
 
 // ReplenishSpec paces the replacement of taken warm sandboxes. Every replacement is a pod
@@ -127,14 +142,18 @@ type AgentSandboxSpec struct {
 type ReplenishSpec struct {
 	// quietPeriod: the pool replaces taken sandboxes once no session has taken one for this
 	// long (0, the default: at once). At most 5m.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('5m')",message="spec.replenish.quietPeriod must be between 0s and 5m, e.g. 2s"
 	// +optional
 	QuietPeriod *Duration `json:"quietPeriod,omitempty"`
 
 	// minReady: while fewer warm sandboxes than this are Ready, the pool replaces at once,
 	// quiet or not, so that a steady stream of sessions never drains it. Unset: half of
-	// replicas, rounded up. Only used with a quietPeriod.
+	// replicas, rounded up. Only used with a quietPeriod. At most 10000, as replicas.
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
 	// +optional
 	MinReady *int32 `json:"minReady,omitempty"`
 }
@@ -145,8 +164,9 @@ type WindowsSpec struct {
 	// 20348 (Server 2022) or 26100 (Server 2025). With HyperV isolation a pod runs on nodes
 	// of the same or a newer build; with Process isolation on nodes of the same build (or,
 	// from Server 2022 on, a node of a newer build that accepts the previous LTSC). Nodes
-	// are matched on their node.kubernetes.io/windows-build label.
-	// +kubebuilder:validation:XValidation:rule="self >= 17763 && self <= 99999",message="spec.windows.imageBuild must be a Windows build number from 17763 (Server 2019) up, e.g. 17763, 20348 or 26100"
+	// are matched on their node.kubernetes.io/windows-build label. At most 65535 (a Windows
+	// build number is 16 bits).
+	// +kubebuilder:validation:XValidation:rule="self >= 17763 && self <= 65535",message="spec.windows.imageBuild must be a Windows build number from 17763 (Server 2019) up to 65535, e.g. 17763, 20348 or 26100"
 	ImageBuild int32 `json:"imageBuild"`
 }
 
@@ -191,13 +211,17 @@ type VMSpec struct {
 
 // StorageQoS caps a utility VM's storage throughput.
 type StorageQoS struct {
-	// iopsMaximum is the maximum number of I/O operations per second.
+	// iopsMaximum is the maximum number of I/O operations per second, 1 to 2147483647
+	// (hcsshim reads it as a 32-bit integer).
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	IOPSMaximum *int32 `json:"iopsMaximum,omitempty"`
 
-	// bandwidthMaximum is the maximum bandwidth in bytes per second.
+	// bandwidthMaximum is the maximum bandwidth in bytes per second, 1 to 2147483647
+	// (hcsshim reads it as a 32-bit integer and ignores a larger value).
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	BandwidthMaximum *int64 `json:"bandwidthMaximum,omitempty"`
 }
@@ -205,28 +229,33 @@ type StorageQoS struct {
 // LifetimeSpec bounds every session of a class. Durations are Go durations: 90s, 15m, 1h30m.
 // +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxLifetime) || duration(self.idleTimeout) <= duration(self.maxLifetime)",message="spec.lifetime.idleTimeout must not be longer than spec.lifetime.maxLifetime (default 1h); shorten idleTimeout or lengthen maxLifetime"
 type LifetimeSpec struct {
-	// maxLifetime is the hard deadline of a session, counted from its bind.
+	// maxLifetime is the hard deadline of a session, counted from its bind: 1s to 168h
+	// (7 days).
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('168h')",message="spec.lifetime.maxLifetime must be between 1s and 168h (7 days), e.g. 1h"
 	// +optional
 	MaxLifetime *Duration `json:"maxLifetime,omitempty"`
 
 	// idleTimeout ends a session that has sent no heartbeat (the
-	// agents.hyperpool.io/last-activity annotation) for this long. Unset: 15m, or
-	// maxLifetime when that is shorter.
+	// agents.hyperpool.io/last-activity annotation) for this long: longer than 0s, at most
+	// 168h (7 days). Unset: 15m, or maxLifetime when that is shorter.
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.lifetime.idleTimeout must be longer than 0s, e.g. 15m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('168h')",message="spec.lifetime.idleTimeout must be longer than 0s and at most 168h (7 days), e.g. 15m"
 	// +optional
 	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 
 	// ttlAfterFinished is how long a finished session object is kept (for its status and
-	// events) before it is deleted.
+	// events) before it is deleted, at most 720h (30 days).
 	// +kubebuilder:default="10m"
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('720h')",message="spec.lifetime.ttlAfterFinished must be at most 720h (30 days), e.g. 10m"
 	// +optional
 	TTLAfterFinished *Duration `json:"ttlAfterFinished,omitempty"`
 }
@@ -240,9 +269,10 @@ type UpdateStrategy struct {
 	Type UpdateStrategyType `json:"type,omitempty"`
 
 	// maxConcurrent is how many old warm pods Recreate replaces at a time, so a template
-	// change does not empty the pool at once.
+	// change does not empty the pool at once. At most 10000, as replicas.
 	// +kubebuilder:default=5
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
 	// +optional
 	MaxConcurrent *int32 `json:"maxConcurrent,omitempty"`
 }
@@ -250,18 +280,25 @@ type UpdateStrategy struct {
 // AgentSandboxStatus is the observed state of a sandbox class and its warm pool.
 type AgentSandboxStatus struct {
 	// observedGeneration is the spec generation this status describes.
+	// +kubebuilder:validation:Minimum=0
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// replicas is the number of warm pods (not bound to a session), Ready or not.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	Replicas int32 `json:"replicas"`
 
 	// readyReplicas is the number of warm pods that are Ready to be bound.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas"`
 
 	// activeSessions is the number of pods of this class bound to a session.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	ActiveSessions int32 `json:"activeSessions"`
 
@@ -296,9 +333,12 @@ type PoolFootprint struct {
 	Total Footprint `json:"total"`
 }
 
-// AgentSandbox is a sandbox class and its warm pool of Hyper-V-isolated Windows pods.
+// AgentSandbox is a sandbox class and its warm pool of Hyper-V-isolated Windows pods. Its
+// name is at most 63 characters: it is stored in the agents.hyperpool.io/sandbox label of
+// its pods.
 //
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: the class's name is stored in the agents.hyperpool.io/sandbox label of its pods, and a label value is at most 63 characters"
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=asb,categories=agents

@@ -58,33 +58,39 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxLifetime) || duration(self.idleTimeout) <= duration(self.maxLifetime)",message="spec.idleTimeout must not be longer than spec.maxLifetime; shorten idleTimeout or lengthen maxLifetime"
 type AgentSessionSpec struct {
 	// sandboxName is the AgentSandbox (sandbox class) in the session's own namespace to take
-	// a sandbox from. Immutable.
+	// a sandbox from, at most 63 characters (a class name is stored in pod labels). Immutable.
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="spec.sandboxName must be the name of an AgentSandbox in this namespace: lowercase letters, digits, '-' and '.'"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.sandboxName is immutable; delete this session and create a new one for another sandbox"
 	SandboxName string `json:"sandboxName"`
 
-	// maxLifetime is the session's hard deadline from its bind. It is capped by the class's
-	// spec.lifetime.maxLifetime; unset takes the class's value.
+	// maxLifetime is the session's hard deadline from its bind, longer than 0s and at most
+	// 168h (7 days). It is capped by the class's spec.lifetime.maxLifetime; unset takes the
+	// class's value.
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.maxLifetime must be longer than 0s, e.g. 30m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('168h')",message="spec.maxLifetime must be longer than 0s and at most 168h (7 days), e.g. 30m"
 	// +optional
 	MaxLifetime *Duration `json:"maxLifetime,omitempty"`
 
 	// idleTimeout ends the session when no heartbeat (the agents.hyperpool.io/last-activity
-	// annotation) came for this long. Capped by the class's; unset takes the class's.
+	// annotation) came for this long: longer than 0s, at most 168h (7 days). Capped by the
+	// class's; unset takes the class's.
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="spec.idleTimeout must be longer than 0s, e.g. 5m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('168h')",message="spec.idleTimeout must be longer than 0s and at most 168h (7 days), e.g. 5m"
 	// +optional
 	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 
-	// ttlAfterFinished is how long the session object is kept after it ends. Capped by the
-	// class's; unset takes the class's.
+	// ttlAfterFinished is how long the session object is kept after it ends, at most 720h
+	// (30 days). Capped by the class's; unset takes the class's.
 	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('720h')",message="spec.ttlAfterFinished must be at most 720h (30 days), e.g. 10m"
 	// +optional
 	TTLAfterFinished *Duration `json:"ttlAfterFinished,omitempty"`
 
@@ -158,9 +164,11 @@ type AgentSessionStatus struct {
 }
 
 // AgentSession is one claim on one sandbox of a class, for a bounded time. Deleting it
-// destroys its sandbox.
+// destroys its sandbox. Its name is at most 63 characters: it is stored in the
+// agents.hyperpool.io/session label of its pod.
 //
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: the session's name is stored in the agents.hyperpool.io/session label of its pod, and a label value is at most 63 characters"
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ases,categories=agents
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`

@@ -12,6 +12,8 @@ type Footprint struct {
 	Memory resource.Quantity `json:"memory,omitempty"`
 
 	// vcpus is the number of virtual processors of the utility VM (for a pool: the sum).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=2147483647
 	// +optional
 	VCPUs int32 `json:"vcpus,omitempty"`
 }

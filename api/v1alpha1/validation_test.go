@@ -117,7 +117,73 @@ spec:
         securityContext: ` + securityContext
 	}
 	const supportedIsolation = `supported values: "HyperV", "Process"`
+	// A volume, as a merge-patch replacement of the volume list.
+	volume := func(v string) string { return `spec: {template: {spec: {volumes: [` + v + `]}}}` }
+	// A container with the given extra fields (a YAML flow mapping's inside).
+	containerWith := func(list, fields string) string {
+		return `spec: {template: {spec: {` + list + `: [{name: c, image: mcr.microsoft.com/windows/nanoserver:ltsc2022, ` + fields + `}]}}}`
+	}
+	// 2^40: beyond int32 and far beyond any port.
+	const tooBig = "1099511627776"
+	name64 := strings.Repeat("n", 64)
+	// A Go duration of 33 characters, one over maxLength (valid, and short in time).
+	duration33 := strings.Repeat("0", 31) + "1s"
+	// The overflow of issue 13: it matches the pattern but not Go's time.Duration.
+	const overflow = "3000000h"
+	const templateCredentials = "a warm sandbox holds no credentials, they come with the session"
 	return []invalidCase{
+		// Names are stored in label values: at most 63 characters.
+		{"sandbox/name 64 characters", baseSandbox, `metadata: {name: ` + name64 + `}`,
+			[]string{"metadata.name must be at most 63 characters", "agents.hyperpool.io/sandbox label"}},
+		{"session/name 64 characters", baseSession, `metadata: {name: ` + name64 + `}`,
+			[]string{"metadata.name must be at most 63 characters", "agents.hyperpool.io/session label"}},
+		{"session/sandboxName 64 characters", baseSession, `spec: {sandboxName: ` + name64 + `}`,
+			[]string{"spec.sandboxName", "Too long", "63"}},
+
+		// Integers beyond their Go type: the API server checks the format, for our fields and
+		// for the pod template's.
+		{"sandbox/replicas beyond int32", baseSandbox, `spec: {replicas: 9999999999}`,
+			[]string{"spec.replicas", "format int32"}},
+		{"sandbox/replenish minReady beyond int32", baseSandbox, `spec: {replenish: {minReady: 9999999999}}`,
+			[]string{"spec.replenish.minReady", "format int32"}},
+		{"sandbox/template containerPort beyond int32", baseSandbox, containerWith("containers", `ports: [{containerPort: `+tooBig+`}]`),
+			[]string{"spec.template.spec.containers[0].ports[0].containerPort", "format int32"}},
+		{"sandbox/template terminationGracePeriodSeconds beyond int64", baseSandbox,
+			`spec: {template: {spec: {terminationGracePeriodSeconds: 99999999999999999999}}}`,
+			[]string{"spec.template.spec.terminationGracePeriodSeconds", "int64"}},
+		{"quota/sessions beyond int32", baseQuota, `spec: {hard: {sessions: 9999999999}}`,
+			[]string{"spec.hard.sessions", "format int32"}},
+
+		// Reserved template keys.
+		{"sandbox/template label agents.hyperpool.io/session", baseSandbox,
+			`spec: {template: {metadata: {labels: {agents.hyperpool.io/session: s}}}}`,
+			[]string{"spec.template", "spec.template.metadata.labels must not use keys under agents.hyperpool.io/", "the manager's own bookkeeping", "remove them"}},
+		{"sandbox/template label agents.hyperpool.io/sandbox", baseSandbox,
+			`spec: {template: {metadata: {labels: {app: x, agents.hyperpool.io/sandbox: other}}}}`,
+			[]string{"spec.template", "spec.template.metadata.labels must not use keys under agents.hyperpool.io/"}},
+		{"sandbox/template annotation agents.hyperpool.io/", baseSandbox,
+			`spec: {template: {metadata: {annotations: {agents.hyperpool.io/last-activity: "2030-01-01T00:00:00Z"}}}}`,
+			[]string{"spec.template", "spec.template.metadata.annotations must not use keys under agents.hyperpool.io/", "remove them"}},
+
+		// Pod template hardening: credentials come with the session, never in a warm pod.
+		{"sandbox/template automountServiceAccountToken", baseSandbox, `spec: {template: {spec: {automountServiceAccountToken: true}}}`,
+			[]string{"spec.template", "spec.template.spec.automountServiceAccountToken: true is not allowed", templateCredentials, "remove it"}},
+		{"sandbox/template secret volume", baseSandbox, volume(`{name: creds, secret: {secretName: creds}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].secret is not allowed", templateCredentials, "remove the volume"}},
+		{"sandbox/template projected service account token", baseSandbox,
+			volume(`{name: token, projected: {sources: [{serviceAccountToken: {path: token, audience: api}}]}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].projected is not allowed", "service account token", "use configMap, downwardAPI or emptyDir volumes"}},
+		{"sandbox/template projected secret", baseSandbox,
+			volume(`{name: mixed, projected: {sources: [{configMap: {name: cm}}, {secret: {name: creds}}]}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].projected is not allowed"}},
+		{"sandbox/template priorityClassName system-node-critical", baseSandbox, `spec: {template: {spec: {priorityClassName: system-node-critical}}}`,
+			[]string{"spec.template", "spec.template.spec.priorityClassName must not be a system- priority class", "use a priority class of your own"}},
+		{"sandbox/template priorityClassName system-cluster-critical", baseSandbox, `spec: {template: {spec: {priorityClassName: system-cluster-critical}}}`,
+			[]string{"spec.template", "spec.template.spec.priorityClassName must not be a system- priority class"}},
+		{"sandbox/template ephemeralContainers", baseSandbox,
+			`spec: {template: {spec: {ephemeralContainers: [{name: debug, image: mcr.microsoft.com/windows/nanoserver:ltsc2022}]}}}`,
+			[]string{"spec.template", "spec.template.spec.ephemeralContainers is not allowed", "remove it"}},
+
 		// AgentSandbox: pool size.
 		{"sandbox/replicas negative", baseSandbox, `spec: {replicas: -1}`,
 			[]string{"spec.replicas", "greater than or equal to 0"}},
@@ -172,6 +238,16 @@ spec:
 			[]string{"spec.replenish.quietPeriod", "between 0s and 5m"}},
 		{"sandbox/replenish minReady negative", baseSandbox, `spec: {replenish: {minReady: -1}}`,
 			[]string{"spec.replenish.minReady", "greater than or equal to 0"}},
+		{"sandbox/replenish minReady over maximum", baseSandbox, `spec: {replenish: {minReady: 10001}}`,
+			[]string{"spec.replenish.minReady", "less than or equal to 10000"}},
+		{"sandbox/updateStrategy maxConcurrent over maximum", baseSandbox, `spec: {updateStrategy: {maxConcurrent: 10001}}`,
+			[]string{"spec.updateStrategy.maxConcurrent", "less than or equal to 10000"}},
+		{"sandbox/replenish quietPeriod too long a string", baseSandbox, `spec: {replenish: {quietPeriod: "` + duration33 + `"}}`,
+			[]string{"spec.replenish.quietPeriod", "Too long", "32"}},
+		{"sandbox/replenish quietPeriod overflow", baseSandbox, `spec: {replenish: {quietPeriod: ` + overflow + `}}`,
+			[]string{"spec.replenish.quietPeriod", "spec.replenish.quietPeriod must be between 0s and 5m"}},
+		{"sandbox/replenish quietPeriod not a duration", baseSandbox, `spec: {replenish: {quietPeriod: soon}}`,
+			[]string{"spec.replenish.quietPeriod", "should match"}},
 
 		// AgentSandbox: the utility VM.
 		{"sandbox/vm with Process isolation", baseSandbox, `spec: {isolation: Process, vm: {memoryMB: 2048}}`,
@@ -199,6 +275,10 @@ spec:
 			[]string{"spec.vm.storageQoS.iopsMaximum", "greater than or equal to 1"}},
 		{"sandbox/vm storageQoS bandwidthMaximum 0", baseSandbox, `spec: {vm: {storageQoS: {bandwidthMaximum: 0}}}`,
 			[]string{"spec.vm.storageQoS.bandwidthMaximum", "greater than or equal to 1"}},
+		{"sandbox/vm storageQoS bandwidthMaximum over int32", baseSandbox, `spec: {vm: {storageQoS: {bandwidthMaximum: 2147483648}}}`,
+			[]string{"spec.vm.storageQoS.bandwidthMaximum", "less than or equal to 2147483647"}},
+		{"sandbox/vm storageQoS iopsMaximum over int32", baseSandbox, `spec: {vm: {storageQoS: {iopsMaximum: 2147483648}}}`,
+			[]string{"spec.vm.storageQoS.iopsMaximum", "less than or equal to 2147483647"}},
 
 		// AgentSandbox: Windows build and RuntimeClass.
 		{"sandbox/windows missing", baseSandbox, `spec: {windows: null}`,
@@ -209,6 +289,8 @@ spec:
 			[]string{"spec.windows.imageBuild", "must be a Windows build number from 17763 (Server 2019) up", "e.g. 17763, 20348 or 26100"}},
 		{"sandbox/windows imageBuild too high", baseSandbox, `spec: {windows: {imageBuild: 100000}}`,
 			[]string{"spec.windows.imageBuild", "must be a Windows build number from 17763 (Server 2019) up"}},
+		{"sandbox/windows imageBuild over 16 bits", baseSandbox, `spec: {windows: {imageBuild: 65536}}`,
+			[]string{"spec.windows.imageBuild", "up to 65535"}},
 		{"sandbox/runtimeClassName invalid characters", baseSandbox, `spec: {runtimeClassName: Hyper_V}`,
 			[]string{"spec.runtimeClassName", "spec.runtimeClassName must be a RuntimeClass name", "e.g. hyperv"}},
 		{"sandbox/runtimeClassName too long", baseSandbox, `spec: {runtimeClassName: ` + strings.Repeat("a", 254) + `}`,
@@ -230,6 +312,22 @@ spec:
 			[]string{"spec.lifetime.idleTimeout", "spec.lifetime.idleTimeout must be longer than 0s", "e.g. 15m"}},
 		{"sandbox/lifetime ttlAfterFinished not a duration", baseSandbox, `spec: {lifetime: {ttlAfterFinished: 10 minutes}}`,
 			[]string{"spec.lifetime.ttlAfterFinished", "should match"}},
+		{"sandbox/lifetime idleTimeout over 168h", baseSandbox, `spec: {lifetime: {maxLifetime: 168h, idleTimeout: 169h}}`,
+			[]string{"spec.lifetime.idleTimeout", "spec.lifetime.idleTimeout must be longer than 0s and at most 168h (7 days)", "e.g. 15m"}},
+		{"sandbox/lifetime ttlAfterFinished over 720h", baseSandbox, `spec: {lifetime: {ttlAfterFinished: 721h}}`,
+			[]string{"spec.lifetime.ttlAfterFinished", "spec.lifetime.ttlAfterFinished must be at most 720h (30 days)", "e.g. 10m"}},
+		{"sandbox/lifetime ttlAfterFinished overflow", baseSandbox, `spec: {lifetime: {ttlAfterFinished: ` + overflow + `}}`,
+			[]string{"spec.lifetime.ttlAfterFinished", "spec.lifetime.ttlAfterFinished must be at most 720h (30 days)"}},
+		{"sandbox/lifetime maxLifetime overflow", baseSandbox, `spec: {lifetime: {maxLifetime: ` + overflow + `}}`,
+			[]string{"spec.lifetime.maxLifetime", "spec.lifetime.maxLifetime must be between 1s and 168h (7 days)"}},
+		{"sandbox/lifetime idleTimeout overflow", baseSandbox, `spec: {lifetime: {idleTimeout: ` + overflow + `}}`,
+			[]string{"spec.lifetime.idleTimeout", "spec.lifetime.idleTimeout must be longer than 0s and at most 168h (7 days)"}},
+		{"sandbox/lifetime maxLifetime too long a string", baseSandbox, `spec: {lifetime: {maxLifetime: "` + duration33 + `"}}`,
+			[]string{"spec.lifetime.maxLifetime", "Too long", "32"}},
+		{"sandbox/lifetime idleTimeout too long a string", baseSandbox, `spec: {lifetime: {idleTimeout: "` + duration33 + `"}}`,
+			[]string{"spec.lifetime.idleTimeout", "Too long", "32"}},
+		{"sandbox/lifetime ttlAfterFinished too long a string", baseSandbox, `spec: {lifetime: {ttlAfterFinished: "` + duration33 + `"}}`,
+			[]string{"spec.lifetime.ttlAfterFinished", "Too long", "32"}},
 
 		// AgentSession.
 		{"session/sandboxName missing", baseSession, `spec: {sandboxName: null, user: alice}`,
@@ -250,6 +348,24 @@ spec:
 			[]string{"spec.idleTimeout", "spec.idleTimeout must be longer than 0s", "e.g. 5m"}},
 		{"session/ttlAfterFinished not a duration", baseSession, `spec: {ttlAfterFinished: soon}`,
 			[]string{"spec.ttlAfterFinished", "should match"}},
+		{"session/maxLifetime over 168h", baseSession, `spec: {maxLifetime: 169h}`,
+			[]string{"spec.maxLifetime", "spec.maxLifetime must be longer than 0s and at most 168h (7 days)", "e.g. 30m"}},
+		{"session/idleTimeout over 168h", baseSession, `spec: {idleTimeout: 169h}`,
+			[]string{"spec.idleTimeout", "spec.idleTimeout must be longer than 0s and at most 168h (7 days)", "e.g. 5m"}},
+		{"session/ttlAfterFinished over 720h", baseSession, `spec: {ttlAfterFinished: 721h}`,
+			[]string{"spec.ttlAfterFinished", "spec.ttlAfterFinished must be at most 720h (30 days)", "e.g. 10m"}},
+		{"session/ttlAfterFinished overflow", baseSession, `spec: {ttlAfterFinished: ` + overflow + `}`,
+			[]string{"spec.ttlAfterFinished", "spec.ttlAfterFinished must be at most 720h (30 days)"}},
+		{"session/maxLifetime overflow", baseSession, `spec: {maxLifetime: ` + overflow + `}`,
+			[]string{"spec.maxLifetime", "spec.maxLifetime must be longer than 0s and at most 168h (7 days)"}},
+		{"session/idleTimeout overflow", baseSession, `spec: {idleTimeout: ` + overflow + `}`,
+			[]string{"spec.idleTimeout", "spec.idleTimeout must be longer than 0s and at most 168h (7 days)"}},
+		{"session/maxLifetime too long a string", baseSession, `spec: {maxLifetime: "` + duration33 + `"}`,
+			[]string{"spec.maxLifetime", "Too long", "32"}},
+		{"session/idleTimeout too long a string", baseSession, `spec: {idleTimeout: "` + duration33 + `"}`,
+			[]string{"spec.idleTimeout", "Too long", "32"}},
+		{"session/ttlAfterFinished too long a string", baseSession, `spec: {ttlAfterFinished: "` + duration33 + `"}`,
+			[]string{"spec.ttlAfterFinished", "Too long", "32"}},
 		{"session/user too long", baseSession, `spec: {user: ` + strings.Repeat("u", 257) + `}`,
 			[]string{"spec.user", "Too long", "256"}},
 
@@ -268,6 +384,14 @@ spec:
 			[]string{"spec.hard.memory", "should match"}},
 		{"quota/cpu negative", baseQuota, `spec: {hard: {cpu: "-2"}}`,
 			[]string{"spec.hard.cpu", "cpu must not be negative", "e.g. 32"}},
+		{"quota/sessions over maximum", baseQuota, `spec: {hard: {sessions: 1000001}}`,
+			[]string{"spec.hard.sessions", "less than or equal to 1000000"}},
+		{"quota/warmSandboxes over maximum", baseQuota, `spec: {hard: {warmSandboxes: 1000001}}`,
+			[]string{"spec.hard.warmSandboxes", "less than or equal to 1000000"}},
+		{"quota/memory huge negative exponent", baseQuota, `spec: {hard: {memory: "1e-2147483647"}}`,
+			[]string{"spec.hard.memory", "memory must not have an exponent of more than 3 digits", "e.g. 64Gi"}},
+		{"quota/cpu huge exponent", baseQuota, `spec: {hard: {cpu: "1E4294967297"}}`,
+			[]string{"spec.hard.cpu", "cpu must not have an exponent of more than 3 digits", "e.g. 32"}},
 	}
 }
 
@@ -323,8 +447,18 @@ spec:
   lifetime: {maxLifetime: 168h, idleTimeout: 168h, ttlAfterFinished: 0s}
   egress: Unrestricted
   updateStrategy: {type: OnReplenish, maxConcurrent: 1}
+  replenish: {quietPeriod: 0s, minReady: 0}
   template:
+    metadata:
+      labels: {app: agent, example.com/agents.hyperpool.io: x, hyperpool.io/tier: warm}
+      annotations: {example.com/note: "agents.hyperpool.io/ in a value is fine"}
     spec:
+      automountServiceAccountToken: false
+      priorityClassName: sandbox-high
+      volumes:
+      - {name: scratch, emptyDir: {}}
+      - {name: config, configMap: {name: agent-config}}
+      - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
       hostNetwork: false
       securityContext: {windowsOptions: {hostProcess: false, runAsUserName: ContainerUser}}
       initContainers:
@@ -335,22 +469,44 @@ spec:
       - name: sandbox
         image: mcr.microsoft.com/windows/nanoserver:ltsc2022
         securityContext: {privileged: false, windowsOptions: {hostProcess: false}}
+        ports: [{containerPort: 65535}]
+        env: [{name: MODE, valueFrom: {configMapKeyRef: {name: agent-config, key: mode}}}]
+        envFrom: [{configMapRef: {name: agent-config}}]
+        livenessProbe: {httpGet: {port: 65535}}
+        readinessProbe: {tcpSocket: {port: http}}
 `},
-		{"sandbox with Process isolation and no vm", baseSandbox, `spec: {replicas: 0, isolation: Process, windows: {imageBuild: 99999}}`},
+		{"sandbox at the upper limits", baseSandbox, `
+metadata: {name: ` + strings.Repeat("n", 63) + `}
+spec:
+  windows: {imageBuild: 65535}
+  vm: {storageQoS: {iopsMaximum: 2147483647, bandwidthMaximum: 2147483647}}
+  lifetime: {maxLifetime: 168h, idleTimeout: "` + strings.Repeat("0", 28) + `168h", ttlAfterFinished: 720h}
+  updateStrategy: {maxConcurrent: 10000}
+  replenish: {quietPeriod: 5m, minReady: 10000}
+`},
+		{"sandbox with Process isolation and no vm", baseSandbox, `spec: {replicas: 0, isolation: Process, windows: {imageBuild: 26100}}`},
 		{"sandbox lifetime fractional durations", baseSandbox, `spec: {lifetime: {maxLifetime: 1h30m, idleTimeout: 1.5s}}`},
 		// idleTimeout has no default, so a short maxLifetime alone is valid (the idle timeout
 		// then defaults to it at run time).
 		{"sandbox maxLifetime alone, shorter than the idle default", baseSandbox, `spec: {lifetime: {maxLifetime: 10m}}`},
 		{"session at the limits", baseSession, `
 spec:
-  sandboxName: ` + strings.Repeat("a", 253) + `
+  sandboxName: ` + strings.Repeat("a", 63) + `
   maxLifetime: 5m
   idleTimeout: 5m
   ttlAfterFinished: 0s
   user: ` + strings.Repeat("u", 256) + `
   startPolicy: RequireWarm
 `},
+		{"session at the upper limits", baseSession, `
+metadata: {name: ` + strings.Repeat("n", 63) + `}
+spec:
+  maxLifetime: 168h
+  idleTimeout: 168h
+  ttlAfterFinished: "` + strings.Repeat("0", 28) + `720h"
+`},
 		{"quota zero", baseQuota, `spec: {hard: {sessions: 0, warmSandboxes: 0, memory: "0", cpu: 0}}`},
+		{"quota at the upper limits", baseQuota, `spec: {hard: {sessions: 1000000, warmSandboxes: 1000000, memory: 1e999, cpu: 2E-999}}`},
 		{"quota quantities", baseQuota, `spec: {hard: {memory: 1.5Ti, cpu: 500m}}`},
 		{"quota empty", baseQuota, `spec: {hard: {sessions: null}}`},
 	}
@@ -792,4 +948,66 @@ func containsAll(s string, subs []string) bool {
 		}
 	}
 	return true
+}
+
+// TestTemplateValuesTheGoTypesCannotHold: the API server checks the format of an integer of
+// the pod template (a containerPort of 2^40 is refused, see the invalid rows), but not of an
+// int-or-string: a probe or lifecycle port of 2^40 is stored, and does not fit the int32 of
+// intstr.IntOrString. The CRD cannot refuse it: a CEL rule for each of those twenty ports
+// (containers and initContainers, probes and lifecycle handlers) would exceed the CRD's
+// cost budget. So the typed decode tolerates it: the manager's list of the kind still works,
+// and the class reports TemplateProblem.
+func TestTemplateValuesTheGoTypesCannotHold(t *testing.T) {
+	t.Parallel()
+	const tooBig = "1099511627776"
+	for _, tc := range []struct{ name, patch, field string }{
+		{"liveness httpGet", `spec: {template: {spec: {containers: [{name: c, image: i, livenessProbe: {httpGet: {port: ` + tooBig + `}}}]}}}`, "httpGet.port"},
+		{"readiness tcpSocket", `spec: {template: {spec: {containers: [{name: c, image: i, readinessProbe: {tcpSocket: {port: ` + tooBig + `}}}]}}}`, "tcpSocket.port"},
+		{"initContainer preStop", `spec: {template: {spec: {initContainers: [{name: s, image: i, restartPolicy: Always, lifecycle: {preStop: {httpGet: {port: -` + tooBig + `}}}}]}}}`, "httpGet.port"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := env.CreateNamespace(t)
+			good := patched(t, baseSandbox, `metadata: {name: good}`)
+			bad := patched(t, baseSandbox, tc.patch+"\nmetadata: {name: bad}")
+			for _, obj := range []*unstructured.Unstructured{good, bad} {
+				obj.SetNamespace(ns)
+				if err := env.Client.Create(t.Context(), obj); err != nil {
+					t.Fatalf("create %s: %v (if the API server now refuses an int-or-string beyond int32, the tolerant decode is no longer needed for it)", obj.GetName(), err)
+				}
+			}
+			var list hyperpoolv1alpha1.AgentSandboxList
+			if err := env.Client.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
+				t.Fatalf("typed list with one unreadable template: %v", err)
+			}
+			problems := map[string]string{}
+			for _, sb := range list.Items {
+				problems[sb.Name] = sb.Spec.TemplateProblem()
+			}
+			if problems["good"] != "" {
+				t.Errorf("good: TemplateProblem() = %q", problems["good"])
+			}
+			if p := problems["bad"]; !strings.Contains(p, "spec.template cannot be read") || !strings.Contains(p, tc.field) {
+				t.Errorf("bad: TemplateProblem() = %q, want it to name %s", p, tc.field)
+			}
+
+			// A typed update of the class (here its replicas) keeps the stored template as it was.
+			sb := &hyperpoolv1alpha1.AgentSandbox{}
+			if err := env.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "bad"}, sb); err != nil {
+				t.Fatal(err)
+			}
+			sb.Spec.Replicas = ptr.To[int32](2)
+			if err := env.Client.Update(t.Context(), sb); err != nil {
+				t.Fatalf("typed update of the class: %v", err)
+			}
+			stored := bad.DeepCopy()
+			if err := env.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "bad"}, stored); err != nil {
+				t.Fatal(err)
+			}
+			template, _, _ := unstructured.NestedMap(stored.Object, "spec", "template")
+			if replicas, _, _ := unstructured.NestedInt64(stored.Object, "spec", "replicas"); replicas != 2 || !strings.Contains(mustJSON(t, template), tooBig) {
+				t.Errorf("after the update: replicas %d, template %s; want 2 and the template unchanged", replicas, mustJSON(t, template))
+			}
+		})
+	}
 }
