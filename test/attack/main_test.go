@@ -25,12 +25,10 @@ import (
 	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -233,31 +231,6 @@ func impersonate(t testing.TB, who rest.ImpersonationConfig, ready func(context.
 func eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Context) (bool, string)) {
 	t.Helper()
 	testbed.Eventually(t, timeout, cond)
-}
-
-// newSandbox returns a class with one small Windows container.
-func newSandbox(ns, name string, replicas int32) *agentsv1alpha1.AgentSandbox {
-	return &agentsv1alpha1.AgentSandbox{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: agentsv1alpha1.AgentSandboxSpec{
-			Replicas: ptr.To(replicas),
-			Windows:  agentsv1alpha1.WindowsSpec{ImageBuild: 20348},
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name:  "sandbox",
-				Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022",
-				Resources: corev1.ResourceRequirements{
-					Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
-				},
-			}}}},
-		},
-	}
-}
-
-func newSession(ns, name, sandbox string) *agentsv1alpha1.AgentSession {
-	return &agentsv1alpha1.AgentSession{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       agentsv1alpha1.AgentSessionSpec{SandboxName: sandbox},
-	}
 }
 
 // mustCreate creates obj with c (admin for setup, a tenant for an attack that must pass).

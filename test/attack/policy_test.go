@@ -36,6 +36,7 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/nodeagent"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // A tenant with session-user and edit cannot add, change or remove the labels and owner
@@ -45,8 +46,8 @@ func TestPolicyTenantCannotForgePodLabelsOrOwners(t *testing.T) {
 	ctx := context.Background()
 	ns := env.CreateNamespace(t)
 	c := policyTenant(t, ns)
-	mustCreate(t, admin, newSandbox(ns, "pool", 2))
-	mustCreate(t, c, newSession(ns, "s1", "pool"))
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
+	mustCreate(t, c, builders.AgentSession(ns, "s1", "pool").Obj())
 	s := waitSession(t, ns, "s1", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	bound := getPod(t, ns, s.Status.PodName)
 	var warm *corev1.Pod
@@ -157,8 +158,7 @@ func TestPolicyTenantCannotTouchClassNetworkPolicy(t *testing.T) {
 	ctx := context.Background()
 	ns := env.CreateNamespace(t)
 	c := policyTenant(t, ns)
-	sb := newSandbox(ns, "pool", 1)
-	mustCreate(t, admin, sb)
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	np := &networkingv1.NetworkPolicy{}
 	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pool-egress"}, np)
@@ -347,8 +347,8 @@ func TestPolicyOrphanDeleteIsNotWedged(t *testing.T) {
 	ctx := context.Background()
 	ns := env.CreateNamespace(t)
 	c := policyTenant(t, ns)
-	mustCreate(t, admin, newSandbox(ns, "pool", 1))
-	mustCreate(t, c, newSession(ns, "s1", "pool"))
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
+	mustCreate(t, c, builders.AgentSession(ns, "s1", "pool").Obj())
 	s := waitSession(t, ns, "s1", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	if pod := getPod(t, ns, s.Status.PodName); !metav1.IsControlledBy(pod, s) {
 		t.Fatalf("bound pod is not controlled by its session: %+v", pod.OwnerReferences)
@@ -491,14 +491,7 @@ func ownerPatch(name, uid string) string {
 
 // plainPod is a small Windows pod of the tenant's own.
 func plainPod(ns, name string, labels map[string]string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-		Spec: corev1.PodSpec{
-			OS:                           &corev1.PodOS{Name: corev1.Windows},
-			AutomountServiceAccountToken: ptr.To(false),
-			Containers:                   []corev1.Container{{Name: "c", Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022"}},
-		},
-	}
+	return builders.Pod(ns, name).Labels(labels).Windows().NoServiceAccountToken().Container("c", builders.DefaultImage).Obj()
 }
 
 // bindRole binds a ClusterRole to a user in ns.

@@ -12,20 +12,15 @@ import (
 
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // The quota attacks: a tenant (the session-user role) against its namespace's AgentQuota,
 // which the platform team wrote.
-
-func newQuota(ns string, sessions int32, maxQueued *int32) *agentsv1alpha1.AgentQuota {
-	return &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "quota"},
-		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: agentsv1alpha1.QuotaLimits{Sessions: ptr.To(sessions)}, MaxQueued: maxQueued}}
-}
 
 // queueFull: the session ended Failed with reason QueueFull.
 func queueFull(s *agentsv1alpha1.AgentSession) bool {
@@ -51,17 +46,17 @@ func waitQuota(t testing.TB, ns string, what string, cond func(*agentsv1alpha1.A
 func TestQueueOverMaxQueuedIsRefused(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	mustCreate(t, admin, newQuota(ns, 1, ptr.To[int32](2)))
-	mustCreate(t, admin, newSandbox(ns, "pool", 1))
+	mustCreate(t, admin, builders.AgentQuota(ns, "quota").Sessions(1).MaxQueued(2).Obj())
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	user := tenant(t, ns, "hyperpool-session-user")
 
-	mustCreate(t, user, newSession(ns, "running", "pool"))
+	mustCreate(t, user, builders.AgentSession(ns, "running", "pool").Obj())
 	waitSession(t, ns, "running", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	for _, name := range []string{"wait-1", "wait-2"} {
-		mustCreate(t, user, newSession(ns, name, "pool"))
+		mustCreate(t, user, builders.AgentSession(ns, name, "pool").Obj())
 		waitSession(t, ns, name, waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 	}
-	mustCreate(t, user, newSession(ns, "over", "pool"))
+	mustCreate(t, user, builders.AgentSession(ns, "over", "pool").Obj())
 	s := waitSession(t, ns, "over", waitTimeout, "Failed with QueueFull", queueFull)
 	const want = "sessions: 1 more would make 3 queued > maxQueued 2 of AgentQuota quota; retry later or raise spec.maxQueued"
 	if c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition); c == nil || c.Reason != agentsv1alpha1.ReasonQueueFull || !strings.Contains(c.Message, want) {
@@ -85,11 +80,11 @@ func TestQueueOverMaxQueuedIsRefused(t *testing.T) {
 	waitQuota(t, ns, "2 queued", func(q *agentsv1alpha1.AgentQuota) bool { return q.Status.Queued == 2 })
 
 	// The queue drains: wait-1 takes the freed slot, and a new session may wait again.
-	if err := user.Delete(context.Background(), newSession(ns, "running", "pool")); err != nil {
+	if err := user.Delete(context.Background(), builders.AgentSession(ns, "running", "pool").Obj()); err != nil {
 		t.Fatal(err)
 	}
 	waitSession(t, ns, "wait-1", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	mustCreate(t, user, newSession(ns, "wait-3", "pool"))
+	mustCreate(t, user, builders.AgentSession(ns, "wait-3", "pool").Obj())
 	waitSession(t, ns, "wait-3", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 }
 
@@ -100,8 +95,8 @@ func TestQueueOverMaxQueuedIsRefused(t *testing.T) {
 func TestPodlessSessionDeletedBeforeItsAdmissionShows(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	mustCreate(t, admin, newQuota(ns, 1, nil))
-	mustCreate(t, admin, newSandbox(ns, "pool", 1))
+	mustCreate(t, admin, builders.AgentQuota(ns, "quota").Sessions(1).Obj())
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	user := tenant(t, ns, "hyperpool-session-user")
 	ctx := context.Background()
 
@@ -109,7 +104,7 @@ func TestPodlessSessionDeletedBeforeItsAdmissionShows(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 30 {
 		wg.Go(func() {
-			ghost := newSession(ns, fmt.Sprintf("ghost-%02d", i), "no-such-class")
+			ghost := builders.AgentSession(ns, fmt.Sprintf("ghost-%02d", i), "no-such-class").Obj()
 			if err := user.Create(ctx, ghost); err != nil {
 				t.Errorf("creating %s: %v", ghost.Name, err)
 				return
@@ -129,7 +124,7 @@ func TestPodlessSessionDeletedBeforeItsAdmissionShows(t *testing.T) {
 	})
 
 	// Well within claimTTL: a leaked grant would hold the only slot for 30 s.
-	mustCreate(t, user, newSession(ns, "real", "pool"))
+	mustCreate(t, user, builders.AgentSession(ns, "real", "pool").Obj())
 	waitSession(t, ns, "real", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	waitQuota(t, ns, "1 session in use, none queued", func(q *agentsv1alpha1.AgentQuota) bool {
 		return ptr.Deref(q.Status.Used.Sessions, -1) == 1 && q.Status.Queued == 0
@@ -143,16 +138,16 @@ func TestFloodBeyondQuotaKeepsOtherNamespacesBinding(t *testing.T) {
 	t.Parallel()
 	const flood, maxQueued = 80, 10
 	nsA, nsB := env.CreateNamespace(t), env.CreateNamespace(t)
-	mustCreate(t, admin, newQuota(nsA, 1, ptr.To[int32](maxQueued)))
-	mustCreate(t, admin, newSandbox(nsA, "pool", 1))
-	mustCreate(t, admin, newSandbox(nsB, "pool", 2))
+	mustCreate(t, admin, builders.AgentQuota(nsA, "quota").Sessions(1).MaxQueued(maxQueued).Obj())
+	mustCreate(t, admin, builders.AgentSandbox(nsA, "pool").Replicas(1).Obj())
+	mustCreate(t, admin, builders.AgentSandbox(nsB, "pool").Replicas(2).Obj())
 	attacker, neighbour := tenant(t, nsA, "hyperpool-session-user"), tenant(t, nsB, "hyperpool-session-user")
 	ctx := context.Background()
 
 	var wg sync.WaitGroup
 	for i := range flood {
 		wg.Go(func() {
-			if err := attacker.Create(ctx, newSession(nsA, fmt.Sprintf("flood-%03d", i), "pool")); err != nil {
+			if err := attacker.Create(ctx, builders.AgentSession(nsA, fmt.Sprintf("flood-%03d", i), "pool").Obj()); err != nil {
 				t.Errorf("creating flood-%03d: %v", i, err)
 			}
 		})
@@ -160,9 +155,9 @@ func TestFloodBeyondQuotaKeepsOtherNamespacesBinding(t *testing.T) {
 	// Meanwhile, and after, the neighbour's sessions bind one after the other.
 	for i := range 4 {
 		name := fmt.Sprintf("neighbour-%d", i)
-		mustCreate(t, neighbour, newSession(nsB, name, "pool"))
+		mustCreate(t, neighbour, builders.AgentSession(nsB, name, "pool").Obj())
 		waitSession(t, nsB, name, 15*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-		if err := neighbour.Delete(ctx, newSession(nsB, name, "pool")); err != nil {
+		if err := neighbour.Delete(ctx, builders.AgentSession(nsB, name, "pool").Obj()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -16,10 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // Deadlines hold whatever the tenant does with the session object.
@@ -60,7 +60,7 @@ func podNames(pods []corev1.Pod) []string {
 // readySession opens a session as c in a namespace with a warm pool, and waits for Ready.
 func readySession(t testing.TB, c client.Client, ns, name, class string) *agentsv1alpha1.AgentSession {
 	t.Helper()
-	mustCreate(t, c, newSession(ns, name, class))
+	mustCreate(t, c, builders.AgentSession(ns, name, class).Obj())
 	return waitSession(t, ns, name, waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
@@ -69,12 +69,11 @@ func readySession(t testing.TB, c client.Client, ns, name, class string) *agents
 func TestFinalizerDoesNotKeepTheSandbox(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	mustCreate(t, admin, newSandbox(ns, "pool", 1))
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	alice := tenant(t, ns, "hyperpool-session-user", "edit")
 	ctx := context.Background()
 
-	s := newSession(ns, "kept", "pool")
-	s.Finalizers = []string{"tenant.example.com/keep"}
+	s := builders.AgentSession(ns, "kept", "pool").Finalizer("tenant.example.com/keep").Obj()
 	mustCreate(t, alice, s)
 	waitSession(t, ns, "kept", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	t.Cleanup(func() {
@@ -98,27 +97,25 @@ func TestFinalizerDoesNotKeepTheSandbox(t *testing.T) {
 func TestQueuedSessionWithFinalizerFreesTheQueue(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	mustCreate(t, admin, newSandbox(ns, "pool", 1))
-	mustCreate(t, admin, &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "quota"},
-		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](1)}}})
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
+	mustCreate(t, admin, builders.AgentQuota(ns, "quota").Sessions(1).Obj())
 	alice := tenant(t, ns, "hyperpool-session-user", "edit")
 	ctx := context.Background()
 
 	readySession(t, alice, ns, "first", "pool")
-	stuck := newSession(ns, "stuck", "pool")
-	stuck.Finalizers = []string{"tenant.example.com/keep"}
+	stuck := builders.AgentSession(ns, "stuck", "pool").Finalizer("tenant.example.com/keep").Obj()
 	mustCreate(t, alice, stuck)
 	t.Cleanup(func() {
 		_ = admin.Patch(ctx, stuck, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`)))
 	})
 	waitSession(t, ns, "stuck", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
-	mustCreate(t, alice, newSession(ns, "behind", "pool"))
+	mustCreate(t, alice, builders.AgentSession(ns, "behind", "pool").Obj())
 	waitSession(t, ns, "behind", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 
 	if err := alice.Delete(ctx, stuck); err != nil {
 		t.Fatal(err)
 	}
-	if err := alice.Delete(ctx, newSession(ns, "first", "pool")); err != nil {
+	if err := alice.Delete(ctx, builders.AgentSession(ns, "first", "pool").Obj()); err != nil {
 		t.Fatal(err)
 	}
 	waitSession(t, ns, "behind", waitTimeout, "Ready once the slot freed", inPhase(agentsv1alpha1.SessionReady))
@@ -129,7 +126,7 @@ func TestQueuedSessionWithFinalizerFreesTheQueue(t *testing.T) {
 func TestOrphanDeleteOfSessionDestroysItsPod(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	mustCreate(t, admin, newSandbox(ns, "pool", 1))
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	alice := tenant(t, ns, "hyperpool-session-user", "edit")
 
 	s := readySession(t, alice, ns, "orphan", "pool")
@@ -145,7 +142,7 @@ func TestOrphanDeleteOfClassDestroysWarmPods(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	author := classAuthor(t, ns)
-	mustCreate(t, author, newSandbox(ns, "pool", 2))
+	mustCreate(t, author, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
 	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		n := len(sandboxPods(t, ns, "pool"))
 		return n == 2, fmt.Sprintf("%d warm pods, want 2", n)
@@ -165,9 +162,7 @@ func TestOrphanDeleteOfClassDestroysWarmPods(t *testing.T) {
 func TestFutureHeartbeatDoesNotExtendTheSession(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	sb := newSandbox(ns, "pool", 1)
-	sb.Spec.Lifetime.IdleTimeout = &agentsv1alpha1.Duration{Duration: 4 * time.Second}
-	mustCreate(t, admin, sb)
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(1).IdleTimeout(4*time.Second).Obj())
 	alice := tenant(t, ns, "hyperpool-session-user", "edit")
 
 	s := readySession(t, alice, ns, "idle", "pool")
@@ -194,7 +189,7 @@ func TestExpiryFollowsALoweredLifetime(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	author := classAuthor(t, ns)
-	mustCreate(t, author, newSandbox(ns, "pool", 1))
+	mustCreate(t, author, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	alice := tenant(t, ns, "hyperpool-session-user", "edit")
 
 	s := readySession(t, alice, ns, "long", "pool")
@@ -226,11 +221,10 @@ func TestEgressPolicyRefusedNothingBinds(t *testing.T) {
 		err := admin.Get(ctx, client.ObjectKeyFromObject(rq), rq)
 		return err == nil && rq.Status.Hard != nil, "the ResourceQuota's status is not computed yet"
 	})
-	sb := newSandbox(ns, "pool", 2)
-	sb.Spec.Egress = agentsv1alpha1.EgressNone
+	sb := builders.AgentSandbox(ns, "pool").Replicas(2).Egress(agentsv1alpha1.EgressNone).Obj()
 	mustCreate(t, admin, sb)
 	alice := tenant(t, ns, "hyperpool-session-user", "edit")
-	mustCreate(t, alice, newSession(ns, "s", "pool"))
+	mustCreate(t, alice, builders.AgentSession(ns, "s", "pool").Obj())
 
 	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		if err := admin.Get(ctx, client.ObjectKeyFromObject(sb), sb); err != nil {
@@ -276,9 +270,7 @@ func TestTenantPolicyUnderTheClassNameIsTakenOver(t *testing.T) {
 		},
 	}
 	mustCreate(t, alice, ingressOnly)
-	sb := newSandbox(ns, "pool", 1)
-	sb.Spec.Egress = agentsv1alpha1.EgressNone
-	mustCreate(t, admin, sb)
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(1).Egress(agentsv1alpha1.EgressNone).Obj())
 
 	np := &networkingv1.NetworkPolicy{}
 	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
@@ -301,8 +293,8 @@ func TestOverflowingDurationsAreRefused(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	other := env.CreateNamespace(t)
-	mustCreate(t, admin, newSandbox(other, "pool", 1))
-	mustCreate(t, admin, newSandbox(ns, "pool", 0))
+	mustCreate(t, admin, builders.AgentSandbox(other, "pool").Replicas(1).Obj())
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(0).Obj())
 	alice := tenant(t, ns, "hyperpool-session-user", "edit")
 	author := classAuthor(t, ns)
 	ctx := context.Background()
@@ -330,9 +322,9 @@ func TestNamesThatCannotBeLabelsAreRefused(t *testing.T) {
 	author := classAuthor(t, ns)
 	long := strings.Repeat("a", 64)
 	ctx := context.Background()
-	wantRefused(t, "a 64-character session name", alice.Create(ctx, newSession(ns, long, "pool")), "63")
-	wantRefused(t, "a 64-character class name", author.Create(ctx, newSandbox(ns, long, 0)), "63")
-	if err := alice.Create(ctx, newSession(ns, long[:63], "pool")); err != nil {
+	wantRefused(t, "a 64-character session name", alice.Create(ctx, builders.AgentSession(ns, long, "pool").Obj()), "63")
+	wantRefused(t, "a 64-character class name", author.Create(ctx, builders.AgentSandbox(ns, long).Replicas(0).Obj()), "63")
+	if err := alice.Create(ctx, builders.AgentSession(ns, long[:63], "pool").Obj()); err != nil {
 		t.Errorf("a 63-character session name: %v, want accepted", err)
 	}
 }
@@ -345,12 +337,8 @@ func TestReservedTemplateLabelsAreRefused(t *testing.T) {
 	author := classAuthor(t, ns)
 	ctx := context.Background()
 	for _, key := range []string{agentsv1alpha1.SessionLabel, agentsv1alpha1.SandboxLabel, agentsv1alpha1.TemplateHashLabel} {
-		sb := newSandbox(ns, "pool", 2)
-		sb.Spec.Template.Labels = map[string]string{key: "x"}
-		wantRefused(t, "template label "+key, author.Create(ctx, sb), "agents.hyperpool.io/")
-		sb = newSandbox(ns, "pool", 2)
-		sb.Spec.Template.Annotations = map[string]string{key: "x"}
-		wantRefused(t, "template annotation "+key, author.Create(ctx, sb), "agents.hyperpool.io/")
+		wantRefused(t, "template label "+key, author.Create(ctx, builders.AgentSandbox(ns, "pool").Replicas(2).TemplateLabel(key, "x").Obj()), "agents.hyperpool.io/")
+		wantRefused(t, "template annotation "+key, author.Create(ctx, builders.AgentSandbox(ns, "pool").Replicas(2).TemplateAnnotation(key, "x").Obj()), "agents.hyperpool.io/")
 	}
 	if pods := sandboxPods(t, ns, "pool"); len(pods) != 0 {
 		t.Errorf("%d pods created for a refused class", len(pods))
@@ -377,11 +365,10 @@ func createRaw(ctx context.Context, c client.Client, ns, manifest string) error 
 func TestNoCompatibleNodesWakesWhenANodeAppears(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	sb := newSandbox(ns, "ltsc2025", 0)
-	sb.Spec.Windows.ImageBuild = 26100 // newer than every node of the test bed
-	mustCreate(t, admin, sb)
+	// Built for 26100: newer than every node of the test bed.
+	mustCreate(t, admin, builders.AgentSandbox(ns, "ltsc2025").Replicas(0).ImageBuild(26100).Obj())
 	alice := tenant(t, ns, "hyperpool-session-user", "edit")
-	mustCreate(t, alice, newSession(ns, "s", "ltsc2025"))
+	mustCreate(t, alice, builders.AgentSession(ns, "s", "ltsc2025").Obj())
 	waitSession(t, ns, "s", waitTimeout, "Pending for NoCompatibleNodes", func(s *agentsv1alpha1.AgentSession) bool {
 		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition)
 		return s.Status.Phase == agentsv1alpha1.SessionPending && c != nil && c.Reason == agentsv1alpha1.ReasonNoCompatibleNodes

@@ -150,37 +150,6 @@ func (h *Harness) newNamespace(ctx context.Context, scenario string) (string, er
 	return ns.Name, err
 }
 
-// sandbox is the benchmark's class: one small Windows container, HyperV isolation.
-// bootDelay > 0 sets kwok's per-pod ready delay (a simulated utility VM boot).
-func sandbox(ns, name string, replicas int32, bootDelay time.Duration) *agentsv1alpha1.AgentSandbox {
-	sb := &agentsv1alpha1.AgentSandbox{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: agentsv1alpha1.AgentSandboxSpec{
-			Replicas: &replicas,
-			Windows:  agentsv1alpha1.WindowsSpec{ImageBuild: 20348},
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name:  "sandbox",
-				Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022",
-			}}}},
-		},
-	}
-	if bootDelay > 0 {
-		sb.Spec.Template.Annotations = map[string]string{testbed.PodReadyDelayAnnotation: fmt.Sprint(bootDelay.Milliseconds())}
-	}
-	return sb
-}
-
-func session(ns, name, sb string, maxLifetime time.Duration) *agentsv1alpha1.AgentSession {
-	s := &agentsv1alpha1.AgentSession{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       agentsv1alpha1.AgentSessionSpec{SandboxName: sb},
-	}
-	if maxLifetime > 0 {
-		s.Spec.MaxLifetime = &agentsv1alpha1.Duration{Duration: maxLifetime}
-	}
-	return s
-}
-
 // waitPoolFull waits until the pool reports want Ready replicas and the watch sees exactly
 // want warm (unbound, live) pods of it.
 func (h *Harness) waitPoolFull(ctx context.Context, ns, name string, want int, timeout time.Duration) error {

@@ -16,6 +16,8 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/controllers"
+	"github.com/hyperpool/hyperpool/test/builders"
+	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
 // poolName is the AgentSandbox every scenario creates in its own namespace.
@@ -51,12 +53,15 @@ func (h *Harness) setup(ctx context.Context, scenario string, pool, floorN int, 
 	if r.floor, err = h.Floor(ctx, ns, floorN); err != nil {
 		return nil, err
 	}
-	sb := sandbox(ns, poolName, int32(pool), boot)
-	if h.ReplenishQuietPeriod > 0 {
-		sb.Spec.Replenish.QuietPeriod = &agentsv1alpha1.Duration{Duration: h.ReplenishQuietPeriod}
-		sb.Spec.Replenish.MinReady = h.ReplenishMinReady
+	// The template has no memory limit: each VM takes hcsshim's default size.
+	sb := builders.AgentSandbox(ns, poolName).Replicas(int32(pool)).NoMemoryLimit()
+	if boot > 0 { // a simulated utility VM boot: kwok's per-pod ready delay
+		sb.TemplateAnnotation(testbed.PodReadyDelayAnnotation, fmt.Sprint(boot.Milliseconds()))
 	}
-	if err := h.Client.Create(ctx, sb); err != nil {
+	if h.ReplenishQuietPeriod > 0 {
+		sb.Spec.Replenish = agentsv1alpha1.ReplenishSpec{QuietPeriod: builders.Duration(h.ReplenishQuietPeriod), MinReady: h.ReplenishMinReady}
+	}
+	if err := h.Client.Create(ctx, sb.Obj()); err != nil {
 		return nil, err
 	}
 	if pool > 0 {
@@ -169,7 +174,11 @@ func (r *run) createPaced(ctx context.Context, n int, rate float64, lifetime fun
 
 func (r *run) create(ctx context.Context, name string, lifetime time.Duration) error {
 	start := time.Now()
-	err := r.h.Client.Create(ctx, session(r.ns, name, poolName, lifetime))
+	s := builders.AgentSession(r.ns, name, poolName)
+	if lifetime > 0 {
+		s.MaxLifetime(lifetime)
+	}
+	err := r.h.Client.Create(ctx, s.Obj())
 	r.mu.Lock()
 	r.starts[name], r.lives[name] = start, lifetime
 	r.order = append(r.order, name)

@@ -33,11 +33,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/test/builders"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -342,23 +342,11 @@ func setup(ctx context.Context, env *testbed.Env, c client.Client, cfg Config) (
 	if err := c.Create(ctx, rc); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("create RuntimeClass hyperv: %w", err)
 	}
-	quota := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "chaos"},
-		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(cfg.QuotaSessions))}}}
-	if err := c.Create(ctx, quota); err != nil {
+	if err := c.Create(ctx, builders.AgentQuota(ns, "chaos").Sessions(int32(cfg.QuotaSessions)).Obj()); err != nil {
 		return "", fmt.Errorf("create AgentQuota: %w", err)
 	}
-	sb := &agentsv1alpha1.AgentSandbox{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: poolName},
-		Spec: agentsv1alpha1.AgentSandboxSpec{
-			Replicas: ptr.To(int32(cfg.Pool)),
-			Windows:  agentsv1alpha1.WindowsSpec{ImageBuild: 20348},
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name:  "sandbox",
-				Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022",
-			}}}},
-		},
-	}
-	if err := c.Create(ctx, sb); err != nil {
+	// No memory limit: each VM takes hcsshim's default size.
+	if err := c.Create(ctx, builders.AgentSandbox(ns, poolName).Replicas(int32(cfg.Pool)).NoMemoryLimit().Obj()); err != nil {
 		return "", fmt.Errorf("create AgentSandbox: %w", err)
 	}
 	return ns, nil
@@ -381,11 +369,7 @@ func createPaced(ctx context.Context, c client.Client, ns string, names []string
 			}
 		}
 		wg.Go(func() {
-			s := &agentsv1alpha1.AgentSession{
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-				Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: poolName,
-					MaxLifetime: &agentsv1alpha1.Duration{Duration: cfg.SessionLifetime}},
-			}
+			s := builders.AgentSession(ns, name, poolName).MaxLifetime(cfg.SessionLifetime).Obj()
 			attempt := 0
 			_ = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 				if attempt > 0 {

@@ -20,7 +20,6 @@ import (
 	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -32,6 +31,7 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/controllers"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // A real helm install, upgrade and uninstall. In between, the manager runs in-process with
@@ -76,7 +76,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	}
 	forbidden := startManager(t, ns, serviceAccount)
 
-	create(t, newSandbox(ns, "pool", 1))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	first := waitSessionReady(t, ns, "first")
 
 	// Upgrade: change values; the release's objects follow, the manager keeps working.
@@ -223,24 +223,6 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
-// newSandbox returns a Server 2022 class with one small container.
-func newSandbox(ns, name string, replicas int32) *agentsv1alpha1.AgentSandbox {
-	return &agentsv1alpha1.AgentSandbox{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: agentsv1alpha1.AgentSandboxSpec{
-			Replicas: ptr.To(replicas),
-			Windows:  agentsv1alpha1.WindowsSpec{ImageBuild: 20348},
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name:  "sandbox",
-				Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022",
-				Resources: corev1.ResourceRequirements{
-					Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
-				},
-			}}}},
-		},
-	}
-}
-
 func create(t testing.TB, obj client.Object) {
 	t.Helper()
 	if err := env.Client.Create(context.Background(), obj); err != nil {
@@ -252,10 +234,7 @@ func create(t testing.TB, obj client.Object) {
 // pod that exists and is bound to it.
 func waitSessionReady(t *testing.T, ns, name string) *agentsv1alpha1.AgentSession {
 	t.Helper()
-	create(t, &agentsv1alpha1.AgentSession{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       agentsv1alpha1.AgentSessionSpec{SandboxName: "pool"},
-	})
+	create(t, builders.AgentSession(ns, name, "pool").Obj())
 	s := &agentsv1alpha1.AgentSession{}
 	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {

@@ -20,11 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
-
-func newQuota(ns string, hard agentsv1alpha1.QuotaLimits) *agentsv1alpha1.AgentQuota {
-	return &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "quota"}, Spec: agentsv1alpha1.AgentQuotaSpec{Hard: hard}}
-}
 
 // holding reports whether a session holds (or is starting) a sandbox: what a quota counts.
 func holding(s *agentsv1alpha1.AgentSession) bool {
@@ -87,10 +84,10 @@ func TestQuotaAdmitsInFIFOOrder(t *testing.T) {
 	t.Parallel()
 	const n = 100
 	ns := env.CreateNamespace(t)
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](1)}))
-	create(t, newSandbox(ns, "pool", 1, 20348))
+	create(t, builders.AgentQuota(ns, "quota").Sessions(1).Obj())
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	for i := range n {
-		create(t, newSession(ns, fmt.Sprintf("q-%03d", i), "pool"))
+		create(t, builders.AgentSession(ns, fmt.Sprintf("q-%03d", i), "pool").Obj())
 	}
 	stop := watchActive(t, ns, 1)
 	defer stop()
@@ -128,14 +125,14 @@ func TestQuotaNoOvershoot(t *testing.T) {
 	t.Parallel()
 	const n, limit = 50, 10
 	ns := env.CreateNamespace(t)
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](limit)}))
-	create(t, newSandbox(ns, "pool", 5, 20348))
+	create(t, builders.AgentQuota(ns, "quota").Sessions(limit).Obj())
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(5).Obj())
 	waitPoolReady(t, ns, "pool", 5, 30*time.Second)
 	stop := watchActive(t, ns, limit)
 
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { create(t, newSession(ns, fmt.Sprintf("o-%02d", i), "pool")) })
+		wg.Go(func() { create(t, builders.AgentSession(ns, fmt.Sprintf("o-%02d", i), "pool").Obj()) })
 	}
 	wg.Wait()
 
@@ -171,10 +168,10 @@ func TestQuotaNoOvershoot(t *testing.T) {
 func TestQuotaRaiseAndLower(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](1)}))
-	create(t, newSandbox(ns, "pool", 3, 20348))
+	create(t, builders.AgentQuota(ns, "quota").Sessions(1).Obj())
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(3).Obj())
 	for _, name := range []string{"a", "b", "c"} {
-		create(t, newSession(ns, name, "pool"))
+		create(t, builders.AgentSession(ns, name, "pool").Obj())
 	}
 	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	waitSession(t, ns, "c", 30*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
@@ -184,7 +181,7 @@ func TestQuotaRaiseAndLower(t *testing.T) {
 	waitSession(t, ns, "c", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	setSessionLimit(t, ns, 1) // lowering stops nothing that runs
-	create(t, newSession(ns, "d", "pool"))
+	create(t, builders.AgentSession(ns, "d", "pool").Obj())
 	waitSession(t, ns, "d", 30*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 	for _, name := range []string{"a", "b", "c"} {
 		if s := getSession(t, ns, name); s.Status.Phase != agentsv1alpha1.SessionReady {
@@ -241,9 +238,9 @@ func TestDefaultQuota(t *testing.T) {
 	if err := k8s.Update(context.Background(), nsObj); err != nil {
 		t.Fatal(err)
 	}
-	create(t, newSandbox(ns, "pool", 1, 20348))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	for _, name := range []string{"a", "b", "c"} {
-		create(t, newSession(ns, name, "pool"))
+		create(t, builders.AgentSession(ns, name, "pool").Obj())
 	}
 	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
@@ -252,7 +249,7 @@ func TestDefaultQuota(t *testing.T) {
 		t.Errorf("QuotaReserved = %+v, want a message naming the default quota", c)
 	}
 	// An AgentQuota of its own replaces the default.
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](5)}))
+	create(t, builders.AgentQuota(ns, "quota").Sessions(5).Obj())
 	waitSession(t, ns, "c", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
@@ -262,8 +259,8 @@ func TestQuotaMemoryCountsWarmAndBound(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	// Each sandbox is a 1536Mi, 2-vCPU VM: room for three.
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Memory: ptr.To(resource.MustParse("4608Mi")), CPU: ptr.To(resource.MustParse("8"))}))
-	create(t, newSandbox(ns, "pool", 5, 20348))
+	create(t, builders.AgentQuota(ns, "quota").Memory("4608Mi").CPU("8").Obj())
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(5).Obj())
 	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
 	sb := waitDegraded(t, ns, "pool", agentsv1alpha1.ReasonQuotaLimited)
 	if msg := condition(sb.Status.Conditions, agentsv1alpha1.SandboxDegraded).Message; !strings.Contains(msg, "memory: 1536Mi requested + 4608Mi in use > 4608Mi allowed by AgentQuota quota") {
@@ -272,7 +269,7 @@ func TestQuotaMemoryCountsWarmAndBound(t *testing.T) {
 
 	// A warm bind moves a VM from the pool to the session: usage is unchanged, and the pool
 	// cannot refill behind it.
-	create(t, newSession(ns, "s1", "pool"))
+	create(t, builders.AgentSession(ns, "s1", "pool").Obj())
 	waitSession(t, ns, "s1", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	q := &agentsv1alpha1.AgentQuota{}
 	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
@@ -290,9 +287,9 @@ func TestQuotaMemoryCountsWarmAndBound(t *testing.T) {
 func TestPoolsTrimmedByWarmSandboxes(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{WarmSandboxes: ptr.To[int32](4)}))
-	create(t, newSandbox(ns, "a", 3, 20348))
-	create(t, newSandbox(ns, "b", 3, 20348))
+	create(t, builders.AgentQuota(ns, "quota").WarmSandboxes(4).Obj())
+	create(t, builders.AgentSandbox(ns, "a").Replicas(3).Obj())
+	create(t, builders.AgentSandbox(ns, "b").Replicas(3).Obj())
 	countWarm := func() int { return len(warmPods(t, ns, "a")) + len(warmPods(t, ns, "b")) }
 	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
 		return countWarm() == 4, fmt.Sprintf("%d warm pods across the pools, want 4", countWarm())
@@ -320,11 +317,11 @@ func TestResourceQuotaForbidsPods(t *testing.T) {
 		_, counted := rq.Status.Hard[corev1.ResourcePods]
 		return counted, "the ResourceQuota has no status yet"
 	})
-	create(t, newSandbox(ns, "cold", 0, 20348))
-	create(t, newSession(ns, "first", "cold"))
+	create(t, builders.AgentSandbox(ns, "cold").Replicas(0).Obj())
+	create(t, builders.AgentSession(ns, "first", "cold").Obj())
 	waitSession(t, ns, "first", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
-	create(t, newSession(ns, "second", "cold"))
+	create(t, builders.AgentSession(ns, "second", "cold").Obj())
 	s := waitSession(t, ns, "second", 30*time.Second, "Queued with ResourceQuotaExceeded", func(s *agentsv1alpha1.AgentSession) bool {
 		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
 		return s.Status.Phase == agentsv1alpha1.SessionQueued && c != nil && c.Reason == agentsv1alpha1.ReasonResourceQuotaExceeded
@@ -341,10 +338,9 @@ func TestResourceQuotaForbidsPods(t *testing.T) {
 func TestSecondQuotaInANamespaceConflicts(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](3)}))
+	create(t, builders.AgentQuota(ns, "quota").Sessions(3).Obj())
 	waitQuotaUsed(t, ns, 0)
-	second := newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](1)})
-	second.Name = "second"
+	second := builders.AgentQuota(ns, "second").Sessions(1).Obj()
 	create(t, second)
 	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
 		_ = k8s.Get(ctx, client.ObjectKeyFromObject(second), second)
@@ -353,9 +349,9 @@ func TestSecondQuotaInANamespaceConflicts(t *testing.T) {
 			fmt.Sprintf("Active condition of the second quota = %+v, want False/Conflict naming the enforced one", c)
 	})
 	// The oldest is the one enforced: two sessions fit under its limit of 3.
-	create(t, newSandbox(ns, "pool", 2, 20348))
-	create(t, newSession(ns, "a", "pool"))
-	create(t, newSession(ns, "b", "pool"))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
+	create(t, builders.AgentSession(ns, "a", "pool").Obj())
+	create(t, builders.AgentSession(ns, "b", "pool").Obj())
 	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
@@ -363,9 +359,9 @@ func TestSecondQuotaInANamespaceConflicts(t *testing.T) {
 func TestQuotaOfZeroHoldsEverySession(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](0)}))
-	create(t, newSandbox(ns, "pool", 1, 20348))
-	create(t, newSession(ns, "denied", "pool"))
+	create(t, builders.AgentQuota(ns, "quota").Sessions(0).Obj())
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
+	create(t, builders.AgentSession(ns, "denied", "pool").Obj())
 	s := waitSession(t, ns, "denied", 20*time.Second, "Queued with ExceedsQuota", func(s *agentsv1alpha1.AgentSession) bool {
 		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
 		return s.Status.Phase == agentsv1alpha1.SessionQueued && c != nil && c.Reason == agentsv1alpha1.ReasonExceedsQuota
@@ -386,11 +382,11 @@ func TestUnadmittedSessionGivesBackItsSlot(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	// Two sessions fit, one sandbox's VM (1536Mi) does.
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](2), Memory: ptr.To(resource.MustParse("1536Mi"))}))
-	create(t, newSandbox(ns, "cold", 0, 20348))
-	create(t, newSession(ns, "a", "cold"))
+	create(t, builders.AgentQuota(ns, "quota").Sessions(2).Memory("1536Mi").Obj())
+	create(t, builders.AgentSandbox(ns, "cold").Replicas(0).Obj())
+	create(t, builders.AgentSession(ns, "a", "cold").Obj())
 	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	create(t, newSession(ns, "b", "cold"))
+	create(t, builders.AgentSession(ns, "b", "cold").Obj())
 	waitSession(t, ns, "b", 30*time.Second, "Queued for memory", func(s *agentsv1alpha1.AgentSession) bool {
 		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
 		return s.Status.Phase == agentsv1alpha1.SessionQueued && c != nil && strings.HasPrefix(c.Message, "memory:")
@@ -411,9 +407,9 @@ func TestUnadmittedSessionGivesBackItsSlot(t *testing.T) {
 func TestLoweringWarmSandboxesTrimsEachPoolByItsShare(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{WarmSandboxes: ptr.To[int32](6)}))
-	create(t, newSandbox(ns, "a", 4, 20348))
-	create(t, newSandbox(ns, "b", 2, 20348))
+	create(t, builders.AgentQuota(ns, "quota").WarmSandboxes(6).Obj())
+	create(t, builders.AgentSandbox(ns, "a").Replicas(4).Obj())
+	create(t, builders.AgentSandbox(ns, "b").Replicas(2).Obj())
 	waitPoolReady(t, ns, "a", 4, 30*time.Second)
 	waitPoolReady(t, ns, "b", 2, 30*time.Second)
 
@@ -489,7 +485,7 @@ func quotaSeries(t *testing.T, ns string) int {
 func TestDeletedQuotaDropsItsSeries(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	quota := newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](3), Memory: ptr.To(resource.MustParse("8Gi"))})
+	quota := builders.AgentQuota(ns, "quota").Sessions(3).Memory("8Gi").Obj()
 	create(t, quota)
 	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
 		n := quotaSeries(t, ns)

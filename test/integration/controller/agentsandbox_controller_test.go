@@ -11,23 +11,25 @@ import (
 	"time"
 
 	hcsannotations "github.com/Microsoft/hcsshim/pkg/annotations"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/test/builders"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
 func TestPoolFillsWithWindowsPods(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	sb := newSandbox(ns, "pool", 3, 20348)
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(3).Obj())
 	got := waitPoolReady(t, ns, "pool", 3, 30*time.Second)
 
 	if got.Status.Footprint == nil || got.Status.Footprint.PerSandbox.Memory.String() != "1536Mi" || got.Status.Footprint.PerSandbox.VCPUs != 2 {
@@ -90,7 +92,7 @@ func checkSandboxPod(t *testing.T, p *corev1.Pod, runtimeClass string, builds []
 func TestScaleToZeroAndBack(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 3, 20348))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(3).Obj())
 	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
 
 	scale(t, ns, "pool", 0)
@@ -99,15 +101,18 @@ func TestScaleToZeroAndBack(t *testing.T) {
 	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
 }
 
+// scale sets the class's replicas through its /scale subresource, as kubectl scale, an HPA
+// or KEDA do, and fails the test if the subresource refuses or does not take the value.
 func scale(t *testing.T, ns, name string, replicas int32) {
 	t.Helper()
 	sb := &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	patch := client.RawPatch("application/merge-patch+json", fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, replicas))
-	if err := k8s.SubResource("scale").Patch(context.Background(), sb, patch); err != nil {
-		// Fall back to the main resource if the scale subresource is not patchable here.
-		if err := k8s.Patch(context.Background(), sb, patch); err != nil {
-			t.Fatalf("scaling %s to %d: %v", name, replicas, err)
-		}
+	patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, replicas))
+	got := &autoscalingv1.Scale{}
+	if err := k8s.SubResource("scale").Patch(context.Background(), sb, patch, client.WithSubResourceBody(got)); err != nil {
+		t.Fatalf("scaling %s to %d through the /scale subresource: %v", name, replicas, err)
+	}
+	if got.Name != name || got.Spec.Replicas != replicas {
+		t.Fatalf("the /scale subresource of %s answered %s with spec.replicas %d, want %d", name, got.Name, got.Spec.Replicas, replicas)
 	}
 }
 
@@ -116,13 +121,11 @@ func TestBuildFiltering(t *testing.T) {
 	ns := env.CreateNamespace(t)
 
 	// A 2019 image with Hyper-V runs on 2019 and 2022 nodes.
-	create(t, newSandbox(ns, "hyperv-2019", 2, 17763))
+	create(t, builders.AgentSandbox(ns, "hyperv-2019").Replicas(2).ImageBuild(17763).Obj())
 	// A 2022 image with process isolation runs on 2022 nodes only.
-	proc := newSandbox(ns, "process-2022", 2, 20348)
-	proc.Spec.Isolation = agentsv1alpha1.IsolationProcess
-	create(t, proc)
+	create(t, builders.AgentSandbox(ns, "process-2022").Replicas(2).Isolation(agentsv1alpha1.IsolationProcess).Obj())
 	// A 2025 image runs nowhere here.
-	create(t, newSandbox(ns, "hyperv-2025", 1, 26100))
+	create(t, builders.AgentSandbox(ns, "hyperv-2025").Replicas(1).ImageBuild(26100).Obj())
 
 	waitPoolReady(t, ns, "hyperv-2019", 2, 30*time.Second)
 	for _, p := range warmPods(t, ns, "hyperv-2019") {
@@ -169,9 +172,7 @@ func TestRuntimeClassNotFoundThenCreated(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	rcName := "hyperv-" + ns
-	sb := newSandbox(ns, "pool", 1, 20348)
-	sb.Spec.RuntimeClassName = ptr.To(rcName)
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).RuntimeClass(rcName).Obj())
 
 	got := waitDegraded(t, ns, "pool", agentsv1alpha1.ReasonRuntimeClassNotFound)
 	if msg := condition(got.Status.Conditions, agentsv1alpha1.SandboxDegraded).Message; !strings.Contains(msg, rcName) {
@@ -193,11 +194,9 @@ func TestRuntimeClassDeletedMidFlight(t *testing.T) {
 	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rcName}, Handler: "runhcs-wcow-hypervisor"}
 	create(t, rc)
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), rc) })
-	sb := newSandbox(ns, "pool", 2, 20348)
-	sb.Spec.RuntimeClassName = ptr.To(rcName)
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).RuntimeClass(rcName).Obj())
 	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
-	create(t, newSession(ns, "before", "pool"))
+	create(t, builders.AgentSession(ns, "before", "pool").Obj())
 	before := waitSession(t, ns, "before", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	waitPoolReady(t, ns, "pool", 2, 30*time.Second) // refilled: no creation in flight
 
@@ -207,12 +206,12 @@ func TestRuntimeClassDeletedMidFlight(t *testing.T) {
 	waitDegraded(t, ns, "pool", agentsv1alpha1.ReasonRuntimeClassNotFound)
 	// The warm pods left still bind; the next session needs a new pod and waits.
 	for _, name := range []string{"warm-left-0", "warm-left-1"} {
-		create(t, newSession(ns, name, "pool"))
+		create(t, builders.AgentSession(ns, name, "pool").Obj())
 		if s := waitSession(t, ns, name, 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady)); s.Status.StartType != agentsv1alpha1.StartWarm {
 			t.Errorf("session %s: start %s, want Warm (a pod left in the pool)", name, s.Status.StartType)
 		}
 	}
-	create(t, newSession(ns, "stuck", "pool"))
+	create(t, builders.AgentSession(ns, "stuck", "pool").Obj())
 	stuck := waitSession(t, ns, "stuck", 30*time.Second, "Pending with RuntimeClassNotFound", pendingWith(agentsv1alpha1.ReasonRuntimeClassNotFound))
 	if msg := condition(stuck.Status.Conditions, agentsv1alpha1.SessionReadyCondition).Message; !strings.Contains(msg, rcName) {
 		t.Errorf("message %q does not name the RuntimeClass %s", msg, rcName)
@@ -235,9 +234,7 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	const quiet = 4 * time.Second
-	sb := newSandbox(ns, "quiet", 4, 20348)
-	sb.Spec.Replenish = agentsv1alpha1.ReplenishSpec{QuietPeriod: &agentsv1alpha1.Duration{Duration: quiet}, MinReady: ptr.To[int32](1)}
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "quiet").Replicas(4).Replenish(quiet, 1).Obj())
 	waitPoolReady(t, ns, "quiet", 4, 30*time.Second)
 	original := map[string]bool{}
 	for _, p := range warmPods(t, ns, "quiet") {
@@ -245,7 +242,7 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 	}
 	var lastBind time.Time
 	for _, name := range []string{"take-0", "take-1"} {
-		create(t, newSession(ns, name, "quiet"))
+		create(t, builders.AgentSession(ns, name, "quiet").Obj())
 		s := waitSession(t, ns, name, 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 		lastBind = s.Status.BoundTime.Time // rounded up to the second
 	}
@@ -264,11 +261,9 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 	}
 
 	// minReady: a pool that would fall below it refills at once, however long the quiet period.
-	busy := newSandbox(ns, "busy", 2, 20348)
-	busy.Spec.Replenish = agentsv1alpha1.ReplenishSpec{QuietPeriod: &agentsv1alpha1.Duration{Duration: 5 * time.Minute}, MinReady: ptr.To[int32](2)}
-	create(t, busy)
+	create(t, builders.AgentSandbox(ns, "busy").Replicas(2).Replenish(5*time.Minute, 2).Obj())
 	waitPoolReady(t, ns, "busy", 2, 30*time.Second)
-	create(t, newSession(ns, "take-busy", "busy"))
+	create(t, builders.AgentSession(ns, "take-busy", "busy").Obj())
 	waitSession(t, ns, "take-busy", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	waitPoolReady(t, ns, "busy", 2, 30*time.Second)
 }
@@ -276,13 +271,12 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 func TestTemplateChangeRecreate(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	sb := newSandbox(ns, "pool", 3, 20348)
-	sb.Spec.UpdateStrategy = agentsv1alpha1.UpdateStrategy{Type: agentsv1alpha1.RecreateUpdateStrategy, MaxConcurrent: ptr.To[int32](1)}
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(3).
+		UpdateStrategy(agentsv1alpha1.UpdateStrategy{Type: agentsv1alpha1.RecreateUpdateStrategy, MaxConcurrent: ptr.To[int32](1)}).Obj())
 	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
 
 	// A session holds one pod of the old template; the rollout must not touch it.
-	create(t, newSession(ns, "holder", "pool"))
+	create(t, builders.AgentSession(ns, "holder", "pool").Obj())
 	held := waitSession(t, ns, "holder", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	heldPod := getPod(t, ns, held.Status.PodName)
 	oldHash := heldPod.Labels[agentsv1alpha1.TemplateHashLabel]
@@ -306,9 +300,8 @@ func TestTemplateChangeRecreate(t *testing.T) {
 func TestTemplateChangeOnReplenish(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	sb := newSandbox(ns, "pool", 2, 20348)
-	sb.Spec.UpdateStrategy = agentsv1alpha1.UpdateStrategy{Type: agentsv1alpha1.OnReplenishUpdateStrategy}
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).
+		UpdateStrategy(agentsv1alpha1.UpdateStrategy{Type: agentsv1alpha1.OnReplenishUpdateStrategy}).Obj())
 	before := waitPoolReady(t, ns, "pool", 2, 30*time.Second)
 	oldHash := before.Status.TemplateHash
 
@@ -328,7 +321,7 @@ func TestTemplateChangeOnReplenish(t *testing.T) {
 	}
 
 	// A session takes an old pod; its replacement has the new template.
-	create(t, newSession(ns, "s1", "pool"))
+	create(t, builders.AgentSession(ns, "s1", "pool").Obj())
 	s := waitSession(t, ns, "s1", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	if p := getPod(t, ns, s.Status.PodName); p.Labels[agentsv1alpha1.TemplateHashLabel] != oldHash {
 		t.Errorf("session took pod %s of the new template; OnReplenish hands out old pods first", p.Name)
@@ -368,10 +361,8 @@ func getPod(t *testing.T, ns, name string) *corev1.Pod {
 func TestWarmPodsThatNeverBecomeReadyAreReplaced(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	sb := newSandbox(ns, "slow", 1, 20348)
 	// kwok holds these pods un-Ready far longer than the manager's deadline.
-	sb.Spec.Template.Annotations = map[string]string{testbed.PodReadyDelayAnnotation: "600000"}
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "slow").Replicas(1).TemplateAnnotation(testbed.PodReadyDelayAnnotation, "600000").Obj())
 	first := ""
 	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
 		pods := warmPods(t, ns, "slow")
@@ -390,9 +381,7 @@ func TestWarmPodsThatNeverBecomeReadyAreReplaced(t *testing.T) {
 func TestEgressPolicyFollowsTheClass(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	sb := newSandbox(ns, "pool", 0, 20348)
-	sb.Spec.Egress = agentsv1alpha1.EgressNone
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(0).Egress(agentsv1alpha1.EgressNone).Obj())
 	key := client.ObjectKey{Namespace: ns, Name: "pool-egress"}
 	np := &networkingv1.NetworkPolicy{}
 	waitPolicy := func(what string, ok func() bool) {

@@ -18,20 +18,21 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/builders"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
 func TestWarmBind(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 2, 20348))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
 	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
 	warmBefore := map[string]bool{}
 	for _, p := range warmPods(t, ns, "pool") {
 		warmBefore[p.Name] = true
 	}
 
-	create(t, newSession(ns, "s1", "pool"))
+	create(t, builders.AgentSession(ns, "s1", "pool").Obj())
 	s := waitSession(t, ns, "s1", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	if s.Status.StartType != agentsv1alpha1.StartWarm || !warmBefore[s.Status.PodName] {
@@ -83,13 +84,11 @@ func waitPodGone(t *testing.T, ns, name string, uid types.UID) {
 func TestColdStartWhenNoWarmPod(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	sb := newSandbox(ns, "empty", 0, 20348)
 	// The simulated VM boots for a second, so the session is seen Starting first.
-	sb.Spec.Template.Annotations = map[string]string{testbed.PodReadyDelayAnnotation: "1000"}
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "empty").Replicas(0).TemplateAnnotation(testbed.PodReadyDelayAnnotation, "1000").Obj())
 	waitPoolReady(t, ns, "empty", 0, 10*time.Second)
 
-	create(t, newSession(ns, "cold", "empty"))
+	create(t, builders.AgentSession(ns, "cold", "empty").Obj())
 	starting := waitSession(t, ns, "cold", 30*time.Second, "Starting or Ready with a pod", func(s *agentsv1alpha1.AgentSession) bool {
 		return s.Status.PodName != ""
 	})
@@ -110,10 +109,8 @@ func TestColdStartWhenNoWarmPod(t *testing.T) {
 func TestRequireWarmWaitsForAWarmPod(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 0, 20348))
-	s := newSession(ns, "patient", "pool")
-	s.Spec.StartPolicy = agentsv1alpha1.RequireWarm
-	create(t, s)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(0).Obj())
+	create(t, builders.AgentSession(ns, "patient", "pool").StartPolicy(agentsv1alpha1.RequireWarm).Obj())
 
 	waitSession(t, ns, "patient", 30*time.Second, "Pending with reason WaitingForWarmSandbox", pendingWith(agentsv1alpha1.ReasonWaitingForWarmSandbox))
 	if pods := podsOfSession(t, ns, "patient"); len(pods) != 0 {
@@ -139,21 +136,19 @@ func podsOfSession(t *testing.T, ns, session string) []corev1.Pod {
 func TestSessionBindsWhenItsClassAppears(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSession(ns, "early", "late-class"))
+	create(t, builders.AgentSession(ns, "early", "late-class").Obj())
 	waitSession(t, ns, "early", 30*time.Second, "Pending with reason SandboxNotFound", pendingWith(agentsv1alpha1.ReasonSandboxNotFound))
-	create(t, newSandbox(ns, "late-class", 1, 20348))
+	create(t, builders.AgentSandbox(ns, "late-class").Replicas(1).Obj())
 	waitSession(t, ns, "early", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
 func TestMaxLifetimeExpiresTheSession(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 1, 20348))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
 
-	s := newSession(ns, "short", "pool")
-	s.Spec.MaxLifetime = &agentsv1alpha1.Duration{Duration: 2 * time.Second}
-	create(t, s)
+	create(t, builders.AgentSession(ns, "short", "pool").MaxLifetime(2*time.Second).Obj())
 	ready := waitSession(t, ns, "short", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	pod := getPod(t, ns, ready.Status.PodName)
 
@@ -170,13 +165,11 @@ func TestMaxLifetimeExpiresTheSession(t *testing.T) {
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 2, 20348))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
 	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
 
 	for _, name := range []string{"quiet", "chatty"} {
-		s := newSession(ns, name, "pool")
-		s.Spec.IdleTimeout = &agentsv1alpha1.Duration{Duration: 2 * time.Second}
-		create(t, s)
+		create(t, builders.AgentSession(ns, name, "pool").IdleTimeout(2*time.Second).Obj())
 	}
 	waitSession(t, ns, "chatty", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
@@ -228,11 +221,8 @@ func heartbeat(t *testing.T, ns, name string, at time.Time) {
 func TestFinishedSessionsAreDeletedAfterTTL(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 1, 20348))
-	s := newSession(ns, "brief", "pool")
-	s.Spec.MaxLifetime = &agentsv1alpha1.Duration{Duration: time.Second}
-	s.Spec.TTLAfterFinished = &agentsv1alpha1.Duration{Duration: time.Second}
-	create(t, s)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
+	create(t, builders.AgentSession(ns, "brief", "pool").MaxLifetime(time.Second).TTLAfterFinished(time.Second).Obj())
 	waitSession(t, ns, "brief", 15*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
 		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "brief"}, &agentsv1alpha1.AgentSession{})
@@ -243,8 +233,8 @@ func TestFinishedSessionsAreDeletedAfterTTL(t *testing.T) {
 func TestPodDeletedFailsTheSession(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 1, 20348))
-	create(t, newSession(ns, "victim", "pool"))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
+	create(t, builders.AgentSession(ns, "victim", "pool").Obj())
 	s := waitSession(t, ns, "victim", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	pod := getPod(t, ns, s.Status.PodName)
@@ -271,11 +261,9 @@ func TestNodeLostFailsTheSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb := newSandbox(ns, "pool", 1, 20348)
-	sb.Spec.Template.Spec.NodeSelector = map[string]string{"hyperpool-test": ns}
-	sb.Spec.Template.Spec.Tolerations = []corev1.Toleration{{Key: taint.Key, Value: taint.Value, Effect: taint.Effect, Operator: corev1.TolerationOpEqual}}
-	create(t, sb)
-	create(t, newSession(ns, "stranded", "pool"))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).NodeSelector("hyperpool-test", ns).
+		Toleration(corev1.Toleration{Key: taint.Key, Value: taint.Value, Effect: taint.Effect, Operator: corev1.TolerationOpEqual}).Obj())
+	create(t, builders.AgentSession(ns, "stranded", "pool").Obj())
 	s := waitSession(t, ns, "stranded", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	if s.Status.NodeName != nodes[0].Name {
 		t.Fatalf("session on node %s, want %s", s.Status.NodeName, nodes[0].Name)
@@ -308,12 +296,12 @@ func TestBurstAgainstAWarmPool(t *testing.T) {
 	t.Parallel()
 	const poolSize, sessions = 50, 200
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", poolSize, 20348))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(poolSize).Obj())
 	waitPoolReady(t, ns, "pool", poolSize, 60*time.Second)
 
 	var wg sync.WaitGroup
 	for i := range sessions {
-		wg.Go(func() { create(t, newSession(ns, fmt.Sprintf("burst-%03d", i), "pool")) })
+		wg.Go(func() { create(t, builders.AgentSession(ns, fmt.Sprintf("burst-%03d", i), "pool").Obj()) })
 	}
 	wg.Wait()
 
@@ -399,8 +387,8 @@ func TestBurstAgainstAWarmPool(t *testing.T) {
 func TestClassDeletedUnderALiveSession(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "doomed", 1, 20348))
-	create(t, newSession(ns, "live", "doomed"))
+	create(t, builders.AgentSandbox(ns, "doomed").Replicas(1).Obj())
+	create(t, builders.AgentSession(ns, "live", "doomed").Obj())
 	s := waitSession(t, ns, "live", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	pod := getPod(t, ns, s.Status.PodName)
 
@@ -420,9 +408,9 @@ func TestClassDeletedUnderALiveSession(t *testing.T) {
 func TestSessionCannotUseAClassInAnotherNamespace(t *testing.T) {
 	t.Parallel()
 	classNS, sessionNS := env.CreateNamespace(t), env.CreateNamespace(t)
-	create(t, newSandbox(classNS, "shared", 1, 20348))
+	create(t, builders.AgentSandbox(classNS, "shared").Replicas(1).Obj())
 	waitPoolReady(t, classNS, "shared", 1, 30*time.Second)
-	create(t, newSession(sessionNS, "outsider", "shared"))
+	create(t, builders.AgentSession(sessionNS, "outsider", "shared").Obj())
 	s := waitSession(t, sessionNS, "outsider", 20*time.Second, "Pending with SandboxNotFound", pendingWith(agentsv1alpha1.ReasonSandboxNotFound))
 	if msg := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition).Message; !strings.Contains(msg, sessionNS) {
 		t.Errorf("message %q does not say which namespace was searched (%s)", msg, sessionNS)
@@ -439,16 +427,12 @@ func TestSessionCannotUseAClassInAnotherNamespace(t *testing.T) {
 func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 1, 20348))
-	s := newSession(ns, "garbled", "pool")
-	s.Spec.IdleTimeout = &agentsv1alpha1.Duration{Duration: 2 * time.Second}
-	s.Annotations = map[string]string{agentsv1alpha1.LastActivityAnnotation: "yesterday-ish"}
-	create(t, s)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
+	create(t, builders.AgentSession(ns, "garbled", "pool").IdleTimeout(2*time.Second).
+		Annotation(agentsv1alpha1.LastActivityAnnotation, "yesterday-ish").Obj())
 	// A live session with a malformed heartbeat and the default idle timeout: reported
 	// once, not re-read in a loop.
-	live := newSession(ns, "garbled-live", "pool")
-	live.Annotations = map[string]string{agentsv1alpha1.LastActivityAnnotation: "not-a-time"}
-	create(t, live)
+	create(t, builders.AgentSession(ns, "garbled-live", "pool").Annotation(agentsv1alpha1.LastActivityAnnotation, "not-a-time").Obj())
 	waitSession(t, ns, "garbled-live", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	assertSettled(t, "agentsession", ns, "garbled-live")
 	// The idle timeout counts from the bind, as if there were no heartbeat.

@@ -14,11 +14,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // TestSessionUserCannotChangeQuotas: a user bound to hyperpool-session-user in a namespace
@@ -33,8 +33,8 @@ func TestSessionUserCannotChangeQuotas(t *testing.T) {
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"}},
 	}
 	create(t, binding)
-	create(t, newQuota(ns, agentsv1alpha1.QuotaLimits{Sessions: ptr.To[int32](5)}))
-	create(t, newSandbox(ns, "pool", 0, 20348))
+	create(t, builders.AgentQuota(ns, "quota").Sessions(5).Obj())
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(0).Obj())
 
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "alice"}
@@ -45,7 +45,7 @@ func TestSessionUserCannotChangeQuotas(t *testing.T) {
 	ctx := context.Background()
 	// RBAC bindings take effect within moments; retry the allowed call until they do.
 	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
-		err := alice.Create(ctx, newSession(ns, "alices", "pool"))
+		err := alice.Create(ctx, builders.AgentSession(ns, "alices", "pool").Obj())
 		return err == nil || apierrors.IsAlreadyExists(err), "alice cannot create a session yet: " + errString(err)
 	})
 
@@ -57,7 +57,7 @@ func TestSessionUserCannotChangeQuotas(t *testing.T) {
 	if err := alice.Delete(ctx, q); !apierrors.IsForbidden(err) {
 		t.Errorf("alice deleting her quota: %v, want Forbidden", err)
 	}
-	if err := alice.Create(ctx, newSandbox(ns, "own-class", 1, 20348)); !apierrors.IsForbidden(err) {
+	if err := alice.Create(ctx, builders.AgentSandbox(ns, "own-class").Replicas(1).Obj()); !apierrors.IsForbidden(err) {
 		t.Errorf("alice creating a class: %v, want Forbidden", err)
 	}
 	if err := alice.Get(ctx, client.ObjectKeyFromObject(q), q); err != nil {

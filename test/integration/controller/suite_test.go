@@ -14,12 +14,10 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -119,31 +117,6 @@ func zapLevel() zapcore.Level {
 func eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Context) (bool, string)) {
 	t.Helper()
 	testbed.Eventually(t, timeout, cond)
-}
-
-// newSandbox returns a class with one small Windows container.
-func newSandbox(ns, name string, replicas int32, build int32) *agentsv1alpha1.AgentSandbox {
-	return &agentsv1alpha1.AgentSandbox{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: agentsv1alpha1.AgentSandboxSpec{
-			Replicas: ptr.To(replicas),
-			Windows:  agentsv1alpha1.WindowsSpec{ImageBuild: build},
-			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name:  "sandbox",
-				Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022",
-				Resources: corev1.ResourceRequirements{
-					Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
-				},
-			}}}},
-		},
-	}
-}
-
-func newSession(ns, name, sandbox string) *agentsv1alpha1.AgentSession {
-	return &agentsv1alpha1.AgentSession{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       agentsv1alpha1.AgentSessionSpec{SandboxName: sandbox},
-	}
 }
 
 func create(t testing.TB, obj client.Object) {

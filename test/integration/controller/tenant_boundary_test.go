@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // TestReadySessionShowsItsPodNotReady: a Ready session whose pod stops being Ready (a
@@ -25,8 +26,8 @@ import (
 func TestReadySessionShowsItsPodNotReady(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 1, 20348))
-	create(t, newSession(ns, "s", "pool"))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
+	create(t, builders.AgentSession(ns, "s", "pool").Obj())
 	s := waitSession(t, ns, "s", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	setPodReady := func(status corev1.ConditionStatus) {
@@ -69,7 +70,7 @@ func TestReadySessionShowsItsPodNotReady(t *testing.T) {
 func TestStrayWarmPodIsDestroyed(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
-	create(t, newSandbox(ns, "pool", 1, 20348))
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
 	stray := warmPods(t, ns, "pool")[0]
 	strip := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"ownerReferences":null}}`))
@@ -92,9 +93,7 @@ func TestFailedPodDeleteIsRetriedWithinSeconds(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	ctx := context.Background()
-	sb := newSandbox(ns, "pool", 1, 20348)
-	sb.Spec.Lifetime.MaxLifetime = &agentsv1alpha1.Duration{Duration: 3 * time.Second}
-	create(t, sb)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).MaxLifetime(3*time.Second).Obj())
 	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
 
 	// A policy refusing every pod delete in this namespace stands for whatever makes a
@@ -132,7 +131,7 @@ func TestFailedPodDeleteIsRetriedWithinSeconds(t *testing.T) {
 		return apierrors.IsForbidden(err) || apierrors.IsInvalid(err), fmt.Sprintf("the policy is not in force yet: dry-run delete: %v", err)
 	})
 
-	create(t, newSession(ns, "s", "pool"))
+	create(t, builders.AgentSession(ns, "s", "pool").Obj())
 	s := waitSession(t, ns, "s", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	pod := &corev1.Pod{}
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: s.Status.PodName}, pod); err != nil || !pod.DeletionTimestamp.IsZero() {
