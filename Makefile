@@ -1,7 +1,7 @@
 # hyperpool: warm pools of Hyper-V-isolated Windows sandboxes for AI agent sessions.
 #
 #   make test       build the test bed (first time: ~10 min), then run every test
-#   make verify     fail when generated code or manifests are stale
+#   make verify     lint; fail when generated code or manifests are stale
 #   make help       everything else
 
 SHELL := /usr/bin/env bash -o pipefail
@@ -45,12 +45,19 @@ vet: ## go vet, for Linux and for Windows.
 	go vet ./...
 	GOOS=windows go vet ./...
 
+GOLANGCI_LINT := $(ASSETS)/golangci-lint
+
+.PHONY: lint
+lint: tools ## golangci-lint (.golangci.yml), for Linux and for the Windows-only node agent code.
+	$(GOLANGCI_LINT) run ./...
+	GOOS=windows $(GOLANGCI_LINT) run ./internal/nodeagent/... ./cmd/node-agent/...
+
 .PHONY: dashboard
 dashboard: ## Write the chart's Grafana dashboard, charts/hyperpool/files/dashboard.json, from hack/dashboard.py.
 	python3 hack/dashboard.py charts/hyperpool/files/dashboard.json
 
 .PHONY: verify
-verify: manifests generate dashboard ## Regenerate everything; fail when the result differs from what is committed.
+verify: manifests generate dashboard lint ## Regenerate everything and lint; fail when the result differs from what is committed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on: $$(gofmt -l $$(git ls-files '*.go'))"; exit 1; }
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make manifests generate dashboard' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config charts)" || { echo "untracked generated files: $$(git status --porcelain -- api config charts)"; exit 1; }

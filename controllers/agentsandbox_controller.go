@@ -753,7 +753,7 @@ func poolPodHandler() handler.EventHandler {
 
 // nodeChanged: a Windows node came, went or changed build. The remembered builds are marked
 // stale before any pool is woken to look at them.
-func (r *AgentSandboxReconciler) nodeChanged(ctx context.Context, o client.Object) []reconcile.Request {
+func (r *AgentSandboxReconciler) nodeChanged(ctx context.Context, _ client.Object) []reconcile.Request {
 	r.builds.changed()
 	return r.sandboxes(ctx)
 }

@@ -15,6 +15,7 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 CONTROLLER_TOOLS_VERSION=v0.23.0
 HELM_VERSION=v3.22.0
+GOLANGCI_LINT_VERSION=v2.15.0
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${ROOT}/bin
@@ -116,3 +117,4 @@ build_etcd
 go_install kwok sigs.k8s.io/kwok/cmd/kwok "${KWOK_VERSION}"
 go_install controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen "${CONTROLLER_TOOLS_VERSION}"
 go_install helm helm.sh/helm/v3/cmd/helm "${HELM_VERSION}"
+go_install golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint "${GOLANGCI_LINT_VERSION}"

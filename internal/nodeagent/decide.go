@@ -23,19 +23,19 @@ func SandboxIDFromVMID(id string) (string, bool) {
 type Verdict string
 
 const (
-	// VerdictLive: the VM's pod exists on the API server.
+	// VerdictLive means the VM's pod exists on the API server.
 	VerdictLive Verdict = "Live"
-	// VerdictUnattributed: the VM cannot be tied to a pod UID (not a "<sandboxID>@vm" VM, or
+	// VerdictUnattributed means the VM cannot be tied to a pod UID (not a "<sandboxID>@vm" VM, or
 	// the runtime does not know its sandbox and the agent never saw it). Never reaped.
 	VerdictUnattributed Verdict = "Unattributed"
-	// VerdictSandboxReady: the VM's pod is not on the API server, but the container runtime
+	// VerdictSandboxReady means the VM's pod is not on the API server, but the container runtime
 	// lists its sandbox as ready, so the kubelet still runs it (the pod was force-deleted, a
 	// static pod has no mirror pod, or the API read was incomplete). Never reaped; reported.
 	VerdictSandboxReady Verdict = "SandboxReady"
-	// VerdictPending: the pod is gone, but the VM or the pod's absence is younger than the
+	// VerdictPending means the pod is gone, but the VM or the pod's absence is younger than the
 	// grace period, or the VM's age is unknown: the runtime may still be tearing it down.
 	VerdictPending Verdict = "Pending"
-	// VerdictOrphan: leaked. The pod is gone for at least the grace period and the VM is
+	// VerdictOrphan means leaked. The pod is gone for at least the grace period and the VM is
 	// older than the grace period. Reported; reaped only with --reap.
 	VerdictOrphan Verdict = "Orphan"
 )

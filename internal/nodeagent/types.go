@@ -80,11 +80,11 @@ type PodRef struct {
 type SandboxState string
 
 const (
-	// SandboxStateUnknown: the runtime does not list the sandbox (it forgot it), or never said.
+	// SandboxStateUnknown means the runtime does not list the sandbox (it forgot it), or never said.
 	SandboxStateUnknown SandboxState = ""
-	// SandboxReady: CRI SANDBOX_READY; the kubelet runs the pod. Its VM is never reaped.
+	// SandboxReady means CRI SANDBOX_READY; the kubelet runs the pod. Its VM is never reaped.
 	SandboxReady SandboxState = "Ready"
-	// SandboxNotReady: CRI SANDBOX_NOTREADY; stopped, or being torn down.
+	// SandboxNotReady means CRI SANDBOX_NOTREADY; stopped, or being torn down.
 	SandboxNotReady SandboxState = "NotReady"
 )
 
