@@ -42,7 +42,6 @@ type blocker struct {
 	Message string
 }
 
-func (b *blocker) Error() string { return b.Reason + ": " + b.Message }
 
 // podRecipe is everything needed to build a class's pods, resolved once per reconcile.
 type podRecipe struct {

@@ -192,20 +192,6 @@ func AddFootprint(a, b v1alpha1.Footprint) v1alpha1.Footprint {
 	}
 }
 
-// ScaleFootprint returns f times n, e.g. the footprint of n identical sandboxes. A count of
-// zero or less gives the zero Footprint: no sandboxes, no VMs.
-func ScaleFootprint(f v1alpha1.Footprint, n int32) v1alpha1.Footprint {
-	if n <= 0 {
-		return v1alpha1.Footprint{}
-	}
-	memory := f.Memory.DeepCopy()
-	memory.Mul(int64(n))
-	return v1alpha1.Footprint{
-		Memory: memory,
-		VCPUs:  int32(max(math.MinInt32, min(math.MaxInt32, int64(f.VCPUs)*int64(n)))),
-	}
-}
-
 // saturatingAddInt32 adds two vCPU counts, stopping at the int32 bounds instead of wrapping,
 // so an overflowing total still reads as "too many" to quota checks.
 func saturatingAddInt32(a, b int32) int32 {

@@ -248,29 +248,6 @@ func TestAddFootprint(t *testing.T) {
 	}
 }
 
-func TestScaleFootprint(t *testing.T) {
-	oneAndAHalf := v1alpha1.Footprint{Memory: resource.MustParse("1536Mi"), VCPUs: 2}
-	tests := []struct {
-		name       string
-		f          v1alpha1.Footprint
-		n          int32
-		wantMemory string
-		wantVCPUs  int32
-	}{
-		{name: "times zero", f: oneAndAHalf, n: 0, wantMemory: "0"},
-		{name: "times negative", f: oneAndAHalf, n: -3, wantMemory: "0"},
-		{name: "times one", f: oneAndAHalf, n: 1, wantMemory: "1536Mi", wantVCPUs: 2},
-		{name: "times four", f: oneAndAHalf, n: 4, wantMemory: "6Gi", wantVCPUs: 8},
-		{name: "zero footprint", n: 5, wantMemory: "0"},
-		{name: "vcpus saturate", f: v1alpha1.Footprint{VCPUs: math.MaxInt32}, n: 2, wantMemory: "0", wantVCPUs: math.MaxInt32},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			assertFootprint(t, "ScaleFootprint()", ScaleFootprint(tt.f, tt.n), tt.wantMemory, tt.wantVCPUs)
-		})
-	}
-}
-
 func FuzzMemoryMB(f *testing.F) {
 	f.Add(int64(1<<30), int64(0), false, int32(0))
 	f.Add(int64(2000<<20), int64(1), false, int32(0))
