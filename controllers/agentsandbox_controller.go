@@ -719,9 +719,9 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // poolPodHandler wakes a pod's pool: at once for the pool's own warm pods (and for a warm
 // pod being bound, which the pool replaces), and at most once per poolCountsInterval for
 // pods bound to sessions. Those change only the pool's session count and footprint, which
-// it writes no more often than that anyway, and at 10,000 sessions a reconcile per cold
-// start, each listing the class's bound pods, kept the manager busy for nothing. A bound
-// pod's status updates do not wake the pool at all.
+// it writes no more often than that anyway; a reconcile per cold start, each listing the
+// class's bound pods, would grow with the number of sessions (docs/performance.md). A
+// bound pod's status updates do not wake the pool at all.
 func poolPodHandler() handler.EventHandler {
 	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
 	bound := func(o client.Object) bool { _, session := sandboxAndSession(o); return session != "" }

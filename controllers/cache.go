@@ -13,8 +13,8 @@ import (
 // CacheOptions is the manager's cache: managed fields stripped from every object (no
 // controller reads them, and they are most of a pod's bytes), and of the pods only
 // hyperpool's, trimmed to what the controllers read. A cluster runs many more pods than
-// sandboxes, and the manager holds every sandbox and session at once: at 10,000 sessions
-// the pods are most of its memory.
+// sandboxes, and the manager holds every sandbox and session at once: with many sessions
+// the pods are most of its memory (docs/performance.md).
 func CacheOptions() cache.Options {
 	sandboxPods, err := labels.NewRequirement(agentsv1alpha1.SandboxLabel, selection.Exists, nil)
 	if err != nil {

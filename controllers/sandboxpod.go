@@ -141,9 +141,9 @@ func (f *podFactory) windowsNodeBuilds(ctx context.Context) ([]uint16, error) {
 }
 
 // nodeBuilds remembers the distinct builds of the cluster's Windows nodes, from their
-// node.kubernetes.io/windows-build labels. Every recipe needs them, and listing a thousand
-// nodes for each cold start was a fifth of the manager's CPU at 10,000 sessions on 1,000
-// nodes. The node watches call changed on every event that can alter the answer (a node
+// node.kubernetes.io/windows-build labels. Every recipe needs them, and listing every node
+// for each cold start grows with the cluster (docs/performance.md has the profile). The
+// node watches call changed on every event that can alter the answer (a node
 // added or deleted, its OS or build label changed), before they wake anything; the next
 // lookup lists the nodes again.
 type nodeBuilds struct {
