@@ -42,7 +42,6 @@ type blocker struct {
 	Message string
 }
 
-
 // podRecipe is everything needed to build a class's pods, resolved once per reconcile.
 type podRecipe struct {
 	sandbox      *agentsv1alpha1.AgentSandbox
