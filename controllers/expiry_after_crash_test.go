@@ -6,12 +6,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // A session past its deadline whose pod is gone was ended by a manager that deleted the
@@ -22,8 +21,7 @@ import (
 // PodDeleted.
 func TestPodGoneAfterTheDeadlineIsAnExpiry(t *testing.T) {
 	scheme := unitScheme(t)
-	sb := &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "pool"},
-		Spec: agentsv1alpha1.AgentSandboxSpec{Replicas: ptr.To(int32(1))}}
+	sb := builders.AgentSandbox("team", "pool").Replicas(1).Obj()
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		name       string
@@ -35,10 +33,8 @@ func TestPodGoneAfterTheDeadlineIsAnExpiry(t *testing.T) {
 		{"pod gone before it", time.Second, agentsv1alpha1.SessionFailed, agentsv1alpha1.ReasonPodDeleted},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bound := metav1.NewTime(now.Add(-tc.boundAgo))
-			s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "carol", UID: "session-uid"},
-				Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool", MaxLifetime: &agentsv1alpha1.Duration{Duration: 3 * time.Second}}}
-			s.Status.Phase, s.Status.PodName, s.Status.BoundTime = agentsv1alpha1.SessionReady, "pool-klmno", &bound
+			s := builders.AgentSession("team", "carol", "pool").UID("session-uid").MaxLifetime(3*time.Second).
+				Phase(agentsv1alpha1.SessionReady).BoundTo("pool-klmno", now.Add(-tc.boundAgo)).Obj()
 			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(sb).
 				WithIndex(&corev1.Pod{}, podSessionIndex, labelIndex(agentsv1alpha1.SessionLabel)).Build()
 			r := newAgentSessionReconciler(unitDeps(c, clocktesting.NewFakePassiveClock(now)), &sharedState{})

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // unitScheme holds client-go's kinds and the hyperpool API, for the fake clients of unit
@@ -54,7 +55,7 @@ func TestQueuedSessionsAreNotWaitingForWarmPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	waiting := idx[sessionWaitingIndex]
-	s := &agentsv1alpha1.AgentSession{Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool"}}
+	s := builders.AgentSession("", "", "pool").Obj()
 	for _, tc := range []struct {
 		phase agentsv1alpha1.SessionPhase
 		want  []string
@@ -76,19 +77,16 @@ func TestAdmissibleHeadIsOneSessionPerFreeSlot(t *testing.T) {
 	scheme := unitScheme(t)
 	const ns = "team"
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	objs := []client.Object{&agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q"},
-		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(3))}}}}
+	objs := []client.Object{builders.AgentQuota(ns, "q").Sessions(3).Obj()}
 	for i := range 7 {
-		s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("s-%d", i),
-			UID: types.UID(fmt.Sprintf("uid-%d", i)), CreationTimestamp: metav1.NewTime(base.Add(time.Duration(i) * time.Second))},
-			Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool"}}
+		s := builders.AgentSession(ns, fmt.Sprintf("s-%d", i), "pool").
+			UID(types.UID(fmt.Sprintf("uid-%d", i))).Created(base.Add(time.Duration(i) * time.Second))
 		if i < 2 { // two admitted, five queued
-			meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.QuotaReserved,
-				Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonQuotaReserved})
+			s.QuotaReserved()
 		} else {
-			s.Status.Phase = agentsv1alpha1.SessionQueued
+			s.Phase(agentsv1alpha1.SessionQueued)
 		}
-		objs = append(objs, s)
+		objs = append(objs, s.Obj())
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&agentsv1alpha1.AgentSession{}).Build()
 	q := newQuotaKeeper(c, Config{MaxQueuedSessions: DefaultConfig().MaxQueuedSessions}, clock.RealClock{})
@@ -115,20 +113,15 @@ func TestASessionHoldingAPodCountsAgainstTheQuota(t *testing.T) {
 	scheme := unitScheme(t)
 	const ns = "team"
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	session := func(name string, age time.Duration) *agentsv1alpha1.AgentSession {
-		return &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-" + name),
-			CreationTimestamp: metav1.NewTime(base.Add(-age))}, Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool"}}
+	session := func(name string, age time.Duration) *builders.AgentSessionWrapper {
+		return builders.AgentSession(ns, name, "pool").UID(types.UID("uid-" + name)).Created(base.Add(-age))
 	}
-	admitted := session("admitted", 3*time.Minute)
-	meta.SetStatusCondition(&admitted.Status.Conditions, metav1.Condition{Type: agentsv1alpha1.QuotaReserved,
-		Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonQuotaReserved})
-	waiting := session("waiting", 2*time.Minute)
-	bound := session("bound", time.Minute) // no status: the bind's status write was lost
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool-abcde",
-		Labels:          map[string]string{agentsv1alpha1.SandboxLabel: "pool", agentsv1alpha1.SessionLabel: "bound"},
-		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(bound, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}}}
-	quota := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q"},
-		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: agentsv1alpha1.QuotaLimits{Sessions: ptr.To(int32(2))}}}
+	admitted := session("admitted", 3*time.Minute).QuotaReserved().Obj()
+	waiting := session("waiting", 2*time.Minute).Obj()
+	bound := session("bound", time.Minute).Obj() // no status: the bind's status write was lost
+	pod := builders.Pod(ns, "pool-abcde").Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.SessionLabel, "bound").
+		OwnedBy(bound).Obj()
+	quota := builders.AgentQuota(ns, "q").Sessions(2).Obj()
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(quota, admitted, waiting, bound, pod).
 		WithStatusSubresource(&agentsv1alpha1.AgentSession{}).Build()
 	q := newQuotaKeeper(c, Config{MaxQueuedSessions: DefaultConfig().MaxQueuedSessions}, clock.RealClock{})
@@ -155,8 +148,8 @@ type quotaFixture struct {
 func newQuotaFixture(t *testing.T, hard agentsv1alpha1.QuotaLimits, maxQueued *int32, objs ...client.Object) *quotaFixture {
 	t.Helper()
 	const ns = "team"
-	quota := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "q"},
-		Spec: agentsv1alpha1.AgentQuotaSpec{Hard: hard, MaxQueued: maxQueued}}
+	quota := builders.AgentQuota(ns, "q").Hard(hard).Obj()
+	quota.Spec.MaxQueued = maxQueued
 	c := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithObjects(append(objs, quota)...).
 		WithStatusSubresource(&agentsv1alpha1.AgentSession{}).Build()
 	return &quotaFixture{t: t, c: c, q: newQuotaKeeper(c, Config{MaxQueuedSessions: DefaultConfig().MaxQueuedSessions}, clock.RealClock{}), ns: ns, base: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -166,9 +159,7 @@ func newQuotaFixture(t *testing.T, hard agentsv1alpha1.QuotaLimits, maxQueued *i
 func (f *quotaFixture) session(name string) *agentsv1alpha1.AgentSession {
 	f.t.Helper()
 	f.n++
-	s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name, UID: types.UID("uid-" + name),
-		CreationTimestamp: metav1.NewTime(f.base.Add(time.Duration(f.n) * time.Second))},
-		Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool"}}
+	s := builders.AgentSession(f.ns, name, "pool").UID(types.UID("uid-" + name)).Created(f.base.Add(time.Duration(f.n) * time.Second)).Obj()
 	if err := f.c.Create(context.Background(), s); err != nil {
 		f.t.Fatal(err)
 	}
@@ -207,11 +198,10 @@ func (f *quotaFixture) head() []string {
 // A pod counts for a session only when its session label names that session: an owner
 // reference alone (which a tenant who may create pods can write) takes no slot.
 func TestAPodCountsForASessionOnlyWithItsSessionLabel(t *testing.T) {
-	owner := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "waiting", UID: "uid-waiting"}}
+	owner := builders.AgentSession("team", "waiting", "").UID("uid-waiting").Obj()
 	pod := func(name, sessionLabel string) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name,
-			Labels:          map[string]string{agentsv1alpha1.SandboxLabel: "pool", agentsv1alpha1.SessionLabel: sessionLabel},
-			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(owner, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}}}
+		return builders.Pod("team", name).Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.SessionLabel, sessionLabel).
+			OwnedBy(owner).Obj()
 	}
 	for _, tc := range []struct {
 		name      string
@@ -239,7 +229,7 @@ func TestDefaultQuotaFailsClosedWhenTheNamespaceCannotBeRead(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(unitScheme(t)).Build()
 	deny, _ := ParseQuotaLimits("sessions=0,warmSandboxes=0")
 	q := newQuotaKeeper(c, Config{DefaultQuota: deny, DefaultQuotaNamespaces: labels.SelectorFromSet(labels.Set{"tier": "tenant"}), MaxQueuedSessions: DefaultConfig().MaxQueuedSessions}, clock.RealClock{})
-	s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "unseen", Name: "s", UID: "uid-s"}}
+	s := builders.AgentSession("unseen", "s", "").UID("uid-s").Obj()
 	adm, err := q.admitSession(context.Background(), s)
 	if err == nil || adm.admitted {
 		t.Errorf("admitSession = %+v, %v; want an error and no admission", adm, err)

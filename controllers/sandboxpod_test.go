@@ -19,21 +19,16 @@ import (
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/podstate"
 	"github.com/hyperpool/hyperpool/internal/windows"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 func TestBuildAppliesSandboxRules(t *testing.T) {
 	base := func(mutate func(*corev1.PodSpec)) *agentsv1alpha1.AgentSandbox {
-		sb := &agentsv1alpha1.AgentSandbox{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pool"},
-			Spec: agentsv1alpha1.AgentSandboxSpec{
-				Windows:  agentsv1alpha1.WindowsSpec{ImageBuild: 20348},
-				Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "img"}}}},
-			},
-		}
+		sb := builders.AgentSandbox("ns", "pool").ImageBuild(20348).Container(corev1.Container{Name: "c", Image: "img"})
 		if mutate != nil {
-			mutate(&sb.Spec.Template.Spec)
+			sb.PodSpec(mutate)
 		}
-		return sb
+		return sb.Obj()
 	}
 	tests := []struct {
 		name  string
@@ -150,8 +145,7 @@ func TestBuildAppliesSandboxRules(t *testing.T) {
 }
 
 func TestTemplateHashIgnoresPoolSizeAndLifetimes(t *testing.T) {
-	sb := &agentsv1alpha1.AgentSandbox{Spec: agentsv1alpha1.AgentSandboxSpec{Replicas: ptr.To[int32](1),
-		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "a"}}}}}}
+	sb := builders.AgentSandbox("ns", "pool").Replicas(1).Container(corev1.Container{Name: "c", Image: "a"}).Obj()
 	h := templateHash(sb)
 	sb.Spec.Replicas = ptr.To[int32](9)
 	sb.Spec.Lifetime.MaxLifetime = &agentsv1alpha1.Duration{Duration: time.Minute}
@@ -230,16 +224,13 @@ func TestOnlyCountsDiffer(t *testing.T) {
 }
 
 func TestTrimPodKeepsWhatTheControllersRead(t *testing.T) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: map[string]string{agentsv1alpha1.SandboxLabel: "pool"},
-			Annotations:   map[string]string{"io.microsoft.virtualmachine.computetopology.memory.sizeinmb": "1536"},
-			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
-		Spec: corev1.PodSpec{NodeName: "win-0", RuntimeClassName: ptr.To("hyperv"),
-			Containers: []corev1.Container{{Name: "sandbox", Image: "servercore"}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", Reason: "r", Message: "m",
-			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
-			ContainerStatuses: []corev1.ContainerStatus{{Name: "sandbox"}}},
-	}
+	pod := builders.Pod("", "p").Label(agentsv1alpha1.SandboxLabel, "pool").
+		Annotation("io.microsoft.virtualmachine.computetopology.memory.sizeinmb", "1536").
+		Node("win-0").Container("sandbox", "servercore").Ready().Obj()
+	pod.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	pod.Spec.RuntimeClassName = ptr.To("hyperv")
+	pod.Status.Phase, pod.Status.PodIP, pod.Status.Reason, pod.Status.Message = corev1.PodRunning, "10.0.0.1", "r", "m"
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "sandbox"}}
 	got, err := trimPod(pod.DeepCopy())
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +297,7 @@ func TestIsolationMismatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.isolation)+"/"+tt.handler, func(t *testing.T) {
-			sb := &agentsv1alpha1.AgentSandbox{Spec: agentsv1alpha1.AgentSandboxSpec{Isolation: tt.isolation}}
+			sb := builders.AgentSandbox("ns", "pool").Isolation(tt.isolation).Obj()
 			blk := isolationMismatch(sb, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "rc"}, Handler: tt.handler})
 			if (blk != nil) != tt.mismatch {
 				t.Fatalf("isolationMismatch = %v, want mismatch %v", blk, tt.mismatch)
@@ -338,7 +329,7 @@ func TestInternetEgressExcept(t *testing.T) {
 		})
 	}
 
-	sb := &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pool"}}
+	sb := builders.AgentSandbox("ns", "pool").Obj()
 	np := desiredEgressPolicy(sb, DefaultInternetEgressExcept)
 	byCIDR := map[string][]string{}
 	for _, peer := range np.Spec.Egress[0].To {

@@ -7,11 +7,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -19,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // TestEventsFollowTheStatusWrite: a session's end is announced by an Event only once the
@@ -35,12 +34,9 @@ func TestEventsFollowTheStatusWrite(t *testing.T) {
 		{"status write failed: nothing announced", true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sb := &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "pool"},
-				Spec: agentsv1alpha1.AgentSandboxSpec{Replicas: ptr.To(int32(1))}}
-			bound := metav1.NewTime(now.Add(-time.Minute))
-			s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "carol", UID: "session-uid"},
-				Spec: agentsv1alpha1.AgentSessionSpec{SandboxName: "pool", MaxLifetime: &agentsv1alpha1.Duration{Duration: 3 * time.Second}}}
-			s.Status.Phase, s.Status.PodName, s.Status.BoundTime = agentsv1alpha1.SessionReady, "pool-klmno", &bound
+			sb := builders.AgentSandbox("team", "pool").Replicas(1).Obj()
+			s := builders.AgentSession("team", "carol", "pool").UID("session-uid").MaxLifetime(3*time.Second).
+				Phase(agentsv1alpha1.SessionReady).BoundTo("pool-klmno", now.Add(-time.Minute)).Obj()
 			c := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithObjects(sb, s).WithStatusSubresource(s).
 				WithIndex(&corev1.Pod{}, podSessionIndex, labelIndex(agentsv1alpha1.SessionLabel)).
 				WithInterceptorFuncs(interceptor.Funcs{SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
