@@ -43,7 +43,8 @@ func sessionSpecProblem(s *agentsv1alpha1.AgentSession) string {
 	return fmt.Sprintf("%s %q is not a duration the manager can use (stored before the CRD bounded it); delete this session and create one with a duration such as 30m", path, raw)
 }
 
-// sandboxSpecProblem says why a class's stored spec cannot be served, or "".
+// sandboxSpecProblem says why a class's stored spec cannot be served, or "": a duration it
+// cannot use, or a template it must not build pods from.
 func sandboxSpecProblem(sb *agentsv1alpha1.AgentSandbox) string {
 	path, raw, bad := invalidDuration(
 		namedDuration{"spec.lifetime.maxLifetime", sb.Spec.Lifetime.MaxLifetime},
@@ -51,8 +52,10 @@ func sandboxSpecProblem(sb *agentsv1alpha1.AgentSandbox) string {
 		namedDuration{"spec.lifetime.ttlAfterFinished", sb.Spec.Lifetime.TTLAfterFinished},
 		namedDuration{"spec.replenish.quietPeriod", sb.Spec.Replenish.QuietPeriod},
 	)
-	if !bad {
-		return ""
+	if bad {
+		return fmt.Sprintf("%s %q is not a duration the manager can use (stored before the CRD bounded it); set it to a duration such as 1h", path, raw)
 	}
-	return fmt.Sprintf("%s %q is not a duration the manager can use (stored before the CRD bounded it); set it to a duration such as 1h", path, raw)
+	// A template the manager must not build pods from: one it cannot read, or one with what
+	// the CRD's rules cannot check within their cost budget (a Secret in an env, a hostPort).
+	return sb.Spec.TemplateProblem()
 }

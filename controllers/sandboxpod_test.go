@@ -369,6 +369,10 @@ func TestSpecProblems(t *testing.T) {
 		{"valid", agentsv1alpha1.AgentSessionSpec{MaxLifetime: valid}, agentsv1alpha1.AgentSandboxSpec{Lifetime: agentsv1alpha1.LifetimeSpec{IdleTimeout: valid}}, ""},
 		{"session ttl", agentsv1alpha1.AgentSessionSpec{MaxLifetime: valid, TTLAfterFinished: &overflow}, agentsv1alpha1.AgentSandboxSpec{}, `spec.ttlAfterFinished "3000000h"`},
 		{"class idle", agentsv1alpha1.AgentSessionSpec{}, agentsv1alpha1.AgentSandboxSpec{Lifetime: agentsv1alpha1.LifetimeSpec{IdleTimeout: &overflow}}, `spec.lifetime.idleTimeout "3000000h"`},
+		{"a Secret in a template's env (beyond the CRD's CEL budget)", agentsv1alpha1.AgentSessionSpec{}, agentsv1alpha1.AgentSandboxSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c",
+			Env: []corev1.EnvVar{{Name: "TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "k"}}}}}}}}}, "secretKeyRef"},
+		{"a hostPort (beyond the CRD's CEL budget)", agentsv1alpha1.AgentSessionSpec{}, agentsv1alpha1.AgentSandboxSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c",
+			Ports: []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}}}}}}, "hostPort"},
 		{"class quiet period", agentsv1alpha1.AgentSessionSpec{}, agentsv1alpha1.AgentSandboxSpec{Replenish: agentsv1alpha1.ReplenishSpec{QuietPeriod: &overflow}}, `spec.replenish.quietPeriod "3000000h"`},
 	}
 	for _, tt := range tests {
