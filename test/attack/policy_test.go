@@ -405,7 +405,7 @@ func installNodeAgentPolicy(t testing.TB) {
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
-			nodeAgentPolicy.err = fmt.Errorf("helm template: %v\n%s", err, stderr.String())
+			nodeAgentPolicy.err = fmt.Errorf("helm template: %w\n%s", err, stderr.String())
 			return
 		}
 		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)

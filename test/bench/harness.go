@@ -276,17 +276,6 @@ func (t *tracker) observe(obj any, deleted bool) {
 	t.Changed()
 }
 
-func (t *tracker) session(ns, name string) sessionObs {
-	t.Lock()
-	defer t.Unlock()
-	if s := t.sessions[key(ns, name)]; s != nil {
-		c := *s
-		c.podNames = append([]string(nil), s.podNames...)
-		return c
-	}
-	return sessionObs{}
-}
-
 // warmPods counts the live, unbound pods of a pool (created by the pool, not for a session).
 func (t *tracker) warmPods(ns, sandbox string) int {
 	t.Lock()

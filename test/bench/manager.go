@@ -25,7 +25,7 @@ func BuildManager(ctx context.Context, root, out string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/manager")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/manager: %v\n%s", err, b)
+		return fmt.Errorf("go build ./cmd/manager: %w\n%s", err, b)
 	}
 	return nil
 }
@@ -73,10 +73,10 @@ func StartManager(ctx context.Context, binary, kubeconfig, logPath string, qps, 
 		cmd: cmd, done: make(chan struct{})}
 	go func() { m.waitErr = cmd.Wait(); logFile.Close(); close(m.done) }()
 	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
 		select {
 		case <-m.done:
-			return false, fmt.Errorf("manager exited: %v (log %s)", m.waitErr, logPath)
+			return false, fmt.Errorf("manager exited: %w (log %s)", m.waitErr, logPath)
 		default:
 		}
 		resp, err := http.Get(readyz)

@@ -97,21 +97,6 @@ func parseLine(line string) (name string, labels map[string]string, rest string,
 	return name, labels, line[j+1:], true
 }
 
-// sum adds the samples of a family whose labels include match.
-func (f families) sum(name string, match map[string]string) float64 {
-	total := 0.0
-outer:
-	for _, s := range f[name] {
-		for k, v := range match {
-			if s.labels[k] != v {
-				continue outer
-			}
-		}
-		total += s.value
-	}
-	return total
-}
-
 // requestCounts sums apiserver_request_total by "VERB resource[/subresource]" for writes.
 func requestCounts(f families) map[string]float64 {
 	out := map[string]float64{}

@@ -90,7 +90,7 @@ func (rs *replicaSet) launch(ctx context.Context, r *replica) error {
 		return true, nil
 	})
 	if err != nil {
-		return fmt.Errorf("start manager replica %s: %w (last error: %v)", r.name, err, lastErr)
+		return fmt.Errorf("start manager replica %s: %w (last error: %w)", r.name, err, lastErr)
 	}
 	return nil
 }
@@ -188,7 +188,7 @@ func (rs *replicaSet) waitForLeader(ctx context.Context, not *replica, notIncarn
 		return true, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("no new leader within %s (last error: %v)", timeout, lastErr)
+		return nil, fmt.Errorf("no new leader within %s (last error: %w)", timeout, lastErr)
 	}
 	return found, nil
 }

@@ -137,7 +137,7 @@ func TestQuotaNoOvershoot(t *testing.T) {
 	wg.Wait()
 
 	// The quota fills to its limit exactly; the rest wait.
-	eventually(t, 60*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 60*time.Second, func(context.Context) (bool, string) {
 		active, queued := 0, 0
 		for _, s := range listSessions(t, ns) {
 			if holding(&s) {
@@ -151,7 +151,7 @@ func TestQuotaNoOvershoot(t *testing.T) {
 
 	// Serve everyone: end the Ready sessions, batch after batch.
 	served := map[string]bool{}
-	eventually(t, 120*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 120*time.Second, func(context.Context) (bool, string) {
 		for _, s := range listSessions(t, ns) {
 			if s.Status.Phase == agentsv1alpha1.SessionReady {
 				served[s.Name] = true
@@ -291,7 +291,7 @@ func TestPoolsTrimmedByWarmSandboxes(t *testing.T) {
 	create(t, builders.AgentSandbox(ns, "a").Replicas(3).Obj())
 	create(t, builders.AgentSandbox(ns, "b").Replicas(3).Obj())
 	countWarm := func() int { return len(warmPods(t, ns, "a")) + len(warmPods(t, ns, "b")) }
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
 		return countWarm() == 4, fmt.Sprintf("%d warm pods across the pools, want 4", countWarm())
 	})
 
@@ -299,7 +299,7 @@ func TestPoolsTrimmedByWarmSandboxes(t *testing.T) {
 	if err := k8s.Patch(context.Background(), q, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"hard":{"warmSandboxes":2}}}`))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
 		return countWarm() == 2, fmt.Sprintf("%d warm pods across the pools, want 2 after lowering the quota", countWarm())
 	})
 }
@@ -443,7 +443,7 @@ func TestLoweringWarmSandboxesTrimsEachPoolByItsShare(t *testing.T) {
 	if err := k8s.Patch(context.Background(), q, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"hard":{"warmSandboxes":3}}}`))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
 		a, b := len(warmPods(t, ns, "a")), len(warmPods(t, ns, "b"))
 		return a == 2 && b == 1, fmt.Sprintf("warm pods: a %d, b %d; want 2 and 1 (4 and 2 giving up 3 in proportion)", a, b)
 	})
@@ -487,14 +487,14 @@ func TestDeletedQuotaDropsItsSeries(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	quota := builders.AgentQuota(ns, "quota").Sessions(3).Memory("8Gi").Obj()
 	create(t, quota)
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 20*time.Second, func(context.Context) (bool, string) {
 		n := quotaSeries(t, ns)
 		return n > 0, "no quota series for the namespace yet"
 	})
 	if err := k8s.Delete(context.Background(), quota); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 20*time.Second, func(context.Context) (bool, string) {
 		n := quotaSeries(t, ns)
 		return n == 0, fmt.Sprintf("%d quota series of the deleted AgentQuota remain", n)
 	})

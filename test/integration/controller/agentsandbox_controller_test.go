@@ -282,7 +282,7 @@ func TestTemplateChangeRecreate(t *testing.T) {
 	oldHash := heldPod.Labels[agentsv1alpha1.TemplateHashLabel]
 
 	changeTemplate(t, ns, "pool")
-	eventually(t, 60*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 60*time.Second, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "pool")
 		fresh := 0
 		for _, p := range pods {
@@ -326,7 +326,7 @@ func TestTemplateChangeOnReplenish(t *testing.T) {
 	if p := getPod(t, ns, s.Status.PodName); p.Labels[agentsv1alpha1.TemplateHashLabel] != oldHash {
 		t.Errorf("session took pod %s of the new template; OnReplenish hands out old pods first", p.Name)
 	}
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "pool")
 		old, fresh := 0, 0
 		for _, p := range pods {
@@ -364,7 +364,7 @@ func TestWarmPodsThatNeverBecomeReadyAreReplaced(t *testing.T) {
 	// kwok holds these pods un-Ready far longer than the manager's deadline.
 	create(t, builders.AgentSandbox(ns, "slow").Replicas(1).TemplateAnnotation(testbed.PodReadyDelayAnnotation, "600000").Obj())
 	first := ""
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "slow")
 		if len(pods) == 1 {
 			first = pods[0].Name
@@ -372,7 +372,7 @@ func TestWarmPodsThatNeverBecomeReadyAreReplaced(t *testing.T) {
 		return first != "", "no warm pod yet"
 	})
 	waitDegraded(t, ns, "slow", agentsv1alpha1.ReasonPodsNotReady)
-	eventually(t, 45*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 45*time.Second, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "slow")
 		return len(pods) == 1 && pods[0].Name != first, fmt.Sprintf("warm pods %d, first %s still there", len(pods), first)
 	})
