@@ -278,7 +278,7 @@ func TestNodeLostFailsTheSession(t *testing.T) {
 	}
 	// The pool's warm pod on the lost node is replaced at once (the replacement waits for a
 	// node this class may use, so it stays unscheduled here).
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 10*time.Second, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "pool")
 		onLost := 0
 		for _, p := range pods {
@@ -424,6 +424,9 @@ func TestSessionCannotUseAClassInAnotherNamespace(t *testing.T) {
 	}
 }
 
+// TestMalformedHeartbeatIsReportedAndIgnored: a heartbeat that is not a time is reported
+// once, by a Warning event naming the value, however often the session is reconciled
+// after, and the idle timeout counts from the bind as if there were none.
 func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
@@ -435,21 +438,61 @@ func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 	create(t, builders.AgentSession(ns, "garbled-live", "pool").Annotation(agentsv1alpha1.LastActivityAnnotation, "not-a-time").Obj())
 	waitSession(t, ns, "garbled-live", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	assertSettled(t, "agentsession", ns, "garbled-live")
+	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+		n, err := heartbeatWarnings(ctx, ns, "garbled-live", "not-a-time")
+		return n > 0, fmt.Sprintf("no MalformedHeartbeat Warning naming the value for garbled-live (list: %v)", err)
+	})
+	// More reconciles: each change of the session's spec is one.
+	for _, user := range []string{"someone", "someone-else"} {
+		before := reconciles.count("agentsession", ns, "garbled-live")
+		patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"spec":{"user":%q}}`, user))
+		if err := k8s.Patch(context.Background(), builders.AgentSession(ns, "garbled-live", "pool").Obj(), patch); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, func(context.Context) (bool, string) {
+			n := reconciles.count("agentsession", ns, "garbled-live")
+			return n > before, fmt.Sprintf("garbled-live not reconciled after its spec.user changed to %s (%d reconciles)", user, n)
+		})
+	}
+	// The window lets the events of those reconciles land (they are written a moment after).
+	assertSettled(t, "agentsession", ns, "garbled-live")
+	n, err := heartbeatWarnings(context.Background(), ns, "garbled-live", "not-a-time")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("the malformed heartbeat of garbled-live was reported %d times over %d reconciles, want once",
+			n, reconciles.count("agentsession", ns, "garbled-live"))
+	}
+
 	// The idle timeout counts from the bind, as if there were no heartbeat.
 	ended := waitSession(t, ns, "garbled", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	if ended.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
 		t.Errorf("end reason = %q, want IdleTimeout", ended.Status.EndReason)
 	}
 	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
-		events := &eventsv1.EventList{}
-		if err := k8s.List(ctx, events, client.InNamespace(ns)); err != nil {
-			return false, err.Error()
-		}
-		for _, e := range events.Items {
-			if e.Reason == "MalformedHeartbeat" && e.Regarding.Name == "garbled" && strings.Contains(e.Note, "yesterday-ish") {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprintf("no MalformedHeartbeat event naming the value among %d events", len(events.Items))
+		n, err := heartbeatWarnings(ctx, ns, "garbled", "yesterday-ish")
+		return n > 0, fmt.Sprintf("no MalformedHeartbeat Warning naming the value for garbled (list: %v)", err)
 	})
+}
+
+// heartbeatWarnings counts the MalformedHeartbeat Warnings about the session that name the
+// value: every Event, and every repeat its series counts.
+func heartbeatWarnings(ctx context.Context, ns, session, value string) (int, error) {
+	events := &eventsv1.EventList{}
+	if err := k8s.List(ctx, events, client.InNamespace(ns)); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range events.Items {
+		if e.Type != corev1.EventTypeWarning || e.Reason != "MalformedHeartbeat" || e.Regarding.Name != session || !strings.Contains(e.Note, value) {
+			continue
+		}
+		if e.Series != nil && e.Series.Count > 1 {
+			n += int(e.Series.Count)
+		} else {
+			n++
+		}
+	}
+	return n, nil
 }
