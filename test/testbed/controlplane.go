@@ -106,6 +106,9 @@ func configureAPIServer(args *envtest.Arguments, opts Options) {
 		// until its namespace's ServiceAccount exists (CreateNamespace waits for it).
 		args.Disable("disable-admission-plugins")
 	}
+	if opts.ServeExec {
+		args.Set("kubelet-preferred-address-types", execAddressTypes)
+	}
 	for flag, values := range opts.APIServerFlags {
 		if len(values) == 0 {
 			args.Disable(flag)

@@ -92,6 +92,7 @@ func (e *Env) CreateWindowsNodes(ctx context.Context, namePrefix string, count i
 			return nil, fmt.Errorf("test bed ran out of pod CIDRs after %d nodes", maxNodes)
 		}
 		node := windowsNode(fmt.Sprintf("%s-%d", namePrefix, i), build, kubeletVersion, index)
+		e.setExecEndpoint(node)
 		for _, opt := range opts {
 			opt(node)
 		}

@@ -3,6 +3,8 @@
 // Package testbed runs a small but real Kubernetes control plane for integration tests:
 // etcd and kube-apiserver (through controller-runtime's envtest), kube-scheduler,
 // kube-controller-manager, and kwok, which plays the kubelet of simulated Windows nodes.
+// With Options.ServeExec, pods/exec works too: the test bed serves the nodes' exec
+// endpoint and runs each command as a local process in the pod's own directory.
 //
 // Each integration test package starts one Env from its TestMain with Main, and each test
 // works in its own namespace from Env.CreateNamespace. The binaries come from
@@ -71,6 +73,13 @@ type Options struct {
 	// BinaryAssetsDirectory holds kube-apiserver, etcd, kube-scheduler,
 	// kube-controller-manager and kwok. Default: $KUBEBUILDER_ASSETS, else <repo root>/bin/k8s.
 	BinaryAssetsDirectory string
+
+	// ServeExec serves pods/exec for the simulated nodes: kube-apiserver proxies a pod's
+	// exec to an in-process stand-in for the kubelet's streaming endpoint, on 127.0.0.1,
+	// which runs the command as a local process in the pod's own directory (PodDir) and
+	// reports its exit code. Nodes created by CreateWindowsNodes then carry its port and a
+	// 127.0.0.1 InternalDNS address. It adds no measurable start time.
+	ServeExec bool
 }
 
 // Env is a running test bed. Its exported fields are read-only.
@@ -105,6 +114,9 @@ type Env struct {
 	controlPlanePIDs map[string]int
 	// guardedPIDs are the process groups already handed to the watchdog.
 	guardedPIDs map[int]bool
+
+	// exec serves pods/exec (Options.ServeExec); nil without.
+	exec *execServer
 
 	// nodeIndex numbers simulated nodes across CreateWindowsNodes calls, for unique pod CIDRs.
 	nodeIndex atomic.Int64
@@ -161,6 +173,14 @@ func (e *Env) start(ctx context.Context, opts Options) error {
 		name string
 		run  func() error
 	}{
+		{"exec server", func() error {
+			if !opts.ServeExec {
+				return nil
+			}
+			var err error
+			e.exec, err = startExecServer(e.podsDir())
+			return err
+		}},
 		{"etcd, kube-apiserver and CRDs", func() error { return e.startAPIServer(opts) }},
 		{"admin user", e.connect},
 		{"components", func() error { return e.startComponents(opts) }},
@@ -238,6 +258,7 @@ func (e *Env) Stop() error {
 
 func (e *Env) stop() error {
 	e.runBeforeStop()
+	e.exec.close()
 	var errs []error
 	for i := len(e.children) - 1; i >= 0; i-- {
 		errs = append(errs, e.children[i].stop())
@@ -255,8 +276,8 @@ func (e *Env) stop() error {
 }
 
 // removeDir removes Dir, or with KeepDir only the bulky and secret parts of it: etcd's data
-// (over 100 MB, mostly preallocated log), kube-apiserver's certificates and keys, and the
-// wrapper scripts.
+// (over 100 MB, mostly preallocated log), kube-apiserver's certificates and keys, the
+// wrapper scripts, and the pods' directories (ServeExec).
 func (e *Env) removeDir() error {
 	if !e.keepDir.Load() {
 		if err := os.RemoveAll(e.Dir); err != nil {
@@ -273,21 +294,23 @@ func (e *Env) removeDir() error {
 	return nil
 }
 
-// disposableDirs are the parts of Dir not worth keeping after a failure.
+// disposableDirs are the parts of Dir not worth keeping after a failure. The pods'
+// directories (ServeExec) can hold what tests uploaded, tens of megabytes.
 func (e *Env) disposableDirs() []string {
-	return []string{e.etcdDir(), e.certDir(), e.wrapperDir()}
+	return []string{e.etcdDir(), e.certDir(), e.wrapperDir(), e.podsDir()}
 }
 
 func (e *Env) etcdDir() string    { return filepath.Join(e.Dir, "etcd") }
 func (e *Env) wrapperDir() string { return filepath.Join(e.Dir, "bin") }
 func (e *Env) certDir() string    { return filepath.Join(e.Dir, "kube-apiserver") }
+func (e *Env) podsDir() string    { return filepath.Join(e.Dir, "pods") }
 
 // hasControllerManager reports whether this test bed runs kube-controller-manager.
 func (e *Env) hasControllerManager() bool { return !e.opts.DisableControllerManager }
 
 // KeepDir makes Stop keep the component logs (LogDir), the kubeconfig and the kwok stages
-// for a post-mortem, removing only etcd's data, the certificates and the wrapper scripts.
-// Main calls it when a test failed.
+// for a post-mortem, removing only etcd's data, the certificates, the wrapper scripts and
+// the pods' directories. Main calls it when a test failed.
 func (e *Env) KeepDir() { e.keepDir.Store(true) }
 
 // PIDs returns the process IDs of the components, keyed by name: kube-scheduler,

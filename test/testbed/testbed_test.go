@@ -51,7 +51,7 @@ func TestMain(m *testing.M) {
 		crashingHelper()
 		return
 	}
-	testbed.Main(m, testbed.Options{}, func(e *testbed.Env) error {
+	testbed.Main(m, testbed.Options{ServeExec: true}, func(e *testbed.Env) error {
 		env = e
 		_, err := e.CreateWindowsNodes(context.Background(), nodePrefix, nodeCount, windowsBuild)
 		return err
