@@ -32,12 +32,15 @@ type AgentSessionReconciler struct {
 	builds  *nodeBuilds // the nodes' Windows builds, shared with the pool controller
 	claims  *claimTracker
 	written *writtenStatuses
+	// heartbeats remembers the malformed heartbeat reported for each session, so it is
+	// reported once, not on every reconcile.
+	heartbeats *malformedHeartbeats
 }
 
 func newAgentSessionReconciler(d reconcilerDeps, shared *sharedState) *AgentSessionReconciler {
 	return &AgentSessionReconciler{Client: d.client, apiReader: d.apiReader, recorder: d.recorder(SessionEventSource),
 		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, factory: shared.factory, builds: shared.builds,
-		claims: newClaimTracker(d.clock), written: newWrittenStatuses(d.clock)}
+		claims: newClaimTracker(d.clock), written: newWrittenStatuses(d.clock), heartbeats: &malformedHeartbeats{}}
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete
@@ -52,6 +55,7 @@ func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	s := &agentsv1alpha1.AgentSession{}
 	if err := r.Get(ctx, req.NamespacedName, s); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.heartbeats.forget(req.NamespacedName)
 			return ctrl.Result{}, r.destroyOrphanedPods(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, err

@@ -2,9 +2,11 @@ package controllers
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Fallbacks for a class whose lifetime fields are unset: the CRD defaults them, so these
@@ -107,4 +109,39 @@ func ceilToSecond(t time.Time) time.Time {
 		return f.Add(time.Second)
 	}
 	return t
+}
+
+// malformedHeartbeats remembers, per session, the malformed heartbeat value last reported
+// with a MalformedHeartbeat event: the same bad value is reported once, a new one again. It
+// is memory only (a new leader reports each once more) and forgets a session when it is
+// deleted.
+type malformedHeartbeats struct {
+	mu       sync.Mutex
+	reported map[types.NamespacedName]reportedHeartbeat
+}
+
+type reportedHeartbeat struct {
+	uid   types.UID
+	value string
+}
+
+// firstReport records that value is being reported for the session and says whether it
+// was not reported before.
+func (m *malformedHeartbeats) firstReport(key types.NamespacedName, uid types.UID, value string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.reported == nil {
+		m.reported = map[types.NamespacedName]reportedHeartbeat{}
+	}
+	if m.reported[key] == (reportedHeartbeat{uid, value}) {
+		return false
+	}
+	m.reported[key] = reportedHeartbeat{uid, value}
+	return true
+}
+
+func (m *malformedHeartbeats) forget(key types.NamespacedName) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.reported, key)
 }

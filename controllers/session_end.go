@@ -56,7 +56,7 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 	}
 
 	now := r.clock.Now()
-	if _, err := parseHeartbeat(s.Annotations); err != nil {
+	if _, err := parseHeartbeat(s.Annotations); err != nil && r.heartbeats.firstReport(client.ObjectKeyFromObject(s), s.UID, s.Annotations[agentsv1alpha1.LastActivityAnnotation]) {
 		r.event(ctx, s, nil, corev1.EventTypeWarning, "MalformedHeartbeat", "Heartbeat", err.Error())
 	}
 	dl := r.deadlineOf(s, sb, s.Annotations)
