@@ -38,7 +38,7 @@ func TestSandboxListWithUnreadableTemplateDecodes(t *testing.T) {
 		}
 	}
 	// The rest of the spec is intact; the template is empty, so nothing is built from it.
-	if ptr.Deref(bad.Replicas, 0) != 3 || bad.Windows.ImageBuild != 26100 || bad.Lifetime.MaxLifetime.Duration.String() != "2h0m0s" {
+	if ptr.Deref(bad.Replicas, 0) != 3 || bad.Windows.ImageBuild != 26100 || bad.Lifetime.MaxLifetime.String() != "2h0m0s" {
 		t.Errorf("bad class: the fields beside the template were not decoded: %+v", bad)
 	}
 	if len(bad.Template.Spec.Containers) != 0 {

@@ -20,20 +20,20 @@ const (
 type SessionPhase string
 
 const (
-	// SessionPending: not bound yet (no warm sandbox for RequireWarm, or its class does not
+	// SessionPending means not bound yet (no warm sandbox for RequireWarm, or its class does not
 	// exist yet).
 	SessionPending SessionPhase = "Pending"
-	// SessionQueued: waiting for the namespace's AgentQuota to admit it.
+	// SessionQueued means waiting for the namespace's AgentQuota to admit it.
 	SessionQueued SessionPhase = "Queued"
-	// SessionStarting: bound to a pod that is not Ready yet (a cold start).
+	// SessionStarting means bound to a pod that is not Ready yet (a cold start).
 	SessionStarting SessionPhase = "Starting"
-	// SessionReady: bound to a Ready pod; the agent can use status.podName / status.podIP.
+	// SessionReady means bound to a Ready pod; the agent can use status.podName / status.podIP.
 	SessionReady SessionPhase = "Ready"
-	// SessionExpired: ended by its max lifetime or idle timeout; the pod is destroyed.
+	// SessionExpired means ended by its max lifetime or idle timeout; the pod is destroyed.
 	SessionExpired SessionPhase = "Expired"
-	// SessionFailed: its pod died, was evicted or lost its node, or could not be started.
+	// SessionFailed means its pod died, was evicted or lost its node, or could not be started.
 	SessionFailed SessionPhase = "Failed"
-	// SessionTerminated: ended on request; the pod is destroyed.
+	// SessionTerminated means ended on request; the pod is destroyed.
 	SessionTerminated SessionPhase = "Terminated"
 )
 
@@ -47,9 +47,9 @@ func (p SessionPhase) IsFinished() bool {
 type StartType string
 
 const (
-	// StartWarm: bound to a pod of the warm pool.
+	// StartWarm means bound to a pod of the warm pool.
 	StartWarm StartType = "Warm"
-	// StartCold: a pod was created for the session.
+	// StartCold means a pod was created for the session.
 	StartCold StartType = "Cold"
 )
 

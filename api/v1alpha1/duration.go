@@ -49,7 +49,7 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	if d.invalid != "" {
 		return []byte(d.invalid), nil
 	}
-	return json.Marshal(d.Duration.String())
+	return json.Marshal(d.String())
 }
 
 // UnmarshalJSON decodes a Go duration string. It never fails: a string time.ParseDuration

@@ -226,7 +226,7 @@ func (e *Env) stopAPIServer(ctx context.Context, apiServer *envtest.APIServer) e
 		return lastErr == nil, nil
 	})
 	if err != nil {
-		return fmt.Errorf("envtest did not see kube-apiserver stop: %w (last error: %v)", err, lastErr)
+		return fmt.Errorf("envtest did not see kube-apiserver stop: %w (last error: %w)", err, lastErr)
 	}
 	return nil
 }

@@ -112,7 +112,7 @@ func readHelperReport(stdout io.Reader) (helperReport, error) {
 				return
 			}
 		}
-		done <- result{err: fmt.Errorf("helper's stdout ended without a report (scan error: %v)", scanner.Err())}
+		done <- result{err: fmt.Errorf("helper's stdout ended without a report (scan error: %w)", scanner.Err())}
 	}()
 	select {
 	case r := <-done:

@@ -69,7 +69,7 @@ func (c *child) pid() int { return c.cmd.Process.Pid }
 func (c *child) exitError() error {
 	select {
 	case <-c.done:
-		return fmt.Errorf("%s (pid %d) exited: %v%s", c.name, c.pid(), c.waitErr, logTailSection(c.logPath))
+		return fmt.Errorf("%s (pid %d) exited: %w%s", c.name, c.pid(), c.waitErr, logTailSection(c.logPath))
 	default:
 		return nil
 	}

@@ -242,7 +242,7 @@ func (e *Env) pollEvery(ctx context.Context, interval, timeout time.Duration, co
 	})
 	// On a timeout, say what kept failing; a cancelled ctx needs no more explanation.
 	if err != nil && lastErr != nil && ctx.Err() == nil {
-		return fmt.Errorf("%w (last error: %v)", err, lastErr)
+		return fmt.Errorf("%w (last error: %w)", err, lastErr)
 	}
 	return err
 }
