@@ -1,0 +1,127 @@
+//go:build !windows
+
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	nodev1 "k8s.io/api/node/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/controllers"
+	hpclient "github.com/hyperpool/hyperpool/pkg/client"
+	"github.com/hyperpool/hyperpool/test/builders"
+	"github.com/hyperpool/hyperpool/test/testbed"
+)
+
+// The client's tests run on the test bed with pods/exec served (testbed.Options.ServeExec)
+// and the manager in-process: every call takes the real path through kube-apiserver, and
+// the "sandbox" commands are Linux processes (sh, tar) in each pod's own directory.
+
+const (
+	build2022   = "10.0.20348"
+	waitTimeout = 30 * time.Second
+)
+
+var (
+	env *testbed.Env
+	cli *hpclient.Client
+)
+
+func TestMain(m *testing.M) {
+	ctrl.SetLogger(logr.Discard())
+	testbed.Main(m, testbed.Options{ServeExec: true}, func(e *testbed.Env) error {
+		env = e
+		ctx := context.Background()
+		for _, rc := range []struct{ name, handler string }{{"hyperv", "runhcs-wcow-hypervisor"}, {"process", "runhcs-wcow-process"}} {
+			if err := e.Client.Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rc.name}, Handler: rc.handler}); err != nil {
+				return err
+			}
+		}
+		if _, err := e.CreateWindowsNodes(ctx, "win2022", 2, build2022); err != nil {
+			return err
+		}
+		var err error
+		if cli, err = hpclient.New(e.Config); err != nil {
+			return err
+		}
+		return startManager(e)
+	})
+}
+
+// startManager runs the controllers in-process until the test bed stops.
+func startManager(e *testbed.Env) error {
+	cfg := rest.CopyConfig(e.Config)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 e.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  controllers.CacheOptions(),
+	})
+	if err != nil {
+		return err
+	}
+	conf := controllers.DefaultConfig()
+	conf.WarmPodReadyTimeout = 8 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := controllers.SetupWithManager(ctx, mgr, conf); err != nil {
+		cancel()
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			panic(fmt.Sprintf("manager stopped: %v", err))
+		}
+	}()
+	e.BeforeStop(func() { cancel(); <-done })
+	return nil
+}
+
+// linux are the client options for the test bed's Linux "sandboxes".
+func linux(opts hpclient.Options) hpclient.Options {
+	opts.Tar = "tar"
+	opts.WorkDirArgs = hpclient.LinuxWorkDirArgs
+	return opts
+}
+
+// newClass creates a class with a warm pool of replicas in a fresh namespace, and returns
+// the namespace.
+func newClass(t *testing.T, name string, replicas int32) string {
+	t.Helper()
+	ns := env.CreateNamespace(t)
+	if err := env.Client.Create(t.Context(), builders.AgentSandbox(ns, name).Replicas(replicas).Obj()); err != nil {
+		t.Fatalf("create class %s: %v", name, err)
+	}
+	return ns
+}
+
+// open opens a session of the class, failing the test on error, and closes it at the end.
+func open(t *testing.T, ns, class string, opts hpclient.Options) *hpclient.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	s, err := cli.Open(ctx, ns, class, linux(opts))
+	if err != nil {
+		t.Fatalf("open a session of %s/%s: %v", ns, class, err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background(), hpclient.CloseOptions{}) })
+	return s
+}
+
+// getSession reads the session as admin.
+func getSession(ctx context.Context, ns, name string) (*agentsv1alpha1.AgentSession, error) {
+	s := &agentsv1alpha1.AgentSession{}
+	err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)
+	return s, err
+}
