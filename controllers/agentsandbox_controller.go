@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/expectations"
 	"github.com/hyperpool/hyperpool/internal/podstate"
 	"github.com/hyperpool/hyperpool/internal/uvm"
 	"github.com/hyperpool/hyperpool/internal/windows"
@@ -59,7 +60,7 @@ type AgentSandboxReconciler struct {
 
 	factory      *podFactory
 	builds       *nodeBuilds // the nodes' Windows builds, shared with the session controller
-	expectations *podExpectations
+	expectations *expectations.Pods
 	// notReadyStreak counts each pool's consecutive warm pods that timed out before Ready;
 	// the ready deadline doubles with it, so a pool whose pods never start backs off.
 	streakMu       sync.Mutex
@@ -71,7 +72,7 @@ type AgentSandboxReconciler struct {
 func newAgentSandboxReconciler(d reconcilerDeps, shared *sharedState) *AgentSandboxReconciler {
 	return &AgentSandboxReconciler{Client: d.client, apiReader: d.apiReader,
 		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, factory: shared.factory, builds: shared.builds,
-		expectations: newPodExpectations(d.clock), notReadyStreak: map[types.NamespacedName]int{}}
+		expectations: expectations.NewPods(d.clock), notReadyStreak: map[types.NamespacedName]int{}}
 }
 
 // takeClock remembers when a session last took a warm sandbox of each pool. It is memory

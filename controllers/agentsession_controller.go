@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/expectations"
 )
 
 // AgentSessionReconciler binds sessions to sandboxes and ends them on time.
@@ -30,7 +31,7 @@ type AgentSessionReconciler struct {
 
 	factory *podFactory
 	builds  *nodeBuilds // the nodes' Windows builds, shared with the pool controller
-	claims  *claimTracker
+	claims  *expectations.Claims
 	written *writtenStatuses
 	// heartbeats remembers the malformed heartbeat reported for each session, so it is
 	// reported once, not on every reconcile.
@@ -40,7 +41,7 @@ type AgentSessionReconciler struct {
 func newAgentSessionReconciler(d reconcilerDeps, shared *sharedState) *AgentSessionReconciler {
 	return &AgentSessionReconciler{Client: d.client, apiReader: d.apiReader, recorder: d.recorder(SessionEventSource),
 		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, factory: shared.factory, builds: shared.builds,
-		claims: newClaimTracker(d.clock), written: newWrittenStatuses(d.clock), heartbeats: &malformedHeartbeats{}}
+		claims: expectations.NewClaims(d.clock), written: newWrittenStatuses(d.clock), heartbeats: &malformedHeartbeats{}}
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete
@@ -105,7 +106,7 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 	}
 	pod, waitForCache, err := r.boundPod(ctx, s)
 	if err != nil || waitForCache {
-		return ctrl.Result{RequeueAfter: claimTTL}, err
+		return ctrl.Result{RequeueAfter: expectations.ClaimTTL}, err
 	}
 
 	if pod == nil && s.Status.PodName == "" && !sessionAdmitted(s) {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/expectations"
 	"github.com/hyperpool/hyperpool/internal/podstate"
 	"github.com/hyperpool/hyperpool/internal/uvm"
 )
@@ -294,7 +295,7 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 		if !seen[uid] {
 			// Deleted before the cache showed its admission. A grant is only ever made for
 			// a session this cache lists, so one it no longer lists is gone: its slot is
-			// free now, not after claimTTL.
+			// free now, not after expectations.ClaimTTL.
 			delete(l.sessions, uid)
 		}
 	}
@@ -310,7 +311,7 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 		return strings.Compare(a.Name, b.Name)
 	})
 	for name, g := range l.pods {
-		if live[name] || now.Sub(g.at) > expectationTTL {
+		if live[name] || now.Sub(g.at) > expectations.TTL {
 			delete(l.pods, name)
 			continue
 		}

@@ -10,9 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -156,31 +154,6 @@ func TestTemplateHashIgnoresPoolSizeAndLifetimes(t *testing.T) {
 	sb.Spec.Template.Spec.Containers[0].Image = "b"
 	if templateHash(sb) == h {
 		t.Error("a new image did not change the template hash")
-	}
-}
-
-func TestExpectations(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	clk := clocktesting.NewFakePassiveClock(now)
-	e := newPodExpectations(clk)
-	key := types.NamespacedName{Namespace: "ns", Name: "pool"}
-
-	e.Created(key, "a")
-	e.Created(key, "b")
-	e.Deleted(key, "old")
-	creations, deletions := e.Observe(key, map[string]bool{"old": true}, map[string]bool{"old": true})
-	if len(creations) != 2 || !deletions["old"] {
-		t.Fatalf("before the cache catches up: creations %v, deletions %v", creations, deletions)
-	}
-	// The cache shows "a" (already bound: present, not warm) and "old" gone.
-	creations, deletions = e.Observe(key, map[string]bool{"a": true}, map[string]bool{})
-	if len(creations) != 1 || !creations["b"] || len(deletions) != 0 {
-		t.Fatalf("after: creations %v, deletions %v; want only b", creations, deletions)
-	}
-	// A creation never seen is forgotten after the TTL, so a lost event cannot freeze a pool.
-	clk.SetTime(now.Add(expectationTTL + time.Second))
-	if creations, _ = e.Observe(key, nil, nil); len(creations) != 0 {
-		t.Fatalf("after the TTL: creations %v", creations)
 	}
 }
 

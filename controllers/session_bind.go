@@ -41,7 +41,7 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 		}
 	}
 	if len(held) == 0 {
-		name, pending := r.claims.boundPod(s.UID)
+		name, pending := r.claims.BoundPod(s.UID)
 		if !pending && s.Status.PodName == "" {
 			return nil, false, nil
 		}
@@ -57,7 +57,7 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 		err := r.apiReader.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: name}, pod)
 		switch {
 		case apierrors.IsNotFound(err):
-			r.claims.forgetSession(s.UID)
+			r.claims.ForgetSession(s.UID)
 			return nil, false, nil
 		case err != nil:
 			return nil, false, err
@@ -70,7 +70,7 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 		}
 		return nil, true, nil
 	}
-	r.claims.forgetSession(s.UID)
+	r.claims.ForgetSession(s.UID)
 	keep := held[0]
 	for _, p := range held[1:] {
 		if p.Name == s.Status.PodName || (keep.Name != s.Status.PodName && p.CreationTimestamp.Before(&keep.CreationTimestamp)) {
@@ -174,7 +174,7 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 	var ranked []rankedPod
 	for i := range list.Items {
 		p := &list.Items[i]
-		if p.DeletionTimestamp.IsZero() && podstate.Ready(p) && metav1.IsControlledBy(p, sb) && !r.claims.podTaken(client.ObjectKeyFromObject(p)) {
+		if p.DeletionTimestamp.IsZero() && podstate.Ready(p) && metav1.IsControlledBy(p, sb) && !r.claims.PodTaken(client.ObjectKeyFromObject(p)) {
 			// OnReplenish hands out old-template pods first, so the pool turns over as it is used.
 			old := p.Labels[agentsv1alpha1.TemplateHashLabel] != hash
 			ranked = append(ranked, rankedPod{pod: p, preferred: old == preferOld, created: p.CreationTimestamp.Time})
@@ -204,7 +204,7 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 		}
 		candidate := rp.pod
 		key := client.ObjectKeyFromObject(candidate)
-		if !r.claims.tryTakePod(key) {
+		if !r.claims.TryTakePod(key) {
 			continue
 		}
 		attempts++
@@ -217,14 +217,14 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 		err := r.Patch(ctx, pod, client.MergeFromWithOptions(candidate, client.MergeFromWithOptimisticLock{}))
 		switch {
 		case err == nil:
-			r.claims.sessionBound(s.UID, pod.Name)
+			r.claims.SessionBound(s.UID, pod.Name)
 			return pod, nil
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 			// Bound by another session, deleted, or changed since the cache saw it: the
 			// cache will show which; try the next pod.
-			r.claims.releasePod(key)
+			r.claims.ReleasePod(key)
 		default:
-			r.claims.releasePod(key)
+			r.claims.ReleasePod(key)
 			return nil, fmt.Errorf("binding warm pod %s: %w", pod.Name, err)
 		}
 	}
@@ -293,7 +293,7 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 		return ctrl.Result{}, err // the workqueue's exponential backoff paces the retries
 	}
 	grant.confirm(pod.Name)
-	r.claims.sessionBound(s.UID, pod.Name)
+	r.claims.SessionBound(s.UID, pod.Name)
 	podCreations.WithLabelValues(sb.Namespace, sb.Name, string(agentsv1alpha1.StartCold)).Inc()
 	r.markBound(s, pod, agentsv1alpha1.StartCold)
 	return r.track(ctx, s, sb, pod)

@@ -1,4 +1,9 @@
-package controllers
+// Package expectations remembers what a controller wrote that its cache does not show yet,
+// so that a reconcile running on a stale cache neither writes twice nor undoes a write: the
+// pods a pool created or deleted (Pods, as the ReplicaSet controller's expectations), and
+// the warm pods being bound and the sessions just bound (Claims). Both are memory only: a
+// new leader starts from a fresh cache, which shows every earlier write.
+package expectations
 
 import (
 	"sync"
@@ -8,15 +13,15 @@ import (
 	"k8s.io/utils/clock"
 )
 
-// expectationTTL bounds how long a write may stay unobserved before it is forgotten, so a
+// TTL bounds how long a write may stay unobserved before it is forgotten, so a
 // lost watch event cannot freeze a pool. The ReplicaSet controller uses five minutes.
-const expectationTTL = 5 * time.Minute
+const TTL = 5 * time.Minute
 
-// podExpectations remembers the pods a pool created or deleted that its cache has not shown
+// Pods remembers the pods a pool created or deleted that its cache has not shown
 // yet, as the ReplicaSet controller's expectations do, but by name rather than by count: a
 // reconcile that runs before the cache catches up counts a created pod as present and a
 // deleted one as gone, so it never creates or deletes twice.
-type podExpectations struct {
+type Pods struct {
 	mu    sync.Mutex
 	pools map[types.NamespacedName]*poolExpectations
 	clock clock.PassiveClock
@@ -27,11 +32,12 @@ type poolExpectations struct {
 	deletions map[string]time.Time // pod name -> when deleted
 }
 
-func newPodExpectations(clk clock.PassiveClock) *podExpectations {
-	return &podExpectations{pools: map[types.NamespacedName]*poolExpectations{}, clock: clk}
+// NewPods returns empty expectations on clk.
+func NewPods(clk clock.PassiveClock) *Pods {
+	return &Pods{pools: map[types.NamespacedName]*poolExpectations{}, clock: clk}
 }
 
-func (e *podExpectations) pool(key types.NamespacedName) *poolExpectations {
+func (e *Pods) pool(key types.NamespacedName) *poolExpectations {
 	p, ok := e.pools[key]
 	if !ok {
 		p = &poolExpectations{creations: map[string]time.Time{}, deletions: map[string]time.Time{}}
@@ -41,14 +47,14 @@ func (e *podExpectations) pool(key types.NamespacedName) *poolExpectations {
 }
 
 // Created records a pod the pool created.
-func (e *podExpectations) Created(key types.NamespacedName, podName string) {
+func (e *Pods) Created(key types.NamespacedName, podName string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.pool(key).creations[podName] = e.clock.Now()
 }
 
 // Deleted records a pod the pool deleted.
-func (e *podExpectations) Deleted(key types.NamespacedName, podName string) {
+func (e *Pods) Deleted(key types.NamespacedName, podName string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.pool(key).deletions[podName] = e.clock.Now()
@@ -58,21 +64,21 @@ func (e *podExpectations) Deleted(key types.NamespacedName, podName string) {
 // still unseen and the deletions still counted as warm. present holds every pod of the pool
 // in the cache (a created pod may already be bound by the time the cache shows it); warm
 // holds the pool's warm pods that are not terminating.
-func (e *podExpectations) Observe(key types.NamespacedName, present, warm map[string]bool) (pendingCreations, pendingDeletions map[string]bool) {
+func (e *Pods) Observe(key types.NamespacedName, present, warm map[string]bool) (pendingCreations, pendingDeletions map[string]bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	p := e.pool(key)
 	now := e.clock.Now()
 	pendingCreations, pendingDeletions = map[string]bool{}, map[string]bool{}
 	for name, at := range p.creations {
-		if present[name] || now.Sub(at) > expectationTTL {
+		if present[name] || now.Sub(at) > TTL {
 			delete(p.creations, name)
 			continue
 		}
 		pendingCreations[name] = true
 	}
 	for name, at := range p.deletions {
-		if !warm[name] || now.Sub(at) > expectationTTL {
+		if !warm[name] || now.Sub(at) > TTL {
 			delete(p.deletions, name)
 			continue
 		}
@@ -82,7 +88,7 @@ func (e *podExpectations) Observe(key types.NamespacedName, present, warm map[st
 }
 
 // Forget drops a pool's expectations (the pool was deleted).
-func (e *podExpectations) Forget(key types.NamespacedName) {
+func (e *Pods) Forget(key types.NamespacedName) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.pools, key)
