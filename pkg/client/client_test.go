@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -318,4 +319,50 @@ func TestExpiringFiresBeforeDeadline(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Expiring did not fire")
 	}
+}
+
+// TestOpenReportsColdStart: with no warm pool, Open reports Starting while the pod boots,
+// then Ready Cold.
+func TestOpenReportsColdStart(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	class := builders.AgentSandbox(ns, "cold").Replicas(0).Obj()
+	class.Spec.Template.Annotations = map[string]string{testbed.PodReadyDelayAnnotation: "1000"}
+	if err := env.Client.Create(t.Context(), class); err != nil {
+		t.Fatal(err)
+	}
+	var phases []string
+	s := open(t, ns, "cold", hpclient.Options{Progress: func(p hpclient.Progress) {
+		phases = append(phases, string(p.Phase)+"/"+string(p.StartType))
+	}})
+	if s.StartType != agentsv1alpha1.StartCold {
+		t.Errorf("start type %s, want Cold", s.StartType)
+	}
+	if !slices.Contains(phases, "Starting/Cold") || phases[len(phases)-1] != "Ready/Cold" {
+		t.Errorf("progress %v, want Starting/Cold then Ready/Cold", phases)
+	}
+}
+
+// TestOpenFailsFastWhenQuotaCannotFit: a quota that allows no session fails Open at once
+// with ExceedsQuota, and the session is deleted.
+func TestOpenFailsFastWhenQuotaCannotFit(t *testing.T) {
+	t.Parallel()
+	ns := newClass(t, "win", 0)
+	if err := env.Client.Create(t.Context(), builders.AgentQuota(ns, "quota").Sessions(0).Obj()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	_, err := cli.Open(ctx, ns, "win", linux(hpclient.Options{}))
+	var serr *hpclient.SessionError
+	if !errors.As(err, &serr) || serr.Reason != agentsv1alpha1.ReasonExceedsQuota {
+		t.Fatalf("open against a quota of 0 sessions: %v, want a SessionError with ExceedsQuota", err)
+	}
+	testbed.Eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		list := &agentsv1alpha1.AgentSessionList{}
+		if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		return len(list.Items) == 0, fmt.Sprintf("%d sessions left", len(list.Items))
+	})
 }
