@@ -167,6 +167,10 @@ func (c *Client) Open(ctx context.Context, namespace, sandboxName string, opts O
 		return nil, fmt.Errorf("create session of %s/%s: %w", namespace, sandboxName, err)
 	}
 	ready, err := c.waitReady(ctx, s, opts, begin)
+	var sess *Session
+	if err == nil {
+		sess, err = c.newSession(ctx, ready, opts)
+	}
 	if err != nil {
 		// The caller never gets the session: delete it, even though ctx may be done.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
@@ -176,7 +180,7 @@ func (c *Client) Open(ctx context.Context, namespace, sandboxName string, opts O
 		}
 		return nil, err
 	}
-	return c.newSession(ctx, ready, opts)
+	return sess, nil
 }
 
 // Attach returns a Session for an existing session that is Ready, for example one opened
