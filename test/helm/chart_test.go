@@ -84,8 +84,23 @@ func TestTemplateDefaults(t *testing.T) {
 	only(t, objs, "Role", "hyperpool-leader-election")
 	only(t, objs, "RoleBinding", "hyperpool-leader-election")
 	only(t, objs, "ClusterRoleBinding", "hyperpool-manager")
-	if got := names(find(objs, "ValidatingAdmissionPolicy")); got != "ValidatingAdmissionPolicy/hyperpool-agent-metadata, ValidatingAdmissionPolicy/hyperpool-egress" {
+	if got := names(find(objs, "ValidatingAdmissionPolicy")); got != "ValidatingAdmissionPolicy/hyperpool-agent-metadata, ValidatingAdmissionPolicy/hyperpool-egress, ValidatingAdmissionPolicy/hyperpool-sandbox-template" {
 		t.Errorf("admission policies: %s", got)
+	}
+	// The class template policy exempts nobody and checks what the CRD's CEL budget cannot.
+	templatePolicy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", "hyperpool-sandbox-template"))
+	for _, want := range []string{`"resources":["agentsandboxes"]`, "has(e.valueFrom.secretKeyRef)", "has(f.secretRef)",
+		"p.hostPort != 0", "matches('[eE][-+]?[0-9]{3,}')"} {
+		if !strings.Contains(templatePolicy, want) {
+			t.Errorf("policy hyperpool-sandbox-template lacks %s", want)
+		}
+	}
+	if strings.Contains(templatePolicy, "request.userInfo") {
+		t.Errorf("policy hyperpool-sandbox-template exempts an identity: %s", templatePolicy)
+	}
+	templateBinding := only(t, objs, "ValidatingAdmissionPolicyBinding", "hyperpool-sandbox-template")
+	if actions, _, _ := unstructured.NestedStringSlice(templateBinding.Object, "spec", "validationActions"); !slices.Equal(actions, []string{"Deny"}) {
+		t.Errorf("binding hyperpool-sandbox-template: validationActions %v, want [Deny]", actions)
 	}
 	for _, name := range []string{"hyperpool-agent-metadata", "hyperpool-egress"} {
 		policy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", name))
@@ -241,6 +256,11 @@ func TestTemplateAllOptions(t *testing.T) {
 		}
 	}
 	only(t, objs, "ValidatingAdmissionPolicyBinding", "hp-hyperpool-node-agent")
+	only(t, objs, "ValidatingAdmissionPolicy", "hp-hyperpool-sandbox-template")
+	if p, _, _ := unstructured.NestedString(only(t, objs, "ValidatingAdmissionPolicyBinding", "hp-hyperpool-sandbox-template").Object,
+		"spec", "policyName"); p != "hp-hyperpool-sandbox-template" {
+		t.Errorf("binding hp-hyperpool-sandbox-template binds %q", p)
+	}
 	// The release's manager and the values' identities.
 	for _, name := range []string{"hp-hyperpool-agent-metadata", "hp-hyperpool-egress"} {
 		policy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", name))
