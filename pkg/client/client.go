@@ -14,8 +14,9 @@
 //	...
 //	err = s.Close(ctx, client.CloseOptions{Export: []client.ExportSpec{{RemotePath: `C:\work\out`, LocalDir: "results"}}})
 //
-// The identity needs the hyperpool-session-user role in the namespace, create on
-// pods/exec, and get on pods (to find a multi-container sandbox's main container).
+// The identity needs the hyperpool-session-user role in the namespace, create and get on
+// pods/exec (an exec over WebSocket is a GET), and get on pods (to find a multi-container
+// sandbox's main container).
 package client
 
 import (

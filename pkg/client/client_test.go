@@ -17,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
@@ -365,4 +368,63 @@ func TestOpenFailsFastWhenQuotaCannotFit(t *testing.T) {
 		}
 		return len(list.Items) == 0, fmt.Sprintf("%d sessions left", len(list.Items))
 	})
+}
+
+// TestSessionUserRoleWithExecIsEnough: an identity with only hyperpool-session-user,
+// create and get on pods/exec, and get on pods opens, runs and closes; without pods/exec,
+// Run fails with the API server's Forbidden.
+func TestSessionUserRoleWithExecIsEnough(t *testing.T) {
+	t.Parallel()
+	ns := newClass(t, "win", 1)
+	user := "agent-" + ns
+	bind := func(name, kind, role string) {
+		b := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: kind, Name: role},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+		}
+		if err := env.Client.Create(t.Context(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bind("session-user", "ClusterRole", "hyperpool-session-user")
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}
+	c, err := hpclient.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	var s *hpclient.Session
+	// RBAC bindings take a moment to apply.
+	testbed.Eventually(t, waitTimeout, func(context.Context) (bool, string) {
+		s, err = c.Open(ctx, ns, "win", linux(hpclient.Options{}))
+		return err == nil, fmt.Sprintf("open as %s: %v", user, err)
+	})
+	_, err = s.Run(ctx, hpclient.Command{Args: []string{"true"}})
+	t.Logf("run without pods/exec: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("run without pods/exec: %v, want Forbidden", err)
+	}
+
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "exec"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create", "get"}},
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
+		},
+	}
+	if err := env.Client.Create(t.Context(), role); err != nil {
+		t.Fatal(err)
+	}
+	bind("exec", "Role", "exec")
+	testbed.Eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		var out bytes.Buffer
+		code, err := s.Run(ctx, hpclient.Command{Args: []string{"echo", "hi"}, Stdout: &out})
+		return err == nil && code == 0 && out.String() == "hi\n", fmt.Sprintf("run as %s: code %d, %v, %q", user, code, err, out.String())
+	})
+	if err := s.Close(ctx, hpclient.CloseOptions{}); err != nil {
+		t.Errorf("close as %s: %v", user, err)
+	}
 }

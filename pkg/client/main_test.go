@@ -3,14 +3,21 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	nodev1 "k8s.io/api/node/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -48,6 +55,9 @@ func TestMain(m *testing.M) {
 			}
 		}
 		if _, err := e.CreateWindowsNodes(ctx, "win2022", 2, build2022); err != nil {
+			return err
+		}
+		if err := applyUserRoles(ctx, e); err != nil {
 			return err
 		}
 		var err error
@@ -124,4 +134,28 @@ func getSession(ctx context.Context, ns, name string) (*agentsv1alpha1.AgentSess
 	s := &agentsv1alpha1.AgentSession{}
 	err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)
 	return s, err
+}
+
+// applyUserRoles creates the ClusterRoles that config/rbac/user_roles.yaml ships.
+func applyUserRoles(ctx context.Context, e *testbed.Env) error {
+	data, err := os.ReadFile(filepath.Join(e.RepoRoot, "config", "rbac", "user_roles.yaml"))
+	if err != nil {
+		return err
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		role := &rbacv1.ClusterRole{}
+		if err := dec.Decode(role); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if role.Name == "" {
+			continue
+		}
+		if err := e.Client.Create(ctx, role); err != nil {
+			return fmt.Errorf("create ClusterRole %s: %w", role.Name, err)
+		}
+	}
 }
