@@ -53,9 +53,51 @@ const (
 	StartCold StartType = "Cold"
 )
 
+// CredentialsDeliveredAnnotation is set on an AgentSession by the client that delivered
+// its spec.credentials into the sandbox, once every named key is written: an RFC 3339
+// time, the moment of delivery. The manager mirrors it into the CredentialsDelivered
+// condition. It says what the client did; the manager cannot see into the sandbox.
+const CredentialsDeliveredAnnotation = "agents.hyperpool.io/credentials-delivered"
+
+// SessionCredential names one Secret of the session's namespace whose keys the client
+// writes into the sandbox after the bind. Names only: a Secret's values never appear in
+// the session, the pod spec or an environment variable.
+type SessionCredential struct {
+	// secretName is a Secret in the session's namespace, read by the client with the
+	// caller's own identity: a caller who cannot get it cannot deliver it.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="spec.credentials[].secretName must be the name of a Secret in this namespace: lowercase letters, digits, '-' and '.', e.g. git-token"
+	SecretName string `json:"secretName"`
+
+	// keys are the Secret's keys to deliver, each as a file of that name; unset delivers
+	// every key. At most 64, each a Secret key name (letters, digits, '-', '_', '.'; not
+	// '.' and not starting with '..'), at most 253 characters.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[-._a-zA-Z0-9]+$`
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k != '.' && !k.startsWith('..'))",message="spec.credentials[].keys must not be '.' or start with '..': a key is a file name in the session directory"
+	// +listType=set
+	// +optional
+	Keys []string `json:"keys,omitempty"`
+
+	// targetDir is where the files go: a relative path inside the sandbox's session
+	// directory, segments of letters, digits, '.', '_' and '-' separated by '/', at most
+	// 128 characters, no '..'. Unset: the session directory itself.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[-._a-zA-Z0-9]+(/[-._a-zA-Z0-9]+)*$')",message="spec.credentials[].targetDir must be a relative path inside the session directory: segments of letters, digits, '.', '_' and '-' separated by '/', with no leading '/', no drive letter and no backslash, e.g. git or cloud/aws"
+	// +kubebuilder:validation:XValidation:rule="!('/' + self + '/').contains('/../')",message="spec.credentials[].targetDir must not contain a '..' segment: the files stay inside the session directory"
+	// +optional
+	TargetDir string `json:"targetDir,omitempty"`
+}
+
 // AgentSessionSpec is one claim on one sandbox of a class, for a bounded time.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.idleTimeout) || !has(self.maxLifetime) || duration(self.idleTimeout) <= duration(self.maxLifetime)",message="spec.idleTimeout must not be longer than spec.maxLifetime; shorten idleTimeout or lengthen maxLifetime"
+// +kubebuilder:validation:XValidation:rule="has(self.credentials) == has(oldSelf.credentials)",message="spec.credentials is immutable: the audit trail shows what a session got; delete this session and create a new one",fieldPath=".credentials"
 type AgentSessionSpec struct {
 	// sandboxName is the AgentSandbox (sandbox class) in the session's own namespace to take
 	// a sandbox from, at most 63 characters (a class name is stored in pod labels). Immutable.
@@ -104,6 +146,20 @@ type AgentSessionSpec struct {
 	// +kubebuilder:default=PreferWarm
 	// +optional
 	StartPolicy StartPolicy `json:"startPolicy,omitempty"`
+
+	// credentials names Secrets of the session's namespace, at most 16, whose keys the
+	// client (pkg/client, kubectl agents) writes as files into the sandbox's session
+	// directory after the bind, through exec stdin with the caller's own identity: never
+	// in the pod spec, an environment variable or a warm pod. They die with the sandbox's
+	// VM. Names only, so the session's audit trail shows what it got; the
+	// CredentialsDelivered condition says when the client delivered them. Immutable.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.credentials is immutable: the audit trail shows what a session got; delete this session and create a new one"
+	// +listType=map
+	// +listMapKey=secretName
+	// +optional
+	Credentials []SessionCredential `json:"credentials,omitempty"`
 }
 
 // AgentSessionStatus is the observed state of a session.
@@ -155,8 +211,10 @@ type AgentSessionStatus struct {
 	// +optional
 	Footprint *Footprint `json:"footprint,omitempty"`
 
-	// conditions: Ready (the sandbox can be used), and QuotaReserved (the namespace's
-	// AgentQuota admitted the session). Reasons are documented with their constants.
+	// conditions: Ready (the sandbox can be used), QuotaReserved (the namespace's
+	// AgentQuota admitted the session), and CredentialsDelivered (for a session with
+	// spec.credentials, once bound: whether the client says it delivered them). Reasons are
+	// documented with their constants.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

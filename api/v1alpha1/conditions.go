@@ -121,3 +121,19 @@ const (
 	// and something (a finalizer) keeps the object; the sandbox is destroyed at once.
 	ReasonSessionDeleted = "SessionDeleted"
 )
+
+// The credentials condition of a session that names Secrets in spec.credentials. The
+// manager never reads the Secrets: it mirrors what the client says in the
+// agents.hyperpool.io/credentials-delivered annotation (CredentialsDeliveredAnnotation).
+const (
+	// CredentialsDelivered is the session condition that says whether the client delivered
+	// spec.credentials into the sandbox. Absent when the session names no credentials, and
+	// until the session is bound.
+	CredentialsDelivered = "CredentialsDelivered"
+	// ReasonCredentialsDelivered (True): the client set the annotation after writing the
+	// named Secrets' keys into the sandbox; the message names the Secrets and the time.
+	ReasonCredentialsDelivered = "Delivered"
+	// ReasonCredentialsPending (False): the session is bound and names Secrets, and no
+	// client has said it delivered them yet.
+	ReasonCredentialsPending = "Pending"
+)

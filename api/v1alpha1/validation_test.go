@@ -369,6 +369,39 @@ spec:
 		{"session/user too long", baseSession, `spec: {user: ` + strings.Repeat("u", 257) + `}`,
 			[]string{"spec.user", "Too long", "256"}},
 
+		// AgentSession: credentials name Secrets and where their files go, inside the
+		// sandbox's session directory.
+		{"session/credentials targetDir escapes with ..", baseSession, `spec: {credentials: [{secretName: git, targetDir: "git/../../Windows"}]}`,
+			[]string{"spec.credentials[0].targetDir", "must not contain a '..' segment", "stay inside the session directory"}},
+		{"session/credentials targetDir is ..", baseSession, `spec: {credentials: [{secretName: git, targetDir: ".."}]}`,
+			[]string{"spec.credentials[0].targetDir", "must not contain a '..' segment"}},
+		{"session/credentials targetDir absolute", baseSession, `spec: {credentials: [{secretName: git, targetDir: /etc}]}`,
+			[]string{"spec.credentials[0].targetDir", "must be a relative path inside the session directory", "e.g. git or cloud/aws"}},
+		{"session/credentials targetDir drive letter", baseSession, `spec: {credentials: [{secretName: git, targetDir: "C:/Windows"}]}`,
+			[]string{"spec.credentials[0].targetDir", "must be a relative path inside the session directory"}},
+		{"session/credentials targetDir backslash", baseSession, `spec: {credentials: [{secretName: git, targetDir: 'a\..\..\b'}]}`,
+			[]string{"spec.credentials[0].targetDir", "must be a relative path inside the session directory"}},
+		{"session/credentials targetDir too long", baseSession, `spec: {credentials: [{secretName: git, targetDir: ` + strings.Repeat("d", 129) + `}]}`,
+			[]string{"spec.credentials[0].targetDir", "Too long", "128"}},
+		{"session/credentials secretName invalid", baseSession, `spec: {credentials: [{secretName: Git_Token}]}`,
+			[]string{"spec.credentials[0].secretName", "must be the name of a Secret in this namespace", "e.g. git-token"}},
+		{"session/credentials secretName too long", baseSession, `spec: {credentials: [{secretName: ` + strings.Repeat("s", 254) + `}]}`,
+			[]string{"spec.credentials[0].secretName", "Too long", "253"}},
+		{"session/credentials secretName missing", baseSession, `spec: {credentials: [{targetDir: git}]}`,
+			[]string{"spec.credentials[0].secretName", "Required value"}},
+		{"session/credentials secretName twice", baseSession, `spec: {credentials: [{secretName: git}, {secretName: git, targetDir: other}]}`,
+			[]string{"spec.credentials[1]", "Duplicate value"}},
+		{"session/credentials more than 16", baseSession, `spec: {credentials: [` + credentialList(17) + `]}`,
+			[]string{"spec.credentials", "must have at most 16 items"}},
+		{"session/credentials empty", baseSession, `spec: {credentials: []}`,
+			[]string{"spec.credentials", "should have at least 1 items"}},
+		{"session/credentials key ..data", baseSession, `spec: {credentials: [{secretName: git, keys: [token, ..data]}]}`,
+			[]string{"spec.credentials[0].keys", "must not be '.' or start with '..'"}},
+		{"session/credentials key with a slash", baseSession, `spec: {credentials: [{secretName: git, keys: ["../token"]}]}`,
+			[]string{"spec.credentials[0].keys[0]", "should match"}},
+		{"session/credentials more than 64 keys", baseSession, `spec: {credentials: [{secretName: git, keys: [` + keyList(65) + `]}]}`,
+			[]string{"spec.credentials[0].keys", "must have at most 64 items"}},
+
 		// AgentQuota.
 		{"quota/hard missing", baseQuota, `spec: {hard: null}`,
 			[]string{"spec.hard", "Required value"}},
@@ -393,6 +426,24 @@ spec:
 		{"quota/cpu huge exponent", baseQuota, `spec: {hard: {cpu: "1E4294967297"}}`,
 			[]string{"spec.hard.cpu", "cpu must not have an exponent of more than 3 digits", "e.g. 32"}},
 	}
+}
+
+// credentialList is n credentials as a YAML flow sequence's inside: s0, s1, ...
+func credentialList(n int) string {
+	items := make([]string, n)
+	for i := range items {
+		items[i] = fmt.Sprintf("{secretName: s%d}", i)
+	}
+	return strings.Join(items, ", ")
+}
+
+// keyList is n distinct key names as a YAML flow sequence's inside.
+func keyList(n int) string {
+	items := make([]string, n)
+	for i := range items {
+		items[i] = fmt.Sprintf("k%d", i)
+	}
+	return strings.Join(items, ", ")
 }
 
 func TestInvalidManifestsAreRejected(t *testing.T) {
@@ -498,6 +549,16 @@ spec:
   user: ` + strings.Repeat("u", 256) + `
   startPolicy: RequireWarm
 `},
+		{"session with credentials at the limits", baseSession, `
+spec:
+  credentials:
+  - secretName: ` + strings.Repeat("s", 253) + `
+    keys: [` + keyList(63) + `, ` + strings.Repeat("k", 253) + `]
+    targetDir: ` + strings.Repeat("d", 128) + `
+  - {secretName: git-token.v2, keys: [.hidden, a.b, A-_.z], targetDir: ./cloud/aws.d/x..y}
+  - {secretName: ` + "s" + `}
+`},
+		{"session with 16 credentials", baseSession, `spec: {credentials: [` + credentialList(16) + `]}`},
 		{"session at the upper limits", baseSession, `
 metadata: {name: ` + strings.Repeat("n", 63) + `}
 spec:
@@ -564,6 +625,64 @@ func TestSessionSandboxNameIsImmutable(t *testing.T) {
 	}
 	if got.Spec.SandboxName != "pool-a" || got.Spec.User != "bob" {
 		t.Errorf("stored spec.sandboxName=%q spec.user=%q, want pool-a and bob", got.Spec.SandboxName, got.Spec.User)
+	}
+}
+
+// TestSessionCredentialsAreImmutable: the session's audit trail shows what it got, so
+// spec.credentials can be neither changed, added nor removed after creation.
+func TestSessionCredentialsAreImmutable(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	ctx := t.Context()
+	with := &hyperpoolv1alpha1.AgentSession{}
+	with.Namespace, with.Name = ns, "with"
+	with.Spec.SandboxName = "pool"
+	with.Spec.Credentials = []hyperpoolv1alpha1.SessionCredential{{SecretName: "git", Keys: []string{"token"}, TargetDir: "git"}}
+	without := &hyperpoolv1alpha1.AgentSession{}
+	without.Namespace, without.Name = ns, "without"
+	without.Spec.SandboxName = "pool"
+	for _, s := range []*hyperpoolv1alpha1.AgentSession{with, without} {
+		if err := env.Client.Create(ctx, s); err != nil {
+			t.Fatalf("create session %s: %v", s.Name, err)
+		}
+	}
+	// Other fields stay mutable.
+	with.Spec.User = "bob"
+	if err := env.Client.Update(ctx, with); err != nil {
+		t.Fatalf("update spec.user of a session with credentials: %v", err)
+	}
+
+	for _, tc := range []struct{ name, session, patch string }{
+		{"another Secret", "with", `{"spec":{"credentials":[{"secretName":"cloud"}]}}`},
+		{"another key", "with", `{"spec":{"credentials":[{"secretName":"git","keys":["token","ssh"],"targetDir":"git"}]}}`},
+		{"another targetDir", "with", `{"spec":{"credentials":[{"secretName":"git","keys":["token"],"targetDir":"elsewhere"}]}}`},
+		{"one more Secret", "with", `{"spec":{"credentials":[{"secretName":"git","keys":["token"],"targetDir":"git"},{"secretName":"cloud"}]}}`},
+		{"removed", "with", `{"spec":{"credentials":null}}`},
+		{"added after creation", "without", `{"spec":{"credentials":[{"secretName":"git"}]}}`},
+	} {
+		s := &hyperpoolv1alpha1.AgentSession{}
+		s.Namespace, s.Name = ns, tc.session
+		err := env.Client.Patch(ctx, s, client.RawPatch(client.Merge.Type(), []byte(tc.patch)))
+		if err == nil {
+			t.Errorf("%s: the API server accepted a change of spec.credentials; want it rejected as immutable", tc.name)
+			continue
+		}
+		if !apierrors.IsInvalid(err) {
+			t.Errorf("%s: error is %v (reason %s), want 422 Invalid", tc.name, err, apierrors.ReasonForError(err))
+		}
+		for _, want := range []string{"spec.credentials", "spec.credentials is immutable", "delete this session and create a new one"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: error does not contain %q:\n%v", tc.name, want, err)
+			}
+		}
+	}
+
+	got := &hyperpoolv1alpha1.AgentSession{}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(with), got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Spec.Credentials, with.Spec.Credentials) {
+		t.Errorf("stored spec.credentials %+v, want %+v", got.Spec.Credentials, with.Spec.Credentials)
 	}
 }
 
