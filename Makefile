@@ -82,8 +82,9 @@ test: tools vet fuzz ## Build the test bed, fuzz briefly, then run all tests wit
 ##@ Build and run
 
 .PHONY: build
-build: ## Build the manager binary into bin/manager.
+build: ## Build the manager binary into bin/manager and the kubectl plugin into bin/kubectl-agents.
 	go build -o $(BIN)/manager ./cmd/manager
+	go build -o $(BIN)/kubectl-agents ./cmd/kubectl-agents
 
 .PHONY: run
 run: manifests ## Run the manager against the cluster of the current kubeconfig.

@@ -1,0 +1,482 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	crclient "sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	hpclient "github.com/hyperpool/hyperpool/pkg/client"
+)
+
+// defaultMaxOutput bounds what one tool call returns of a command's output or a file.
+const defaultMaxOutput = 64 << 10
+
+type mcpOptions struct {
+	sandbox     string
+	user        string
+	maxLifetime time.Duration
+	idleTimeout time.Duration
+	requireWarm bool
+	maxOutput   int
+}
+
+func newMCPCommand(root *rootOptions) *cobra.Command {
+	o := &mcpOptions{}
+	cmd := &cobra.Command{
+		Use:   "mcp --sandbox CLASS",
+		Short: "Serve a sandbox to an agent as MCP tools, over stdio",
+		Long: `mcp is a Model Context Protocol server on stdin and stdout. Its tools run commands and
+move files in a session of the sandbox class CLASS: run_command, write_file, read_file,
+list_dir, upload, download and end_session.
+
+The session is opened lazily, at the first tool call that needs one: no tool call, no
+sandbox. It ends on end_session (a later call opens a new one), or when the client
+disconnects (stdin closes) or the server is interrupted. A command's output and a read
+file are cut at --max-output bytes, and the cut is marked. Errors come back as tool
+errors carrying the session's reason (e.g. ExceedsQuota, IdleTimeout).`,
+		Example: `  # In an MCP client's configuration (e.g. Claude Desktop, VS Code):
+  #   "command": "kubectl", "args": ["agents", "mcp", "--sandbox", "win2022", "-n", "agents"]
+  kubectl agents mcp --sandbox win2022 -n agents --idle-timeout 10m`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.sandbox == "" {
+				return usageError(cmd, "--sandbox CLASS is required")
+			}
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			srv, sb, err := newMCPServer(root, o)
+			if err != nil {
+				return err
+			}
+			err = srv.Run(ctx, &mcp.StdioTransport{})
+			if cerr := sb.close(); cerr != nil {
+				fmt.Fprintln(root.ErrOut, "end session:", cerr)
+			}
+			if err != nil && (ctx.Err() != nil || errors.Is(err, context.Canceled)) {
+				return nil
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.sandbox, "sandbox", "", "the sandbox class to open sessions of (required)")
+	f.StringVar(&o.user, "user", "mcp", "free text for the audit trail (spec.user)")
+	f.DurationVar(&o.maxLifetime, "max-lifetime", 0, "the session's max lifetime (default: the class's)")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "the session's idle timeout (default: the class's)")
+	f.BoolVar(&o.requireWarm, "require-warm", false, "wait for a warm sandbox rather than start a cold one")
+	f.IntVar(&o.maxOutput, "max-output", defaultMaxOutput, "bytes of output or file content one tool call returns, at most")
+	_ = cmd.RegisterFlagCompletionFunc("sandbox", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		return root.sandboxNames(toComplete), cobra.ShellCompDirectiveNoFileComp
+	})
+	return cmd
+}
+
+// mcpSandbox holds the MCP server's session, opened at the first call that needs it.
+type mcpSandbox struct {
+	root *rootOptions
+	o    *mcpOptions
+
+	mu      sync.Mutex
+	session *hpclient.Session
+}
+
+// newMCPServer builds the server and its sandbox; close the sandbox when the server stops.
+func newMCPServer(root *rootOptions, o *mcpOptions) (*mcp.Server, *mcpSandbox, error) {
+	if o.maxOutput <= 0 {
+		o.maxOutput = defaultMaxOutput
+	}
+	if _, err := root.sessionOptions(hpclient.Options{}); err != nil {
+		return nil, nil, err
+	}
+	sb := &mcpSandbox{root: root, o: o}
+	srv := mcp.NewServer(&mcp.Implementation{Name: "hyperpool", Title: "hyperpool sandbox", Version: "v1alpha1"},
+		&mcp.ServerOptions{Instructions: fmt.Sprintf(
+			"Tools to run commands and move files in a %s sandbox of class %q. A sandbox session is "+
+				"created at the first tool call that needs one and ended by end_session or when you disconnect.",
+			root.sandboxOS, o.sandbox)})
+	mcp.AddTool(srv, &mcp.Tool{Name: "run_command", Description: "Run a program in the sandbox and return its exit code, stdout and stderr. " +
+		"args are passed as they are, not through a shell: use [\"cmd.exe\",\"/c\",...] or [\"powershell.exe\",\"-Command\",...] for shell features."}, sb.runCommand)
+	mcp.AddTool(srv, &mcp.Tool{Name: "write_file", Description: "Write a text file in the sandbox (its directory must exist)."}, sb.writeFile)
+	mcp.AddTool(srv, &mcp.Tool{Name: "read_file", Description: "Read a file of the sandbox (text, or base64 if it is not UTF-8)."}, sb.readFile)
+	mcp.AddTool(srv, &mcp.Tool{Name: "list_dir", Description: "List a directory of the sandbox."}, sb.listDir)
+	mcp.AddTool(srv, &mcp.Tool{Name: "upload", Description: "Copy a local file or directory tree into a directory of the sandbox: it arrives as remote_dir/<its base name>."}, sb.upload)
+	mcp.AddTool(srv, &mcp.Tool{Name: "download", Description: "Copy a file or directory tree of the sandbox to a local directory: it arrives as local_dir/<its base name>."}, sb.download)
+	mcp.AddTool(srv, &mcp.Tool{Name: "end_session", Description: "End the sandbox session, after downloading the exports; a later tool call opens a new session."}, sb.endSession)
+	return srv, sb, nil
+}
+
+// get returns the session, opening it on first use.
+func (sb *mcpSandbox) get(ctx context.Context) (*hpclient.Session, error) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.session != nil {
+		return sb.session, nil
+	}
+	ns, err := sb.root.namespace()
+	if err != nil {
+		return nil, err
+	}
+	c, err := sb.root.client()
+	if err != nil {
+		return nil, err
+	}
+	opts := hpclient.Options{User: sb.o.user, MaxLifetime: sb.o.maxLifetime, IdleTimeout: sb.o.idleTimeout}
+	if sb.o.requireWarm {
+		opts.StartPolicy = agentsv1alpha1.RequireWarm
+	}
+	if opts, err = sb.root.sessionOptions(opts); err != nil {
+		return nil, err
+	}
+	s, err := c.Open(ctx, ns, sb.o.sandbox, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open a session of %s/%s: %w", ns, sb.o.sandbox, err)
+	}
+	fmt.Fprintf(sb.root.ErrOut, "opened session %s/%s (%s)\n", s.Namespace, s.Name, s.StartType)
+	sb.session = s
+	return s, nil
+}
+
+// explain turns an operation's error into one with the session's state when the session
+// ended under it (idle timeout, max lifetime, pod lost), and forgets that session so the
+// next call opens a new one.
+func (sb *mcpSandbox) explain(s *hpclient.Session, err error) error {
+	if err == nil {
+		return nil
+	}
+	kube, kerr := sb.root.kube()
+	if kerr != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	obj := &agentsv1alpha1.AgentSession{}
+	gerr := kube.Get(ctx, crclient.ObjectKey{Namespace: s.Namespace, Name: s.Name}, obj)
+	var gone error
+	switch {
+	case apierrors.IsNotFound(gerr):
+		gone = fmt.Errorf("session %s was deleted: %w", s.Name, err)
+	case gerr == nil && ended(*obj):
+		gone = &hpclient.SessionError{Session: s.Name, Phase: obj.Status.Phase, Reason: obj.Status.EndReason,
+			Message: fmt.Sprintf("the session ended (%v)", err)}
+	default:
+		return err
+	}
+	sb.mu.Lock()
+	if sb.session == s {
+		sb.session = nil
+	}
+	sb.mu.Unlock()
+	_ = s.Close(ctx, hpclient.CloseOptions{})
+	return fmt.Errorf("%w; the next tool call opens a new session", gone)
+}
+
+// close ends the session, if one is open.
+func (sb *mcpSandbox) close() error {
+	sb.mu.Lock()
+	s := sb.session
+	sb.session = nil
+	sb.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fmt.Fprintf(sb.root.ErrOut, "ending session %s/%s\n", s.Namespace, s.Name)
+	return s.Close(ctx, hpclient.CloseOptions{})
+}
+
+type runCommandIn struct {
+	Args           []string `json:"args" jsonschema:"the program and its arguments"`
+	Stdin          string   `json:"stdin,omitempty" jsonschema:"text for the program's standard input"`
+	WorkDir        string   `json:"workdir,omitempty" jsonschema:"directory to run in"`
+	TimeoutSeconds int      `json:"timeout_seconds,omitempty" jsonschema:"end the command after this many seconds"`
+}
+
+type runCommandOut struct {
+	ExitCode  int    `json:"exit_code"`
+	Stdout    string `json:"stdout"`
+	Stderr    string `json:"stderr"`
+	Truncated bool   `json:"truncated,omitempty" jsonschema:"true when stdout or stderr was cut at the output limit"`
+}
+
+func (sb *mcpSandbox) runCommand(ctx context.Context, _ *mcp.CallToolRequest, in runCommandIn) (*mcp.CallToolResult, runCommandOut, error) {
+	if len(in.Args) == 0 {
+		return nil, runCommandOut{}, errors.New("args is empty: name a program")
+	}
+	s, err := sb.get(ctx)
+	if err != nil {
+		return nil, runCommandOut{}, err
+	}
+	stdout, stderr := &capped{limit: sb.o.maxOutput}, &capped{limit: sb.o.maxOutput}
+	c := hpclient.Command{Args: in.Args, Stdout: stdout, Stderr: stderr, WorkDir: in.WorkDir,
+		Timeout: time.Duration(in.TimeoutSeconds) * time.Second}
+	if in.Stdin != "" {
+		c.Stdin = strings.NewReader(in.Stdin)
+	}
+	code, err := s.Run(ctx, c)
+	if err != nil {
+		return nil, runCommandOut{}, sb.explain(s, err)
+	}
+	out := runCommandOut{ExitCode: code, Stdout: stdout.String(), Stderr: stderr.String(), Truncated: stdout.cut() || stderr.cut()}
+	text := fmt.Sprintf("exit code %d\n--- stdout ---\n%s\n--- stderr ---\n%s", out.ExitCode, out.Stdout, out.Stderr)
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, out, nil
+}
+
+type writeFileIn struct {
+	Path    string `json:"path" jsonschema:"the file's path in the sandbox"`
+	Content string `json:"content" jsonschema:"the file's text"`
+}
+
+type doneOut struct {
+	Message string `json:"message"`
+}
+
+func (sb *mcpSandbox) writeFile(ctx context.Context, _ *mcp.CallToolRequest, in writeFileIn) (*mcp.CallToolResult, doneOut, error) {
+	dir, base := splitSandboxPath(in.Path)
+	if base == "" || base == "." || base == ".." {
+		return nil, doneOut{}, fmt.Errorf("path %q names no file", in.Path)
+	}
+	s, err := sb.get(ctx)
+	if err != nil {
+		return nil, doneOut{}, err
+	}
+	tmp, err := os.MkdirTemp("", "kubectl-agents-")
+	if err != nil {
+		return nil, doneOut{}, err
+	}
+	defer func() { _ = os.RemoveAll(tmp) }()
+	local := filepath.Join(tmp, base)
+	if err := os.WriteFile(local, []byte(in.Content), 0o644); err != nil {
+		return nil, doneOut{}, err
+	}
+	if err := s.Upload(ctx, local, dir); err != nil {
+		return nil, doneOut{}, sb.explain(s, err)
+	}
+	return nil, doneOut{Message: fmt.Sprintf("wrote %d bytes to %s", len(in.Content), in.Path)}, nil
+}
+
+type readFileIn struct {
+	Path string `json:"path" jsonschema:"the file's path in the sandbox"`
+}
+
+type readFileOut struct {
+	Content   string `json:"content"`
+	Encoding  string `json:"encoding" jsonschema:"text or base64"`
+	Size      int64  `json:"size"`
+	Truncated bool   `json:"truncated,omitempty" jsonschema:"true when the content was cut at the output limit"`
+}
+
+func (sb *mcpSandbox) readFile(ctx context.Context, _ *mcp.CallToolRequest, in readFileIn) (*mcp.CallToolResult, readFileOut, error) {
+	_, base := splitSandboxPath(in.Path)
+	if base == "" {
+		return nil, readFileOut{}, fmt.Errorf("path %q names no file", in.Path)
+	}
+	s, err := sb.get(ctx)
+	if err != nil {
+		return nil, readFileOut{}, err
+	}
+	tmp, err := os.MkdirTemp("", "kubectl-agents-")
+	if err != nil {
+		return nil, readFileOut{}, err
+	}
+	defer func() { _ = os.RemoveAll(tmp) }()
+	if err := s.Download(ctx, in.Path, tmp); err != nil {
+		return nil, readFileOut{}, sb.explain(s, err)
+	}
+	local := filepath.Join(tmp, base)
+	info, err := os.Stat(local)
+	if err != nil {
+		return nil, readFileOut{}, err
+	}
+	if info.IsDir() {
+		return nil, readFileOut{}, fmt.Errorf("%s is a directory: use list_dir, or download", in.Path)
+	}
+	f, err := os.Open(local)
+	if err != nil {
+		return nil, readFileOut{}, err
+	}
+	defer func() { _ = f.Close() }()
+	buf := make([]byte, min(info.Size(), int64(sb.o.maxOutput)))
+	n, _ := f.Read(buf)
+	buf = buf[:n]
+	out := readFileOut{Size: info.Size(), Truncated: info.Size() > int64(len(buf)), Encoding: "text"}
+	if utf8.Valid(buf) || out.Truncated && utf8.Valid(trimPartialRune(buf)) {
+		out.Content = string(trimPartialRune(buf))
+	} else {
+		out.Encoding, out.Content = "base64", base64.StdEncoding.EncodeToString(buf)
+	}
+	text := out.Content
+	if out.Truncated {
+		text += fmt.Sprintf("\n[... truncated: %d of %d bytes shown]", len(buf), out.Size)
+	}
+	if out.Encoding == "base64" {
+		text = "(base64) " + text
+	}
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, out, nil
+}
+
+type listDirIn struct {
+	Path string `json:"path,omitempty" jsonschema:"the directory in the sandbox (default: the working directory)"`
+}
+
+func (sb *mcpSandbox) listDir(ctx context.Context, _ *mcp.CallToolRequest, in listDirIn) (*mcp.CallToolResult, runCommandOut, error) {
+	path := in.Path
+	if path == "" {
+		path = "."
+	}
+	var args []string
+	if strings.EqualFold(sb.root.sandboxOS, "linux") {
+		args = []string{"ls", "-la", "--", path}
+	} else {
+		args = []string{"powershell.exe", "-NoProfile", "-NonInteractive", "-Command",
+			"Get-ChildItem -Force -LiteralPath '" + strings.ReplaceAll(path, "'", "''") +
+				"' | Format-Table -AutoSize Mode,LastWriteTime,Length,Name | Out-String -Width 200"}
+	}
+	res, out, err := sb.runCommand(ctx, nil, runCommandIn{Args: args})
+	if err == nil && out.ExitCode != 0 {
+		return nil, out, fmt.Errorf("list %s: exit code %d: %s", path, out.ExitCode, strings.TrimSpace(out.Stderr+out.Stdout))
+	}
+	if err == nil {
+		text := out.Stdout
+		if out.Truncated {
+			text += "\n[... truncated]"
+		}
+		res = &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}
+	}
+	return res, out, err
+}
+
+type uploadIn struct {
+	LocalPath string `json:"local_path" jsonschema:"a local file or directory"`
+	RemoteDir string `json:"remote_dir,omitempty" jsonschema:"an existing directory of the sandbox (default: the working directory)"`
+}
+
+func (sb *mcpSandbox) upload(ctx context.Context, _ *mcp.CallToolRequest, in uploadIn) (*mcp.CallToolResult, doneOut, error) {
+	if _, err := os.Lstat(in.LocalPath); err != nil {
+		return nil, doneOut{}, err
+	}
+	s, err := sb.get(ctx)
+	if err != nil {
+		return nil, doneOut{}, err
+	}
+	if err := s.Upload(ctx, in.LocalPath, in.RemoteDir); err != nil {
+		return nil, doneOut{}, sb.explain(s, err)
+	}
+	return nil, doneOut{Message: fmt.Sprintf("uploaded %s into %q", in.LocalPath, in.RemoteDir)}, nil
+}
+
+type downloadIn struct {
+	RemotePath string `json:"remote_path" jsonschema:"a file or directory of the sandbox"`
+	LocalDir   string `json:"local_dir" jsonschema:"a local directory (created if needed)"`
+}
+
+func (sb *mcpSandbox) download(ctx context.Context, _ *mcp.CallToolRequest, in downloadIn) (*mcp.CallToolResult, doneOut, error) {
+	s, err := sb.get(ctx)
+	if err != nil {
+		return nil, doneOut{}, err
+	}
+	if err := s.Download(ctx, in.RemotePath, in.LocalDir); err != nil {
+		return nil, doneOut{}, sb.explain(s, err)
+	}
+	return nil, doneOut{Message: fmt.Sprintf("downloaded %s into %s", in.RemotePath, in.LocalDir)}, nil
+}
+
+type exportIn struct {
+	RemotePath string `json:"remote_path"`
+	LocalDir   string `json:"local_dir"`
+}
+
+type endSessionIn struct {
+	Exports []exportIn `json:"exports,omitempty" jsonschema:"paths to download before the end"`
+}
+
+func (sb *mcpSandbox) endSession(ctx context.Context, _ *mcp.CallToolRequest, in endSessionIn) (*mcp.CallToolResult, doneOut, error) {
+	sb.mu.Lock()
+	s := sb.session
+	sb.session = nil
+	sb.mu.Unlock()
+	if s == nil {
+		return nil, doneOut{Message: "no session was open"}, nil
+	}
+	var exports []hpclient.ExportSpec
+	for _, e := range in.Exports {
+		exports = append(exports, hpclient.ExportSpec{RemotePath: e.RemotePath, LocalDir: e.LocalDir})
+	}
+	if err := s.Close(ctx, hpclient.CloseOptions{Export: exports}); err != nil {
+		return nil, doneOut{}, fmt.Errorf("end session %s: %w", s.Name, err)
+	}
+	return nil, doneOut{Message: fmt.Sprintf("session %s ended", s.Name)}, nil
+}
+
+// splitSandboxPath splits a sandbox path at its last / or \ (Windows takes both).
+func splitSandboxPath(p string) (dir, base string) {
+	i := strings.LastIndexAny(p, `/\`)
+	if i < 0 {
+		return "", p
+	}
+	dir = p[:i]
+	if dir == "" || strings.HasSuffix(dir, ":") {
+		dir = p[:i+1] // "/" or "C:\"
+	}
+	return dir, p[i+1:]
+}
+
+// trimPartialRune drops an incomplete UTF-8 sequence that a cut left at the end.
+func trimPartialRune(b []byte) []byte {
+	for i := 0; i < utf8.UTFMax && i < len(b); i++ {
+		r, size := utf8.DecodeLastRune(b[:len(b)-i])
+		if r != utf8.RuneError || size > 1 {
+			return b[:len(b)-i]
+		}
+	}
+	return b
+}
+
+// capped keeps the first limit bytes written to it and counts the rest.
+type capped struct {
+	limit   int
+	buf     []byte
+	dropped int64
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	room := c.limit - len(c.buf)
+	if room >= len(p) {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	if room > 0 {
+		c.buf = append(c.buf, p[:room]...)
+	}
+	c.dropped += int64(len(p) - max(room, 0))
+	return len(p), nil
+}
+
+func (c *capped) cut() bool { return c.dropped > 0 }
+
+// String is the kept output, with the cut marked.
+func (c *capped) String() string {
+	if c.dropped == 0 {
+		return string(c.buf)
+	}
+	return fmt.Sprintf("%s\n[... truncated: %d more bytes]", trimPartialRune(c.buf), c.dropped)
+}
