@@ -91,6 +91,7 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 			Status: metav1.ConditionFalse, Reason: agentsv1alpha1.ReasonPodStarting,
 			Message: fmt.Sprintf("sandbox pod %s is starting (its Hyper-V VM is booting)", pod.Name)})
 	}
+	mirrorCredentials(s)
 	return ctrl.Result{RequeueAfter: dl.end.Sub(now)}, nil
 }
 

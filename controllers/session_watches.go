@@ -28,8 +28,10 @@ func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentsession").
 		// Spec changes only: status writes are ours, and a heartbeat needs no reconcile (the
-		// idle timer, when it fires, reads the newest heartbeat and sets the next one).
-		For(&agentsv1alpha1.AgentSession{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// idle timer, when it fires, reads the newest heartbeat and sets the next one). The
+		// client's credentials-delivered annotation does: it is mirrored into a condition.
+		For(&agentsv1alpha1.AgentSession{}, builder.WithPredicates(
+			predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, credentialsDeliveredChanged()))).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.podToSessions)).
 		Watches(&agentsv1alpha1.AgentSandbox{}, handler.EnqueueRequestsFromMapFunc(r.sandboxToSessions),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
