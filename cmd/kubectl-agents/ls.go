@@ -118,7 +118,7 @@ func idle(s agentsv1alpha1.AgentSession, now time.Time) string {
 	if since.IsZero() {
 		return "-"
 	}
-	return durationOrDash(max(now.Sub(since), 0))
+	return max(now.Sub(since), 0).Round(time.Second).String()
 }
 
 func ended(s agentsv1alpha1.AgentSession) bool {

@@ -356,11 +356,7 @@ func (sb *mcpSandbox) listDir(ctx context.Context, _ *mcp.CallToolRequest, in li
 		return nil, out, fmt.Errorf("list %s: exit code %d: %s", path, out.ExitCode, strings.TrimSpace(out.Stderr+out.Stdout))
 	}
 	if err == nil {
-		text := out.Stdout
-		if out.Truncated {
-			text += "\n[... truncated]"
-		}
-		res = &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}
+		res = &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: out.Stdout}}}
 	}
 	return res, out, err
 }
@@ -478,5 +474,6 @@ func (c *capped) String() string {
 	if c.dropped == 0 {
 		return string(c.buf)
 	}
-	return fmt.Sprintf("%s\n[... truncated: %d more bytes]", trimPartialRune(c.buf), c.dropped)
+	kept := trimPartialRune(c.buf)
+	return fmt.Sprintf("%s\n[... truncated: %d more bytes]", kept, c.dropped+int64(len(c.buf)-len(kept)))
 }

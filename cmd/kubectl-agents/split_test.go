@@ -1,0 +1,76 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestSplitRemote(t *testing.T) {
+	for _, tc := range []struct {
+		arg, session, path string
+		remote             bool
+	}{
+		{"s1:C:\\work", "s1", "C:\\work", true},
+		{"s1:", "s1", "", true},
+		{"s1:dir/x", "s1", "dir/x", true},
+		{"C:\\local", "", "C:\\local", false},
+		{"./a:b", "", "./a:b", false},
+		{"plain", "", "plain", false},
+	} {
+		s, p, r := splitRemote(tc.arg)
+		if s != tc.session || p != tc.path || r != tc.remote {
+			t.Errorf("splitRemote(%q) = %q, %q, %v", tc.arg, s, p, r)
+		}
+	}
+}
+
+func TestSplitExport(t *testing.T) {
+	for _, tc := range []struct {
+		arg, remote, local string
+		ok                 bool
+	}{
+		{`C:\work\out:results`, `C:\work\out`, "results", true},
+		{`C:\out:D:\results`, `C:\out`, `D:\results`, true},
+		{"in/sub:/tmp/x", "in/sub", "/tmp/x", true},
+		{`C:\out`, "", "", false},
+		{"nocolon", "", "", false},
+	} {
+		r, l, ok := splitExport(tc.arg)
+		if r != tc.remote || l != tc.local || ok != tc.ok {
+			t.Errorf("splitExport(%q) = %q, %q, %v", tc.arg, r, l, ok)
+		}
+	}
+}
+
+func TestSplitSandboxPath(t *testing.T) {
+	for _, tc := range []struct{ p, dir, base string }{
+		{`C:\work\a.txt`, `C:\work`, "a.txt"},
+		{`C:\a.txt`, `C:\`, "a.txt"},
+		{"/a.txt", "/", "a.txt"},
+		{"d/a.txt", "d", "a.txt"},
+		{"a.txt", "", "a.txt"},
+	} {
+		d, b := splitSandboxPath(tc.p)
+		if d != tc.dir || b != tc.base {
+			t.Errorf("splitSandboxPath(%q) = %q, %q", tc.p, d, b)
+		}
+	}
+}
+
+func TestCappedMarksTheCut(t *testing.T) {
+	c := &capped{limit: 5}
+	_, _ = c.Write([]byte("abc"))
+	_, _ = c.Write([]byte("défg"))
+	if !c.cut() || !strings.HasPrefix(c.String(), "abcd") || !strings.Contains(c.String(), "truncated: 4 more bytes") {
+		t.Errorf("capped: cut %v, %q", c.cut(), c.String())
+	}
+	// The cut falls inside é (2 bytes): the partial rune is dropped from the text.
+	if strings.ContainsRune(c.String(), '\uFFFD') {
+		t.Errorf("a partial rune is left: %q", c.String())
+	}
+	c = &capped{limit: 5}
+	_, _ = c.Write([]byte("abc"))
+	if c.cut() || c.String() != "abc" {
+		t.Errorf("under the limit: %v, %q", c.cut(), c.String())
+	}
+}
