@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -55,6 +56,22 @@ func TestCredentialsDeliveredIsMirroredFromTheAnnotation(t *testing.T) {
 	}
 	if err := userOnly.Get(ctx, client.ObjectKey{Namespace: ns, Name: "git-token"}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
 		t.Errorf("hyperpool-session-user got the Secret: %v, want Forbidden", err)
+	}
+
+	// And it can run commands: pods/exec (create, and get for an exec over WebSocket) and
+	// pods get.
+	for _, ra := range []authorizationv1.ResourceAttributes{
+		{Namespace: ns, Verb: "create", Resource: "pods", Subresource: "exec"},
+		{Namespace: ns, Verb: "get", Resource: "pods", Subresource: "exec"},
+		{Namespace: ns, Verb: "get", Resource: "pods"},
+	} {
+		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &ra}}
+		if err := backend.Create(ctx, review); err != nil {
+			t.Fatal(err)
+		}
+		if !review.Status.Allowed {
+			t.Errorf("hyperpool-agent-backend may not %s %s/%s", ra.Verb, ra.Resource, ra.Subresource)
+		}
 	}
 
 	s := builders.AgentSession(ns, "with", "pool").MaxLifetime(time.Hour).IdleTimeout(time.Hour).Obj()

@@ -24,8 +24,8 @@ func agentBackendSecretsRule(role *unstructured.Unstructured, rule rbacv1.Policy
 }
 
 // TestAgentBackendRole: the agent-backend ClusterRole is the session-user role's rules plus
-// what delivering credentials and running commands take (pods/exec create, pods get, secrets
-// get), in the chart and in config/rbac alike; it is not aggregated into "edit" (which
+// what delivering credentials and running commands take (pods/exec create and get, the
+// latter for an exec over WebSocket; pods get; secrets get), in the chart and in config/rbac alike; it is not aggregated into "edit" (which
 // would widen every editor's reach to nothing new, but hide where Secret reads come from),
 // and userRoles.agentBackend.enabled=false leaves it out.
 func TestAgentBackendRole(t *testing.T) {
@@ -39,12 +39,12 @@ func TestAgentBackendRole(t *testing.T) {
 	sessionUser := rules(t, only(t, config, "ClusterRole", "hyperpool-session-user"))
 	want := append(slices.Clone(sessionUser),
 		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}},
-		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create"}},
+		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create", "get"}},
 		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}})
 	for source, objs := range map[string][]*unstructured.Unstructured{"config/rbac/user_roles.yaml": config, "chart defaults": chart} {
 		role := only(t, objs, "ClusterRole", "hyperpool-agent-backend")
 		if got := rules(t, role); !reflect.DeepEqual(got, want) {
-			t.Errorf("%s: hyperpool-agent-backend rules\n  %+v\nwant session-user's plus pods get, pods/exec create, secrets get:\n  %+v", source, got, want)
+			t.Errorf("%s: hyperpool-agent-backend rules\n  %+v\nwant session-user's plus pods get, pods/exec create and get, secrets get:\n  %+v", source, got, want)
 		}
 		if _, aggregated := role.GetLabels()["rbac.authorization.k8s.io/aggregate-to-edit"]; aggregated {
 			t.Errorf("%s: hyperpool-agent-backend is aggregated into edit", source)
