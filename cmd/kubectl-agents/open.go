@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	hpclient "github.com/hyperpool/hyperpool/pkg/client"
@@ -81,6 +82,7 @@ func (o *openOptions) run(ctx context.Context, sandbox string) error {
 		return err
 	}
 	p := newProgressPrinter(o.ErrOut, sandbox)
+	p.queue = o.queueInfo(ns)
 	defer p.stop()
 	opts := hpclient.Options{Name: o.name, User: o.user, MaxLifetime: o.maxLifetime,
 		IdleTimeout: o.idleTimeout, Progress: p.update}
@@ -100,39 +102,54 @@ func (o *openOptions) run(ctx context.Context, sandbox string) error {
 	return nil
 }
 
-// progressPrinter shows Open's progress on stderr: a line per change, or on a terminal
-// one line redrawn with a spinner and the elapsed time.
+// progressPrinter shows Open's progress on stderr: a line per change (and per move of
+// the quota's queue), or on a terminal one line redrawn with a spinner and the elapsed
+// time.
 type progressPrinter struct {
 	w       io.Writer
 	sandbox string
 	tty     bool
 	begin   time.Time
+	// queue, if set, describes the namespace's quota queue while the session is Queued.
+	queue func(session string) string
 
-	mu      sync.Mutex
-	last    hpclient.Progress
-	started bool
-	done    chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
+	mu        sync.Mutex
+	last      hpclient.Progress
+	queueLine string
+	started   bool
+	done      chan struct{}
+	once      sync.Once
+	wg        sync.WaitGroup
 }
 
 func newProgressPrinter(w io.Writer, sandbox string) *progressPrinter {
-	p := &progressPrinter{w: w, sandbox: sandbox, begin: time.Now(), done: make(chan struct{})}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.tty = true
-		p.wg.Add(1)
-		go p.spin()
-	}
+	f, ok := w.(*os.File)
+	return startProgressPrinter(w, sandbox, ok && term.IsTerminal(int(f.Fd())))
+}
+
+func startProgressPrinter(w io.Writer, sandbox string, tty bool) *progressPrinter {
+	p := &progressPrinter{w: w, sandbox: sandbox, tty: tty, begin: time.Now(), done: make(chan struct{})}
+	p.wg.Add(1)
+	go p.spin()
 	return p
 }
 
 func (p *progressPrinter) update(pr hpclient.Progress) {
+	queue := p.queueOf(pr)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.last, p.started = pr, true
+	p.last, p.started, p.queueLine = pr, true, queue
 	if !p.tty {
-		fmt.Fprintln(p.w, describeProgress(pr, pr.Elapsed))
+		fmt.Fprintln(p.w, describeProgress(pr, pr.Elapsed)+queue)
 	}
+}
+
+// queueOf is the quota queue's state for a Queued session, else "".
+func (p *progressPrinter) queueOf(pr hpclient.Progress) string {
+	if p.queue == nil || pr.Phase != agentsv1alpha1.SessionQueued {
+		return ""
+	}
+	return p.queue(pr.Session)
 }
 
 var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
@@ -145,17 +162,34 @@ func (p *progressPrinter) spin() {
 		select {
 		case <-p.done:
 			p.mu.Lock()
-			if p.started {
-				fmt.Fprintf(p.w, "\r\033[K%s\n", describeProgress(p.last, time.Since(p.begin)))
+			if p.tty && p.started {
+				fmt.Fprintf(p.w, "\r\033[K%s\n", describeProgress(p.last, time.Since(p.begin))+p.queueLine)
 			}
 			p.mu.Unlock()
 			return
 		case <-t.C:
 		}
+		if i%20 == 19 { // refresh the queue's state every 2s
+			p.mu.Lock()
+			last := p.last
+			p.mu.Unlock()
+			if q := p.queueOf(last); q != "" {
+				p.mu.Lock()
+				if !p.tty && q != p.queueLine && p.last == last {
+					// Without a terminal, a line when the queue moves.
+					fmt.Fprintln(p.w, describeProgress(last, time.Since(p.begin))+q)
+				}
+				p.queueLine = q
+				p.mu.Unlock()
+			}
+		}
+		if !p.tty {
+			continue
+		}
 		p.mu.Lock()
 		line := "Creating session of " + p.sandbox
 		if p.started {
-			line = describeProgress(p.last, time.Since(p.begin))
+			line = describeProgress(p.last, time.Since(p.begin)) + p.queueLine
 		}
 		fmt.Fprintf(p.w, "\r\033[K%s %s", spinner[i%len(spinner)], line)
 		p.mu.Unlock()
@@ -166,6 +200,42 @@ func (p *progressPrinter) spin() {
 func (p *progressPrinter) stop() {
 	p.once.Do(func() { close(p.done) })
 	p.wg.Wait()
+}
+
+// queueInfo describes the namespace's quota queue (the manager publishes its length and
+// head, not each session's place): " (queue: 3 waiting, next: s1)" or "(..., this session is next)".
+func (o *rootOptions) queueInfo(ns string) func(session string) string {
+	return func(session string) string {
+		kube, err := o.kube()
+		if err != nil {
+			return ""
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		quotas := &agentsv1alpha1.AgentQuotaList{}
+		if err := kube.List(ctx, quotas, crclient.InNamespace(ns)); err != nil {
+			return ""
+		}
+		var parts []string
+		for _, q := range quotas.Items {
+			if q.Status.Queued == 0 {
+				continue
+			}
+			next := q.Status.QueueHead
+			if next == session {
+				next = "this session"
+			}
+			part := fmt.Sprintf("%s: %d waiting", q.Name, q.Status.Queued)
+			if next != "" {
+				part += ", next: " + next
+			}
+			parts = append(parts, part)
+		}
+		if len(parts) == 0 {
+			return ""
+		}
+		return " (queue " + strings.Join(parts, "; ") + ")"
+	}
 }
 
 // describeProgress is one line: session, phase, reason, warm or cold, elapsed.

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 // TestPluginOpenExecCpEndThroughKubectl runs the plugin as kubectl runs it: found on PATH
@@ -114,5 +116,31 @@ func mustWrite(t testing.TB, path string, data []byte) {
 	}
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPluginOpenShowsQueueAndDeletesOnTimeout: with the quota full, open reports the
+// queue on stderr, and on --timeout deletes the session it created.
+func TestPluginOpenShowsQueueAndDeletesOnTimeout(t *testing.T) {
+	ns := newClass(t, "win", 1)
+	if err := env.Client.Create(t.Context(), builders.AgentQuota(ns, "quota").Sessions(1).Obj()); err != nil {
+		t.Fatal(err)
+	}
+	holder, errOut, code := kubectlAgents(t, nil, "open", "win", "-n", ns)
+	if code != 0 {
+		t.Fatalf("open: exit %d: %s", code, errOut)
+	}
+	holder = strings.TrimSpace(holder)
+	_, errOut, code = kubectlAgents(t, nil, "open", "win", "-n", ns, "--timeout", "3s", "--name", "waiting")
+	if code == 0 {
+		t.Fatalf("open with the quota full returned 0")
+	}
+	t.Logf("queued open:\n%s", errOut)
+	if !strings.Contains(errOut, "waiting: Queued WaitingForQuota") || !strings.Contains(errOut, "next: this session") {
+		t.Errorf("open's progress lacks the queue:\n%s", errOut)
+	}
+	waitGone(t, ns, "waiting")
+	if n := sessionCount(t, ns); n != 1 {
+		t.Errorf("%d sessions, want the holder %s alone", n, holder)
 	}
 }
