@@ -24,8 +24,8 @@ base name:
 
 REMOTE_DIR must exist; an empty one (SESSION:) is the commands' working directory.
 Archive entries that would land outside LOCAL_DIR are refused.`,
-		Example: `  kubectl agents cp ./repo $S:C:\work
-  kubectl agents cp $S:C:\work\repo\out ./results`,
+		Example: `  kubectl agents cp ./repo "$S:C:\work"
+  kubectl agents cp "$S:C:\work\repo\out" ./results`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: root.completeCp,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -22,7 +22,7 @@ in order, as cp does (REMOTE_PATH arrives as LOCAL_DIR/<its base name>). The ses
 deleted even when an export fails; the failures are reported. A session already gone
 counts as ended.`,
 		Example: `  kubectl agents end $S
-  kubectl agents end $S --export C:\work\out:./results --export C:\logs:./results`,
+  kubectl agents end $S --export "C:\work\out:./results" --export "C:\logs:./results"`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: root.completeSessionsFirst,
 		RunE: func(cmd *cobra.Command, args []string) error {

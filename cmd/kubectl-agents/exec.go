@@ -31,7 +31,7 @@ With -i, stdin is copied to the command. There is no -t: no terminal is allocate
 Go client runs commands without a TTY); use kubectl exec -it on the session's pod
 (status.podName) for an interactive console.`,
 		Example: `  kubectl agents exec $S -- cmd.exe /c ver
-  kubectl agents exec $S -w C:\work -- powershell.exe -Command "Get-ChildItem"
+  kubectl agents exec $S -w "C:\work" -- powershell.exe -Command "Get-ChildItem"
   type script.ps1 | kubectl agents exec $S -i -- powershell.exe -Command -`,
 		Args:              cobra.MinimumNArgs(2),
 		ValidArgsFunction: root.completeSessionsFirst,

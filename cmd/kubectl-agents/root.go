@@ -54,8 +54,8 @@ kubectl cp do. Nothing runs in the sandbox but the commands themselves.`,
 
   # Run a command, copy a tree in and results out, end the session
   kubectl agents exec $S -n agents -- cmd.exe /c ver
-  kubectl agents cp ./repo $S:C:\work -n agents
-  kubectl agents cp $S:C:\work\out ./results -n agents
+  kubectl agents cp ./repo "$S:C:\work" -n agents
+  kubectl agents cp "$S:C:\work\out" ./results -n agents
   kubectl agents end $S -n agents
 
   # Serve a sandbox to an agent as MCP tools over stdio
