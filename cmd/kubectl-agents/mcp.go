@@ -124,8 +124,10 @@ func newMCPServer(root *rootOptions, o *mcpOptions) (*mcp.Server, *mcpSandbox, e
 	return srv, sb, nil
 }
 
-// get returns the session, opening it on first use.
-func (sb *mcpSandbox) get(ctx context.Context) (*hpclient.Session, error) {
+// get returns the session, opening it on first use. While it opens, req's caller gets
+// progress notifications if it asked for them (a progress token), and stderr a line per
+// step.
+func (sb *mcpSandbox) get(ctx context.Context, req *mcp.CallToolRequest) (*hpclient.Session, error) {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	if sb.session != nil {
@@ -139,7 +141,18 @@ func (sb *mcpSandbox) get(ctx context.Context) (*hpclient.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := hpclient.Options{User: sb.o.user, MaxLifetime: sb.o.maxLifetime, IdleTimeout: sb.o.idleTimeout}
+	step := 0
+	opts := hpclient.Options{User: sb.o.user, MaxLifetime: sb.o.maxLifetime, IdleTimeout: sb.o.idleTimeout,
+		Progress: func(p hpclient.Progress) {
+			line := describeProgress(p, p.Elapsed)
+			fmt.Fprintln(sb.root.ErrOut, line)
+			if req == nil || req.Session == nil || req.Params == nil || req.Params.GetProgressToken() == nil {
+				return
+			}
+			step++
+			_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{
+				ProgressToken: req.Params.GetProgressToken(), Message: line, Progress: float64(step)})
+		}}
 	if sb.o.requireWarm {
 		opts.StartPolicy = agentsv1alpha1.RequireWarm
 	}
@@ -218,11 +231,11 @@ type runCommandOut struct {
 	Truncated bool   `json:"truncated,omitempty" jsonschema:"true when stdout or stderr was cut at the output limit"`
 }
 
-func (sb *mcpSandbox) runCommand(ctx context.Context, _ *mcp.CallToolRequest, in runCommandIn) (*mcp.CallToolResult, runCommandOut, error) {
+func (sb *mcpSandbox) runCommand(ctx context.Context, req *mcp.CallToolRequest, in runCommandIn) (*mcp.CallToolResult, runCommandOut, error) {
 	if len(in.Args) == 0 {
 		return nil, runCommandOut{}, errors.New("args is empty: name a program")
 	}
-	s, err := sb.get(ctx)
+	s, err := sb.get(ctx, req)
 	if err != nil {
 		return nil, runCommandOut{}, err
 	}
@@ -250,12 +263,12 @@ type doneOut struct {
 	Message string `json:"message"`
 }
 
-func (sb *mcpSandbox) writeFile(ctx context.Context, _ *mcp.CallToolRequest, in writeFileIn) (*mcp.CallToolResult, doneOut, error) {
+func (sb *mcpSandbox) writeFile(ctx context.Context, req *mcp.CallToolRequest, in writeFileIn) (*mcp.CallToolResult, doneOut, error) {
 	dir, base := splitSandboxPath(in.Path)
 	if base == "" || base == "." || base == ".." {
 		return nil, doneOut{}, fmt.Errorf("path %q names no file", in.Path)
 	}
-	s, err := sb.get(ctx)
+	s, err := sb.get(ctx, req)
 	if err != nil {
 		return nil, doneOut{}, err
 	}
@@ -285,12 +298,12 @@ type readFileOut struct {
 	Truncated bool   `json:"truncated,omitempty" jsonschema:"true when the content was cut at the output limit"`
 }
 
-func (sb *mcpSandbox) readFile(ctx context.Context, _ *mcp.CallToolRequest, in readFileIn) (*mcp.CallToolResult, readFileOut, error) {
+func (sb *mcpSandbox) readFile(ctx context.Context, req *mcp.CallToolRequest, in readFileIn) (*mcp.CallToolResult, readFileOut, error) {
 	_, base := splitSandboxPath(in.Path)
 	if base == "" {
 		return nil, readFileOut{}, fmt.Errorf("path %q names no file", in.Path)
 	}
-	s, err := sb.get(ctx)
+	s, err := sb.get(ctx, req)
 	if err != nil {
 		return nil, readFileOut{}, err
 	}
@@ -338,7 +351,7 @@ type listDirIn struct {
 	Path string `json:"path,omitempty" jsonschema:"the directory in the sandbox (default: the working directory)"`
 }
 
-func (sb *mcpSandbox) listDir(ctx context.Context, _ *mcp.CallToolRequest, in listDirIn) (*mcp.CallToolResult, runCommandOut, error) {
+func (sb *mcpSandbox) listDir(ctx context.Context, req *mcp.CallToolRequest, in listDirIn) (*mcp.CallToolResult, runCommandOut, error) {
 	path := in.Path
 	if path == "" {
 		path = "."
@@ -351,7 +364,7 @@ func (sb *mcpSandbox) listDir(ctx context.Context, _ *mcp.CallToolRequest, in li
 			"Get-ChildItem -Force -LiteralPath '" + strings.ReplaceAll(path, "'", "''") +
 				"' | Format-Table -AutoSize Mode,LastWriteTime,Length,Name | Out-String -Width 200"}
 	}
-	res, out, err := sb.runCommand(ctx, nil, runCommandIn{Args: args})
+	res, out, err := sb.runCommand(ctx, req, runCommandIn{Args: args})
 	if err == nil && out.ExitCode != 0 {
 		return nil, out, fmt.Errorf("list %s: exit code %d: %s", path, out.ExitCode, strings.TrimSpace(out.Stderr+out.Stdout))
 	}
@@ -366,11 +379,11 @@ type uploadIn struct {
 	RemoteDir string `json:"remote_dir,omitempty" jsonschema:"an existing directory of the sandbox (default: the working directory)"`
 }
 
-func (sb *mcpSandbox) upload(ctx context.Context, _ *mcp.CallToolRequest, in uploadIn) (*mcp.CallToolResult, doneOut, error) {
+func (sb *mcpSandbox) upload(ctx context.Context, req *mcp.CallToolRequest, in uploadIn) (*mcp.CallToolResult, doneOut, error) {
 	if _, err := os.Lstat(in.LocalPath); err != nil {
 		return nil, doneOut{}, err
 	}
-	s, err := sb.get(ctx)
+	s, err := sb.get(ctx, req)
 	if err != nil {
 		return nil, doneOut{}, err
 	}
@@ -385,8 +398,8 @@ type downloadIn struct {
 	LocalDir   string `json:"local_dir" jsonschema:"a local directory (created if needed)"`
 }
 
-func (sb *mcpSandbox) download(ctx context.Context, _ *mcp.CallToolRequest, in downloadIn) (*mcp.CallToolResult, doneOut, error) {
-	s, err := sb.get(ctx)
+func (sb *mcpSandbox) download(ctx context.Context, req *mcp.CallToolRequest, in downloadIn) (*mcp.CallToolResult, doneOut, error) {
+	s, err := sb.get(ctx, req)
 	if err != nil {
 		return nil, doneOut{}, err
 	}

@@ -6,11 +6,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,7 +30,12 @@ var wantTools = []string{"download", "end_session", "list_dir", "read_file", "ru
 // mcpClient connects the go-sdk's MCP client to transport.
 func mcpClient(t *testing.T, transport mcp.Transport) *mcp.ClientSession {
 	t.Helper()
-	c := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "v0"}, nil)
+	return mcpClientWith(t, transport, nil)
+}
+
+func mcpClientWith(t *testing.T, transport mcp.Transport, opts *mcp.ClientOptions) *mcp.ClientSession {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "v0"}, opts)
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()
 	cs, err := c.Connect(ctx, transport, nil)
@@ -122,7 +129,14 @@ func TestMCPInMemory(t *testing.T) {
 		_ = srv.Run(ctx, serverT)
 		_ = sb.close()
 	}()
-	cs := mcpClient(t, clientT)
+	var progressMu sync.Mutex
+	var progress []string
+	cs := mcpClientWith(t, clientT, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+			progressMu.Lock()
+			defer progressMu.Unlock()
+			progress = append(progress, req.Params.Message)
+		}})
 
 	if got := toolNames(t, cs); !slices.Equal(got, wantTools) {
 		t.Errorf("tools %v, want %v", got, wantTools)
@@ -131,12 +145,26 @@ func TestMCPInMemory(t *testing.T) {
 		t.Fatalf("%d sessions before the first tool call, want none", n)
 	}
 
+	// The first call opens the session, with progress notifications for its token.
 	var run runCommandOut
-	res := call(t, cs, "run_command", map[string]any{"args": []string{"sh", "-c", "echo hi; echo oops >&2; exit 4"}}, &run)
+	params := &mcp.CallToolParams{Name: "run_command", Arguments: map[string]any{"args": []string{"sh", "-c", "echo hi; echo oops >&2; exit 4"}}}
+	params.SetProgressToken("open-1")
+	res, err := cs.CallTool(t.Context(), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(res.StructuredContent)
+	_ = json.Unmarshal(raw, &run)
 	if res.IsError || run.ExitCode != 4 || run.Stdout != "hi\n" || run.Stderr != "oops\n" || run.Truncated {
 		t.Errorf("run_command: error %v %q, out %+v", res.IsError, resultText(res), run)
 	}
 	session := onlySession(t, ns)
+	testbed.Eventually(t, waitTimeout, func(context.Context) (bool, string) {
+		progressMu.Lock()
+		defer progressMu.Unlock()
+		return len(progress) > 0 && strings.Contains(progress[len(progress)-1], session+": Ready"),
+			fmt.Sprintf("progress notifications %q, want the last to say %s is Ready", progress, session)
+	})
 
 	// Output past the limit is cut, and the cut marked.
 	run = runCommandOut{}
