@@ -40,6 +40,11 @@ func TestPluginOpenExecCpEndThroughKubectl(t *testing.T) {
 	if code != 0 || out != "from stdin" {
 		t.Errorf("exec -i: code %d, stdout %q", code, out)
 	}
+	// -t: on a terminal, stderr comes through stdout; the exit code is kept.
+	out, errOut, code = kubectlAgents(t, []byte("typed\n"), "exec", session, "-n", ns, "-it", "--", "sh", "-c", "read l; echo got $l; echo err >&2; exit 5")
+	if code != 5 || !strings.Contains(out, "got typed") || !strings.Contains(out, "err") || errOut != "" {
+		t.Errorf("exec -it: code %d, stdout %q, stderr %q; want 5, both lines on stdout", code, out, errOut)
+	}
 
 	// cp in, then out: bytes equal, a file and a tree.
 	local := t.TempDir()
