@@ -300,7 +300,7 @@ type readFileOut struct {
 
 func (sb *mcpSandbox) readFile(ctx context.Context, req *mcp.CallToolRequest, in readFileIn) (*mcp.CallToolResult, readFileOut, error) {
 	_, base := splitSandboxPath(in.Path)
-	if base == "" {
+	if base == "" || base == "." || base == ".." {
 		return nil, readFileOut{}, fmt.Errorf("path %q names no file", in.Path)
 	}
 	s, err := sb.get(ctx, req)
