@@ -84,6 +84,14 @@ type Options struct {
 	StartPolicy agentsv1alpha1.StartPolicy
 	// Name of the session; empty generates one from the sandbox's name.
 	Name string
+	// Credentials name the Secrets of the namespace (and their keys) the session gets
+	// (spec.credentials). Open delivers them once the session is Ready, into
+	// CredentialsDir, with the client's own identity (see Session.DeliverCredentials); a
+	// failed delivery fails Open and deletes the session.
+	Credentials []agentsv1alpha1.SessionCredential
+	// CredentialsDir is the session directory in the sandbox the credentials go to; it must
+	// exist. Empty: the working directory of the sandbox's commands.
+	CredentialsDir string
 
 	// Progress, if set, is called from Open on every change of the session's state until
 	// it is Ready: Queued (with the quota's reason and message), Pending, Starting (a cold
@@ -153,6 +161,7 @@ func (c *Client) Open(ctx context.Context, namespace, sandboxName string, opts O
 			SandboxName: sandboxName,
 			User:        opts.User,
 			StartPolicy: opts.StartPolicy,
+			Credentials: opts.Credentials,
 		},
 	}
 	if opts.Name == "" {
@@ -171,6 +180,11 @@ func (c *Client) Open(ctx context.Context, namespace, sandboxName string, opts O
 	var sess *Session
 	if err == nil {
 		sess, err = c.newSession(ctx, ready, opts)
+	}
+	if err == nil && len(opts.Credentials) > 0 {
+		if err = sess.DeliverCredentials(ctx, opts.CredentialsDir); err != nil {
+			sess.heartbeat.stop()
+		}
 	}
 	if err != nil {
 		// The caller never gets the session: delete it, even though ctx may be done.
@@ -262,7 +276,7 @@ func (c *Client) watchUntilReady(ctx context.Context, w watch.Interface, cur *ag
 					}
 					return fresh, nil
 				}
-				return nil, fmt.Errorf("watch session %s: %v", cur.Name, apierrors.FromObject(ev.Object))
+				return nil, fmt.Errorf("watch session %s: %w", cur.Name, apierrors.FromObject(ev.Object))
 			case watch.Deleted:
 				return nil, &SessionError{Session: cur.Name, Phase: cur.Status.Phase, Reason: "Deleted",
 					Message: "the session was deleted before it was Ready"}

@@ -161,7 +161,7 @@ func TestDownloadRefusesPathEscapes(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "unsafe archive entry") {
 				t.Errorf("download of an archive with %s: %v, want it refused", name, err)
 			}
-			filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 				if err == nil && !d.IsDir() {
 					t.Errorf("download wrote %s", p)
 				}

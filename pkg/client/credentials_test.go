@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -132,4 +133,48 @@ func TestDeliverCredentials(t *testing.T) {
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == agentsv1alpha1.ReasonCredentialsDelivered,
 			fmt.Sprintf("CredentialsDelivered %+v, annotation %q", c, s.Annotations[agentsv1alpha1.CredentialsDeliveredAnnotation])
 	})
+}
+
+// TestOpenDeliversCredentials: Open with Options.Credentials creates the session naming
+// them and delivers them before it returns. A caller who cannot read the Secret gets an
+// error from Open, and the session it created is deleted.
+func TestOpenDeliversCredentials(t *testing.T) {
+	t.Parallel()
+	ns := newClass(t, "win", 1)
+	ctx := t.Context()
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "git-token"}, Data: map[string][]byte{"token": []byte("ghp_open-7f1c")}}
+	if err := env.Client.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	creds := []agentsv1alpha1.SessionCredential{{SecretName: "git-token", TargetDir: "git"}}
+
+	reader := credentialsClientAs(t, ns, "no-secrets-"+ns, "hyperpool-session-user")
+	_, err := reader.Open(ctx, ns, "win", linux(hpclient.Options{Name: "refused", Credentials: creds}))
+	if err == nil || !strings.Contains(err.Error(), "git-token") {
+		t.Fatalf("Open with credentials the caller cannot read: %v, want an error naming git-token", err)
+	}
+	testbed.Eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		_, err := getSession(ctx, ns, "refused")
+		return apierrors.IsNotFound(err), fmt.Sprintf("the session of a failed Open still exists (%v)", err)
+	})
+
+	backend := credentialsClientAs(t, ns, "backend-"+ns, "hyperpool-agent-backend")
+	var sess *hpclient.Session
+	testbed.Eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		// The pool refills behind the refused session's pod: wait for a sandbox.
+		sess, err = backend.Open(ctx, ns, "win", linux(hpclient.Options{Name: "delivered", Credentials: creds}))
+		return err == nil, fmt.Sprintf("Open with credentials: %v", err)
+	})
+	t.Cleanup(func() { _ = sess.Close(context.Background(), hpclient.CloseOptions{}) })
+	s, err := getSession(ctx, ns, "delivered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(env.PodDir(ns, s.Status.PodName), "git", "token"))
+	if err != nil || string(got) != "ghp_open-7f1c" {
+		t.Errorf("git/token in the sandbox: %q, %v", got, err)
+	}
+	if s.Annotations[agentsv1alpha1.CredentialsDeliveredAnnotation] == "" {
+		t.Error("Open returned before the delivery was announced")
+	}
 }

@@ -29,7 +29,6 @@ func Example_agentBackend() {
 	// Open waits (on a watch) until the session is Ready; ctx bounds the wait, and if it
 	// ends first the session is deleted.
 	openCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
 	s, err := c.Open(openCtx, "agents", "win2022", client.Options{
 		IdleTimeout: 10 * time.Minute,
 		MaxLifetime: 2 * time.Hour,
@@ -38,6 +37,7 @@ func Example_agentBackend() {
 			log.Printf("session %s: %s %s %s (%s)", p.Session, p.Phase, p.Reason, p.StartType, p.Elapsed)
 		},
 	})
+	cancel() // the wait is over; the session lives on
 	var serr *client.SessionError
 	if errors.As(err, &serr) {
 		log.Fatalf("no sandbox: %s (%s)", serr.Reason, serr.Message) // ExceedsQuota, NoCompatibleNodes, ...

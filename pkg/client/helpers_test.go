@@ -57,7 +57,7 @@ func assertSameTree(t *testing.T, want, got string) {
 		t.Fatal(err)
 	}
 	extra := 0
-	_ = filepath.WalkDir(got, func(p string, d fs.DirEntry, err error) error {
+	_ = filepath.WalkDir(got, func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			extra++
 		}
