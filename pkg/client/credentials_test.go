@@ -124,6 +124,7 @@ func TestDeliverCredentials(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "git", "unused")); !os.IsNotExist(err) {
 		t.Errorf("a key not named in keys was delivered (%v)", err)
 	}
+	assertAuditHasNo(t, pod, token)
 	testbed.Eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		s, err := getSession(ctx, ns, "creds")
 		if err != nil {
@@ -176,5 +177,28 @@ func TestOpenDeliversCredentials(t *testing.T) {
 	}
 	if s.Annotations[agentsv1alpha1.CredentialsDeliveredAnnotation] == "" {
 		t.Error("Open returned before the delivery was announced")
+	}
+}
+
+// assertAuditHasNo checks kube-apiserver's audit log of pods/exec requests: it recorded the
+// pod's execs (the log works), and value appears in none of them (a credential travels on
+// stdin, never in the exec's arguments, which the audit log keeps).
+func assertAuditHasNo(t *testing.T, pod, value string) {
+	t.Helper()
+	data, err := os.ReadFile(auditLog)
+	if err != nil {
+		t.Fatalf("reading the audit log: %v", err)
+	}
+	execs := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, `"subresource":"exec"`) && strings.Contains(line, pod) {
+			execs++
+		}
+	}
+	if execs == 0 {
+		t.Fatalf("the audit log holds no pods/exec request for pod %s: the check below would prove nothing", pod)
+	}
+	if strings.Contains(string(data), value) {
+		t.Errorf("a credential value is in kube-apiserver's audit log of pods/exec requests")
 	}
 }

@@ -42,12 +42,40 @@ const (
 var (
 	env *testbed.Env
 	cli *hpclient.Client
+	// auditLog is kube-apiserver's audit log: every pods/exec request, at level Request,
+	// so a test can check what an exec's arguments carried.
+	auditLog string
 )
+
+// execAuditPolicy records pods/exec requests (their URI holds the command's arguments) and
+// nothing else: not the tests' own Secret writes, whose bodies hold the values.
+const execAuditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Request
+  resources:
+  - group: ""
+    resources: ["pods/exec"]
+- level: None
+`
 
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(logr.Discard())
-	testbed.Main(m, testbed.Options{ServeExec: true}, func(e *testbed.Env) error {
+	auditDir, err := os.MkdirTemp("", "hyperpool-client-audit-")
+	if err != nil {
+		panic(err)
+	}
+	policy := filepath.Join(auditDir, "policy.yaml")
+	auditLog = filepath.Join(auditDir, "audit.log")
+	if err := os.WriteFile(policy, []byte(execAuditPolicy), 0o600); err != nil {
+		panic(err)
+	}
+	opts := testbed.Options{ServeExec: true, APIServerFlags: map[string][]string{
+		"audit-policy-file": {policy}, "audit-log-path": {auditLog}}}
+	testbed.Main(m, opts, func(e *testbed.Env) error {
 		env = e
+		e.BeforeStop(func() { _ = os.RemoveAll(auditDir) }) // Main exits the process: no defer runs
 		ctx := context.Background()
 		for _, rc := range []struct{ name, handler string }{{"hyperv", "runhcs-wcow-hypervisor"}, {"process", "runhcs-wcow-process"}} {
 			if err := e.Client.Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rc.name}, Handler: rc.handler}); err != nil {
