@@ -33,6 +33,7 @@ type mcpOptions struct {
 	idleTimeout time.Duration
 	requireWarm bool
 	maxOutput   int
+	credentials credentialFlags
 }
 
 func newMCPCommand(root *rootOptions) *cobra.Command {
@@ -83,6 +84,7 @@ errors carrying the session's reason (e.g. ExceedsQuota, IdleTimeout).`,
 	f.DurationVar(&o.maxLifetime, "max-lifetime", 0, "the session's max lifetime (default: the class's)")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "the session's idle timeout (default: the class's)")
 	f.BoolVar(&o.requireWarm, "require-warm", false, "wait for a warm sandbox rather than start a cold one")
+	o.credentials.addFlags(f)
 	f.IntVar(&o.maxOutput, "max-output", defaultMaxOutput, "bytes of output or file content one tool call returns, at most")
 	_ = cmd.RegisterFlagCompletionFunc("sandbox", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		return root.sandboxNames(toComplete), cobra.ShellCompDirectiveNoFileComp
@@ -106,6 +108,9 @@ func newMCPServer(root *rootOptions, o *mcpOptions) (*mcp.Server, *mcpSandbox, e
 	}
 	if _, err := root.sessionOptions(hpclient.Options{}); err != nil {
 		return nil, nil, err
+	}
+	if err := o.credentials.apply(&hpclient.Options{}); err != nil {
+		return nil, nil, err // a bad --credential fails at start, not at the first tool call
 	}
 	sb := &mcpSandbox{root: root, o: o}
 	srv := mcp.NewServer(&mcp.Implementation{Name: "hyperpool", Title: "hyperpool sandbox", Version: "v1alpha1"},
@@ -157,6 +162,9 @@ func (sb *mcpSandbox) get(ctx context.Context, req *mcp.CallToolRequest) (*hpcli
 		opts.StartPolicy = agentsv1alpha1.RequireWarm
 	}
 	if opts, err = sb.root.sessionOptions(opts); err != nil {
+		return nil, err
+	}
+	if err := sb.o.credentials.apply(&opts); err != nil {
 		return nil, err
 	}
 	s, err := c.Open(ctx, ns, sb.o.sandbox, opts)

@@ -26,6 +26,7 @@ type openOptions struct {
 	idleTimeout time.Duration
 	requireWarm bool
 	timeout     time.Duration
+	credentials credentialFlags
 }
 
 func newOpenCommand(root *rootOptions) *cobra.Command {
@@ -45,7 +46,10 @@ The session then lives until "kubectl agents end", its idle timeout or its max l
   S=$(kubectl agents open win2022 -n agents)
 
   # Only a warm sandbox, with a 15 minute idle timeout
-  kubectl agents open win2022 --require-warm --idle-timeout 15m`,
+  kubectl agents open win2022 --require-warm --idle-timeout 15m
+
+  # With the token of Secret git-token as C:\session\git\token (read with your identity)
+  kubectl agents open win2022 --credential git-token:token@git --credentials-dir 'C:\session'`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: root.completeSandboxes,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -59,6 +63,7 @@ The session then lives until "kubectl agents end", its idle timeout or its max l
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "the session's idle timeout (default: the class's; the class caps it)")
 	f.BoolVar(&o.requireWarm, "require-warm", false, "wait for a warm sandbox rather than start a cold one")
 	f.DurationVar(&o.timeout, "timeout", 0, "give up (and delete the session) after this long; 0 waits until Ctrl-C")
+	o.credentials.addFlags(f)
 	return cmd
 }
 
@@ -90,6 +95,9 @@ func (o *openOptions) run(ctx context.Context, sandbox string) error {
 		opts.StartPolicy = agentsv1alpha1.RequireWarm
 	}
 	if opts, err = o.sessionOptions(opts); err != nil {
+		return err
+	}
+	if err := o.credentials.apply(&opts); err != nil {
 		return err
 	}
 	s, err := c.Open(ctx, ns, sandbox, opts)
