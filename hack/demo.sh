@@ -19,6 +19,12 @@ PROBE_ADDR=${HYPERPOOL_DEMO_PROBES:-127.0.0.1:18081}
 ASSETS=${ROOT}/bin/k8s
 KUBECTL=("${ASSETS}/kubectl" --kubeconfig "${KUBECONFIG_FILE}")
 HELM=("${ASSETS}/helm" --kubeconfig "${KUBECONFIG_FILE}")
+# The kubectl plugin, built into PLUGIN_DIR, which the demo's plugin calls put first on PATH:
+# the real kubectl finds kubectl-agents there (plugin discovery). The simulated nodes run
+# commands as local Linux processes, hence KUBECTL_AGENTS_SANDBOX_OS=linux.
+PLUGIN_DIR=${DEMO}/bin
+AGENTS=(env "PATH=${PLUGIN_DIR}:${PATH}" "KUBECONFIG=${KUBECONFIG_FILE}" KUBECTL_AGENTS_SANDBOX_OS=linux
+  "${ASSETS}/kubectl" agents)
 
 step=0
 if [[ -t 1 ]]; then BOLD=$'\033[1m' RESET=$'\033[0m'; else BOLD='' RESET=''; fi
@@ -83,10 +89,11 @@ up() {
   fi
   rm -f "${PIDS}"/* "${KUBECONFIG_FILE}"
 
-  say "Building the test bed's binaries (first time ~10 min), the manager and the demo control plane"
+  say "Building the test bed's binaries (first time ~10 min), the manager, the kubectl plugin and the demo control plane"
   "${ROOT}/hack/tools.sh"
-  (cd "${ROOT}" && go build -o bin/manager ./cmd/manager && go build -o bin/demo-controlplane ./hack/demo/controlplane)
-  info "bin/manager, bin/demo-controlplane, bin/k8s/{kube-apiserver,etcd,kwok,helm,kubectl,...}"
+  (cd "${ROOT}" && go build -o bin/manager ./cmd/manager && go build -o bin/demo-controlplane ./hack/demo/controlplane &&
+    go build -o "${PLUGIN_DIR}/kubectl-agents" ./cmd/kubectl-agents)
+  info "bin/manager, bin/demo-controlplane, .demo/bin/kubectl-agents, bin/k8s/{kube-apiserver,etcd,kwok,helm,kubectl,...}"
 
   say "Starting a local control plane: etcd, kube-apiserver, scheduler, controller-manager, kwok"
   info "simulated Windows nodes: 3 x Server 2022 (10.0.20348), 1 x Server 2019 (10.0.17763); a Hyper-V VM 'boots' in 3 s"
@@ -169,6 +176,41 @@ YAML
   say "kubectl get agents"
   "${KUBECTL[@]}" -n "${NS}" get agents | sed 's/^/    /'
 
+  say "kubectl agents: open a session, run a command, copy a file in and out, list, end (the plugin, through kubectl)"
+  info "the simulated nodes run each command as a local process in its pod's directory (--sandbox-os linux)"
+  info "the quota's 2 sessions are in use (bob-tests, dave-queued): raise it to 3"
+  "${KUBECTL[@]}" -n "${NS}" patch aq/default --type=merge -p '{"spec":{"hard":{"sessions":3}}}' | sed 's/^/    /'
+  info "\$ kubectl agents open servercore-2022 -n ${NS} --user demo@example.com   (progress on stderr, the name on stdout)"
+  local s
+  if ! s=$("${AGENTS[@]}" open servercore-2022 -n "${NS}" --user demo@example.com --timeout 60s 2>"${DEMO}/open.stderr"); then
+    cat "${DEMO}/open.stderr" >&2
+    die "kubectl agents open failed"
+  fi
+  sed 's/^/      stderr: /' "${DEMO}/open.stderr"
+  info "  stdout: ${s}"
+  info "\$ kubectl agents exec ${s} -n ${NS} -- sh -c 'pwd; uname -sm'"
+  "${AGENTS[@]}" exec "${s}" -n "${NS}" -- sh -c 'pwd; uname -sm' | sed 's/^/      /'
+  local cpdir=${DEMO}/cp
+  rm -rf "${cpdir}" && mkdir -p "${cpdir}/back"
+  printf 'notes from the laptop, %s\n' "$(date -u +%FT%TZ)" >"${cpdir}/notes.txt"
+  info "\$ kubectl agents cp ${cpdir#"${ROOT}"/}/notes.txt ${s}: -n ${NS}   (into the sandbox's working directory)"
+  "${AGENTS[@]}" cp "${cpdir}/notes.txt" "${s}:" -n "${NS}"
+  info "\$ kubectl agents exec ${s} -n ${NS} -- cat notes.txt"
+  "${AGENTS[@]}" exec "${s}" -n "${NS}" -- cat notes.txt | sed 's/^/      /'
+  info "\$ kubectl agents cp ${s}:notes.txt ${cpdir#"${ROOT}"/}/back -n ${NS}   (and back out)"
+  "${AGENTS[@]}" cp "${s}:notes.txt" "${cpdir}/back" -n "${NS}"
+  cmp -s "${cpdir}/notes.txt" "${cpdir}/back/notes.txt" || die "the file copied back differs from the original"
+  info "  equal: $(cd "${ROOT}" && sha256sum "${cpdir#"${ROOT}"/}/notes.txt" "${cpdir#"${ROOT}"/}/back/notes.txt" | awk '{printf "%s%s %s", sep, substr($1, 1, 16), $2; sep = ", "}')"
+  info "\$ kubectl agents ls -n ${NS}"
+  "${AGENTS[@]}" ls -n "${NS}" | sed 's/^/      /'
+  local pod
+  pod=$("${KUBECTL[@]}" -n "${NS}" get "ases/${s}" -o jsonpath='{.status.podName}')
+  info "\$ kubectl agents end ${s} -n ${NS}"
+  "${AGENTS[@]}" end "${s}" -n "${NS}" | sed 's/^/      /'
+  "${KUBECTL[@]}" -n "${NS}" wait --for=delete "ases/${s}" "pod/${pod}" --timeout=30s >/dev/null 2>&1 || true
+  info "\$ kubectl -n ${NS} get ases/${s} pod/${pod}   (the session and its sandbox are gone)"
+  "${KUBECTL[@]}" -n "${NS}" get "ases/${s}" "pod/${pod}" 2>&1 | sed 's/^/      /' || true
+
   say "Metrics (a few lines of http://${METRICS_ADDR}/metrics)"
   curl -fsS "http://${METRICS_ADDR}/metrics" | grep -E '^hyperpool_(warm_sandboxes|sessions|vm_memory_bytes|quota_used|queued_sessions)' | head -16 | sed 's/^/    /' || true
 
@@ -177,8 +219,10 @@ YAML
 The demo keeps running. Poke around:
 
   export KUBECONFIG=${KUBECONFIG_FILE}
+  export PATH=${PLUGIN_DIR}:\$PATH KUBECTL_AGENTS_SANDBOX_OS=linux   # for kubectl agents
   kubectl -n ${NS} get agents
   kubectl -n ${NS} get ases alice-refactor -o yaml
+  S=\$(kubectl agents open servercore-2022 -n ${NS}); kubectl agents exec \$S -n ${NS} -- ls -la
   kubectl -n ${NS} scale asb/servercore-2022 --replicas=5
   kubectl -n ${NS} annotate --overwrite ases/alice-refactor agents.hyperpool.io/last-activity=\$(date -u +%FT%TZ)
   curl -s http://${METRICS_ADDR}/metrics | grep ^hyperpool_

@@ -3,6 +3,9 @@
 // Command controlplane runs the test bed (etcd, kube-apiserver, kube-scheduler,
 // kube-controller-manager and kwok) for `make demo`, creates simulated Windows nodes, writes
 // a kubeconfig, and runs until SIGINT or SIGTERM, when it stops everything it started.
+// It serves pods/exec for the simulated nodes (testbed.Options.ServeExec): a command runs
+// as a local process in the pod's own directory, so `kubectl agents exec` and `cp` work
+// (with --sandbox-os linux).
 // hack/demo.sh starts it in the background and records its PID in .demo/.
 package main
 
@@ -42,7 +45,7 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(noCRDs)
-	env, err := testbed.Start(ctx, testbed.Options{PodReadyDelay: *bootDelay, CRDDirectoryPaths: []string{noCRDs}})
+	env, err := testbed.Start(ctx, testbed.Options{PodReadyDelay: *bootDelay, CRDDirectoryPaths: []string{noCRDs}, ServeExec: true})
 	if err != nil {
 		return err
 	}
@@ -52,6 +55,7 @@ func run() error {
 		}
 	}()
 	fmt.Printf("control plane up in %s (%s); logs in %s\n", time.Since(begin).Round(time.Millisecond), env.StartReport(), env.LogDir)
+	fmt.Printf("pods/exec served on 127.0.0.1:%d (the nodes' kubelet port): a command runs as a local process in its pod's own directory\n", env.ExecPort())
 
 	for _, spec := range strings.Split(*nodes, ",") {
 		prefix, rest, ok1 := strings.Cut(spec, "=")
