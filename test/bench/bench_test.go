@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ var h *Harness
 
 func TestMain(m *testing.M) {
 	var dir string
-	testbed.Main(m, testbed.Options{}, func(env *testbed.Env) error {
+	testbed.Main(m, testbed.Options{ServeExec: true}, func(env *testbed.Env) error {
 		ctx := context.Background()
 		var err error
 		if dir, err = os.MkdirTemp("", "hyperpool-bench-"); err != nil {
@@ -128,9 +129,39 @@ func TestScale(t *testing.T) {
 	}
 }
 
+func TestFirstOutput(t *testing.T) {
+	r, err := h.FirstOutput(context.Background(), 3, 3, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fo := r.FirstOutput
+	if fo == nil || fo.Total.N != r.Sessions || fo.ExitCodes != 0 || fo.BadOutput != 0 {
+		t.Errorf("firstoutput: %+v", fo)
+	} else {
+		t.Logf("firstoutput: Open to first byte p50 %.1f ms (bind %.1f, client setup %.1f, exec setup %.1f)",
+			fo.Total.P50, fo.Bind.P50, fo.ClientSetup.P50, fo.ExecSetup.P50)
+	}
+	checkBinds(t, r, true)
+}
+
+func TestTransfer(t *testing.T) {
+	r, err := h.Transfer(context.Background(), 1<<20, 20, 1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := r.Transfer
+	if tr == nil || tr.Mismatches != 0 || tr.Files != 21 || len(tr.Upload.ClientSeconds) != 1 || len(tr.Download.KubectlSeconds) != 1 {
+		t.Errorf("transfer: %+v; notes %v", tr, r.Notes)
+	} else {
+		t.Logf("transfer: upload %.1f MB/s (kubectl cp %.1f), download %.1f MB/s (kubectl cp %.1f)",
+			tr.Upload.ClientMBps, tr.Upload.KubectlMBps, tr.Download.ClientMBps, tr.Download.KubectlMBps)
+	}
+	checkBinds(t, r, true)
+}
+
 func TestReportRenders(t *testing.T) {
 	r := &Report{Started: time.Now(), Results: []*Result{{Scenario: "x", LatenciesMS: []float64{1, 2, 3}, FloorSamplesMS: []float64{1},
-		Latency: percentiles([]float64{1, 2, 3}), ExpiryLag: &Stats{}}}}
+		Latency: percentiles([]float64{1, 2, 3}), ExpiryLag: &Stats{}, FirstOutput: &FirstOutputStats{}, Transfer: &TransferStats{}}}}
 	dir := t.TempDir()
 	if err := r.Write(dir); err != nil {
 		t.Fatal(err)
@@ -139,6 +170,9 @@ func TestReportRenders(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Error(err)
 		}
+	}
+	if md := r.Markdown(); !strings.Contains(md, "Time to first output") || !strings.Contains(md, "upload kubectl cp") {
+		t.Errorf("the session scenarios' tables are missing:\n%s", md)
 	}
 	if got := percentiles([]float64{5, 1, 4, 2, 3}); got.P50 != 3 || got.Max != 5 {
 		t.Errorf("percentiles: %+v", got)

@@ -80,12 +80,15 @@ type Result struct {
 	PodsNeeded  int `json:"podsNeeded"` // pool + binds
 	OverCreated int `json:"overCreated"`
 
-	PeakRSSMiB      float64  `json:"managerPeakRssMiB"`
-	CPUSeconds      float64  `json:"managerCpuSeconds"`
-	BindsPerSecond  float64  `json:"bindsPerSecond"`
-	ExpiryLag       *Stats   `json:"expiryLagMs,omitempty"`
-	DurationSeconds float64  `json:"durationSeconds"`
-	Notes           []string `json:"notes,omitempty"`
+	PeakRSSMiB     float64 `json:"managerPeakRssMiB"`
+	CPUSeconds     float64 `json:"managerCpuSeconds"`
+	BindsPerSecond float64 `json:"bindsPerSecond"`
+	ExpiryLag      *Stats  `json:"expiryLagMs,omitempty"`
+	// FirstOutput and Transfer are the session scenarios' own figures (issue 15).
+	FirstOutput     *FirstOutputStats `json:"firstOutput,omitempty"`
+	Transfer        *TransferStats    `json:"transfer,omitempty"`
+	DurationSeconds float64           `json:"durationSeconds"`
+	Notes           []string          `json:"notes,omitempty"`
 }
 
 // Report is a whole run.
@@ -116,6 +119,7 @@ func (r *Report) Markdown() string {
 			f1(x.PodLabelled.P50), f1(x.Floor.P50), x.Ratio, f1(x.LoadedFloor.P50), f1(x.LoadedFloor.P99), x.CriticalPerBind, x.TotalPerBind, x.TotalNoEventsPerBind, x.PodsCreated, x.PodsNeeded,
 			x.DoubleBinds, x.BindsPerSecond, lag, x.PeakRSSMiB, x.CPUSeconds)
 	}
+	b.WriteString(r.sessionMarkdown())
 	b.WriteString("\nAPI writes in each scenario's window, by request (all clients):\n\n")
 	for _, x := range r.Results {
 		parts := []string{}

@@ -5,9 +5,10 @@
 // its own process, runs the chosen scenarios, prints a Markdown table and writes
 // results.json, results.md and latency-cdf.png into -out.
 //
-//	go run ./test/bench/cmd/bench -scenarios=serial,burst,throughput,cold,expiry,scale -out=bin/bench-results
+//	go run ./test/bench/cmd/bench -scenarios=serial,burst,throughput,cold,expiry,scale,firstoutput,transfer -out=bin/bench-results
 //
-// Default sizes fit a 2-core machine in a few minutes; -full uses the sizes of issue 7.
+// Default sizes fit a 2-core machine in a few minutes; -full uses the sizes of issue 7
+// (and of issue 15 for firstoutput and transfer, the Go client's scenarios).
 package main
 
 import (
@@ -40,9 +41,9 @@ func main() {
 
 func run() error {
 	var (
-		scenarios = flag.String("scenarios", "serial,burst,throughput,cold,expiry,scale", "comma-separated scenarios to run, in order")
+		scenarios = flag.String("scenarios", "serial,burst,throughput,cold,expiry,scale,firstoutput,transfer", "comma-separated scenarios to run, in order")
 		out       = flag.String("out", "bin/bench-results", "directory for results.json, results.md, latency-cdf.png and the logs")
-		full      = flag.Bool("full", false, "use the sizes of issue 7 for every size flag not given (750 at 75/s vs 1,000 on 100 nodes; 30 s; 5,000 expiries at 5/s; 10,000 sessions on 1,000 nodes at 20/s)")
+		full      = flag.Bool("full", false, "use the sizes of issues 7 and 15 for every size flag not given (750 at 75/s vs 1,000 on 100 nodes; 30 s; 5,000 expiries at 5/s; 10,000 sessions on 1,000 nodes at 20/s; 200 first outputs; a 50 MB file + 1,000 small files)")
 		nodes     = flag.Int("nodes", 20, "simulated Windows nodes for every scenario but scale")
 		floorN    = flag.Int("floor", 50, "config map round trips measured per scenario (the floor)")
 		qps       = flag.Int("manager-qps", 200, "manager --kube-api-qps (its default)")
@@ -70,6 +71,11 @@ func run() error {
 		scaleN     = flag.Int("scale-sessions", 1000, "scale: active sessions")
 		scaleRate  = flag.Float64("scale-rate", 100, "scale: sessions per second")
 		scaleNodes = flag.Int("scale-nodes", 50, "scale: simulated nodes")
+		foN        = flag.Int("firstoutput-sessions", 50, "firstoutput: sessions opened, run (echo) and closed one at a time")
+		foPool     = flag.Int("firstoutput-pool", 50, "firstoutput: pool size")
+		trBigMB    = flag.Int("transfer-big-mb", 10, "transfer: size of the tree's big file, in MB (10^6 bytes)")
+		trSmall    = flag.Int("transfer-small-files", 200, "transfer: small files (100 B to 8 KiB) in the tree")
+		trRuns     = flag.Int("transfer-runs", 3, "transfer: runs each way per tool, alternating which tool goes first (the median counts; -full: 5)")
 		replot     = flag.String("replot", "", "only re-render results.md and latency-cdf.png into -out from this results.json")
 	)
 	flag.Parse()
@@ -101,6 +107,11 @@ func run() error {
 		unlessSet("scale-sessions", func() { *scaleN = 10000 })
 		unlessSet("scale-rate", func() { *scaleRate = 20 })
 		unlessSet("scale-nodes", func() { *scaleNodes = 1000 })
+		unlessSet("firstoutput-sessions", func() { *foN = 200 })
+		unlessSet("firstoutput-pool", func() { *foPool = 200 })
+		unlessSet("transfer-big-mb", func() { *trBigMB = 50 })
+		unlessSet("transfer-small-files", func() { *trSmall = 1000 })
+		unlessSet("transfer-runs", func() { *trRuns = 5 })
 	}
 	outDir, err := filepath.Abs(*out)
 	if err != nil {
@@ -126,8 +137,16 @@ func run() error {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
+	// The client's scenarios need pods/exec: the test bed then serves it (the other
+	// scenarios do not use it).
+	serveExec := false
+	for _, sc := range strings.Split(*scenarios, ",") {
+		if sc := strings.TrimSpace(sc); sc == "firstoutput" || sc == "transfer" {
+			serveExec = true
+		}
+	}
 	logf("starting the test bed")
-	env, err := testbed.Start(ctx, testbed.Options{})
+	env, err := testbed.Start(ctx, testbed.Options{ServeExec: serveExec})
 	if err != nil {
 		return err
 	}
@@ -183,6 +202,10 @@ func run() error {
 			res, err = h.Expiry(ctx, *expN, *expRate, *expBase, *expStep, *expSpread, *floorN)
 		case "scale":
 			res, err = h.Scale(ctx, *scaleN, *scaleRate, *scaleNodes, *floorN)
+		case "firstoutput":
+			res, err = h.FirstOutput(ctx, *foN, *foPool, *floorN)
+		case "transfer":
+			res, err = h.Transfer(ctx, int64(*trBigMB)*1_000_000, *trSmall, *trRuns, *floorN)
 		default:
 			return fmt.Errorf("unknown scenario %q", sc)
 		}
@@ -192,6 +215,14 @@ func run() error {
 		report.Results = append(report.Results, res)
 		logf("%s: bound %d/%d, p50 %.1f ms, p99 %.1f ms, floor p50 %.1f ms, critical writes/bind %.2f, total %.2f, over-created %d, double binds %d",
 			sc, res.Bound, res.Sessions, res.Latency.P50, res.Latency.P99, res.Floor.P50, res.CriticalPerBind, res.TotalPerBind, res.OverCreated, res.DoubleBinds)
+		if fo := res.FirstOutput; fo != nil {
+			logf("%s: Open to first byte p50 %.1f ms, p99 %.1f ms; bind p50 %.1f, client setup p50 %.1f, exec setup p50 %.1f ms",
+				sc, fo.Total.P50, fo.Total.P99, fo.Bind.P50, fo.ClientSetup.P50, fo.ExecSetup.P50)
+		}
+		if t := res.Transfer; t != nil {
+			logf("%s: upload %.1f MB/s (kubectl cp %.1f, %.2fx), download %.1f MB/s (kubectl cp %.1f, %.2fx), mismatches %d",
+				sc, t.Upload.ClientMBps, t.Upload.KubectlMBps, t.Upload.Ratio, t.Download.ClientMBps, t.Download.KubectlMBps, t.Download.Ratio, t.Mismatches)
+		}
 		if err := report.Write(outDir); err != nil { // after each scenario, so a later failure keeps it
 			return err
 		}
