@@ -103,12 +103,14 @@ func TestQueuedSessionWithFinalizerFreesTheQueue(t *testing.T) {
 	ctx := context.Background()
 
 	readySession(t, alice, ns, "first", "pool")
-	stuck := builders.AgentSession(ns, "stuck", "pool").Finalizer("tenant.example.com/keep").Obj()
+	// Named to sort first: sessions created in the same second queue by name, and this one
+	// must be ahead of "behind" for the test to mean anything.
+	stuck := builders.AgentSession(ns, "a-stuck", "pool").Finalizer("tenant.example.com/keep").Obj()
 	mustCreate(t, alice, stuck)
 	t.Cleanup(func() {
 		_ = admin.Patch(ctx, stuck, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`)))
 	})
-	waitSession(t, ns, "stuck", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
+	waitSession(t, ns, "a-stuck", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 	mustCreate(t, alice, builders.AgentSession(ns, "behind", "pool").Obj())
 	waitSession(t, ns, "behind", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 
