@@ -14,17 +14,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/controllers"
 	"github.com/hyperpool/hyperpool/test/builders"
+	"github.com/hyperpool/hyperpool/test/framework"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -47,10 +43,8 @@ func TestMain(m *testing.M) {
 	testbed.Main(m, testbed.Options{ServeExec: true}, func(e *testbed.Env) error {
 		env = e
 		ctx := context.Background()
-		for _, rc := range []struct{ name, handler string }{{"hyperv", "runhcs-wcow-hypervisor"}, {"process", "runhcs-wcow-process"}} {
-			if err := e.Client.Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rc.name}, Handler: rc.handler}); err != nil {
-				return err
-			}
+		if err := framework.CreateRuntimeClasses(ctx, e); err != nil {
+			return err
 		}
 		if _, err := e.CreateWindowsNodes(ctx, "win2022", 2, "10.0.20348"); err != nil {
 			return err
@@ -64,37 +58,8 @@ func TestMain(m *testing.M) {
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("build kubectl-agents: %w\n%s", err, out)
 		}
-		return startManager(e)
+		return framework.StartManager(e, nil, framework.ManagerConfig())
 	})
-}
-
-// startManager runs the controllers in-process until the test bed stops.
-func startManager(e *testbed.Env) error {
-	mgr, err := ctrl.NewManager(rest.CopyConfig(e.Config), ctrl.Options{
-		Scheme:                 e.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-	})
-	if err != nil {
-		return err
-	}
-	conf := controllers.DefaultConfig()
-	conf.WarmPodReadyTimeout = 8 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := controllers.SetupWithManager(ctx, mgr, conf); err != nil {
-		cancel()
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			panic(fmt.Sprintf("manager stopped: %v", err))
-		}
-	}()
-	e.BeforeStop(func() { cancel(); <-done })
-	return nil
 }
 
 // newClass creates a class with a warm pool in a fresh namespace and returns the namespace.

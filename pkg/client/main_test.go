@@ -14,19 +14,15 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/controllers"
 	hpclient "github.com/hyperpool/hyperpool/pkg/client"
 	"github.com/hyperpool/hyperpool/test/builders"
+	"github.com/hyperpool/hyperpool/test/framework"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -77,10 +73,8 @@ func TestMain(m *testing.M) {
 		env = e
 		e.BeforeStop(func() { _ = os.RemoveAll(auditDir) }) // Main exits the process: no defer runs
 		ctx := context.Background()
-		for _, rc := range []struct{ name, handler string }{{"hyperv", "runhcs-wcow-hypervisor"}, {"process", "runhcs-wcow-process"}} {
-			if err := e.Client.Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rc.name}, Handler: rc.handler}); err != nil {
-				return err
-			}
+		if err := framework.CreateRuntimeClasses(ctx, e); err != nil {
+			return err
 		}
 		if _, err := e.CreateWindowsNodes(ctx, "win2022", 2, build2022); err != nil {
 			return err
@@ -92,38 +86,8 @@ func TestMain(m *testing.M) {
 		if cli, err = hpclient.New(e.Config); err != nil {
 			return err
 		}
-		return startManager(e)
+		return framework.StartManager(e, nil, framework.ManagerConfig())
 	})
-}
-
-// startManager runs the controllers in-process until the test bed stops.
-func startManager(e *testbed.Env) error {
-	cfg := rest.CopyConfig(e.Config)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 e.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-	})
-	if err != nil {
-		return err
-	}
-	conf := controllers.DefaultConfig()
-	conf.WarmPodReadyTimeout = 8 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := controllers.SetupWithManager(ctx, mgr, conf); err != nil {
-		cancel()
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			panic(fmt.Sprintf("manager stopped: %v", err))
-		}
-	}()
-	e.BeforeStop(func() { cancel(); <-done })
-	return nil
 }
 
 // linux are the client options for the test bed's Linux "sandboxes".

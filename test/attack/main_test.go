@@ -20,22 +20,17 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
-	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/controllers"
+	"github.com/hyperpool/hyperpool/test/framework"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -66,10 +61,8 @@ func TestMain(m *testing.M) {
 	testbed.Main(m, opts, func(e *testbed.Env) error {
 		env, admin = e, e.Client
 		ctx := context.Background()
-		for _, rc := range []struct{ name, handler string }{{"hyperv", "runhcs-wcow-hypervisor"}, {"process", "runhcs-wcow-process"}} {
-			if err := admin.Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rc.name}, Handler: rc.handler}); err != nil {
-				return err
-			}
+		if err := framework.CreateRuntimeClasses(ctx, e); err != nil {
+			return err
 		}
 		if _, err := e.CreateWindowsNodes(ctx, "win2022", 2, build2022); err != nil {
 			return err
@@ -89,50 +82,11 @@ func TestMain(m *testing.M) {
 		}); err != nil {
 			return err
 		}
-		return startManager(e)
+		// The manager runs as its own service account, bound to the generated ClusterRole.
+		return framework.StartManager(e, &rest.ImpersonationConfig{UserName: managerUser,
+			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + managerNamespace, "system:authenticated"}},
+			framework.ManagerConfig())
 	})
-}
-
-// startManager runs the controllers in-process as the manager's service account.
-func startManager(e *testbed.Env) error {
-	ctrl.SetLogger(zap.New(zap.Level(zapLevel())))
-	cfg := rest.CopyConfig(e.Config)
-	cfg.QPS, cfg.Burst = 500, 1000
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: managerUser,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + managerNamespace, "system:authenticated"}}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 e.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-	})
-	if err != nil {
-		return err
-	}
-	conf := controllers.DefaultConfig()
-	conf.WarmPodReadyTimeout = 8 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := controllers.SetupWithManager(ctx, mgr, conf); err != nil {
-		cancel()
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			panic(fmt.Sprintf("manager stopped: %v", err))
-		}
-	}()
-	e.BeforeStop(func() { cancel(); <-done })
-	return nil
-}
-
-// zapLevel keeps the manager quiet unless HYPERPOOL_TEST_VERBOSE is set.
-func zapLevel() zapcore.Level {
-	if os.Getenv("HYPERPOOL_TEST_VERBOSE") != "" {
-		return zapcore.DebugLevel
-	}
-	return zapcore.DPanicLevel
 }
 
 // applyManifests creates every object of a YAML file, or of every YAML file in a directory

@@ -11,21 +11,16 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
-	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/controllers"
 	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/test/framework"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -55,10 +50,8 @@ func TestMain(m *testing.M) {
 	testbed.Main(m, testbed.Options{}, func(e *testbed.Env) error {
 		env, k8s = e, e.Client
 		ctx := context.Background()
-		for _, rc := range []struct{ name, handler string }{{"hyperv", "runhcs-wcow-hypervisor"}, {"process", "runhcs-wcow-process"}} {
-			if err := k8s.Create(ctx, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rc.name}, Handler: rc.handler}); err != nil {
-				return err
-			}
+		if err := framework.CreateRuntimeClasses(ctx, e); err != nil {
+			return err
 		}
 		if _, err := e.CreateWindowsNodes(ctx, "win2022", 3, build2022); err != nil {
 			return err
@@ -66,51 +59,14 @@ func TestMain(m *testing.M) {
 		if _, err := e.CreateWindowsNodes(ctx, "win2019", 1, build2019); err != nil {
 			return err
 		}
-		return startManager(e)
+		cfg := framework.ManagerConfig()
+		cfg.WarmPodReadyTimeout = testReadyTimeout
+		// The default quota applies only to namespaces a test labels for it.
+		cfg.DefaultQuota, _ = controllers.ParseQuotaLimits("sessions=2")
+		cfg.DefaultQuotaNamespaces = labels.SelectorFromSet(labels.Set{defaultQuotaLabel: "true"})
+		cfg.ReconcileObserver = reconciles.observe
+		return framework.StartManager(e, nil, cfg)
 	})
-}
-
-func startManager(e *testbed.Env) error {
-	ctrl.SetLogger(zap.New(zap.Level(zapLevel())))
-	restConfig := rest.CopyConfig(e.Config)
-	restConfig.QPS, restConfig.Burst = 500, 1000 // as the manager's flags default, and more
-	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Scheme:                 e.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-	})
-	if err != nil {
-		return err
-	}
-	cfg := controllers.DefaultConfig()
-	cfg.WarmPodReadyTimeout = testReadyTimeout
-	// The default quota applies only to namespaces a test labels for it.
-	cfg.DefaultQuota, _ = controllers.ParseQuotaLimits("sessions=2")
-	cfg.DefaultQuotaNamespaces = labels.SelectorFromSet(labels.Set{defaultQuotaLabel: "true"})
-	cfg.ReconcileObserver = reconciles.observe
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := controllers.SetupWithManager(ctx, mgr, cfg); err != nil {
-		cancel()
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			panic(fmt.Sprintf("manager stopped: %v", err))
-		}
-	}()
-	e.BeforeStop(func() { cancel(); <-done })
-	return nil
-}
-
-// zapLevel keeps the manager quiet unless HYPERPOOL_TEST_VERBOSE is set.
-func zapLevel() zapcore.Level {
-	if os.Getenv("HYPERPOOL_TEST_VERBOSE") != "" {
-		return zapcore.DebugLevel
-	}
-	return zapcore.DPanicLevel
 }
 
 // eventually waits for cond; see testbed.Eventually.
