@@ -175,23 +175,7 @@ func (s *Session) exec(ctx context.Context, args []string, stdin io.Reader, stdo
 		// The API server needs at least one stream; discard the output.
 		opts.Stdout, stdout = true, io.Discard
 	}
-	restClient, err := rest.RESTClientFor(restConfigForPods(s.client.config))
-	if err != nil {
-		return err
-	}
-	url := restClient.Post().Resource("pods").Namespace(s.Namespace).Name(s.PodName).SubResource("exec").
-		VersionedParams(opts, scheme.ParameterCodec).URL()
-	ws, err := remotecommand.NewWebSocketExecutor(s.client.config, http.MethodGet, url.String())
-	if err != nil {
-		return err
-	}
-	spdy, err := remotecommand.NewSPDYExecutor(s.client.config, http.MethodPost, url)
-	if err != nil {
-		return err
-	}
-	executor, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-	})
+	executor, err := s.executor(opts)
 	if err != nil {
 		return err
 	}
@@ -280,4 +264,26 @@ func WindowsWorkDirArgs(dir string, args []string) []string {
 // arguments reach the program unchanged.
 func LinuxWorkDirArgs(dir string, args []string) []string {
 	return append([]string{"env", "--chdir=" + dir, "--"}, args...)
+}
+
+// executor runs opts in the session's pod through pods/exec: WebSocket, falling back to
+// SPDY when the API server (or a proxy) refuses the upgrade, as kubectl exec does.
+func (s *Session) executor(opts *corev1.PodExecOptions) (remotecommand.Executor, error) {
+	restClient, err := rest.RESTClientFor(restConfigForPods(s.client.config))
+	if err != nil {
+		return nil, err
+	}
+	url := restClient.Post().Resource("pods").Namespace(s.Namespace).Name(s.PodName).SubResource("exec").
+		VersionedParams(opts, scheme.ParameterCodec).URL()
+	ws, err := remotecommand.NewWebSocketExecutor(s.client.config, http.MethodGet, url.String())
+	if err != nil {
+		return nil, err
+	}
+	spdy, err := remotecommand.NewSPDYExecutor(s.client.config, http.MethodPost, url)
+	if err != nil {
+		return nil, err
+	}
+	return remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
 }

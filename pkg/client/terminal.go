@@ -5,13 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
-	"k8s.io/streaming/pkg/httpstream"
 	utilexec "k8s.io/utils/exec"
 )
 
@@ -69,23 +65,7 @@ func (s *Session) execTerminal(ctx context.Context, args []string, cmd TerminalC
 	}
 	opts := &corev1.PodExecOptions{Container: s.Container, Command: args,
 		Stdin: cmd.Stdin != nil, Stdout: true, TTY: true}
-	restClient, err := rest.RESTClientFor(restConfigForPods(s.client.config))
-	if err != nil {
-		return err
-	}
-	url := restClient.Post().Resource("pods").Namespace(s.Namespace).Name(s.PodName).SubResource("exec").
-		VersionedParams(opts, scheme.ParameterCodec).URL()
-	ws, err := remotecommand.NewWebSocketExecutor(s.client.config, http.MethodGet, url.String())
-	if err != nil {
-		return err
-	}
-	spdy, err := remotecommand.NewSPDYExecutor(s.client.config, http.MethodPost, url)
-	if err != nil {
-		return err
-	}
-	executor, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-	})
+	executor, err := s.executor(opts)
 	if err != nil {
 		return err
 	}
