@@ -43,13 +43,9 @@ func (o *rootOptions) ls(ctx context.Context, all bool) error {
 	if err != nil {
 		return err
 	}
-	var opts []crclient.ListOption
-	if !all {
-		ns, err := o.namespace()
-		if err != nil {
-			return err
-		}
-		opts = append(opts, crclient.InNamespace(ns))
+	opts, err := o.listScope(all)
+	if err != nil {
+		return err
 	}
 	sessions := &agentsv1alpha1.AgentSessionList{}
 	if err := kube.List(ctx, sessions, opts...); err != nil {
@@ -154,4 +150,16 @@ func classIdleTimeout(l agentsv1alpha1.LifetimeSpec) time.Duration {
 		d = l.MaxLifetime.Duration
 	}
 	return d
+}
+
+// listScope is where ls and top list: the namespace, or every one with all.
+func (o *rootOptions) listScope(all bool) ([]crclient.ListOption, error) {
+	if all {
+		return nil, nil
+	}
+	ns, err := o.namespace()
+	if err != nil {
+		return nil, err
+	}
+	return []crclient.ListOption{crclient.InNamespace(ns)}, nil
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/resource"
-	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
@@ -41,13 +40,9 @@ func (o *rootOptions) top(ctx context.Context, all bool) error {
 	if err != nil {
 		return err
 	}
-	var opts []crclient.ListOption
-	if !all {
-		ns, err := o.namespace()
-		if err != nil {
-			return err
-		}
-		opts = append(opts, crclient.InNamespace(ns))
+	opts, err := o.listScope(all)
+	if err != nil {
+		return err
 	}
 	classes := &agentsv1alpha1.AgentSandboxList{}
 	if err := kube.List(ctx, classes, opts...); err != nil {
