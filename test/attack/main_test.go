@@ -216,8 +216,14 @@ func inPhase(p agentsv1alpha1.SessionPhase) func(*agentsv1alpha1.AgentSession) b
 // sandboxPods lists, as admin, the live pods labelled for the class.
 func sandboxPods(t testing.TB, ns, sandbox string) []corev1.Pod {
 	t.Helper()
+	return livePods(t, ns, client.MatchingLabels{agentsv1alpha1.SandboxLabel: sandbox})
+}
+
+// livePods lists, as admin, the pods of ns with the labels that are not being deleted.
+func livePods(t testing.TB, ns string, labels client.MatchingLabels) []corev1.Pod {
+	t.Helper()
 	list := &corev1.PodList{}
-	if err := admin.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{agentsv1alpha1.SandboxLabel: sandbox}); err != nil {
+	if err := admin.List(context.Background(), list, client.InNamespace(ns), labels); err != nil {
 		t.Fatal(err)
 	}
 	var out []corev1.Pod

@@ -27,17 +27,7 @@ import (
 // sessionPods lists, as admin, the live pods labelled for the session.
 func sessionPods(t testing.TB, ns, session string) []corev1.Pod {
 	t.Helper()
-	list := &corev1.PodList{}
-	if err := admin.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{agentsv1alpha1.SessionLabel: session}); err != nil {
-		t.Fatal(err)
-	}
-	var out []corev1.Pod
-	for _, p := range list.Items {
-		if p.DeletionTimestamp.IsZero() {
-			out = append(out, p)
-		}
-	}
-	return out
+	return livePods(t, ns, client.MatchingLabels{agentsv1alpha1.SessionLabel: session})
 }
 
 // waitNoSessionPods waits until no live pod is labelled for the session.
