@@ -250,6 +250,9 @@ func (o *rootOptions) queueInfo(ns string) func(session string) string {
 func describeProgress(pr hpclient.Progress, elapsed time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %s", pr.Session, pr.Phase)
+	if pr.QueuePosition > 0 {
+		fmt.Fprintf(&b, " #%d in the queue", pr.QueuePosition)
+	}
 	if pr.StartType != "" {
 		fmt.Fprintf(&b, " (%s)", strings.ToLower(string(pr.StartType)))
 	}

@@ -141,7 +141,7 @@ func TestPluginOpenShowsQueueAndDeletesOnTimeout(t *testing.T) {
 		t.Fatalf("open with the quota full returned 0")
 	}
 	t.Logf("queued open:\n%s", errOut)
-	if !strings.Contains(errOut, "waiting: Queued WaitingForQuota") || !strings.Contains(errOut, "next: this session") {
+	if !strings.Contains(errOut, "waiting: Queued #1 in the queue WaitingForQuota") || !strings.Contains(errOut, "next: this session") {
 		t.Errorf("open's progress lacks the queue:\n%s", errOut)
 	}
 	waitGone(t, ns, "waiting")

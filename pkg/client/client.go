@@ -23,6 +23,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -120,6 +122,12 @@ type Progress struct {
 	// arithmetic; the manager does not publish a session's place in the queue, the
 	// AgentQuota's status shows the queue's length and head).
 	Reason, Message string
+	// QueuePosition is the session's place in its namespace's FIFO quota queue while it is
+	// Queued (1: admitted next), counted when the step is reported; 0 otherwise, or when
+	// the caller cannot list the namespace's sessions. The manager does not write positions
+	// into sessions (each admission would rewrite every waiting one): the client counts
+	// them, in the manager's order (creation time, then name).
+	QueuePosition int
 	// StartType is Warm or Cold once bound.
 	StartType agentsv1alpha1.StartType
 	// Elapsed is the time since Open began.
@@ -221,7 +229,11 @@ func (c *Client) waitReady(ctx context.Context, s *agentsv1alpha1.AgentSession, 
 	report := func(cur *agentsv1alpha1.AgentSession) {
 		p := progressOf(cur)
 		p.Elapsed = time.Since(begin)
-		if opts.Progress != nil && (p.Phase != last.Phase || p.Reason != last.Reason || p.StartType != last.StartType) {
+		if p.Phase == agentsv1alpha1.SessionQueued && opts.Progress != nil {
+			p.QueuePosition = c.queuePosition(ctx, cur)
+		}
+		if opts.Progress != nil && (p.Phase != last.Phase || p.Reason != last.Reason || p.StartType != last.StartType ||
+			p.QueuePosition != last.QueuePosition) {
 			opts.Progress(p)
 		}
 		last = p
@@ -336,6 +348,30 @@ func sessionProblem(s *agentsv1alpha1.AgentSession) error {
 		}
 	}
 	return nil
+}
+
+// queuePosition counts the session's place among its namespace's sessions waiting for the
+// quota, in the manager's FIFO order; 0 when it cannot tell.
+func (c *Client) queuePosition(ctx context.Context, s *agentsv1alpha1.AgentSession) int {
+	list := &agentsv1alpha1.AgentSessionList{}
+	if err := c.kube.List(ctx, list, crclient.InNamespace(s.Namespace)); err != nil {
+		return 0
+	}
+	var waiting []*agentsv1alpha1.AgentSession
+	for i := range list.Items {
+		w := &list.Items[i]
+		admitted := w.Status.PodName != "" || meta.IsStatusConditionTrue(w.Status.Conditions, agentsv1alpha1.QuotaReserved)
+		if !admitted && !w.Status.Phase.IsFinished() && w.DeletionTimestamp.IsZero() {
+			waiting = append(waiting, w)
+		}
+	}
+	slices.SortFunc(waiting, func(a, b *agentsv1alpha1.AgentSession) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return slices.IndexFunc(waiting, func(w *agentsv1alpha1.AgentSession) bool { return w.UID == s.UID }) + 1
 }
 
 // progressOf describes where the session is.

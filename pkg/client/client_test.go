@@ -428,3 +428,43 @@ func TestSessionUserRoleWithExecIsEnough(t *testing.T) {
 		t.Errorf("close as %s: %v", user, err)
 	}
 }
+
+// TestQueuedProgressCountsThePosition: Open's progress says where a queued session stands
+// in its namespace's FIFO queue, counted the way the manager admits (creation, then name).
+func TestQueuedProgressCountsThePosition(t *testing.T) {
+	t.Parallel()
+	ns := newClass(t, "win", 1)
+	if err := env.Client.Create(t.Context(), builders.AgentQuota(ns, "quota").Sessions(1).Obj()); err != nil {
+		t.Fatal(err)
+	}
+	open(t, ns, "win", hpclient.Options{})
+	// Ahead in the queue: created first, and named to sort before any generated name.
+	if err := env.Client.Create(t.Context(), builders.AgentSession(ns, "a-ahead", "win").Obj()); err != nil {
+		t.Fatal(err)
+	}
+	testbed.Eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		s, err := getSession(ctx, ns, "a-ahead")
+		return err == nil && s.Status.Phase == agentsv1alpha1.SessionQueued, fmt.Sprintf("a-ahead not Queued yet (%v)", err)
+	})
+
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	position := -1
+	_, err := cli.Open(ctx, ns, "win", linux(hpclient.Options{Progress: func(p hpclient.Progress) {
+		if p.Phase == agentsv1alpha1.SessionQueued {
+			mu.Lock()
+			position = p.QueuePosition
+			mu.Unlock()
+			cancel()
+		}
+	}}))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("open cancelled while queued: %v, want context.Canceled", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if position != 2 {
+		t.Errorf("queue position %d, want 2 (behind a-ahead)", position)
+	}
+}
