@@ -272,7 +272,7 @@ type doneOut struct {
 }
 
 func (sb *mcpSandbox) writeFile(ctx context.Context, req *mcp.CallToolRequest, in writeFileIn) (*mcp.CallToolResult, doneOut, error) {
-	dir, base := splitSandboxPath(in.Path)
+	dir, base := hpclient.SplitSandboxPath(in.Path)
 	if base == "" || base == "." || base == ".." {
 		return nil, doneOut{}, fmt.Errorf("path %q names no file", in.Path)
 	}
@@ -307,7 +307,7 @@ type readFileOut struct {
 }
 
 func (sb *mcpSandbox) readFile(ctx context.Context, req *mcp.CallToolRequest, in readFileIn) (*mcp.CallToolResult, readFileOut, error) {
-	_, base := splitSandboxPath(in.Path)
+	_, base := hpclient.SplitSandboxPath(in.Path)
 	if base == "" || base == "." || base == ".." {
 		return nil, readFileOut{}, fmt.Errorf("path %q names no file", in.Path)
 	}
@@ -442,19 +442,6 @@ func (sb *mcpSandbox) endSession(ctx context.Context, _ *mcp.CallToolRequest, in
 		return nil, doneOut{}, fmt.Errorf("end session %s: %w", s.Name, err)
 	}
 	return nil, doneOut{Message: fmt.Sprintf("session %s ended", s.Name)}, nil
-}
-
-// splitSandboxPath splits a sandbox path at its last / or \ (Windows takes both).
-func splitSandboxPath(p string) (dir, base string) {
-	i := strings.LastIndexAny(p, `/\`)
-	if i < 0 {
-		return "", p
-	}
-	dir = p[:i]
-	if dir == "" || strings.HasSuffix(dir, ":") {
-		dir = p[:i+1] // "/" or "C:\"
-	}
-	return dir, p[i+1:]
 }
 
 // trimPartialRune drops an incomplete UTF-8 sequence that a cut left at the end.

@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	hpclient "github.com/hyperpool/hyperpool/pkg/client"
 )
 
 func TestSplitRemote(t *testing.T) {
@@ -50,9 +52,9 @@ func TestSplitSandboxPath(t *testing.T) {
 		{"d/a.txt", "d", "a.txt"},
 		{"a.txt", "", "a.txt"},
 	} {
-		d, b := splitSandboxPath(tc.p)
+		d, b := hpclient.SplitSandboxPath(tc.p)
 		if d != tc.dir || b != tc.base {
-			t.Errorf("splitSandboxPath(%q) = %q, %q", tc.p, d, b)
+			t.Errorf("SplitSandboxPath(%q) = %q, %q", tc.p, d, b)
 		}
 	}
 }

@@ -152,7 +152,12 @@ func (s *Session) Run(ctx context.Context, cmd Command) (int, error) {
 	}
 	s.heartbeat.begin()
 	defer s.heartbeat.end()
-	err := s.exec(ctx, args, cmd.Stdin, cmd.Stdout, cmd.Stderr)
+	return s.exitCode(ctx, args, s.exec(ctx, args, cmd.Stdin, cmd.Stdout, cmd.Stderr))
+}
+
+// exitCode turns an exec's outcome into the command's exit code, or an error when the
+// command did not run to its end.
+func (s *Session) exitCode(ctx context.Context, args []string, err error) (int, error) {
 	var exitErr utilexec.ExitError
 	switch {
 	case err == nil:

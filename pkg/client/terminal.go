@@ -3,12 +3,10 @@ package client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/remotecommand"
-	utilexec "k8s.io/utils/exec"
 )
 
 // TerminalSize is a terminal's width and height in characters.
@@ -44,18 +42,7 @@ func (s *Session) RunTerminal(ctx context.Context, cmd TerminalCommand) (int, er
 	}
 	s.heartbeat.begin()
 	defer s.heartbeat.end()
-	err := s.execTerminal(ctx, args, cmd)
-	var exitErr utilexec.ExitError
-	switch {
-	case err == nil:
-		return 0, nil
-	case errors.As(err, &exitErr) && exitErr.Exited():
-		return exitErr.ExitStatus(), nil
-	case ctx.Err() != nil:
-		return -1, fmt.Errorf("run %s: %w", args[0], context.Cause(ctx))
-	default:
-		return -1, fmt.Errorf("run %s in session %s: %w", args[0], s.Name, err)
-	}
+	return s.exitCode(ctx, args, s.execTerminal(ctx, args, cmd))
 }
 
 func (s *Session) execTerminal(ctx context.Context, args []string, cmd TerminalCommand) error {

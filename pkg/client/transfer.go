@@ -114,10 +114,16 @@ var errRemoteFailed = errors.New("the sandbox's tar failed")
 // errUploadEnded unblocks Upload's archive writer once the exec is over.
 var errUploadEnded = errors.New("upload ended")
 
-// splitRemote splits a sandbox path at its last / or \ into the directory for tar -C and
-// the name to archive.
+// splitRemote splits a sandbox path, trailing separators dropped, into the directory for
+// tar -C and the name to archive.
 func splitRemote(p string) (dir, base string) {
-	p = strings.TrimRight(p, `/\`)
+	return SplitSandboxPath(strings.TrimRight(p, `/\`))
+}
+
+// SplitSandboxPath splits a sandbox path at its last / or \ (Windows takes both) into its
+// directory and its last element: C:\work\a.txt is C:\work and a.txt, C:\a.txt is C:\ and
+// a.txt, a trailing separator leaves an empty last element.
+func SplitSandboxPath(p string) (dir, base string) {
 	i := strings.LastIndexAny(p, `/\`)
 	if i < 0 {
 		return "", p
