@@ -17,6 +17,7 @@ import (
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/version"
 	hpclient "github.com/hyperpool/hyperpool/pkg/client"
 )
 
@@ -63,7 +64,10 @@ kubectl cp do. Nothing runs in the sandbox but the commands themselves.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl agents"},
+		// Setting Version gives the command cobra's --version flag.
+		Version: version.Version,
 	}
+	cmd.SetVersionTemplate(version.String("kubectl-agents") + "\n")
 	cmd.SetIn(o.In)
 	cmd.SetOut(o.Out)
 	cmd.SetErr(o.ErrOut)

@@ -21,6 +21,7 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/controllers"
+	"github.com/hyperpool/hyperpool/internal/version"
 )
 
 func main() {
@@ -73,9 +74,14 @@ func run() error {
 	flag.StringVar(&defaultQuotaNS, "default-quota-namespace-selector", "", "Label selector of the namespaces --default-quota applies to (empty: all).")
 	internetExcept := strings.Join(cfg.InternetEgressExcept, ",")
 	flag.StringVar(&internetExcept, "internet-egress-except", internetExcept, "Comma-separated CIDRs (IPv4 and IPv6) that classes with egress Internet may not reach: cluster networks, cloud metadata and platform addresses. Replaces the default list.")
+	showVersion := flag.Bool("version", false, "Print the version and the source revision, then exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.String("hyperpool-manager"))
+		return nil
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	var err error
 	if cfg.InternetEgressExcept, err = controllers.ParseCIDRs(internetExcept); err != nil {

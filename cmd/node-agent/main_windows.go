@@ -18,11 +18,16 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/hyperpool/hyperpool/internal/nodeagent"
+	"github.com/hyperpool/hyperpool/internal/version"
 )
 
 func main() {
 	opts := bindFlags(flag.CommandLine)
 	flag.Parse()
+	if opts.version {
+		fmt.Println(version.String("hyperpool-node-agent"))
+		return
+	}
 	if err := opts.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "hyperpool node-agent:", err)
 		os.Exit(2)

@@ -24,6 +24,8 @@ type options struct {
 	metricsAddr string
 	criEndpoint string
 	zap         zap.Options
+	// version: print the stamped version and exit, before any flag is validated.
+	version bool
 }
 
 // bindFlags registers the flags on fs. ctrl.GetConfig's --kubeconfig is registered on the
@@ -36,6 +38,7 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.agent.Interval, "interval", 30*time.Second, "How often to take inventory.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":9090", "Address the Prometheus metrics endpoint binds to; \"0\" turns it off.")
 	fs.StringVar(&o.criEndpoint, "cri-endpoint", nodeagent.DefaultCRIEndpoint, "CRI endpoint of the container runtime, used to tie pod sandboxes to pods.")
+	fs.BoolVar(&o.version, "version", false, "Print the version and the source revision, then exit.")
 	o.zap.BindFlags(fs)
 	return o
 }
