@@ -11,8 +11,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/hyperpool/hyperpool/internal/nodeagent"
@@ -23,7 +26,9 @@ type options struct {
 	agent       nodeagent.Config
 	metricsAddr string
 	criEndpoint string
-	zap         zap.Options
+	// leakTaintThreshold is --leak-taint-threshold as given; validate sets agent.LeakTaintThreshold.
+	leakTaintThreshold string
+	zap                zap.Options
 	// version: print the stamped version and exit, before any flag is validated.
 	version bool
 }
@@ -37,6 +42,8 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.DurationVar(&o.agent.GracePeriod, "grace-period", 10*time.Minute, "How long a utility VM must be old, and its pod gone, before it counts as leaked.")
 	fs.DurationVar(&o.agent.Interval, "interval", 30*time.Second, "How often to take inventory.")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":9090", "Address the Prometheus metrics endpoint binds to; \"0\" turns it off.")
+	fs.StringVar(&o.agent.LeakTaintKey, "leak-taint-key", nodeagent.DefaultLeakTaintKey, "Key of the PreferNoSchedule taint kept on the node while leaked utility VMs hold at least --leak-taint-threshold of memory.")
+	fs.StringVar(&o.leakTaintThreshold, "leak-taint-threshold", "0", "Leaked utility VM memory (a quantity, e.g. 4Gi) from which the node is tainted; 0 (the default) never taints.")
 	fs.StringVar(&o.criEndpoint, "cri-endpoint", nodeagent.DefaultCRIEndpoint, "CRI endpoint of the container runtime, used to tie pod sandboxes to pods.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and the source revision, then exit.")
 	o.zap.BindFlags(fs)
@@ -57,6 +64,14 @@ func (o *options) validate() error {
 	}
 	if _, err := nodeagent.PipePath(o.criEndpoint); err != nil {
 		errs = append(errs, err)
+	}
+	if q, err := resource.ParseQuantity(o.leakTaintThreshold); err != nil || q.Sign() < 0 {
+		errs = append(errs, fmt.Errorf("--leak-taint-threshold %q is not a memory size; use a quantity such as 4Gi, or 0 for no taint", o.leakTaintThreshold))
+	} else {
+		o.agent.LeakTaintThreshold = uint64(q.Value()) //nolint:gosec // checked >= 0
+	}
+	if bad := validation.IsQualifiedName(o.agent.LeakTaintKey); o.agent.LeakTaintThreshold > 0 && len(bad) > 0 {
+		errs = append(errs, fmt.Errorf("--leak-taint-key %q is not a taint key: %s", o.agent.LeakTaintKey, strings.Join(bad, "; ")))
 	}
 	return errors.Join(errs...)
 }

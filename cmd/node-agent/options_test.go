@@ -25,7 +25,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.agent.NodeName != "win-1" || o.agent.Reap || o.agent.GracePeriod != 10*time.Minute ||
-		o.agent.Interval != 30*time.Second || o.metricsAddr != ":9090" || o.criEndpoint != "npipe:////./pipe/containerd-containerd" {
+		o.agent.Interval != 30*time.Second || o.metricsAddr != ":9090" || o.criEndpoint != "npipe:////./pipe/containerd-containerd" ||
+		o.agent.LeakTaintThreshold != 0 || o.agent.LeakTaintKey != "agents.hyperpool.io/leaked-vm-memory" {
 		t.Errorf("defaults = %+v metrics %q cri %q", o.agent, o.metricsAddr, o.criEndpoint)
 	}
 }
@@ -43,6 +44,11 @@ func TestChartFlags(t *testing.T) {
 	if o, err := parse(t, "--node-name=n", "--reap=false"); err != nil || o.agent.Reap {
 		t.Errorf("--reap=false: %+v, %v", o, err)
 	}
+	// nodeAgent.leakTaint.enabled adds these.
+	o, err = parse(t, "--node-name=n", "--leak-taint-key=example.com/leaked", "--leak-taint-threshold=4Gi")
+	if err != nil || o.agent.LeakTaintKey != "example.com/leaked" || o.agent.LeakTaintThreshold != 4<<30 {
+		t.Errorf("leak taint flags: %+v, %v", o, err)
+	}
 }
 
 func TestInvalid(t *testing.T) {
@@ -54,6 +60,9 @@ func TestInvalid(t *testing.T) {
 		{[]string{"--node-name=n", "--grace-period=30s"}, "too short"},
 		{[]string{"--node-name=n", "--interval=0s"}, "--interval"},
 		{[]string{"--node-name=n", "--cri-endpoint=unix:///run/containerd/containerd.sock"}, "npipe"},
+		{[]string{"--node-name=n", "--leak-taint-threshold=lots"}, `--leak-taint-threshold "lots" is not a memory size`},
+		{[]string{"--node-name=n", "--leak-taint-threshold=-1Gi"}, "--leak-taint-threshold"},
+		{[]string{"--node-name=n", "--leak-taint-threshold=1Gi", "--leak-taint-key=not a key"}, `--leak-taint-key "not a key" is not a taint key`},
 	} {
 		_, err := parse(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -9,6 +9,8 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
 // Config is what the agent is told on its command line.
@@ -21,6 +23,12 @@ type Config struct {
 	GracePeriod time.Duration
 	// Interval is how often the agent takes inventory.
 	Interval time.Duration
+	// LeakTaintKey is the key of the PreferNoSchedule taint the agent keeps on the node
+	// while leaked VMs hold at least LeakTaintThreshold bytes of memory (Summary.LeakedBytes).
+	LeakTaintKey string
+	// LeakTaintThreshold turns the taint on when positive; 0 (the default) never taints,
+	// and leaves the node's taints alone.
+	LeakTaintThreshold uint64
 }
 
 // Event reasons on the Node.
@@ -31,6 +39,10 @@ const (
 	// ReasonReadyWithoutPod: a VM whose pod has been missing from the API server for a grace
 	// period, but whose sandbox the runtime lists as ready (VerdictSandboxReady). Not reaped.
 	ReasonReadyWithoutPod = "UtilityVMReadyWithoutPod"
+	// ReasonLeakTainted, ReasonLeakUntainted: the agent put its leak taint on the Node, or
+	// took it off (Config.LeakTaintKey).
+	ReasonLeakTainted   = "LeakedMemoryTainted"
+	ReasonLeakUntainted = "LeakedMemoryUntainted"
 )
 
 // Finding is the agent's conclusion about one VM in one round.
@@ -42,6 +54,12 @@ type Finding struct {
 	Reaped bool
 	// ReapError is why terminating it failed.
 	ReapError error
+	// Leaked: the VM's pod is gone (not on the API server, its sandbox not ready) and was
+	// already gone in an earlier round, so the VM is not merely being torn down. Its memory
+	// counts in Summary.LeakedBytes until it is reaped or its pod comes back.
+	Leaked bool
+	// Pod is the VM's pod on the API server (only for VerdictLive).
+	PodMeta *PodMeta
 }
 
 // Report is the outcome of one round.
@@ -81,9 +99,13 @@ type Agent struct {
 	readySince map[string]time.Time
 	// announced holds the VMs (by ID) reported with an Event, and that Event's reason.
 	announced map[string]string
-	// summary is the annotation value last read from or written to the Node.
-	summary      string
-	summaryKnown bool
+	// sizeAnnounced holds the VMs (by ID) whose size mismatch was logged.
+	sizeAnnounced map[string]bool
+	// published holds, by annotation key, the value last read from or written to the Node;
+	// a key is absent when the Node must be read again.
+	published map[string]string
+	// tainted is whether the Node has the leak taint, as last read or written; nil: unknown.
+	tainted *bool
 }
 
 // NeedLeaderElection is false: every node runs its own agent.
@@ -118,6 +140,7 @@ func (a *Agent) now() time.Time {
 func (a *Agent) RunOnce(ctx context.Context) (Report, error) {
 	if a.attributions == nil {
 		a.attributions, a.missingSince, a.readySince, a.announced = map[string]PodRef{}, map[string]time.Time{}, map[string]time.Time{}, map[string]string{}
+		a.sizeAnnounced, a.published = map[string]bool{}, map[string]string{}
 	}
 	now := a.now()
 	var errs []error
@@ -130,7 +153,7 @@ func (a *Agent) RunOnce(ctx context.Context) (Report, error) {
 
 	pods := a.attribute(ctx, vms, &errs)
 
-	uids, err := a.Pods.ListPodUIDs(ctx)
+	uids, err := a.Pods.ListPods(ctx)
 	podsKnown := err == nil
 	if err != nil {
 		a.Metrics.Errors.WithLabelValues("pods").Inc()
@@ -146,6 +169,10 @@ func (a *Agent) RunOnce(ctx context.Context) (Report, error) {
 			f.Verdict = VerdictPending // undecided while the pods are unknown
 			if podsKnown {
 				f.Verdict = a.judge(vm, f.Pod, uids, now)
+				f.Leaked = a.leaked(vm, f.Verdict, now)
+				if meta, ok := uids[f.Pod.UID]; ok {
+					f.PodMeta = &meta
+				}
 			}
 		}
 		switch f.Verdict {
@@ -171,6 +198,11 @@ func (a *Agent) RunOnce(ctx context.Context) (Report, error) {
 			delete(a.announced, id)
 		}
 	}
+	for id := range a.sizeAnnounced {
+		if !current[id] {
+			delete(a.sizeAnnounced, id)
+		}
+	}
 
 	report.Summary = a.summarize(ctx, report.Findings, &errs)
 	a.Metrics.VMs.Set(float64(report.Summary.VMs))
@@ -179,9 +211,18 @@ func (a *Agent) RunOnce(ctx context.Context) (Report, error) {
 	a.Metrics.Unattributed.Set(float64(report.Summary.Unattributed))
 	if podsKnown {
 		a.Metrics.Orphans.Set(float64(report.Summary.Orphans))
-		if err := a.publish(ctx, report.Summary); err != nil {
-			a.Metrics.Errors.WithLabelValues("node").Inc()
-			errs = append(errs, err)
+		a.Metrics.LeakedBytes.Set(float64(report.Summary.LeakedBytes))
+		a.Metrics.SizeMismatches.Set(float64(report.Summary.SizeMismatches))
+		a.logSizeMismatches(report.Findings)
+		for _, err := range []error{
+			a.publish(ctx, SummaryAnnotation, report.Summary.String()),
+			a.publish(ctx, uvm.SizesAnnotation, uvm.FormatSizeReports(sizeReports(report.Findings))),
+			a.keepLeakTaint(ctx, report.Summary.LeakedBytes),
+		} {
+			if err != nil {
+				a.Metrics.Errors.WithLabelValues("node").Inc()
+				errs = append(errs, err)
+			}
 		}
 	}
 	a.Log.V(1).Info("inventory", "node", a.Config.NodeName, "summary", report.Summary.String(), "podsKnown", podsKnown)
@@ -233,7 +274,7 @@ func (a *Agent) attribute(ctx context.Context, vms []UtilityVM, errs *[]error) [
 	return pods
 }
 
-func (a *Agent) judge(vm UtilityVM, pod *PodRef, uids map[types.UID]struct{}, now time.Time) Verdict {
+func (a *Agent) judge(vm UtilityVM, pod *PodRef, uids map[types.UID]PodMeta, now time.Time) Verdict {
 	_, exists := uids[pod.UID]
 	ready := pod.State == SandboxReady
 	// The orphan clock starts only once the runtime no longer runs the sandbox either, so a
@@ -317,6 +358,12 @@ func (a *Agent) summarize(ctx context.Context, findings []Finding, errs *[]error
 		case VerdictUnattributed:
 			s.Unattributed++
 		}
+		if f.Leaked {
+			s.LeakedBytes += f.VM.MemoryAssignedBytes
+		}
+		if _, _, mismatch := f.size(); mismatch {
+			s.SizeMismatches++
+		}
 	}
 	if sr, ok := a.Host.(ScratchReporter); ok {
 		b, err := sr.ScratchDiskBytes(ctx)
@@ -330,23 +377,23 @@ func (a *Agent) summarize(ctx context.Context, findings []Finding, errs *[]error
 	return s
 }
 
-// publish writes the summary annotation when it differs from what the Node has.
-func (a *Agent) publish(ctx context.Context, s Summary) error {
-	value := s.String()
-	if !a.summaryKnown {
-		cur, err := a.Node.SummaryAnnotation(ctx)
-		if err != nil {
+// publish writes one annotation of the Node when it differs from what the Node has.
+func (a *Agent) publish(ctx context.Context, key, value string) error {
+	cur, known := a.published[key]
+	if !known {
+		var err error
+		if cur, err = a.Node.Annotation(ctx, key); err != nil {
 			return fmt.Errorf("reading node %s: %w", a.Config.NodeName, err)
 		}
-		a.summary, a.summaryKnown = cur, true
+		a.published[key] = cur
 	}
-	if value == a.summary {
+	if value == cur {
 		return nil
 	}
-	if err := a.Node.SetSummaryAnnotation(ctx, value); err != nil {
-		a.summaryKnown = false // read it again next time
-		return fmt.Errorf("annotating node %s: %w", a.Config.NodeName, err)
+	if err := a.Node.SetAnnotation(ctx, key, value); err != nil {
+		delete(a.published, key) // read it again next time
+		return fmt.Errorf("annotating node %s (%s): %w", a.Config.NodeName, key, err)
 	}
-	a.summary = value
+	a.published[key] = value
 	return nil
 }

@@ -12,7 +12,10 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
 // fakeHost is a node with utility VMs; TerminateUtilityVM removes one.
@@ -68,38 +71,69 @@ func (r *fakeResolver) ResolveSandboxes(context.Context) (map[string]PodRef, err
 
 type fakePods struct {
 	uids []types.UID
+	meta map[types.UID]PodMeta // the pods' metadata, when a test needs more than the UID
 	err  error
 }
 
-func (p *fakePods) ListPodUIDs(context.Context) (map[types.UID]struct{}, error) {
+func (p *fakePods) ListPods(context.Context) (map[types.UID]PodMeta, error) {
 	if p.err != nil {
 		return nil, p.err
 	}
-	m := map[types.UID]struct{}{}
+	m := map[types.UID]PodMeta{}
 	for _, u := range p.uids {
-		m[u] = struct{}{}
+		m[u] = p.meta[u]
 	}
 	return m, nil
 }
 
 type event struct{ Type, Reason, Action, Note string }
 
+// fakeNode is a Node: annotation and patches are the summary annotation's, sizes the
+// uvm.SizesAnnotation's, taints its taints.
 type fakeNode struct {
-	annotation string
-	patches    []string
-	events     []event
-	getErr     error
-	patchErr   error
+	annotation  string
+	patches     []string
+	sizes       string
+	sizePatches []string
+	taints      []corev1.Taint
+	taintWrites int
+	events      []event
+	getErr      error
+	patchErr    error
 }
 
-func (n *fakeNode) SummaryAnnotation(context.Context) (string, error) { return n.annotation, n.getErr }
-func (n *fakeNode) SetSummaryAnnotation(_ context.Context, v string) error {
+func (n *fakeNode) Annotation(_ context.Context, key string) (string, error) {
+	if key == uvm.SizesAnnotation {
+		return n.sizes, n.getErr
+	}
+	return n.annotation, n.getErr
+}
+
+func (n *fakeNode) SetAnnotation(_ context.Context, key, v string) error {
 	if n.patchErr != nil {
 		return n.patchErr
+	}
+	if key == uvm.SizesAnnotation {
+		n.sizes = v
+		n.sizePatches = append(n.sizePatches, v)
+		return nil
 	}
 	n.annotation = v
 	n.patches = append(n.patches, v)
 	return nil
+}
+
+func (n *fakeNode) SetTaint(_ context.Context, taint corev1.Taint, present bool) (bool, error) {
+	if n.patchErr != nil {
+		return false, n.patchErr
+	}
+	taints := withTaint(n.taints, taint, present)
+	if slices.Equal(taints, n.taints) {
+		return false, nil
+	}
+	n.taints = taints
+	n.taintWrites++
+	return true, nil
 }
 func (n *fakeNode) Event(t, reason, action, note string) {
 	n.events = append(n.events, event{t, reason, action, note})
@@ -191,7 +225,7 @@ func TestInventory(t *testing.T) {
 	if r.Summary != want {
 		t.Fatalf("summary = %+v, want %+v", r.Summary, want)
 	}
-	if got := h.node.annotation; got != "vms=3 memory=6656Mi scratch=2Gi orphans=0 unattributed=1" {
+	if got := h.node.annotation; got != "vms=3 memory=6656Mi scratch=2Gi orphans=0 unattributed=1 leaked=0 sizeMismatches=0" {
 		t.Errorf("annotation = %q", got)
 	}
 	for name, tc := range map[string]struct {
@@ -235,7 +269,7 @@ func TestScratchReporterOverridesPerVMSum(t *testing.T) {
 
 func TestSummaryAnnotationPatchedOnlyWhenChanged(t *testing.T) {
 	h := newHarness(false, []UtilityVM{vm("aaa", time.Hour, 1)}, []PodRef{ref("aaa")}, "uid-aaa")
-	h.node.annotation = "vms=1 memory=1Gi scratch=1Gi orphans=0 unattributed=0" // already right
+	h.node.annotation = "vms=1 memory=1Gi scratch=1Gi orphans=0 unattributed=0 leaked=0 sizeMismatches=0" // already right
 	h.round(t)
 	h.round(t)
 	if len(h.node.patches) != 0 {
@@ -246,7 +280,7 @@ func TestSummaryAnnotationPatchedOnlyWhenChanged(t *testing.T) {
 	h.pods.uids = append(h.pods.uids, "uid-bbb")
 	h.round(t)
 	h.round(t)
-	if want := []string{"vms=2 memory=2Gi scratch=2Gi orphans=0 unattributed=0"}; !slices.Equal(h.node.patches, want) {
+	if want := []string{"vms=2 memory=2Gi scratch=2Gi orphans=0 unattributed=0 leaked=0 sizeMismatches=0"}; !slices.Equal(h.node.patches, want) {
 		t.Fatalf("patches = %v, want %v", h.node.patches, want)
 	}
 	// A failed patch is retried on the next round, after reading the Node again.
@@ -257,7 +291,7 @@ func TestSummaryAnnotationPatchedOnlyWhenChanged(t *testing.T) {
 	}
 	h.node.patchErr = nil
 	h.round(t)
-	if got := h.node.annotation; got != "vms=1 memory=1Gi scratch=1Gi orphans=0 unattributed=0" {
+	if got := h.node.annotation; got != "vms=1 memory=1Gi scratch=1Gi orphans=0 unattributed=0 leaked=0 sizeMismatches=0" {
 		t.Errorf("annotation after retry = %q", got)
 	}
 }
@@ -410,10 +444,10 @@ func TestDryRunReportsOnly(t *testing.T) {
 	if got := testutil.ToFloat64(h.agent.Metrics.Reaped); got != 0 {
 		t.Errorf("reaped counter = %v, want 0", got)
 	}
-	if r.Summary != (Summary{VMs: 2, MemoryBytes: 3 * gib, ScratchBytes: 2 * gib, Orphans: 1}) {
+	if r.Summary != (Summary{VMs: 2, MemoryBytes: 3 * gib, ScratchBytes: 2 * gib, Orphans: 1, LeakedBytes: 2 * gib}) {
 		t.Errorf("summary = %+v", r.Summary)
 	}
-	if got := h.node.annotation; got != "vms=2 memory=3Gi scratch=2Gi orphans=1 unattributed=0" {
+	if got := h.node.annotation; got != "vms=2 memory=3Gi scratch=2Gi orphans=1 unattributed=0 leaked=2Gi sizeMismatches=0" {
 		t.Errorf("annotation = %q", got)
 	}
 }

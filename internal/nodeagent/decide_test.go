@@ -77,12 +77,12 @@ func TestSummaryString(t *testing.T) {
 		s    Summary
 		want string
 	}{
-		{Summary{}, "vms=0 memory=0 scratch=0 orphans=0 unattributed=0"},
-		{Summary{VMs: 12, MemoryBytes: 18 * gib, ScratchBytes: 40 * gib, Orphans: 1}, "vms=12 memory=18Gi scratch=40Gi orphans=1 unattributed=0"},
-		{Summary{VMs: 1, MemoryBytes: 1536 << 20, ScratchBytes: 1}, "vms=1 memory=1536Mi scratch=1Mi orphans=0 unattributed=0"},
-		{Summary{VMs: 1, MemoryBytes: gib + 1, Unattributed: 2}, "vms=1 memory=1025Mi scratch=0 orphans=0 unattributed=2"},
-		{Summary{MemoryBytes: 1 << 40}, "vms=0 memory=1Ti scratch=0 orphans=0 unattributed=0"},
-		{Summary{MemoryBytes: ^uint64(0)}, "vms=0 memory=8796093022207Mi scratch=0 orphans=0 unattributed=0"},
+		{Summary{}, "vms=0 memory=0 scratch=0 orphans=0 unattributed=0 leaked=0 sizeMismatches=0"},
+		{Summary{VMs: 12, MemoryBytes: 18 * gib, ScratchBytes: 40 * gib, Orphans: 1}, "vms=12 memory=18Gi scratch=40Gi orphans=1 unattributed=0 leaked=0 sizeMismatches=0"},
+		{Summary{VMs: 1, MemoryBytes: 1536 << 20, ScratchBytes: 1}, "vms=1 memory=1536Mi scratch=1Mi orphans=0 unattributed=0 leaked=0 sizeMismatches=0"},
+		{Summary{VMs: 1, MemoryBytes: gib + 1, Unattributed: 2}, "vms=1 memory=1025Mi scratch=0 orphans=0 unattributed=2 leaked=0 sizeMismatches=0"},
+		{Summary{MemoryBytes: 1 << 40}, "vms=0 memory=1Ti scratch=0 orphans=0 unattributed=0 leaked=0 sizeMismatches=0"},
+		{Summary{MemoryBytes: ^uint64(0)}, "vms=0 memory=8796093022207Mi scratch=0 orphans=0 unattributed=0 leaked=0 sizeMismatches=0"},
 	}
 	for _, tc := range tests {
 		if got := tc.s.String(); got != tc.want {

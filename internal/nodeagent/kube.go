@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
 // APIPodLister lists the pods bound to one node straight from the API server: a quorum read
@@ -25,27 +29,30 @@ type APIPodLister struct {
 // pkg/kubelet/types ConfigHashAnnotationKey).
 const configHashAnnotation = "kubernetes.io/config.hash"
 
-// ListPodUIDs returns the UIDs of the node's pods, whatever their phase. For a mirror pod it
-// also returns the UID of its static pod: the kubelet runs a static pod under its own UID,
-// which the runtime records, and the mirror pod on the API server has another UID but names
-// the static pod's in its kubernetes.io/config.mirror annotation (config.hash when that is
-// empty). Whoever may create pods on the node can set that annotation, but a forged one can
-// only keep a VM from being reaped, never get one reaped.
-func (l APIPodLister) ListPodUIDs(ctx context.Context) (map[types.UID]struct{}, error) {
+// ListPods returns the node's pods by UID, whatever their phase, with their class and the
+// UVM size they ask for. For a mirror pod it also returns it under the UID of its static
+// pod: the kubelet runs a static pod under its own UID, which the runtime records, and the
+// mirror pod on the API server has another UID but names the static pod's in its
+// kubernetes.io/config.mirror annotation (config.hash when that is empty). Whoever may
+// create pods on the node can set that annotation, but a forged one can only keep a VM from
+// being reaped, never get one reaped.
+func (l APIPodLister) ListPods(ctx context.Context) (map[types.UID]PodMeta, error) {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
 	if err := l.Reader.List(ctx, list, client.MatchingFields{"spec.nodeName": l.NodeName}); err != nil {
 		return nil, err
 	}
-	uids := make(map[types.UID]struct{}, len(list.Items))
+	pods := make(map[types.UID]PodMeta, len(list.Items))
 	for i := range list.Items {
 		p := &list.Items[i]
-		uids[p.UID] = struct{}{}
+		meta := PodMeta{Namespace: p.Namespace, Name: p.Name, Sandbox: p.Labels[v1alpha1.SandboxLabel]}
+		meta.RequestedMiB, _ = uvm.RequestedMiB(p.Annotations)
+		pods[p.UID] = meta
 		if uid := staticPodUID(p.Annotations); uid != "" {
-			uids[uid] = struct{}{}
+			pods[uid] = meta
 		}
 	}
-	return uids, nil
+	return pods, nil
 }
 
 // staticPodUID is the UID of the static pod a mirror pod stands for, "" for other pods.
@@ -77,25 +84,79 @@ func (n KubeNode) node() *corev1.Node {
 	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.NodeName, UID: n.NodeUID}}
 }
 
-// SummaryAnnotation reads the annotation from the API server.
+// SummaryAnnotation reads the summary annotation from the API server.
 func (n KubeNode) SummaryAnnotation(ctx context.Context) (string, error) {
+	return n.Annotation(ctx, SummaryAnnotation)
+}
+
+// SetSummaryAnnotation merge-patches the summary annotation; it touches no other field.
+func (n KubeNode) SetSummaryAnnotation(ctx context.Context, value string) error {
+	return n.SetAnnotation(ctx, SummaryAnnotation, value)
+}
+
+// Annotation reads one annotation of the Node from the API server.
+func (n KubeNode) Annotation(ctx context.Context, key string) (string, error) {
 	node := &metav1.PartialObjectMetadata{}
 	node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
 	if err := n.Reader.Get(ctx, client.ObjectKey{Name: n.NodeName}, node); err != nil {
 		return "", err
 	}
-	return node.Annotations[SummaryAnnotation], nil
+	return node.Annotations[key], nil
 }
 
-// SetSummaryAnnotation merge-patches the annotation; it touches no other field.
-func (n KubeNode) SetSummaryAnnotation(ctx context.Context, value string) error {
+// SetAnnotation merge-patches one annotation ("" removes it); it touches no other field.
+func (n KubeNode) SetAnnotation(ctx context.Context, key, value string) error {
+	var v any = value
+	if value == "" {
+		v = nil // JSON merge patch: null deletes the key
+	}
 	patch, err := json.Marshal(map[string]any{
-		"metadata": map[string]any{"annotations": map[string]string{SummaryAnnotation: value}},
+		"metadata": map[string]any{"annotations": map[string]any{key: v}},
 	})
 	if err != nil {
 		return err
 	}
 	return n.Client.Patch(ctx, n.node(), client.RawPatch(types.MergePatchType, patch))
+}
+
+// SetTaint adds the taint (present) or removes every taint with its key, and reports
+// whether the Node changed. The taints are one list in the Node's spec, which a merge
+// patch replaces whole, so the patch carries the resourceVersion it was computed from: a
+// taint someone else adds meanwhile makes it fail with a Conflict (retried next round)
+// instead of being dropped.
+func (n KubeNode) SetTaint(ctx context.Context, taint corev1.Taint, present bool) (bool, error) {
+	node := &corev1.Node{}
+	if err := n.Reader.Get(ctx, client.ObjectKey{Name: n.NodeName}, node); err != nil {
+		return false, err
+	}
+	taints := withTaint(node.Spec.Taints, taint, present)
+	if slices.EqualFunc(taints, node.Spec.Taints, func(a, b corev1.Taint) bool { return a.MatchTaint(&b) && a.Value == b.Value }) {
+		return false, nil
+	}
+	patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	node.Spec.Taints = taints
+	if err := n.Client.Patch(ctx, node, patch); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// withTaint returns taints with taint added once (present), or without any taint of its
+// key; the others keep their order.
+func withTaint(taints []corev1.Taint, taint corev1.Taint, present bool) []corev1.Taint {
+	out := make([]corev1.Taint, 0, len(taints)+1)
+	found := false
+	for _, t := range taints {
+		if t.Key != taint.Key {
+			out = append(out, t)
+		} else if present && !found && t.MatchTaint(&taint) && t.Value == taint.Value {
+			out, found = append(out, t), true
+		}
+	}
+	if present && !found {
+		out = append(out, taint)
+	}
+	return out
 }
 
 // Event records an Event regarding the Node.

@@ -3,6 +3,8 @@ package nodeagent
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +61,7 @@ func TestKubeAdapters(t *testing.T) {
 		WithObjects(node, pod("a", "p1", "u1", "win-1"), pod("b", "p2", "u2", "win-1"), pod("a", "p3", "u3", "win-2")).
 		Build()
 
-	uids, err := APIPodLister{Reader: nodeFieldReader{c}, NodeName: "win-1"}.ListPodUIDs(ctx)
+	uids, err := APIPodLister{Reader: nodeFieldReader{c}, NodeName: "win-1"}.ListPods(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +114,7 @@ func mirrorPod(name, uid, node string, annotations map[string]string) *corev1.Po
 // The kubelet runs a static pod under its own UID (the one the runtime records); the API
 // server has a mirror pod with another UID that names the static pod's in its
 // kubernetes.io/config.mirror annotation.
-func TestListPodUIDsMatchesStaticPods(t *testing.T) {
+func TestListPodsMatchesStaticPods(t *testing.T) {
 	tests := []struct {
 		name string
 		pod  *corev1.Pod
@@ -135,16 +137,13 @@ func TestListPodUIDsMatchesStaticPods(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(tc.pod).Build()
-			got, err := APIPodLister{Reader: nodeFieldReader{c}, NodeName: "win-1"}.ListPodUIDs(context.Background())
+			got, err := APIPodLister{Reader: nodeFieldReader{c}, NodeName: "win-1"}.ListPods(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := map[types.UID]struct{}{}
-			for _, u := range tc.want {
-				want[u] = struct{}{}
-			}
-			if !equalMaps(got, want) {
-				t.Errorf("ListPodUIDs = %v, want %v", got, tc.want)
+			uids := slices.Sorted(maps.Keys(got))
+			if !slices.Equal(uids, tc.want) {
+				t.Errorf("ListPods UIDs = %v, want %v", uids, tc.want)
 			}
 		})
 	}

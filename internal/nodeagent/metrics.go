@@ -10,9 +10,14 @@ type Metrics struct {
 	ScratchBytes prometheus.Gauge
 	Orphans      prometheus.Gauge
 	Unattributed prometheus.Gauge
-	Reaped       prometheus.Counter
-	ReapFailures prometheus.Counter
-	Errors       *prometheus.CounterVec
+	// LeakedBytes, SizeMismatches and LeakTainted are Summary.LeakedBytes, Summary.SizeMismatches
+	// and whether the leak taint is on the node (1) or not (0).
+	LeakedBytes    prometheus.Gauge
+	SizeMismatches prometheus.Gauge
+	LeakTainted    prometheus.Gauge
+	Reaped         prometheus.Counter
+	ReapFailures   prometheus.Counter
+	Errors         *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (controller-runtime's
@@ -34,6 +39,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Unattributed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hyperpool_node_unattributed_vms", Help: "Utility VMs the agent cannot tie to a pod; never reaped.",
 		}),
+		LeakedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hyperpool_node_leaked_vm_memory_bytes", Help: "Memory of the utility VMs on this node whose pod is gone (leaked, reaped or not yet): memory the scheduler does not count.",
+		}),
+		SizeMismatches: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hyperpool_node_vm_size_mismatches", Help: "Utility VMs of live pods on this node whose memory is not the size their pod's annotation asked for (the runtime handler does not pass pod annotations).",
+		}),
+		LeakTainted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hyperpool_node_leak_tainted", Help: "1 while the node agent's leak taint (PreferNoSchedule) is on this node, else 0.",
+		}),
 		Reaped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hyperpool_node_orphans_reaped_total", Help: "Leaked utility VMs terminated by the agent (--reap).",
 		}),
@@ -44,6 +58,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "hyperpool_node_agent_errors_total", Help: "Inventory rounds that hit an error, by step (host, runtime, pods, node).",
 		}, []string{"step"}),
 	}
-	reg.MustRegister(m.VMs, m.MemoryBytes, m.ScratchBytes, m.Orphans, m.Unattributed, m.Reaped, m.ReapFailures, m.Errors)
+	reg.MustRegister(m.VMs, m.MemoryBytes, m.ScratchBytes, m.Orphans, m.Unattributed, m.LeakedBytes, m.SizeMismatches, m.LeakTainted, m.Reaped, m.ReapFailures, m.Errors)
 	return m
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // SummaryAnnotation is the Node annotation where the agent keeps the node's UVM footprint,
-// e.g. "vms=12 memory=18Gi scratch=40Gi orphans=1 unattributed=0". kubectl shows it with
+// e.g. "vms=12 memory=18Gi scratch=40Gi orphans=1 unattributed=0 leaked=1536Mi sizeMismatches=0". kubectl shows it with
 // `kubectl get nodes -o custom-columns=NAME:.metadata.name,UVMS:.metadata.annotations.agents\.hyperpool\.io/uvm-summary`.
 const SummaryAnnotation = "agents.hyperpool.io/uvm-summary"
 
@@ -27,6 +27,13 @@ type Summary struct {
 	Orphans int
 	// Unattributed is the number of VMs the agent could not tie to a pod (never reaped).
 	Unattributed int
+	// LeakedBytes is the memory of the VMs whose pod is gone, seen so in two rounds at least
+	// (orphans, and VMs still inside the grace period): memory no pod's requests and no
+	// RuntimeClass overhead stand for, so the scheduler does not count it (see LeakTaint).
+	LeakedBytes uint64
+	// SizeMismatches is the number of VMs of live pods whose memory is not the size their
+	// pod asked for (uvm.SizeApplied): the runtime handler did not pass the annotation on.
+	SizeMismatches int
 }
 
 const mebibyte = 1 << 20
@@ -38,8 +45,9 @@ const maxBytes = uint64(math.MaxInt64) / mebibyte * mebibyte
 // counts rounded up to whole MiB and printed as Kubernetes binary quantities ("1536Mi",
 // "18Gi"), which resource.ParseQuantity reads back.
 func (s Summary) String() string {
-	return fmt.Sprintf("vms=%d memory=%s scratch=%s orphans=%d unattributed=%d",
-		s.VMs, formatBytes(s.MemoryBytes), formatBytes(s.ScratchBytes), s.Orphans, s.Unattributed)
+	return fmt.Sprintf("vms=%d memory=%s scratch=%s orphans=%d unattributed=%d leaked=%s sizeMismatches=%d",
+		s.VMs, formatBytes(s.MemoryBytes), formatBytes(s.ScratchBytes), s.Orphans, s.Unattributed,
+		formatBytes(s.LeakedBytes), s.SizeMismatches)
 }
 
 func formatBytes(b uint64) string {
@@ -68,6 +76,10 @@ func ParseSummary(value string) (Summary, error) {
 			s.Orphans, err = parseCount(val)
 		case "unattributed":
 			s.Unattributed, err = parseCount(val)
+		case "sizeMismatches":
+			s.SizeMismatches, err = parseCount(val)
+		case "leaked":
+			s.LeakedBytes, err = parseBytes(val)
 		case "memory":
 			s.MemoryBytes, err = parseBytes(val)
 		case "scratch":

@@ -25,6 +25,7 @@ import (
 	"context"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -98,19 +99,34 @@ type SandboxResolver interface {
 	ResolveSandboxes(ctx context.Context) (map[string]PodRef, error)
 }
 
-// PodLister returns the UIDs of the pods bound to this node, as the API server has them now.
-// For a mirror pod it returns the UID of the static pod too (the UID the kubelet and the
-// runtime know it by).
+// PodMeta is what the agent needs of a pod on the API server, besides its UID.
+type PodMeta struct {
+	Namespace string
+	Name      string
+	// Sandbox is the pod's agents.hyperpool.io/sandbox label: its class, "" for a pod that
+	// is not hyperpool's.
+	Sandbox string
+	// RequestedMiB is the UVM size the pod asks for (hcsshim's MemorySizeInMB annotation),
+	// 0 when it asks for none.
+	RequestedMiB int64
+}
+
+// PodLister returns the pods bound to this node, as the API server has them now, by UID.
+// For a mirror pod it returns it under the UID of the static pod too (the UID the kubelet
+// and the runtime know it by).
 type PodLister interface {
-	ListPodUIDs(ctx context.Context) (map[types.UID]struct{}, error)
+	ListPods(ctx context.Context) (map[types.UID]PodMeta, error)
 }
 
 // NodeReporter writes to this node's Node object.
 type NodeReporter interface {
-	// SummaryAnnotation returns the current value of SummaryAnnotation on the Node.
-	SummaryAnnotation(ctx context.Context) (string, error)
-	// SetSummaryAnnotation sets SummaryAnnotation on the Node.
-	SetSummaryAnnotation(ctx context.Context, value string) error
+	// Annotation returns the current value of one annotation on the Node ("" when absent).
+	Annotation(ctx context.Context, key string) (string, error)
+	// SetAnnotation sets one annotation on the Node; "" removes it.
+	SetAnnotation(ctx context.Context, key, value string) error
+	// SetTaint adds the taint to the Node (present) or removes every taint with its key, and
+	// reports whether the Node changed. Other taints are kept.
+	SetTaint(ctx context.Context, taint corev1.Taint, present bool) (bool, error)
 	// Event records an Event about the Node. eventType is "Normal" or "Warning".
 	Event(eventType, reason, action, note string)
 }
