@@ -129,6 +129,11 @@ type AgentSandboxSpec struct {
 	// +optional
 	Replenish ReplenishSpec `json:"replenish,omitempty"`
 
+	// autoscaling sizes the warm pool by demand; the manager then owns replicas. See
+	// AutoscalingSpec.
+	// +optional
+	Autoscaling *AutoscalingSpec `json:"autoscaling,omitempty"`
+
 	// rawTemplate and templateError are set when the stored spec.template could not be
 	// decoded into a PodTemplateSpec (see UnmarshalJSON and TemplateProblem).
 	rawTemplate   string `json:"-"`
@@ -249,6 +254,18 @@ type LifetimeSpec struct {
 	// +optional
 	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 
+	// startTimeout is the longest a session of this class may wait for its sandbox
+	// (Pending or Queued), counted from its creation, and the value for sessions that set
+	// none: past it the session ends Failed (StartTimeout) and frees its place in the
+	// quota queue. Longer than 0s, at most 168h (7 days). Unset: sessions wait until they
+	// start, or as long as their own spec.startTimeout.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('168h')",message="spec.lifetime.startTimeout must be longer than 0s and at most 168h (7 days), e.g. 5m"
+	// +optional
+	StartTimeout *Duration `json:"startTimeout,omitempty"`
+
 	// ttlAfterFinished is how long a finished session object is kept (for its status and
 	// events) before it is deleted, at most 720h (30 days).
 	// +kubebuilder:default="10m"
@@ -315,6 +332,10 @@ type AgentSandboxStatus struct {
 	// pods (warm and bound).
 	// +optional
 	Footprint *PoolFootprint `json:"footprint,omitempty"`
+
+	// autoscaling is what the autoscaler measured and decided, when spec.autoscaling is set.
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
 
 	// conditions: Ready (the pool holds spec.replicas Ready warm pods) and Degraded (with
 	// reason RuntimeClassNotFound, NoCompatibleNodes, PodCreateForbidden or PodsNotReady

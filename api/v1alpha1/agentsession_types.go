@@ -136,6 +136,18 @@ type AgentSessionSpec struct {
 	// +optional
 	TTLAfterFinished *Duration `json:"ttlAfterFinished,omitempty"`
 
+	// startTimeout is how long the session may wait for its sandbox (Pending or Queued),
+	// counted from its creation, longer than 0s and at most 168h (7 days). Past it the
+	// session ends Failed with reason StartTimeout and frees its place in the quota queue.
+	// Capped by the class's spec.lifetime.startTimeout; unset takes the class's (and with
+	// neither, the session waits until it starts).
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('168h')",message="spec.startTimeout must be longer than 0s and at most 168h (7 days), e.g. 2m"
+	// +optional
+	StartTimeout *Duration `json:"startTimeout,omitempty"`
+
 	// user is free text for audit: who or what the session is for.
 	// +kubebuilder:validation:MaxLength=256
 	// +optional

@@ -33,6 +33,37 @@ const (
 	ReasonQuotaLimited = "QuotaLimited"
 )
 
+// AgentSandbox conditions of a pool with spec.autoscaling (absent without it).
+const (
+	// SandboxScalingLimited is True when something holds the recommendation below the
+	// model's need, or keeps the autoscaler from reading its spec; the reason says what.
+	SandboxScalingLimited = "ScalingLimited"
+	// SandboxScaleOverridden is True when spec.replicas was written by someone other than
+	// the manager (an HPA, KEDA, kubectl scale) while spec.autoscaling sizes the pool.
+	SandboxScaleOverridden = "ScaleOverridden"
+
+	// ReasonWithinLimits (ScalingLimited False): the recommendation is the model's need, or
+	// the need raised to a minimum.
+	ReasonWithinLimits = "WithinLimits"
+	// ReasonMaxReplicasLimited (ScalingLimited True): spec.autoscaling.maxReplicas cuts the
+	// need; the message gives both numbers.
+	ReasonMaxReplicasLimited = "MaxReplicasLimited"
+	// ReasonScheduleLimited (ScalingLimited True): the open schedule's maxReplicas cuts the
+	// need; the message names the schedule.
+	ReasonScheduleLimited = "ScheduleLimited"
+	// ReasonQuotaLimited (ScalingLimited True) is also used: the namespace's AgentQuota
+	// warmSandboxes cuts the need.
+	// ReasonInvalidSchedule (ScalingLimited True): a schedule's start, end or timeZone
+	// cannot be read; it is ignored until fixed, and the message names the value.
+	ReasonInvalidSchedule = "InvalidSchedule"
+	// ReasonExternalScaleWrite (ScaleOverridden True): spec.replicas holds a value the
+	// manager did not write. The pool follows the autoscaler's recommendation, not that
+	// value, and the manager writes spec.replicas again only when its recommendation
+	// changes, so it never fights the other writer in a loop. Remove the other writer, or
+	// remove spec.autoscaling to size the pool by spec.replicas.
+	ReasonExternalScaleWrite = "ExternalScaleWrite"
+)
+
 // AgentSession conditions.
 const (
 	// SessionReadyCondition is True while the session's sandbox is bound and Ready.
@@ -62,6 +93,10 @@ const (
 	ReasonPodDeleted = "PodDeleted"
 	// ReasonNodeLost: the node the sandbox ran on is gone.
 	ReasonNodeLost = "NodeLost"
+	// ReasonStartTimeout (end reason, phase Failed): the session was still Pending or
+	// Queued when its startTimeout (spec.startTimeout, capped by the class's
+	// spec.lifetime.startTimeout) ran out; its place in the quota queue is freed.
+	ReasonStartTimeout = "StartTimeout"
 	// ReasonSandboxDeleted: the session's AgentSandbox was deleted.
 	ReasonSandboxDeleted = "SandboxDeleted"
 )
