@@ -57,6 +57,9 @@ type AgentSandboxReconciler struct {
 	// takes is when each pool last had a warm sandbox taken (spec.replenish.quietPeriod);
 	// the session controller records them.
 	takes *takeClock
+	// demand is what the autoscaler measures of each pool: binds (recorded by the session
+	// controller) and refill times.
+	demand *demandBook
 
 	factory      *podFactory
 	builds       *nodeBuilds // the nodes' Windows builds, shared with the session controller
@@ -71,7 +74,7 @@ type AgentSandboxReconciler struct {
 
 func newAgentSandboxReconciler(d reconcilerDeps, shared *sharedState) *AgentSandboxReconciler {
 	return &AgentSandboxReconciler{Client: d.client, apiReader: d.apiReader,
-		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, factory: shared.factory, builds: shared.builds,
+		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, demand: shared.demand, factory: shared.factory, builds: shared.builds,
 		expectations: expectations.NewPods(d.clock), notReadyStreak: map[types.NamespacedName]int{}}
 }
 
@@ -164,6 +167,8 @@ func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if recipe != nil {
 		stepErr = errors.Join(stepErr, r.replaceStuckWarmPods(ctx, st), r.rollOutTemplate(ctx, st))
 	}
+	// With spec.autoscaling the pool's target is the autoscaler's, decided first.
+	stepErr = errors.Join(stepErr, r.autoscale(ctx, st))
 	// Scaling down needs no recipe: a pool scaled to zero empties even when it is blocked.
 	stepErr = errors.Join(stepErr, r.scaleWarmPool(ctx, st))
 
@@ -191,6 +196,8 @@ type poolStep struct {
 	// replenishHeld: taken sandboxes wait for spec.replenish.quietPeriod.
 	replenishHeld bool
 	requeueAfter  time.Duration
+	// autoscaling is the autoscaler's decision, with spec.autoscaling.
+	autoscaling *autoscaleResult
 }
 
 func (st *poolStep) requeueIn(d time.Duration) {
@@ -545,6 +552,7 @@ func (r *AgentSandboxReconciler) createWarmPod(ctx context.Context, st *poolStep
 	}
 	grant.confirm(pod.Name)
 	r.expectations.Created(key, pod.Name)
+	r.demand.podCreated(st.sb, pod.Name)
 	podCreations.WithLabelValues(st.sb.Namespace, st.sb.Name, string(agentsv1alpha1.StartWarm)).Inc()
 	return nil
 }
@@ -590,6 +598,8 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 
 	want := ptr.Deref(sb.Spec.Replicas, 1)
 	setPoolConditions(status, st, int32(ready), want)
+	setAutoscalingStatus(status, st)
+	idleVMMemory.set(client.ObjectKeyFromObject(sb), float64(warmMemory(warm)))
 
 	if equalSandboxStatus(&sb.Status, status) {
 		return nil
@@ -667,7 +677,8 @@ func equalSandboxStatus(a, b *agentsv1alpha1.AgentSandboxStatus) bool {
 	return a.ObservedGeneration == b.ObservedGeneration && a.Replicas == b.Replicas &&
 		a.ReadyReplicas == b.ReadyReplicas && a.ActiveSessions == b.ActiveSessions &&
 		a.Selector == b.Selector && a.TemplateHash == b.TemplateHash &&
-		equalPoolFootprint(a.Footprint, b.Footprint) && equalConditions(a.Conditions, b.Conditions)
+		equalPoolFootprint(a.Footprint, b.Footprint) && equalConditions(a.Conditions, b.Conditions) &&
+		equalAutoscalingStatus(a.Autoscaling, b.Autoscaling)
 }
 
 func equalPoolFootprint(a, b *agentsv1alpha1.PoolFootprint) bool {
@@ -697,6 +708,7 @@ func (r *AgentSandboxReconciler) forget(key types.NamespacedName) {
 	r.streakMu.Unlock()
 	r.lastStatusWrite.Delete(key)
 	r.takes.forget(key)
+	r.forgetPoolMeasures(key)
 	forgetSandboxSeries(key)
 }
 

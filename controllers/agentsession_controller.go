@@ -28,6 +28,8 @@ type AgentSessionReconciler struct {
 	quota     *quotaKeeper
 	// takes records each warm bind for the pool's spec.replenish.quietPeriod.
 	takes *takeClock
+	// demand records each bind for the pools' autoscalers.
+	demand *demandBook
 
 	factory *podFactory
 	builds  *nodeBuilds // the nodes' Windows builds, shared with the pool controller
@@ -40,7 +42,7 @@ type AgentSessionReconciler struct {
 
 func newAgentSessionReconciler(d reconcilerDeps, shared *sharedState) *AgentSessionReconciler {
 	return &AgentSessionReconciler{Client: d.client, apiReader: d.apiReader, recorder: d.recorder(SessionEventSource),
-		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, factory: shared.factory, builds: shared.builds,
+		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, demand: shared.demand, factory: shared.factory, builds: shared.builds,
 		claims: expectations.NewClaims(d.clock), written: newWrittenStatuses(d.clock), heartbeats: &malformedHeartbeats{}}
 }
 
@@ -69,10 +71,12 @@ func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	ctx, events := withEventQueue(ctx)
 	before := s.Status.DeepCopy()
 	result, err := r.reconcileSession(ctx, s)
+	result = r.requeueAtStartDeadline(ctx, s, result)
 	if statusErr := r.writeStatus(ctx, s, before); statusErr != nil {
 		return result, errors.Join(err, statusErr) // the events are dropped: the next reconcile decides again
 	}
 	events.emit(r.recorder)
+	r.recordBind(before, s)
 	if !before.Phase.IsFinished() && s.Status.Phase.IsFinished() {
 		// The pod is destroyed once the end is written, not before: whoever watches the
 		// session sees the end one API round trip sooner, and an end whose write failed is
@@ -109,6 +113,9 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 		return ctrl.Result{RequeueAfter: expectations.ClaimTTL}, err
 	}
 
+	if pod == nil && s.Status.PodName == "" && r.endOnStartTimeout(ctx, s, sb) {
+		return r.deleteAfterTTL(ctx, s)
+	}
 	if pod == nil && s.Status.PodName == "" && !sessionAdmitted(s) {
 		admitted, err := r.admit(ctx, s)
 		if err == nil && s.Status.Phase.IsFinished() {

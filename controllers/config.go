@@ -38,6 +38,13 @@ type Config struct {
 	// AgentQuota sets no spec.maxQueued, or under DefaultQuota; a session beyond it ends
 	// Failed with reason QueueFull. 0: no session waits.
 	MaxQueuedSessions int32
+	// AutoscaleRateWindow is the time constant of the autoscaler's fast bind-rate average
+	// (0: 30s): how quickly it follows a burst. The slow average's is 20 times longer.
+	// The benchmark shortens it with the rest of its compressed day.
+	AutoscaleRateWindow time.Duration
+	// AutoscaleDefaultRefillTime is the refill time the autoscaler assumes for a class
+	// before it has measured one of its warm pods becoming Ready (0: 20s).
+	AutoscaleDefaultRefillTime time.Duration
 	// SessionWorkers and SandboxWorkers are the reconcilers' concurrency.
 	SessionWorkers int
 	SandboxWorkers int

@@ -20,6 +20,27 @@ const (
 	maxClockSkew = time.Minute
 )
 
+// startTimeout is how long a session may wait for its sandbox (Pending or Queued) from its
+// creation: its own spec.startTimeout capped by the class's spec.lifetime.startTimeout,
+// the class's when it sets none, and 0 (no limit) when neither does. class may be nil.
+func startTimeout(class *agentsv1alpha1.LifetimeSpec, s *agentsv1alpha1.AgentSessionSpec) time.Duration {
+	var limit, own time.Duration
+	if class != nil && class.StartTimeout != nil {
+		limit = max(class.StartTimeout.Duration, 0)
+	}
+	if s.StartTimeout != nil {
+		own = max(s.StartTimeout.Duration, 0)
+	}
+	switch {
+	case own == 0:
+		return limit
+	case limit == 0:
+		return own
+	default:
+		return min(own, limit)
+	}
+}
+
 // lifetime is a session's effective limits: its own values, capped by its class's.
 type lifetime struct {
 	MaxLifetime      time.Duration

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -145,6 +146,65 @@ func (r *AgentSessionReconciler) podFailure(ctx context.Context, pod *corev1.Pod
 		return "", "", false, err
 	}
 	return agentsv1alpha1.ReasonNodeLost, fmt.Sprintf("node %s of sandbox pod %s is gone", pod.Spec.NodeName, pod.Name), true, nil
+}
+
+// startDeadlineLeft is how long the unbound session s may still wait for its sandbox
+// (startTimeout from its creation), and whether a start timeout applies at all.
+func (r *AgentSessionReconciler) startDeadlineLeft(s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (time.Duration, bool) {
+	var class *agentsv1alpha1.LifetimeSpec
+	if sb != nil {
+		class = &sb.Spec.Lifetime
+	}
+	timeout := startTimeout(class, &s.Spec)
+	if timeout <= 0 {
+		return 0, false
+	}
+	return s.CreationTimestamp.Add(timeout).Sub(r.clock.Now()), true
+}
+
+// endOnStartTimeout ends a session still Pending or Queued past its startTimeout: Failed,
+// reason StartTimeout. Its place in the quota queue goes with it: the ledger forgets it
+// here, and the sessionEnded predicate wakes the head of the queue once the end is written.
+func (r *AgentSessionReconciler) endOnStartTimeout(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) bool {
+	left, ok := r.startDeadlineLeft(s, sb)
+	if !ok || left > 0 {
+		return false
+	}
+	var class *agentsv1alpha1.LifetimeSpec
+	if sb != nil {
+		class = &sb.Spec.Lifetime
+	}
+	waited := fmt.Sprintf("still %s", s.Status.Phase)
+	if s.Status.Phase == "" {
+		waited = "still not started"
+	}
+	r.quota.releaseSession(s)
+	r.end(ctx, s, nil, agentsv1alpha1.SessionFailed, agentsv1alpha1.ReasonStartTimeout, fmt.Sprintf(
+		"%s after its startTimeout of %s (spec.startTimeout, capped by the class's spec.lifetime.startTimeout); create a new session, raise the timeout, or add warm sandboxes or quota",
+		waited, startTimeout(class, &s.Spec)))
+	return true
+}
+
+// requeueAtStartDeadline makes sure a session that is still waiting is looked at again
+// when its startTimeout runs out: waiting sessions are otherwise woken only by events
+// (a warm pod Ready, quota freed), which may never come.
+func (r *AgentSessionReconciler) requeueAtStartDeadline(ctx context.Context, s *agentsv1alpha1.AgentSession, result ctrl.Result) ctrl.Result {
+	if s.Status.PodName != "" || s.Status.Phase.IsFinished() {
+		return result
+	}
+	sb, err := r.getSandbox(ctx, s)
+	if err != nil {
+		return result
+	}
+	left, ok := r.startDeadlineLeft(s, sb)
+	if !ok {
+		return result
+	}
+	left = max(left, time.Millisecond)
+	if result.RequeueAfter == 0 || left < result.RequeueAfter {
+		result.RequeueAfter = left
+	}
+	return result
 }
 
 // end finishes the session; Reconcile destroys its pod once the end is written.

@@ -61,13 +61,16 @@ type sharedState struct {
 	takes   *takeClock   // when each pool last had a sandbox taken: replenish quiet periods
 	builds  *nodeBuilds  // the Windows nodes' builds: every pod recipe
 	factory *podFactory  // resolves and builds a class's pods, for warm pools and cold starts
+	demand  *demandBook  // each pool's bind rate and refill times: the autoscaler's inputs
 }
 
 func newSharedState(d reconcilerDeps) *sharedState {
 	builds := &nodeBuilds{}
+	demand := newDemandBook(d.clock, d.config)
 	return &sharedState{
 		quota:   newQuotaKeeper(d.client, d.config, d.clock),
 		takes:   newTakeClock(d.clock),
+		demand:  demand,
 		builds:  builds,
 		factory: &podFactory{reader: d.client, config: d.config, builds: builds},
 	}
