@@ -26,7 +26,6 @@
   - agents.hyperpool.io
   resources:
   - agentquotas
-  - agentsandboxes
   verbs:
   - get
   - list
@@ -42,6 +41,15 @@
   - get
   - patch
   - update
+- apiGroups:
+  - agents.hyperpool.io
+  resources:
+  - agentsandboxes
+  verbs:
+  - get
+  - list
+  - patch
+  - watch
 - apiGroups:
   - agents.hyperpool.io
   resources:
