@@ -150,9 +150,10 @@ func (r *AgentSandboxReconciler) autoscale(ctx context.Context, st *poolStep) er
 	autoscaleBindRate.WithLabelValues(sb.Namespace, sb.Name).Set(rate)
 	autoscaleRefillSeconds.WithLabelValues(sb.Namespace, sb.Name).Set(refill.Seconds())
 
-	// Look again while the estimate decays, when a held need may drop, and when a
-	// schedule opens or closes.
-	if rate > 0 || queued > 0 {
+	// Look again while the estimate still counts (it decays between binds), when a held
+	// need may drop, and when a schedule opens or closes. A rate too small to need a
+	// sandbox stops the polling: the next bind wakes the pool.
+	if need > 0 {
 		st.requeueIn(r.config.autoscaleRateWindow() / 6)
 	}
 	for _, t := range []time.Time{nextDrop, nextChange} {

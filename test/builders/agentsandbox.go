@@ -172,7 +172,27 @@ func (w *AgentSandboxWrapper) PodSpec(change func(*corev1.PodSpec)) *AgentSandbo
 	return w
 }
 
+// Autoscaling sets spec.autoscaling: the pool sized by demand between min and max.
+func (w *AgentSandboxWrapper) Autoscaling(minReplicas, maxReplicas int32, scaleDownDelay time.Duration) *AgentSandboxWrapper {
+	w.Spec.Autoscaling = &agentsv1alpha1.AutoscalingSpec{MinReplicas: ptr.To(minReplicas), MaxReplicas: maxReplicas,
+		ScaleDownDelay: Duration(scaleDownDelay)}
+	return w
+}
+
+// AutoscalingSchedule adds a window to spec.autoscaling (set Autoscaling first).
+func (w *AgentSandboxWrapper) AutoscalingSchedule(s agentsv1alpha1.AutoscalingSchedule) *AgentSandboxWrapper {
+	w.Spec.Autoscaling.Schedules = append(w.Spec.Autoscaling.Schedules, s)
+	return w
+}
+
+// StartTimeout sets spec.lifetime.startTimeout: how long the class's sessions may wait.
+func (w *AgentSandboxWrapper) StartTimeout(d time.Duration) *AgentSandboxWrapper {
+	w.Spec.Lifetime.StartTimeout = Duration(d)
+	return w
+}
+
 // Duration returns d as an API duration.
+
 func Duration(d time.Duration) *agentsv1alpha1.Duration {
 	return &agentsv1alpha1.Duration{Duration: d}
 }

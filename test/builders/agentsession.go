@@ -71,6 +71,12 @@ func (w *AgentSessionWrapper) TTLAfterFinished(d time.Duration) *AgentSessionWra
 	return w
 }
 
+// StartTimeout sets spec.startTimeout: how long the session may wait for its sandbox.
+func (w *AgentSessionWrapper) StartTimeout(d time.Duration) *AgentSessionWrapper {
+	w.Spec.StartTimeout = Duration(d)
+	return w
+}
+
 // StartPolicy sets spec.startPolicy: PreferWarm or RequireWarm.
 func (w *AgentSessionWrapper) StartPolicy(p agentsv1alpha1.StartPolicy) *AgentSessionWrapper {
 	w.Spec.StartPolicy = p

@@ -61,6 +61,8 @@ func TestMain(m *testing.M) {
 		}
 		cfg := framework.ManagerConfig()
 		cfg.WarmPodReadyTimeout = testReadyTimeout
+		// The autoscaler on a test's time scale: its bind rate follows a step in a second.
+		cfg.AutoscaleRateWindow = time.Second
 		// The default quota applies only to namespaces a test labels for it.
 		cfg.DefaultQuota, _ = controllers.ParseQuotaLimits("sessions=2")
 		cfg.DefaultQuotaNamespaces = labels.SelectorFromSet(labels.Set{defaultQuotaLabel: "true"})
