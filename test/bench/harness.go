@@ -23,6 +23,7 @@ import (
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
@@ -58,6 +59,13 @@ type Harness struct {
 	nodes     int
 	nodeBatch int
 	mu        sync.Mutex
+	// cacheCtx runs the benchmark's watches; floorReady: the design floor's CRD is
+	// installed and watched (installFloorCRD).
+	cacheCtx   context.Context
+	floorReady bool
+	// IdleWindow is how long each scenario measures the processes' idle CPU before its
+	// window opens (0: not measured, nothing is taken out).
+	IdleWindow time.Duration
 }
 
 // NewHarness starts the benchmark's watches (sessions, config maps, pods, all namespaces)
@@ -86,7 +94,7 @@ func NewHarness(ctx context.Context, env *testbed.Env) (*Harness, error) {
 	}
 	h := &Harness{Env: env, Client: c, apiHTTP: httpClient, cache: ca, track: newTracker()}
 	cctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
+	h.cancel, h.cacheCtx = cancel, cctx
 	for _, obj := range []client.Object{&agentsv1alpha1.AgentSession{}, &corev1.ConfigMap{}, &corev1.Pod{}} {
 		inf, err := ca.GetInformer(cctx, obj, cache.BlockUntilSynced(false))
 		if err != nil {
@@ -177,6 +185,8 @@ type tracker struct {
 	pods             map[string]*podObs // by UID
 	// podBound: when the watch first saw a pod labelled for the session (ns/session).
 	podBound map[string]time.Time
+	// floors: when the watch first saw a design-floor session Ready (ns/name).
+	floors map[string]time.Time
 }
 
 type sessionObs struct {
@@ -199,7 +209,7 @@ type podObs struct {
 
 func newTracker() *tracker {
 	return &tracker{sessions: map[string]*sessionObs{},
-		cms: map[string]time.Time{}, pods: map[string]*podObs{}, podBound: map[string]time.Time{}}
+		cms: map[string]time.Time{}, pods: map[string]*podObs{}, podBound: map[string]time.Time{}, floors: map[string]time.Time{}}
 }
 
 func key(ns, name string) string { return ns + "/" + name }
@@ -222,6 +232,10 @@ func (t *tracker) observe(obj any, deleted bool) {
 	t.Lock()
 	defer t.Unlock()
 	switch o := obj.(type) {
+	case *unstructured.Unstructured:
+		if !t.floorObserved(o, now) {
+			return
+		}
 	case *agentsv1alpha1.AgentSession:
 		k := key(o.Namespace, o.Name)
 		s := t.sessions[k]

@@ -84,6 +84,12 @@ type Result struct {
 	CPUSeconds     float64 `json:"managerCpuSeconds"`
 	BindsPerSecond float64 `json:"bindsPerSecond"`
 	ExpiryLag      *Stats  `json:"expiryLagMs,omitempty"`
+	// DesignFloor: the bind's three writes issued by the benchmark, and the bind over them;
+	// Breakdown: where a bind's time goes; CPU: each process's CPU per bind (issue 18).
+	DesignFloor *DesignFloorStats `json:"designFloor,omitempty"`
+	Breakdown   *BindBreakdown    `json:"breakdown,omitempty"`
+	CPU         []ProcessCPU      `json:"cpu,omitempty"`
+	Sizes       *ObjectSizes      `json:"objectBytes,omitempty"`
 	// FirstOutput and Transfer are the session scenarios' own figures (issue 15).
 	FirstOutput     *FirstOutputStats `json:"firstOutput,omitempty"`
 	Transfer        *TransferStats    `json:"transfer,omitempty"`
@@ -119,6 +125,7 @@ func (r *Report) Markdown() string {
 			f1(x.PodLabelled.P50), f1(x.Floor.P50), x.Ratio, f1(x.LoadedFloor.P50), f1(x.LoadedFloor.P99), x.CriticalPerBind, x.TotalPerBind, x.TotalNoEventsPerBind, x.PodsCreated, x.PodsNeeded,
 			x.DoubleBinds, x.BindsPerSecond, lag, x.PeakRSSMiB, x.CPUSeconds)
 	}
+	b.WriteString(r.bindFloorMarkdown())
 	b.WriteString(r.sessionMarkdown())
 	b.WriteString("\nAPI writes in each scenario's window, by request (all clients):\n\n")
 	for _, x := range r.Results {

@@ -41,6 +41,22 @@ type run struct {
 	apiB            families
 	smp             *sampler
 	began           time.Time
+	// created: when each session's create call returned.
+	created map[string]time.Time
+	// design is the scenario's design floor (warm scenarios); inlineDesign: its samples are
+	// taken between the binds (serial, paced), else every loadedFloorInterval next to them.
+	design       *designFloor
+	inlineDesign bool
+	// pairedBinds: serial's binds come in pairs before each floor sample; the second of
+	// each pair is compared with the floor (both start right after a bind).
+	pairedBinds bool
+	// procs, idle and cpuStart: the processes' CPU, their idle rate before the window, and
+	// their CPU when it opened.
+	procs    *processes
+	sizes    ObjectSizes
+	idle     cpuTimes
+	cpuStart cpuTimes
+	mgrB     families
 }
 
 // setup creates the namespace, measures the floor, creates the pool and waits until it is full.
@@ -49,7 +65,7 @@ func (h *Harness) setup(ctx context.Context, scenario string, pool, floorN int, 
 	if err != nil {
 		return nil, err
 	}
-	r := &run{h: h, ns: ns, pool: pool, boot: boot, starts: map[string]time.Time{}, lives: map[string]time.Duration{}}
+	r := &run{h: h, ns: ns, pool: pool, boot: boot, starts: map[string]time.Time{}, lives: map[string]time.Duration{}, created: map[string]time.Time{}}
 	if r.floor, err = h.Floor(ctx, ns, floorN); err != nil {
 		return nil, err
 	}
@@ -69,6 +85,13 @@ func (h *Harness) setup(ctx context.Context, scenario string, pool, floorN int, 
 		if err := h.waitPoolFull(ctx, ns, poolName, pool, 60*time.Second+time.Duration(pool)*200*time.Millisecond+boot); err != nil {
 			return nil, err
 		}
+		if err := r.prepareDesignFloor(ctx); err != nil {
+			return nil, err
+		}
+	}
+	r.procs = h.processes()
+	if h.IdleWindow > 0 {
+		r.idle = r.procs.idleRate(h.IdleWindow)
 	}
 	return r, nil
 }
@@ -82,7 +105,9 @@ func (r *run) begin() error {
 	r.apiB = f
 	if r.h.Manager != nil {
 		r.smp = r.h.Manager.startSampler()
+		r.mgrB, _ = scrape(r.h.apiHTTP, r.h.Manager.MetricsURL) // the breakdown's means; none without
 	}
+	r.cpuStart = r.procs.read()
 	r.began = time.Now()
 	r.startLoadedFloor()
 	return nil
@@ -111,12 +136,14 @@ func (r *run) startLoadedFloor() {
 			case <-t.C:
 			}
 			d, err := r.h.roundTrip(ctx, r.ns, fmt.Sprintf("loaded-floor-%d", i))
-			if err != nil {
-				continue // cancelled at the end, or a slow moment: not a sample
+			if err == nil { // else cancelled at the end, or a slow moment: not a sample
+				r.mu.Lock()
+				r.loadedFloor = append(r.loadedFloor, d)
+				r.mu.Unlock()
 			}
-			r.mu.Lock()
-			r.loadedFloor = append(r.loadedFloor, d)
-			r.mu.Unlock()
+			if !r.inlineDesign {
+				r.designSample(ctx)
+			}
 		}
 	}()
 }
@@ -179,8 +206,9 @@ func (r *run) create(ctx context.Context, name string, lifetime time.Duration) e
 		s.MaxLifetime(lifetime)
 	}
 	err := r.h.Client.Create(ctx, s.Obj())
+	returned := time.Now()
 	r.mu.Lock()
-	r.starts[name], r.lives[name] = start, lifetime
+	r.starts[name], r.lives[name], r.created[name] = start, lifetime, returned
 	r.order = append(r.order, name)
 	r.mu.Unlock()
 	if err != nil {
@@ -240,11 +268,19 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 		refillErr = r.h.waitPoolFull(ctx, r.ns, poolName, r.pool, refillTimeout)
 	}
 	time.Sleep(time.Second) // let trailing status writes and events land before counting
+	cpuWindow := r.procs.read().sub(r.cpuStart)
+	windowSec := time.Since(r.began).Seconds()
 	after, err := scrape(r.h.apiHTTP, r.h.apiMetricsURL())
 	if err != nil {
 		return err
 	}
 	res.Writes = classifyWrites(r.apiB, after)
+	r.designResults(res, after)
+	if r.pool > 0 {
+		r.measureBound(ctx)
+		res.Sizes = &r.sizes
+	}
+	defer func() { r.cpuResults(res, cpuWindow, windowSec) }()
 	if err := r.countOperatorEvents(ctx, &res.Writes); err != nil {
 		return err
 	}
@@ -261,8 +297,10 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 	r.h.track.Lock()
 	podOwner := map[string]string{}
 	var lat, toPod []float64
+	var parts struct{ create, toPod, toReady []float64 }
 	var first, last time.Time
-	for _, name := range r.order {
+	var afterBind []float64 // serial: the binds that started right after a bind
+	for i, name := range r.order {
 		res.Sessions++
 		s := r.h.track.sessions[key(r.ns, name)]
 		if s == nil {
@@ -291,8 +329,17 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 		res.Ready++
 		start := r.starts[name]
 		lat = append(lat, ms(s.readyAt.Sub(start)-r.boot))
-		if pb, ok := r.h.track.podBound[key(r.ns, name)]; ok {
+		pb, labelled := r.h.track.podBound[key(r.ns, name)]
+		if labelled {
 			toPod = append(toPod, ms(pb.Sub(start)))
+		}
+		if r.inlineDesign && r.pairedBinds && i%2 == 1 {
+			afterBind = append(afterBind, ms(s.readyAt.Sub(start)))
+		}
+		if c, ok := r.created[name]; ok && labelled && r.boot == 0 {
+			parts.create = append(parts.create, ms(c.Sub(start)))
+			parts.toPod = append(parts.toPod, ms(pb.Sub(c)))
+			parts.toReady = append(parts.toReady, ms(s.readyAt.Sub(pb)))
 		}
 		if first.IsZero() || start.Before(first) {
 			first = start
@@ -310,6 +357,19 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 	res.Latency = percentiles(lat)
 	res.LatenciesMS = lat
 	res.PodLabelled = percentiles(toPod)
+	if len(parts.create) > 0 {
+		res.Breakdown = &BindBreakdown{CreateCall: percentiles(parts.create), CreatedToPodLabelled: percentiles(parts.toPod),
+			PodLabelledToReady: percentiles(parts.toReady)}
+		r.managerMeans(res.Breakdown, after)
+	}
+	if d := res.DesignFloor; d != nil && d.Total.P50 > 0 && res.Latency.N > 0 {
+		same := res.Latency
+		if len(afterBind) > 0 {
+			same = percentiles(afterBind)
+			d.SameLoadBinds = &same
+		}
+		d.RatioP50, d.RatioP99 = same.P50/d.Total.P50, same.P99/d.Total.P99
+	}
 	if res.Floor.P50 > 0 {
 		res.Ratio = res.Latency.P50 / res.Floor.P50
 	}
@@ -360,6 +420,11 @@ func (r *run) createOneAtATime(ctx context.Context, n int, timeout time.Duration
 		if err := r.waitReady(ctx, name, timeout); err != nil {
 			return fmt.Errorf("session %s not Ready: %w", name, err)
 		}
+		if r.inlineDesign && i%2 == 1 {
+			// Binds in pairs, then a floor sample: the floor and every second bind start
+			// right after a bind, at the load its replacement pod puts on the API server.
+			r.designSample(ctx)
+		}
 	}
 	return nil
 }
@@ -372,6 +437,7 @@ func (h *Harness) Serial(ctx context.Context, sessions, pool, floorN int) (*Resu
 	if err != nil {
 		return nil, err
 	}
+	r.inlineDesign, r.pairedBinds = true, true
 	if err := r.begin(); err != nil {
 		return nil, err
 	}
@@ -379,6 +445,61 @@ func (h *Harness) Serial(ctx context.Context, sessions, pool, floorN int) (*Resu
 		return nil, fmt.Errorf("serial: %w", err)
 	}
 	return res, r.finish(ctx, res, 2*time.Minute)
+}
+
+// Paced creates sessions one at a time, one every interval, against a warm pool of pool: the
+// common case of sessions arriving at a modest rate, each meeting a quiet control plane
+// (the previous bind's replacement pod long done). A design-floor sample runs half an
+// interval before each bind, so both meet the same quiet machine.
+func (h *Harness) Paced(ctx context.Context, sessions, pool, floorN int, interval time.Duration) (*Result, error) {
+	res := &Result{Scenario: "paced", Params: fmt.Sprintf("%d sessions, one every %s, pool %d", sessions, interval, pool)}
+	r, err := h.setup(ctx, "paced", pool, floorN, 0)
+	if err != nil {
+		return nil, err
+	}
+	r.inlineDesign = true
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
+	// The sleeps pace the offered load (a schedule, as createPaced's); they synchronise nothing.
+	for i := range sessions {
+		tick := r.began.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(tick))
+		r.designSample(ctx)
+		time.Sleep(time.Until(tick.Add(interval / 2)))
+		name := fmt.Sprintf("s-%04d", i)
+		if err := r.create(ctx, name, 0); err != nil {
+			return nil, fmt.Errorf("paced: %w", err)
+		}
+		if err := r.waitReady(ctx, name, 30*time.Second); err != nil {
+			return nil, fmt.Errorf("paced: session %s not Ready: %w", name, err)
+		}
+	}
+	return res, r.finish(ctx, res, 2*time.Minute)
+}
+
+// PoolSize binds sessions at rate per second (open loop) against a warm pool of pool, for
+// the manager's CPU per bind as a function of the pool's size: a bind that copies or ranks
+// the whole pool costs more with every pod the pool keeps.
+func (h *Harness) PoolSize(ctx context.Context, sessions int, rate float64, pool, floorN int) (*Result, error) {
+	name := fmt.Sprintf("pool%d", pool)
+	res := &Result{Scenario: name, Params: fmt.Sprintf("%d sessions at %g/s, pool %d", sessions, rate, pool)}
+	// At most ~50 pool pods a node, well inside the simulated nodes' 250 pods and /24.
+	if err := h.EnsureNodes(ctx, (pool+sessions)/50+1); err != nil {
+		return nil, err
+	}
+	r, err := h.setup(ctx, name, pool, floorN, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.begin(); err != nil {
+		return nil, err
+	}
+	r.createPaced(ctx, sessions, rate, func(int) time.Duration { return 0 })
+	if err := r.waitAll(ctx, 2*time.Minute, false); err != nil {
+		res.Notes = append(res.Notes, err.Error())
+	}
+	return res, r.finish(ctx, res, 3*time.Minute)
 }
 
 // Burst creates sessions at rate per second (open loop) against a warm pool of pool.

@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,7 +42,7 @@ func main() {
 
 func run() error {
 	var (
-		scenarios = flag.String("scenarios", "serial,burst,throughput,cold,expiry,scale,firstoutput,transfer", "comma-separated scenarios to run, in order")
+		scenarios = flag.String("scenarios", "serial,paced,burst,throughput,cold,expiry,scale,firstoutput,transfer", "comma-separated scenarios to run, in order (also poolsize: one scenario per -poolsize-pools)")
 		out       = flag.String("out", "bin/bench-results", "directory for results.json, results.md, latency-cdf.png and the logs")
 		full      = flag.Bool("full", false, "use the sizes of issues 7 and 15 for every size flag not given (750 at 75/s vs 1,000 on 100 nodes; 30 s; 5,000 expiries at 5/s; 10,000 sessions on 1,000 nodes at 20/s; 200 first outputs; a 50 MB file + 1,000 small files)")
 		nodes     = flag.Int("nodes", 20, "simulated Windows nodes for every scenario but scale")
@@ -76,6 +77,13 @@ func run() error {
 		trBigMB    = flag.Int("transfer-big-mb", 10, "transfer: size of the tree's big file, in MB (10^6 bytes)")
 		trSmall    = flag.Int("transfer-small-files", 200, "transfer: small files (100 B to 8 KiB) in the tree")
 		trRuns     = flag.Int("transfer-runs", 3, "transfer: runs each way per tool, alternating which tool goes first (the median counts; -full: 5)")
+		pacedN     = flag.Int("paced-sessions", 40, "paced: sessions, one at a time")
+		pacedEvery = flag.Duration("paced-interval", 500*time.Millisecond, "paced: one bind every interval")
+		psPools    = flag.String("poolsize-pools", "100,1000", "poolsize: the pool sizes, comma-separated (one scenario each: pool<size>)")
+		psN        = flag.Int("poolsize-sessions", 200, "poolsize: sessions bound against each pool")
+		psRate     = flag.Float64("poolsize-rate", 10, "poolsize: sessions per second")
+		mgrBinary  = flag.String("manager-binary", "", "run this manager binary instead of building ./cmd/manager (to compare two builds on the same machine)")
+		idle       = flag.Duration("idle-window", 3*time.Second, "how long each scenario measures the processes' idle CPU before its window (taken out of CPU per bind; 0: not measured)")
 		replot     = flag.String("replot", "", "only re-render results.md and latency-cdf.png into -out from this results.json")
 	)
 	flag.Parse()
@@ -93,6 +101,8 @@ func run() error {
 			}
 		}
 		unlessSet("serial-sessions", func() { *serialN = 100 })
+		unlessSet("paced-sessions", func() { *pacedN = 100 })
+		unlessSet("poolsize-pools", func() { *psPools = "100,1000,5000" })
 		unlessSet("serial-pool", func() { *serialPool = 100 })
 		unlessSet("burst-sessions", func() { *burstN = 750 })
 		unlessSet("burst-rate", func() { *burstRate = 75 })
@@ -156,15 +166,19 @@ func run() error {
 		}
 	}()
 	logf("test bed up in %s; building the manager", env.StartDuration.Round(time.Millisecond))
-	binary := bench.ManagerBinaryPath(env.RepoRoot)
-	if err := bench.BuildManager(ctx, env.RepoRoot, binary); err != nil {
-		return err
+	binary := *mgrBinary
+	if binary == "" {
+		binary = bench.ManagerBinaryPath(env.RepoRoot)
+		if err := bench.BuildManager(ctx, env.RepoRoot, binary); err != nil {
+			return err
+		}
 	}
 	h, err := bench.NewHarness(ctx, env)
 	if err != nil {
 		return err
 	}
 	h.Logf = logf
+	h.IdleWindow = *idle
 	h.ReplenishQuietPeriod = *quiet
 	if *minReady >= 0 {
 		h.ReplenishMinReady = ptr.To(int32(*minReady))
@@ -180,16 +194,24 @@ func run() error {
 	logf("manager up: pid %d, metrics %s, log %s", h.Manager.PID(), h.Manager.MetricsURL, h.Manager.LogPath)
 
 	report := &bench.Report{Started: time.Now(), Machine: machine(), Command: strings.Join(os.Args, " ")}
+	var list []string
 	for _, sc := range strings.Split(*scenarios, ",") {
-		sc = strings.TrimSpace(sc)
-		if sc == "" {
-			continue
+		if sc = strings.TrimSpace(sc); sc == "poolsize" { // one scenario per pool size
+			for _, p := range strings.Split(*psPools, ",") {
+				list = append(list, "pool"+strings.TrimSpace(p))
+			}
+		} else if sc != "" {
+			list = append(list, sc)
 		}
+	}
+	for _, sc := range list {
 		logf("scenario %s", sc)
 		var res *bench.Result
 		switch sc {
 		case "serial":
 			res, err = h.Serial(ctx, *serialN, *serialPool, *floorN)
+		case "paced":
+			res, err = h.Paced(ctx, *pacedN, *serialPool, *floorN, *pacedEvery)
 		case "burst":
 			if err = h.EnsureNodes(ctx, *nodes); err == nil {
 				res, err = h.Burst(ctx, *burstN, *burstRate, *burstPool, *floorN)
@@ -207,7 +229,11 @@ func run() error {
 		case "transfer":
 			res, err = h.Transfer(ctx, int64(*trBigMB)*1_000_000, *trSmall, *trRuns, *floorN)
 		default:
-			return fmt.Errorf("unknown scenario %q", sc)
+			size, convErr := strconv.Atoi(strings.TrimPrefix(sc, "pool"))
+			if !strings.HasPrefix(sc, "pool") || convErr != nil {
+				return fmt.Errorf("unknown scenario %q", sc)
+			}
+			res, err = h.PoolSize(ctx, *psN, *psRate, size, *floorN)
 		}
 		if err != nil {
 			return fmt.Errorf("scenario %s: %w", sc, err)
