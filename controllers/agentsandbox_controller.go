@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/expectations"
@@ -70,12 +71,16 @@ type AgentSandboxReconciler struct {
 	notReadyStreak map[types.NamespacedName]int
 	// lastStatusWrite is when each pool's status was last written (see poolCountsInterval).
 	lastStatusWrite sync.Map // types.NamespacedName -> time.Time
+	// vmSizes is what the node agents measured of each class's VMs (VMSizeApplied).
+	vmSizes  *vmSizeReports
+	recorder recorder.EventRecorder
 }
 
 func newAgentSandboxReconciler(d reconcilerDeps, shared *sharedState) *AgentSandboxReconciler {
 	return &AgentSandboxReconciler{Client: d.client, apiReader: d.apiReader,
 		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, demand: shared.demand, factory: shared.factory, builds: shared.builds,
-		expectations: expectations.NewPods(d.clock), notReadyStreak: map[types.NamespacedName]int{}}
+		expectations: expectations.NewPods(d.clock), notReadyStreak: map[types.NamespacedName]int{},
+		vmSizes: newVMSizeReports(), recorder: d.recorder(SandboxEventSource)}
 }
 
 // takeClock remembers when a session last took a warm sandbox of each pool. It is memory
@@ -600,6 +605,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	setPoolConditions(status, st, int32(ready), want)
 	setAutoscalingStatus(status, st)
 	idleVMMemory.set(client.ObjectKeyFromObject(sb), float64(warmMemory(warm)))
+	announceVMSize := r.setVMSizeCondition(sb, status)
 
 	if equalSandboxStatus(&sb.Status, status) {
 		return nil
@@ -619,6 +625,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 		return client.IgnoreNotFound(err)
 	}
 	r.lastStatusWrite.Store(key, r.clock.Now())
+	announceVMSize()
 	return nil
 }
 
@@ -723,6 +730,8 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes)).
 		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeChanged),
 			builder.WithPredicates(windowsBuildChanged())).
+		// The node agents' measurements of the classes' VM sizes.
+		WatchesMetadata(&corev1.Node{}, r.vmSizes.nodeHandler()).
 		// A quota raised or lowered lets pools grow or trims them.
 		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.sandboxesInNamespace)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.config.SandboxWorkers}).

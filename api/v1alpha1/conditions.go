@@ -31,6 +31,18 @@ const (
 	// ReasonQuotaLimited: the namespace's AgentQuota (warmSandboxes, memory or cpu) holds the
 	// pool below spec.replicas; the message names the quota and the arithmetic.
 	ReasonQuotaLimited = "QuotaLimited"
+
+	// SandboxVMSizeApplied says whether the class's utility VMs got the memory their pods ask
+	// for, as the node agents measured it through HCS (the agents.hyperpool.io/uvm-sizes Node
+	// annotation). Absent while no node agent has measured a VM of the class.
+	SandboxVMSizeApplied = "VMSizeApplied"
+	// ReasonVMSizeMeasured: every measured VM of the class has the size its pod asks for, so
+	// status.footprint is what the VMs use.
+	ReasonVMSizeMeasured = "VMSizeMeasured"
+	// ReasonVMSizeNotApplied: some VMs got another size, usually hcsshim's default (1024 MB),
+	// because the node's containerd runtime handler does not pass pod annotations to the
+	// shim. The message names the nodes and sizes and the fix; a Warning Event says so too.
+	ReasonVMSizeNotApplied = "VMSizeNotApplied"
 )
 
 // AgentSandbox conditions of a pool with spec.autoscaling (absent without it).

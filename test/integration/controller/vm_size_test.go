@@ -1,0 +1,172 @@
+//go:build !windows
+
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/nodeagent"
+	"github.com/hyperpool/hyperpool/internal/uvm"
+	"github.com/hyperpool/hyperpool/test/builders"
+)
+
+// measuredHost is a Windows node's HCS as the node agent sees it: one utility VM per pod
+// sandbox, each with the memory the hypervisor assigned to it.
+type measuredHost struct{ vms []nodeagent.UtilityVM }
+
+func (h *measuredHost) ListUtilityVMs(context.Context) ([]nodeagent.UtilityVM, error) {
+	return slices.Clone(h.vms), nil
+}
+func (h *measuredHost) TerminateUtilityVM(context.Context, string) error { return nil }
+
+// sandboxes is the container runtime's CRI: each pod's sandbox, ready.
+type sandboxes map[string]nodeagent.PodRef
+
+func (s sandboxes) ResolveSandboxes(context.Context) (map[string]nodeagent.PodRef, error) {
+	return s, nil
+}
+
+// End to end, the node agent's VM size check against the real API server and the manager:
+// node agents (fake HCS and CRI, real pod list and Node writes) measure the class's VMs at
+// hcsshim's default 1024 MB where the pods ask for 1536; the class says VMSizeApplied False
+// naming the nodes and sizes, with one Warning Event. Once the VMs have their size, the
+// condition turns True.
+func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ns := env.CreateNamespace(t)
+	create(t, builders.AgentSandbox(ns, "sized").Replicas(2).Obj())
+	waitPoolReady(t, ns, "sized", 2, 60*time.Second)
+
+	// One agent per node that runs a pod of the class, each seeing its pods' VMs.
+	pods := warmPods(t, ns, "sized")
+	type node struct {
+		agent *nodeagent.Agent
+		host  *measuredHost
+	}
+	nodes := map[string]*node{}
+	for _, p := range pods {
+		if want := "1536"; p.Annotations["io.microsoft.virtualmachine.computetopology.memory.sizeinmb"] != want {
+			t.Fatalf("pod %s asks for %q MB, want %s", p.Name, p.Annotations["io.microsoft.virtualmachine.computetopology.memory.sizeinmb"], want)
+		}
+		n := nodes[p.Spec.NodeName]
+		if n == nil {
+			n = &node{host: &measuredHost{}}
+			resolver := sandboxes{}
+			n.agent = &nodeagent.Agent{
+				Config:   nodeagent.Config{NodeName: p.Spec.NodeName, GracePeriod: time.Hour, Interval: time.Second},
+				Host:     n.host,
+				Resolver: resolver,
+				Pods:     nodeagent.APIPodLister{Reader: k8s, NodeName: p.Spec.NodeName},
+				Node:     nodeagent.KubeNode{Reader: k8s, Client: k8s, NodeName: p.Spec.NodeName},
+				Metrics:  nodeagent.NewMetrics(prometheus.NewRegistry()),
+				Log:      logr.Discard(),
+			}
+			nodes[p.Spec.NodeName] = n
+			t.Cleanup(func() { removeAgentAnnotations(t, p.Spec.NodeName) })
+		}
+		sandbox := "sb-" + string(p.UID)
+		n.agent.Resolver.(sandboxes)[sandbox] = nodeagent.PodRef{Namespace: p.Namespace, Name: p.Name, UID: p.UID,
+			SandboxID: sandbox, State: nodeagent.SandboxReady}
+		n.host.vms = append(n.host.vms, nodeagent.UtilityVM{ID: sandbox + "@vm", Created: time.Now().Add(-time.Minute),
+			MemoryAssignedBytes: 1024 << 20}) // hcsshim's default: the annotation never reached the shim
+	}
+	rounds := func() {
+		t.Helper()
+		for name, n := range nodes {
+			if _, err := n.agent.RunOnce(ctx); err != nil {
+				t.Fatalf("agent on %s: %v", name, err)
+			}
+		}
+	}
+	rounds()
+
+	var names []string
+	for name := range nodes {
+		names = append(names, name)
+	}
+	cond := waitVMSizeCondition(t, ns, "sized", agentsv1alpha1.ReasonVMSizeNotApplied)
+	for _, name := range names {
+		if !strings.Contains(cond.Message, name+" (") || !strings.Contains(cond.Message, "at 1024Mi, asked 1536Mi") {
+			t.Errorf("condition message %q does not name node %s and the sizes", cond.Message, name)
+		}
+	}
+	if cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "2 of 2 measured VM(s)") {
+		t.Errorf("condition = %+v", cond)
+	}
+	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+		n, err := vmSizeWarnings(ctx, ns, "sized")
+		return n == 1, fmt.Sprintf("%d VMSizeNotApplied Warnings about sized, want 1 (%v)", n, err)
+	})
+
+	// The runtime handler is fixed and the VMs replaced: they have their size now.
+	for _, n := range nodes {
+		for i := range n.host.vms {
+			n.host.vms[i].MemoryAssignedBytes = 1536 << 20
+		}
+	}
+	rounds()
+	cond = waitVMSizeCondition(t, ns, "sized", agentsv1alpha1.ReasonVMSizeMeasured)
+	if cond.Status != metav1.ConditionTrue || !strings.Contains(cond.Message, "measured 2 VM(s)") {
+		t.Errorf("condition after the fix = %+v", cond)
+	}
+	if n, _ := vmSizeWarnings(ctx, ns, "sized"); n != 1 {
+		t.Errorf("%d VMSizeNotApplied Warnings after the fix, want still 1", n)
+	}
+}
+
+func waitVMSizeCondition(t *testing.T, ns, name, reason string) *metav1.Condition {
+	t.Helper()
+	var c *metav1.Condition
+	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		sb := &agentsv1alpha1.AgentSandbox{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, sb); err != nil {
+			return false, err.Error()
+		}
+		c = meta.FindStatusCondition(sb.Status.Conditions, agentsv1alpha1.SandboxVMSizeApplied)
+		return c != nil && c.Reason == reason, fmt.Sprintf("%s condition = %+v, want reason %s", agentsv1alpha1.SandboxVMSizeApplied, c, reason)
+	})
+	return c
+}
+
+// vmSizeWarnings counts the VMSizeNotApplied Warnings about a class, repeats included.
+func vmSizeWarnings(ctx context.Context, ns, class string) (int, error) {
+	events := &eventsv1.EventList{}
+	if err := k8s.List(ctx, events, client.InNamespace(ns)); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range events.Items {
+		if e.Type != corev1.EventTypeWarning || e.Reason != agentsv1alpha1.ReasonVMSizeNotApplied || e.Regarding.Name != class {
+			continue
+		}
+		n++
+		if e.Series != nil && e.Series.Count > 1 {
+			n += int(e.Series.Count) - 1
+		}
+	}
+	return n, nil
+}
+
+// removeAgentAnnotations takes what a test's node agent wrote off a shared node.
+func removeAgentAnnotations(t *testing.T, node string) {
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:null,%q:null}}}`, nodeagent.SummaryAnnotation, uvm.SizesAnnotation)
+	if err := k8s.Patch(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Errorf("cleaning node %s: %v", node, err)
+	}
+}
