@@ -56,6 +56,24 @@ panels = [
     panel(7, "Sandbox pod creations by start type", "Warm: refilling pools. Cold: for a session that found no warm pod.", "ops", 0, 24, [
         (f"sum by (start_type) (rate(hyperpool_pod_creations_total{{{NS}}}[$__rate_interval]))", "{{start_type}}"),
     ], w=24),
+    # Warm pools sized by demand (docs/autoscaling.md): what they serve, what they cost, and
+    # what the autoscaler asks for against what the pool holds.
+    panel(20, "Warm-hit ratio per pool",
+          "Share of binds that took a warm sandbox (hyperpool_session_binds_total, Warm over all). An autoscaled pool aims at its spec.autoscaling.warmHitTarget.",
+          "percentunit", 0, 32, [
+              (f'sum by (namespace, sandbox) (rate(hyperpool_session_binds_total{{{NS}, start_type="Warm"}}[$__rate_interval])) / sum by (namespace, sandbox) (rate(hyperpool_session_binds_total{{{NS}}}[$__rate_interval]))', "{{namespace}}/{{sandbox}}"),
+          ]),
+    panel(21, "Idle VM memory per pool",
+          "Utility VM memory held by warm (unbound) sandboxes: rate of hyperpool_idle_vm_memory_byte_seconds_total. The cost a warm pool pays for its hits.",
+          "bytes", 12, 32, [
+              (f"sum by (namespace, sandbox) (rate(hyperpool_idle_vm_memory_byte_seconds_total{{{NS}}}[$__rate_interval]))", "{{namespace}}/{{sandbox}}"),
+          ], stack=True),
+    panel(22, "Autoscaler: recommended vs. Ready warm sandboxes",
+          "hyperpool_autoscale_recommended_replicas (status.autoscaling.recommendedReplicas) against hyperpool_warm_sandboxes, for pools with spec.autoscaling.",
+          "short", 0, 40, [
+              (f"sum by (namespace, sandbox) (hyperpool_autoscale_recommended_replicas{{{NS}}})", "recommended {{namespace}}/{{sandbox}}"),
+              (f"sum by (namespace, sandbox) (hyperpool_warm_sandboxes{{{NS}}} and on (namespace, sandbox) hyperpool_autoscale_recommended_replicas)", "ready {{namespace}}/{{sandbox}}"),
+          ], w=24),
 ]
 
 dashboard = {
