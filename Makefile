@@ -14,6 +14,15 @@ GO_TEST_FLAGS ?= -race -count=1 -timeout=25m
 
 export KUBEBUILDER_ASSETS := $(ASSETS)
 
+# The one version of a release: appVersion of charts/hyperpool/Chart.yaml (no VERSION file:
+# the top level holds only what the layout rule lists). It is stamped into the binaries
+# (--version, internal/version), the image tags and labels, the chart and the CRD bundle;
+# make verify fails when a copy disagrees.
+VERSION  := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' charts/hyperpool/Chart.yaml)
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X github.com/hyperpool/hyperpool/internal/version.Version=$(VERSION) \
+            -X github.com/hyperpool/hyperpool/internal/version.Revision=$(REVISION)
+
 .PHONY: help
 help: ## Show the targets.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +70,7 @@ verify: manifests generate dashboard lint ## Regenerate everything and lint; fai
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on: $$(gofmt -l $$(git ls-files '*.go'))"; exit 1; }
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make manifests generate dashboard' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config charts)" || { echo "untracked generated files: $$(git status --porcelain -- api config charts)"; exit 1; }
+	go run ./hack/release check-version -version=$(VERSION)
 
 # A count, not a duration: with -fuzztime=Ns the fuzzing engine can report a spurious
 # "context deadline exceeded" failure when the time runs out mid-run.
@@ -83,8 +93,8 @@ test: tools vet fuzz ## Build the test bed, fuzz briefly, then run all tests wit
 
 .PHONY: build
 build: ## Build the manager binary into bin/manager and the kubectl plugin into bin/kubectl-agents.
-	go build -o $(BIN)/manager ./cmd/manager
-	go build -o $(BIN)/kubectl-agents ./cmd/kubectl-agents
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/manager ./cmd/manager
+	go build -ldflags "$(LDFLAGS)" -o $(BIN)/kubectl-agents ./cmd/kubectl-agents
 
 .PHONY: run
 run: manifests ## Run the manager against the cluster of the current kubeconfig.
@@ -98,6 +108,24 @@ HELM := $(ASSETS)/helm
 helm-lint: tools ## helm lint the chart, with default and with every optional part on.
 	$(HELM) lint --strict charts/hyperpool
 	$(HELM) lint --strict charts/hyperpool -f test/helm/testdata/values-all.yaml
+
+##@ Release
+
+# A registry reference of the node agent's Windows base image, pulled by `make images`; see
+# docs/install.md. Empty: the image is built without a base layer (none can be had offline).
+NODE_AGENT_BASE ?=
+
+.PHONY: version
+version: ## Print the release version (appVersion of charts/hyperpool/Chart.yaml).
+	@echo $(VERSION)
+
+.PHONY: images
+images: ## Build the images without Docker: OCI layouts and docker-load tarballs in bin/images (NODE_AGENT_BASE=ref for the node agent's base).
+	go run ./hack/release images -version=$(VERSION) -revision=$(REVISION) -out=$(BIN)/images -node-agent-base=$(NODE_AGENT_BASE)
+
+.PHONY: release
+release: tools images ## The release bundle in bin/release: chart, image tarballs, crds.yaml, install.yaml, SHA256SUMS.
+	go run ./hack/release bundle -version=$(VERSION) -images=$(BIN)/images -out=$(BIN)/release -helm=$(HELM)
 
 ##@ Demo
 

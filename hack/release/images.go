@@ -96,7 +96,7 @@ func buildImages(ctx context.Context, o imageOptions) error {
 			}
 			platforms = append(platforms, *pl)
 		}
-		err := writeImage(ctx, o, work, "hyperpool-manager", managerRepository, platforms, func(p v1.Platform) (v1.Image, error) {
+		err := writeImage(ctx, o, "hyperpool-manager", managerRepository, platforms, func(p v1.Platform) (v1.Image, error) {
 			bin := filepath.Join(work, "manager-"+p.Architecture)
 			if err := goBuild(ctx, o, p, "./cmd/manager", bin); err != nil {
 				return nil, err
@@ -109,7 +109,7 @@ func buildImages(ctx context.Context, o imageOptions) error {
 	}
 	if o.nodeAgent {
 		p := v1.Platform{OS: "windows", Architecture: "amd64"}
-		err := writeImage(ctx, o, work, "hyperpool-node-agent", nodeAgentRepository, []v1.Platform{p}, func(p v1.Platform) (v1.Image, error) {
+		err := writeImage(ctx, o, "hyperpool-node-agent", nodeAgentRepository, []v1.Platform{p}, func(p v1.Platform) (v1.Image, error) {
 			bin := filepath.Join(work, "hyperpool-node-agent.exe")
 			if err := goBuild(ctx, o, p, "./cmd/node-agent", bin); err != nil {
 				return nil, err
@@ -129,7 +129,7 @@ func buildImages(ctx context.Context, o imageOptions) error {
 
 // writeImage builds the image of each platform and writes the OCI layout dir/<image> (one
 // index, tagged with the version) and a docker-load tarball per platform.
-func writeImage(ctx context.Context, o imageOptions, work, image, repository string, platforms []v1.Platform, build func(v1.Platform) (v1.Image, error)) error {
+func writeImage(ctx context.Context, o imageOptions, image, repository string, platforms []v1.Platform, build func(v1.Platform) (v1.Image, error)) error {
 	tag, err := name.NewTag(repository + ":" + o.version)
 	if err != nil {
 		return err
@@ -250,8 +250,12 @@ func nodeAgentImage(ctx context.Context, bin, baseRef string, labels map[string]
 			return nil, err
 		}
 	}
-	if c, err := base.ConfigFile(); err != nil || c.OS != "windows" {
-		return nil, fmt.Errorf("the node agent's base %s is not a Windows image (%v)", baseRef, err)
+	c, err := base.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("reading the node agent's base %s: %w", baseRef, err)
+	}
+	if c.OS != "windows" {
+		return nil, fmt.Errorf("the node agent's base %s is a %s image, not a Windows one", baseRef, c.OS)
 	}
 	layerTar := filepath.Join(work, "node-agent.tar")
 	if err := fileTar(layerTar, bin, "hyperpool-node-agent.exe", 0o755, created); err != nil {

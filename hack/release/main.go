@@ -36,8 +36,9 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1], os.Args[2:]); err != nil {
+	err := run(ctx, os.Args[1], os.Args[2:])
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "release:", err)
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -46,7 +48,10 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	serviceAccount := fullname + "-manager"
 	ctx := context.Background()
 
-	out := string(run(t, nil, "helm", "install", release, chartDir(), "--namespace", ns,
+	// The chart as a release ships it (make release), not the folder: a file missing from
+	// the package, or a version the package does not carry, fails here.
+	chart := packagedChart(t)
+	out := string(run(t, nil, "helm", "install", release, chart, "--namespace", ns,
 		"--set", "runtimeClasses.enabled=true", "--set", "metrics.serviceMonitor.enabled=false"))
 	uninstalled := false
 	t.Cleanup(func() {
@@ -80,7 +85,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	first := waitSessionReady(t, ns, "first")
 
 	// Upgrade: change values; the release's objects follow, the manager keeps working.
-	out = string(run(t, nil, "helm", "upgrade", release, chartDir(), "--namespace", ns, "--reuse-values",
+	out = string(run(t, nil, "helm", "upgrade", release, chart, "--namespace", ns, "--reuse-values",
 		"--set", "replicas=3", "--set", "manager.warmPodReadyTimeout=5m"))
 	if !strings.Contains(out, "REVISION: 2") {
 		t.Errorf("helm upgrade output lacks revision 2:\n%s", out)
@@ -134,6 +139,25 @@ type managerRun struct {
 
 	mu      sync.Mutex
 	refused []string
+}
+
+// packagedChart packages the chart as `make release` does (hack/release chart runs the
+// bundle's helm package) and returns the archive.
+func packagedChart(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "run", "./hack/release", "chart", "-out", dir, "-helm", tool(t, "helm"))
+	cmd.Dir = env.RepoRoot
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go run ./hack/release chart: %v\n%s", err, out)
+	}
+	archives, err := filepath.Glob(filepath.Join(dir, "hyperpool-*.tgz"))
+	if err != nil || len(archives) != 1 {
+		t.Fatalf("hack/release chart wrote %v (%v), want one hyperpool-VERSION.tgz", archives, err)
+	}
+	return archives[0]
 }
 
 func (r *managerRun) list() []string {

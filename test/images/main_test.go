@@ -1,0 +1,127 @@
+//go:build !windows
+
+// Package images_test checks what `make images` and `make release` produce, by running the
+// program they run (hack/release) and reading its output back with go-containerregistry: the
+// manager's multi-arch image (config, one layer, the stamped binary inside), the Windows node
+// agent image, the docker-load tarballs, the Dockerfile's agreement with them, the release
+// bundle, and the version check of make verify. No Docker, no registry on the network.
+package images_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+var (
+	// root is the repository's root; the test binary runs in test/images.
+	root = mustAbs("../..")
+	// work is TestMain's temporary directory, removed when the tests end.
+	work string
+	// tool is hack/release, built once by TestMain.
+	tool string
+	// version and revision are what the images must carry: Chart.yaml's appVersion and the
+	// commit checked out when the test started.
+	version, revision string
+)
+
+func mustAbs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+func TestMain(m *testing.M) {
+	code, err := setup(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test/images:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func setup(m *testing.M) (int, error) {
+	dir, err := os.MkdirTemp("", "hyperpool-images-test-")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	work = dir
+	tool = filepath.Join(dir, "release")
+	if out, err := goCmd("build", "-o", tool, "./hack/release").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("building hack/release: %w\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "charts", "hyperpool", "Chart.yaml"))
+	if err != nil {
+		return 0, err
+	}
+	var chart struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(b, &chart); err != nil {
+		return 0, err
+	}
+	version = chart.AppVersion
+	out, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
+	if err != nil {
+		return 0, fmt.Errorf("git rev-parse HEAD: %w", err)
+	}
+	revision = strings.TrimSpace(string(out))
+	return m.Run(), nil
+}
+
+func goCmd(args ...string) *exec.Cmd {
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	return cmd
+}
+
+// release runs hack/release from the repository root and returns its stdout; stderr is in
+// the error.
+func release(t testing.TB, timeout time.Duration, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd.Dir = root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("release %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// built is the output of one `images` run, shared by the tests that read it: the manager
+// for linux/amd64 and linux/arm64 (cross-compiling costs about a minute once; the Go build
+// cache makes later runs seconds) and the node agent.
+var built struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// imagesDir runs `release images` once and returns its output directory.
+func imagesDir(t *testing.T) string {
+	t.Helper()
+	built.once.Do(func() {
+		built.dir = filepath.Join(work, "images")
+		_, built.err = release(t, 15*time.Minute, "images", "-out", built.dir, "-revision", revision,
+			"-platforms", "linux/amd64,linux/arm64")
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.dir
+}
