@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/hyperpool/hyperpool/api/v1alpha1"
@@ -122,23 +123,28 @@ func (n KubeNode) SetAnnotation(ctx context.Context, key, value string) error {
 // SetTaint adds the taint (present) or removes every taint with its key, and reports
 // whether the Node changed. The taints are one list in the Node's spec, which a merge
 // patch replaces whole, so the patch carries the resourceVersion it was computed from: a
-// taint someone else adds meanwhile makes it fail with a Conflict (retried next round)
-// instead of being dropped.
+// taint someone else (the node lifecycle controller, a person) adds meanwhile makes it fail
+// with a Conflict instead of being dropped, and it is computed again from a fresh read.
 func (n KubeNode) SetTaint(ctx context.Context, taint corev1.Taint, present bool) (bool, error) {
-	node := &corev1.Node{}
-	if err := n.Reader.Get(ctx, client.ObjectKey{Name: n.NodeName}, node); err != nil {
-		return false, err
-	}
-	taints := withTaint(node.Spec.Taints, taint, present)
-	if slices.EqualFunc(taints, node.Spec.Taints, func(a, b corev1.Taint) bool { return a.MatchTaint(&b) && a.Value == b.Value }) {
-		return false, nil
-	}
-	patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	node.Spec.Taints = taints
-	if err := n.Client.Patch(ctx, node, patch); err != nil {
-		return false, err
-	}
-	return true, nil
+	changed := false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node := &corev1.Node{}
+		if err := n.Reader.Get(ctx, client.ObjectKey{Name: n.NodeName}, node); err != nil {
+			return err
+		}
+		taints := withTaint(node.Spec.Taints, taint, present)
+		if slices.EqualFunc(taints, node.Spec.Taints, func(a, b corev1.Taint) bool { return a.MatchTaint(&b) && a.Value == b.Value }) {
+			return nil
+		}
+		patch := client.MergeFromWithOptions(node.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		node.Spec.Taints = taints
+		if err := n.Client.Patch(ctx, node, patch); err != nil {
+			return err
+		}
+		changed = true
+		return nil
+	})
+	return changed, err
 }
 
 // withTaint returns taints with taint added once (present), or without any taint of its

@@ -173,3 +173,37 @@ func TestStaticPodVMNotReaped(t *testing.T) {
 		t.Errorf("after the static pod is gone: %s, terminated %v; want a reaped Orphan", v, h.host.terminated)
 	}
 }
+
+// SetTaint adds the taint once, keeps the Node's other taints in order, and removes only its key.
+func TestKubeNodeSetTaint(t *testing.T) {
+	ctx := context.Background()
+	other := corev1.Taint{Key: "os", Value: "windows", Effect: corev1.TaintEffectNoSchedule}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "win-1"}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{other}}}
+	c := fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(node).Build()
+	kube := KubeNode{Reader: c, Client: c, NodeName: "win-1"}
+	leak := corev1.Taint{Key: DefaultLeakTaintKey, Effect: corev1.TaintEffectPreferNoSchedule}
+	taints := func() []corev1.Taint {
+		n := &corev1.Node{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "win-1"}, n); err != nil {
+			t.Fatal(err)
+		}
+		return n.Spec.Taints
+	}
+	for _, step := range []struct {
+		present, wantChanged bool
+		want                 []corev1.Taint
+	}{
+		{true, true, []corev1.Taint{other, leak}},
+		{true, false, []corev1.Taint{other, leak}},
+		{false, true, []corev1.Taint{other}},
+		{false, false, []corev1.Taint{other}},
+	} {
+		changed, err := kube.SetTaint(ctx, leak, step.present)
+		if err != nil || changed != step.wantChanged {
+			t.Fatalf("SetTaint(%t) = %t, %v; want changed %t", step.present, changed, err, step.wantChanged)
+		}
+		if got := taints(); !slices.EqualFunc(got, step.want, func(a, b corev1.Taint) bool { return a.MatchTaint(&b) && a.Value == b.Value }) {
+			t.Fatalf("after SetTaint(%t): taints %v, want %v", step.present, got, step.want)
+		}
+	}
+}
