@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -85,6 +86,9 @@ func run() error {
 		mgrBinary  = flag.String("manager-binary", "", "run this manager binary instead of building ./cmd/manager (to compare two builds on the same machine)")
 		idle       = flag.Duration("idle-window", 3*time.Second, "how long each scenario measures the processes' idle CPU before its window (taken out of CPU per bind; 0: not measured)")
 		replot     = flag.String("replot", "", "only re-render results.md and latency-cdf.png into -out from this results.json")
+		dayDur     = flag.Duration("day-duration", 10*time.Minute, "day: the real time a simulated 24 h is replayed in (not in the default list: -scenarios=day)")
+		daySeed    = flag.Uint64("day-seed", 16, "day: the trace's seed")
+		dayBoot    = flag.Duration("day-boot", 45*time.Second, "day: the simulated VM boot, scaled with the day")
 	)
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard()) // the benchmark's watches; the manager logs to its own file
@@ -187,7 +191,13 @@ func run() error {
 	if err := h.EnsureNodes(ctx, *nodes); err != nil {
 		return err
 	}
-	h.Manager, err = bench.StartManager(ctx, binary, env.KubeconfigPath, filepath.Join(outDir, "manager.log"), *qps, *burst, strings.Fields(*extraArgs)...)
+	dayOpts := bench.DefaultDayOptions()
+	dayOpts.Duration, dayOpts.Seed, dayOpts.Boot = *dayDur, *daySeed, *dayBoot
+	managerArgs := strings.Fields(*extraArgs)
+	if slices.Contains(strings.Split(strings.ReplaceAll(*scenarios, " ", ""), ","), "day") {
+		managerArgs = append(bench.DayManagerArgs(dayOpts), managerArgs...) // the autoscaler on the day's clock
+	}
+	h.Manager, err = bench.StartManager(ctx, binary, env.KubeconfigPath, filepath.Join(outDir, "manager.log"), *qps, *burst, managerArgs...)
 	if err != nil {
 		return err
 	}
@@ -226,6 +236,12 @@ func run() error {
 			res, err = h.Scale(ctx, *scaleN, *scaleRate, *scaleNodes, *floorN)
 		case "firstoutput":
 			res, err = h.FirstOutput(ctx, *foN, *foPool, *floorN)
+		case "day":
+			var day *bench.DayReport
+			if res, day, err = h.Day(ctx, dayOpts); err == nil {
+				fmt.Println(day.Markdown())
+				err = day.Write(outDir)
+			}
 		case "transfer":
 			res, err = h.Transfer(ctx, int64(*trBigMB)*1_000_000, *trSmall, *trRuns, *floorN)
 		default:
