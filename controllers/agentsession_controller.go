@@ -34,7 +34,9 @@ type AgentSessionReconciler struct {
 	factory *podFactory
 	builds  *nodeBuilds // the nodes' Windows builds, shared with the pool controller
 	claims  *expectations.Claims
-	written *writtenStatuses
+	// candidates are the classes' Ready warm pods, kept from pod events: a bind's pick.
+	candidates *warmCandidates
+	written    *writtenStatuses
 	// heartbeats remembers the malformed heartbeat reported for each session, so it is
 	// reported once, not on every reconcile.
 	heartbeats *malformedHeartbeats
@@ -43,7 +45,7 @@ type AgentSessionReconciler struct {
 func newAgentSessionReconciler(d reconcilerDeps, shared *sharedState) *AgentSessionReconciler {
 	return &AgentSessionReconciler{Client: d.client, apiReader: d.apiReader, recorder: d.recorder(SessionEventSource),
 		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, demand: shared.demand, factory: shared.factory, builds: shared.builds,
-		claims: expectations.NewClaims(d.clock), written: newWrittenStatuses(d.clock), heartbeats: &malformedHeartbeats{}}
+		claims: expectations.NewClaims(d.clock), candidates: shared.candidates, written: newWrittenStatuses(d.clock), heartbeats: &malformedHeartbeats{}}
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete

@@ -6,7 +6,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -159,52 +158,44 @@ func (r *AgentSessionReconciler) bind(ctx context.Context, s *agentsv1alpha1.Age
 }
 
 // claimWarmPod binds the session to a Ready warm pod of its class, on the node with the
-// fewest sessions of the class. The lock is the pod write itself: a merge patch with the
-// resourceVersion the cache showed, so of two binds racing for one pod the API server
-// accepts exactly one. That patch is the bind's first API write; the session status is the
-// second and last.
+// fewest sessions of the class. The candidates come from warmCandidates, kept from pod
+// events, so a bind costs the same with 100 warm pods as with 5,000. Each candidate is read
+// again from the cache and checked before it is written. The lock is the pod write itself:
+// a merge patch with the resourceVersion the cache showed, so of two binds racing for one
+// pod the API server accepts exactly one. That patch is the bind's first API write; the
+// session status is the second and last.
 func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (*corev1.Pod, error) {
-	list := &corev1.PodList{}
-	if err := r.List(ctx, list, client.InNamespace(sb.Namespace), client.MatchingFields{podWarmIndex: sb.Name}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing warm pods of AgentSandbox %s: %w", sb.Name, err)
-	}
+	class := client.ObjectKeyFromObject(sb)
 	hash := templateHash(sb)
+	// OnReplenish hands out old-template pods first, so the pool turns over as it is used.
 	preferOld := sb.Spec.UpdateStrategy.Type == agentsv1alpha1.OnReplenishUpdateStrategy
-	// A pool can hold thousands of pods: rank each once, then sort on the ranks.
-	var ranked []rankedPod
-	for i := range list.Items {
-		p := &list.Items[i]
-		if p.DeletionTimestamp.IsZero() && podstate.Ready(p) && metav1.IsControlledBy(p, sb) && !r.claims.PodTaken(client.ObjectKeyFromObject(p)) {
-			// OnReplenish hands out old-template pods first, so the pool turns over as it is used.
-			old := p.Labels[agentsv1alpha1.TemplateHashLabel] != hash
-			ranked = append(ranked, rankedPod{pod: p, preferred: old == preferOld, created: p.CreationTimestamp.Time})
+	// Candidates this bind took and did not bind go back to the set when it is done, so
+	// that one reconcile never looks at a pod twice.
+	var giveBack []types.NamespacedName
+	defer func() {
+		for _, key := range giveBack {
+			r.candidates.release(key)
 		}
-	}
-	// The class's load is counted per node the candidates are on, not over all its bound
-	// pods: a class can hold thousands of sessions.
-	sessionsOnNode := map[string]int{}
-	for i := range ranked {
-		node := ranked[i].pod.Spec.NodeName
-		load, counted := sessionsOnNode[node]
-		if !counted {
-			bound := &corev1.PodList{}
-			if err := r.List(ctx, bound, client.InNamespace(sb.Namespace), client.MatchingFields{podBoundNodeIndex: boundNodeKey(sb.Name, node)}, client.UnsafeDisableDeepCopy); err != nil {
-				return nil, fmt.Errorf("counting sessions of AgentSandbox %s on node %s: %w", sb.Name, node, err)
-			}
-			load = len(bound.Items)
-			sessionsOnNode[node] = load
-		}
-		ranked[i].load = load
-	}
-	slices.SortFunc(ranked, bindOrder)
+	}()
 	attempts := 0
-	for _, rp := range ranked {
-		if attempts == maxBindAttempts {
-			break
+	for tries := 0; attempts < maxBindAttempts && tries < 4*maxBindAttempts; tries++ {
+		key, ok := r.candidates.take(class, sb.UID, hash, preferOld)
+		if !ok {
+			return nil, nil
 		}
-		candidate := rp.pod
-		key := client.ObjectKeyFromObject(candidate)
-		if !r.claims.TryTakePod(key) {
+		candidate := &corev1.Pod{}
+		if err := r.Get(ctx, key, candidate); err != nil {
+			giveBack = append(giveBack, key)
+			if apierrors.IsNotFound(err) {
+				continue // deleted: its delete event takes it out of the set
+			}
+			return nil, fmt.Errorf("reading warm pod %s: %w", key.Name, err)
+		}
+		// The set and the cache are fed by the same informer, the cache first; this check
+		// is what the bind relies on, not the set's view.
+		if !candidate.DeletionTimestamp.IsZero() || !podstate.Ready(candidate) || !metav1.IsControlledBy(candidate, sb) ||
+			candidate.Labels[agentsv1alpha1.SessionLabel] != "" || !r.claims.TryTakePod(key) {
+			giveBack = append(giveBack, key)
 			continue
 		}
 		attempts++
@@ -213,18 +204,21 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 		pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}
 		// Recorded before the write: the pool's reconcile, woken by the watch event of this
 		// very patch, may run before the patch call returns here.
-		r.takes.taken(client.ObjectKeyFromObject(sb))
+		r.takes.taken(class)
 		err := r.Patch(ctx, pod, client.MergeFromWithOptions(candidate, client.MergeFromWithOptimisticLock{}))
 		switch {
 		case err == nil:
+			// The set keeps the pod taken until its event shows it bound.
 			r.claims.SessionBound(s.UID, pod.Name)
 			return pod, nil
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 			// Bound by another session, deleted, or changed since the cache saw it: the
 			// cache will show which; try the next pod.
 			r.claims.ReleasePod(key)
+			giveBack = append(giveBack, key)
 		default:
 			r.claims.ReleasePod(key)
+			giveBack = append(giveBack, key)
 			return nil, fmt.Errorf("binding warm pod %s: %w", pod.Name, err)
 		}
 	}
@@ -233,7 +227,6 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 
 // rankedPod is a bind candidate with what orders it.
 type rankedPod struct {
-	pod       *corev1.Pod
 	load      int  // sessions of the class on the pod's node
 	preferred bool // of the template the update strategy hands out first
 	created   time.Time

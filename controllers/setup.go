@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,6 +34,13 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 		d.clock = cfg.Clock
 	}
 	shared := newSharedState(d)
+	pods, err := mgr.GetCache().GetInformer(ctx, &corev1.Pod{})
+	if err != nil {
+		return fmt.Errorf("getting the pod informer: %w", err)
+	}
+	if _, err := pods.AddEventHandler(shared.candidates.handler()); err != nil {
+		return fmt.Errorf("feeding the warm candidates from pod events: %w", err)
+	}
 	if err := newAgentSandboxReconciler(d, shared).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSandbox controller: %w", err)
 	}
@@ -62,17 +70,21 @@ type sharedState struct {
 	builds  *nodeBuilds  // the Windows nodes' builds: every pod recipe
 	factory *podFactory  // resolves and builds a class's pods, for warm pools and cold starts
 	demand  *demandBook  // each pool's bind rate and refill times: the autoscaler's inputs
+	// candidates: each class's Ready warm pods and per-node load, from pod events; the
+	// session side takes from it, the pod informer feeds it.
+	candidates *warmCandidates
 }
 
 func newSharedState(d reconcilerDeps) *sharedState {
 	builds := &nodeBuilds{}
 	demand := newDemandBook(d.clock, d.config)
 	return &sharedState{
-		quota:   newQuotaKeeper(d.client, d.config, d.clock),
-		takes:   newTakeClock(d.clock),
-		demand:  demand,
-		builds:  builds,
-		factory: &podFactory{reader: d.client, config: d.config, builds: builds},
+		quota:      newQuotaKeeper(d.client, d.config, d.clock),
+		takes:      newTakeClock(d.clock),
+		demand:     demand,
+		builds:     builds,
+		factory:    &podFactory{reader: d.client, config: d.config, builds: builds},
+		candidates: newWarmCandidates(),
 	}
 }
 

@@ -74,10 +74,50 @@ func TestSerial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkDesignFloor(t, r, 7)
 	checkBinds(t, r, true)
 	if r.Floor.N != 5 || r.CriticalPerBind == 0 {
 		t.Errorf("floor samples %d, critical writes per bind %.2f", r.Floor.N, r.CriticalPerBind)
 	}
+}
+
+// checkDesignFloor asserts the design floor ran next to the binds and stayed out of their
+// write counts: exactly two critical writes per warm bind, the floor's own under its keys.
+func checkDesignFloor(t *testing.T, r *Result, samples int) {
+	t.Helper()
+	d := r.DesignFloor
+	if d == nil || d.Total.N < samples || d.RatioP50 <= 0 {
+		t.Fatalf("%s: design floor %+v, want at least %d samples and a ratio", r.Scenario, d, samples)
+	}
+	t.Logf("%s: bind p50 %.1f ms, design floor p50 %.1f ms (%.2fx)", r.Scenario, r.Latency.P50, d.Total.P50, d.RatioP50)
+	if r.CriticalPerBind != 2 {
+		t.Errorf("%s: %.2f critical writes per bind, want 2 (the floor's own writes counted?): %v", r.Scenario, r.CriticalPerBind, r.Writes.ByRequest)
+	}
+	for _, k := range []string{"design floor: POST agentsessions", "design floor: PATCH agentsessions/status", "design floor: PATCH pods"} {
+		if r.Writes.ByRequest[k] < float64(d.Total.N) {
+			t.Errorf("%s: %s = %.0f, want at least %d", r.Scenario, k, r.Writes.ByRequest[k], d.Total.N)
+		}
+	}
+	if len(r.CPU) == 0 || r.Sizes == nil || r.Sizes.WarmPod == 0 || r.Sizes.ReadySession == 0 {
+		t.Errorf("%s: CPU %v, object sizes %+v", r.Scenario, r.CPU, r.Sizes)
+	}
+}
+
+func TestPaced(t *testing.T) {
+	r, err := h.Paced(context.Background(), 6, 8, 3, 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDesignFloor(t, r, 6)
+	checkBinds(t, r, true)
+}
+
+func TestPoolSize(t *testing.T) {
+	r, err := h.PoolSize(context.Background(), 10, 20, 20, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBinds(t, r, true)
 }
 
 func TestBurst(t *testing.T) {
@@ -161,7 +201,8 @@ func TestTransfer(t *testing.T) {
 
 func TestReportRenders(t *testing.T) {
 	r := &Report{Started: time.Now(), Results: []*Result{{Scenario: "x", LatenciesMS: []float64{1, 2, 3}, FloorSamplesMS: []float64{1},
-		Latency: percentiles([]float64{1, 2, 3}), ExpiryLag: &Stats{}, FirstOutput: &FirstOutputStats{}, Transfer: &TransferStats{}}}}
+		Latency: percentiles([]float64{1, 2, 3}), ExpiryLag: &Stats{}, FirstOutput: &FirstOutputStats{}, Transfer: &TransferStats{},
+		DesignFloor: &DesignFloorStats{Total: percentiles([]float64{2})}, Ready: 3, CPU: []ProcessCPU{{Process: "kube-apiserver", PerBindMS: 1}}}}}
 	dir := t.TempDir()
 	if err := r.Write(dir); err != nil {
 		t.Fatal(err)
@@ -170,6 +211,9 @@ func TestReportRenders(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Error(err)
 		}
+	}
+	if md := r.Markdown(); !strings.Contains(md, "Bind vs design floor") || !strings.Contains(md, "CPU ms per bind") {
+		t.Errorf("the design floor's tables are missing:\n%s", md)
 	}
 	if md := r.Markdown(); !strings.Contains(md, "Time to first output") || !strings.Contains(md, "upload kubectl cp") {
 		t.Errorf("the session scenarios' tables are missing:\n%s", md)

@@ -133,7 +133,7 @@ func (h *Harness) installFloorCRD(ctx context.Context) error {
 	probe := &unstructured.Unstructured{}
 	probe.SetGroupVersionKind(floorSessionGVK)
 	// The cache's REST mapper learns the new kind on its first miss; retry until it does.
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
 		inf, err := h.cache.GetInformer(h.cacheCtx, probe, cache.BlockUntilSynced(true))
 		if err != nil {
 			return false, nil
