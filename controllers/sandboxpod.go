@@ -61,12 +61,11 @@ type podFactory struct {
 // recipe checks the class's prerequisites and returns a recipe, or a blocker saying why no
 // pod of the class can run now.
 func (f *podFactory) recipe(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) (*podRecipe, *blocker, error) {
-	rc := f.runtimeClassName(sb)
-	runtimeClass := &nodev1.RuntimeClass{}
-	if err := f.reader.Get(ctx, types.NamespacedName{Name: rc}, runtimeClass); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return nil, nil, fmt.Errorf("getting RuntimeClass %q: %w", rc, err)
-		}
+	rc, runtimeClass, err := f.runtimeClassFor(ctx, sb)
+	if err != nil {
+		return nil, nil, err
+	}
+	if runtimeClass == nil {
 		return nil, &blocker{Reason: agentsv1alpha1.ReasonRuntimeClassNotFound, Message: fmt.Sprintf(
 			"RuntimeClass %q does not exist: create it (handler runhcs-wcow-hypervisor for HyperV, runhcs-wcow-process for Process), or set spec.runtimeClassName to an existing one", rc)}, nil
 	}
