@@ -49,6 +49,11 @@ var (
 
 // Quota metrics.
 var (
+	vmSizeNotApplied = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hyperpool_vm_size_not_applied_vms",
+		Help: "Utility VMs of a pool that the node agents measured at another memory size than their pods ask for (condition VMSizeApplied), by namespace and pool.",
+	}, []string{"namespace", "sandbox"})
+
 	quotaUsed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "hyperpool_quota_used",
 		Help: "Usage counted against an AgentQuota, by namespace and resource (sessions, warmSandboxes, memory in bytes, cpu).",
@@ -74,7 +79,7 @@ var (
 func init() {
 	metrics.Registry.MustRegister(quotaUsed, quotaHard, queuedSessions, queueWait)
 	// sessionsByPhase is served by sessionCollector.
-	metrics.Registry.MustRegister(warmSandboxes, bindDuration, sessionExpirations, podCreations, vmMemoryBytes)
+	metrics.Registry.MustRegister(warmSandboxes, bindDuration, sessionExpirations, podCreations, vmMemoryBytes, vmSizeNotApplied)
 }
 
 // sessionCollector reports hyperpool_sessions from the manager's cache at scrape time, so
@@ -117,6 +122,7 @@ func forgetSandboxSeries(key types.NamespacedName) {
 	labels := prometheus.Labels{"namespace": key.Namespace, "sandbox": key.Name}
 	warmSandboxes.DeletePartialMatch(labels)
 	vmMemoryBytes.DeletePartialMatch(labels)
+	vmSizeNotApplied.DeletePartialMatch(labels)
 	bindDuration.DeletePartialMatch(labels)
 	sessionExpirations.DeletePartialMatch(labels)
 	podCreations.DeletePartialMatch(labels)

@@ -174,7 +174,15 @@ func vmSizeCondition(reports []nodeSizeReport, generation int64) *metav1.Conditi
 // the status is written: a Warning Event when the condition turned False. Events follow
 // the write they describe.
 func (r *AgentSandboxReconciler) setVMSizeCondition(sb *agentsv1alpha1.AgentSandbox, status *agentsv1alpha1.AgentSandboxStatus) func() {
-	c := vmSizeCondition(r.vmSizes.of(client.ObjectKeyFromObject(sb)), sb.Generation)
+	reports := r.vmSizes.of(client.ObjectKeyFromObject(sb))
+	notApplied := 0
+	for _, rep := range reports {
+		if !rep.Applied() {
+			notApplied += rep.VMs
+		}
+	}
+	vmSizeNotApplied.WithLabelValues(sb.Namespace, sb.Name).Set(float64(notApplied))
+	c := vmSizeCondition(reports, sb.Generation)
 	if c == nil {
 		meta.RemoveStatusCondition(&status.Conditions, agentsv1alpha1.SandboxVMSizeApplied)
 		return func() {}

@@ -5,11 +5,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/uvm"
+	"github.com/hyperpool/hyperpool/test/builders"
 )
 
 func TestVMSizeCondition(t *testing.T) {
@@ -89,4 +93,51 @@ func TestVMSizeReportsFollowNodes(t *testing.T) {
 	if len(v.byClass) != 1 || len(v.byNode) != 1 {
 		t.Errorf("state not pruned: %d classes, %d nodes", len(v.byClass), len(v.byNode))
 	}
+}
+
+// The condition is set from the reports, the gauge follows, and the Warning Event is queued
+// only when the condition turns False (not again while it stays False), to be emitted
+// after the status write.
+func TestSetVMSizeCondition(t *testing.T) {
+	rec := events.NewFakeRecorder(10)
+	r := &AgentSandboxReconciler{vmSizes: newVMSizeReports(), recorder: rec}
+	sb := builders.AgentSandbox("team-a", "win2022").Obj()
+	key := types.NamespacedName{Namespace: sb.Namespace, Name: sb.Name}
+	bad := uvm.SizeReport{Namespace: key.Namespace, Sandbox: key.Name, RequestedMiB: 1536, AssignedMiB: 1024, VMs: 3}
+	good := bad
+	good.AssignedMiB = 1536
+
+	step := func(reports []uvm.SizeReport) (*metav1.Condition, int) {
+		t.Helper()
+		r.vmSizes.set("win-0", reports)
+		status := sb.Status.DeepCopy()
+		announce := r.setVMSizeCondition(sb, status)
+		sb.Status = *status // written
+		announce()
+		return meta.FindStatusCondition(sb.Status.Conditions, agentsv1alpha1.SandboxVMSizeApplied), len(rec.Events)
+	}
+	if c, n := step(nil); c != nil || n != 0 {
+		t.Fatalf("nothing measured: condition %+v, %d events", c, n)
+	}
+	c, n := step([]uvm.SizeReport{bad})
+	if c == nil || c.Status != metav1.ConditionFalse || n != 1 {
+		t.Fatalf("mismatch: condition %+v, %d events; want False and one Event", c, n)
+	}
+	if e := <-rec.Events; !strings.Contains(e, "Warning "+agentsv1alpha1.ReasonVMSizeNotApplied) || !strings.Contains(e, "win-0") {
+		t.Errorf("event %q", e)
+	}
+	if got := testutil.ToFloat64(vmSizeNotApplied.WithLabelValues(key.Namespace, key.Name)); got != 3 {
+		t.Errorf("gauge = %v, want 3", got)
+	}
+	bad.VMs = 4
+	if c, n := step([]uvm.SizeReport{bad}); c.Status != metav1.ConditionFalse || n != 0 {
+		t.Errorf("still not applied: condition %+v, %d new events; want no second Event", c, n)
+	}
+	if c, _ := step([]uvm.SizeReport{good}); c.Status != metav1.ConditionTrue || c.Reason != agentsv1alpha1.ReasonVMSizeMeasured {
+		t.Errorf("fixed: condition %+v", c)
+	}
+	if got := testutil.ToFloat64(vmSizeNotApplied.WithLabelValues(key.Namespace, key.Name)); got != 0 {
+		t.Errorf("gauge after the fix = %v, want 0", got)
+	}
+	forgetSandboxSeries(key)
 }

@@ -74,6 +74,18 @@ panels = [
               (f"sum by (namespace, sandbox) (hyperpool_autoscale_recommended_replicas{{{NS}}})", "recommended {{namespace}}/{{sandbox}}"),
               (f"sum by (namespace, sandbox) (hyperpool_warm_sandboxes{{{NS}}} and on (namespace, sandbox) hyperpool_autoscale_recommended_replicas)", "ready {{namespace}}/{{sandbox}}"),
           ], w=24),
+    # Windows fidelity (docs/node-agent.md): what the node agents measure that the scheduler
+    # and the pools' requests do not show.
+    panel(30, "VMs not at their requested size per pool",
+          "hyperpool_vm_size_not_applied_vms: utility VMs the node agents measured at another memory size than their pods ask for (condition VMSizeApplied False). Usually a containerd runtime handler without pod_annotations.",
+          "short", 0, 48, [
+              (f"sum by (namespace, sandbox) (hyperpool_vm_size_not_applied_vms{{{NS}}})", "{{namespace}}/{{sandbox}}"),
+          ]),
+    panel(31, "Leaked VM memory per node",
+          "hyperpool_node_leaked_vm_memory_bytes from the node agents: memory of utility VMs whose pod is gone, which the scheduler does not count. Over nodeAgent.leakTaint.threshold the node is tainted PreferNoSchedule.",
+          "bytes", 12, 48, [
+              ("max by (instance) (hyperpool_node_leaked_vm_memory_bytes)", "{{instance}}"),
+          ]),
 ]
 
 dashboard = {
