@@ -191,7 +191,20 @@ type DayReport struct {
 	Policies    []DayPolicyResult `json:"policies"`
 	// SizingRefill is the refill time the fixed pools were sized with.
 	SizingRefill time.Duration `json:"sizingRefill"`
-	Notes        []string      `json:"notes,omitempty"`
+	// Autoscaler is the autoscaled pool's status.autoscaling, once per simulated 10 minutes.
+	Autoscaler []AutoscalerSample `json:"autoscaler"`
+	Notes      []string           `json:"notes,omitempty"`
+}
+
+// AutoscalerSample is the autoscaled pool's model inputs and decision at a moment.
+type AutoscalerSample struct {
+	At          time.Duration `json:"at"` // simulated
+	BindRate    float64       `json:"bindRate"`
+	RefillMS    float64       `json:"refillMs"` // real
+	Queued      int32         `json:"queued"`
+	Need        int32         `json:"need"`
+	Recommended int32         `json:"recommended"`
+	Limit       string        `json:"limit"`
 }
 
 // Day runs the day scenario and returns the autoscaled pool as the scenario's Result (the
@@ -247,8 +260,10 @@ func (h *Harness) Day(ctx context.Context, o DayOptions) (*Result, *DayReport, e
 	h.logf("day: replaying")
 	began := time.Now()
 	sampler := h.sampleWarm(policies, o, began)
+	stopAutoscaler := h.sampleAutoscaler(policies[2].ns, o, began, rep)
 	starts := h.replayDay(ctx, trace, policies, o, began)
 	samples := sampler()
+	stopAutoscaler()
 	// The day is over: the last sessions get their sandboxes.
 	names := make([]string, 0, len(starts))
 	for k := range starts {
@@ -474,4 +489,31 @@ func (r *DayReport) Write(dir string) error {
 	}
 	defer f.Close()
 	return r.WritePlot(f)
+}
+
+// sampleAutoscaler records the autoscaled pool's status.autoscaling every simulated 10
+// minutes until the returned function is called.
+func (h *Harness) sampleAutoscaler(ns string, o DayOptions, began time.Time, rep *DayReport) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(o.real(10 * time.Minute))
+		defer t.Stop()
+		for {
+			sb := &agentsv1alpha1.AgentSandbox{}
+			if err := h.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: poolName}, sb); err == nil && sb.Status.Autoscaling != nil {
+				a := sb.Status.Autoscaling
+				rep.Autoscaler = append(rep.Autoscaler, AutoscalerSample{At: time.Duration(float64(time.Since(began)) * o.speedup()),
+					BindRate: a.BindRate.AsApproximateFloat64(), RefillMS: ms(a.RefillTime.Duration), Queued: a.QueuedSessions,
+					Need: a.NeedReplicas, Recommended: a.RecommendedReplicas, Limit: string(a.Limit)})
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
