@@ -21,7 +21,7 @@ func TestServer2025Table(t *testing.T) {
 		ws2025 = osversion.LTSC2025 // 26100
 	)
 	tests := []struct {
-		image, host      uint16
+		image, host     uint16
 		hyperV, process bool
 	}{
 		{ws2019, ws2025, true, false},
