@@ -109,6 +109,9 @@ func TestPaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDesignFloor(t, r, 6)
+	if len(r.WriteCosts) != 4 || r.WriteCosts[0].N != writeCostBatch {
+		t.Errorf("paced: write costs %+v; notes %v", r.WriteCosts, r.Notes)
+	}
 	checkBinds(t, r, true)
 }
 

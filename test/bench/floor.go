@@ -80,6 +80,7 @@ type FloorSample struct {
 type designFloor struct {
 	mu      sync.Mutex
 	pod     types.NamespacedName
+	model   *corev1.Pod // the warm pod the floor pod copies
 	samples []FloorSample
 	next    int
 	// podPatches counts every pod patch sent (conflicts too): the API server counts them
@@ -170,14 +171,7 @@ func (r *run) prepareDesignFloor(ctx context.Context) error {
 		return fmt.Errorf("design floor: no Ready warm pod in %s to copy", r.ns)
 	}
 	r.sizes.WarmPod, r.sizes.WarmPodManagedFields = objectBytes(model)
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, GenerateName: model.GenerateName,
-		Labels: map[string]string{}, Annotations: map[string]string{}, OwnerReferences: model.OwnerReferences}, Spec: model.Spec}
-	for k, v := range model.Labels {
-		pod.Labels[floorKey(k)] = v
-	}
-	for k, v := range model.Annotations {
-		pod.Annotations[floorKey(k)] = v
-	}
+	pod := floorPodFrom(model)
 	if err := r.h.Client.Create(ctx, pod); err != nil {
 		return fmt.Errorf("design floor: creating the floor pod: %w", err)
 	}
@@ -189,8 +183,22 @@ func (r *run) prepareDesignFloor(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("design floor: pod %s not Ready: %w", key, err)
 	}
-	r.design = &designFloor{pod: key}
+	r.design = &designFloor{pod: key, model: model}
 	return nil
+}
+
+// floorPodFrom is a copy of a warm pod that the manager does not see: its hyperpool label
+// and annotation keys renamed to the floor's group, of the same length.
+func floorPodFrom(model *corev1.Pod) *corev1.Pod {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: model.Namespace, GenerateName: model.GenerateName,
+		Labels: map[string]string{}, Annotations: map[string]string{}, OwnerReferences: model.OwnerReferences}, Spec: model.Spec}
+	for k, v := range model.Labels {
+		pod.Labels[floorKey(k)] = v
+	}
+	for k, v := range model.Annotations {
+		pod.Annotations[floorKey(k)] = v
+	}
+	return pod
 }
 
 // designRoundTrip issues a bind's three writes itself and waits until the watch sees the
@@ -202,62 +210,20 @@ func (r *run) designRoundTrip(ctx context.Context) (FloorSample, error) {
 	name := fmt.Sprintf("f-%05d", d.next) // as long as the scenarios' session names
 	d.next++
 	fs := FloorSample{}
-	typed := builders.AgentSession(r.ns, name, poolName).Obj()
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(typed)
+	start := time.Now()
+	s, err := r.floorCreate(ctx, name)
 	if err != nil {
 		return fs, err
-	}
-	s := &unstructured.Unstructured{Object: obj}
-	s.SetGroupVersionKind(floorSessionGVK)
-	delete(s.Object, "status")
-
-	start := time.Now()
-	if err := r.h.Client.Create(ctx, s); err != nil {
-		return fs, fmt.Errorf("design floor: create %s: %w", name, err)
 	}
 	t1 := time.Now()
-
-	// Write 1: the pod, as claimWarmPod writes it: label and controller owner, merge patch
-	// with the resourceVersion the cache showed.
-	var pod *corev1.Pod
-	for {
-		cur := &corev1.Pod{}
-		if err := r.h.cache.Get(ctx, d.pod, cur); err != nil {
-			return fs, fmt.Errorf("design floor: pod %s: %w", d.pod, err)
-		}
-		pod = cur.DeepCopy()
-		pod.Labels[floorKey(agentsv1alpha1.SessionLabel)] = name
-		pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, floorSessionGVK)}
-		d.podPatches++
-		err := r.h.Client.Patch(ctx, pod, client.MergeFromWithOptions(cur, client.MergeFromWithOptimisticLock{}))
-		if err == nil {
-			break
-		}
-		if !apierrors.IsConflict(err) || fs.Conflicts >= 20 {
-			return fs, fmt.Errorf("design floor: patch pod %s: %w", d.pod, err)
-		}
-		fs.Conflicts++ // the benchmark's cache was behind: as a bind, try again
-		_ = r.h.cache.Get(ctx, d.pod, cur)
-	}
-	t2 := time.Now()
-
-	// Write 2: the status, as writeStatus writes a warm bind: a merge patch of everything
-	// the bind set, without a resourceVersion.
-	bound := metav1.NewTime(time.Now().Add(time.Second).Truncate(time.Second))
-	ready := metav1.NewTime(time.Now())
-	expiry := metav1.NewTime(bound.Add(time.Hour))
-	fp := uvm.FootprintFromPod(pod)
-	st := agentsv1alpha1.AgentSessionStatus{Phase: agentsv1alpha1.SessionReady, PodName: pod.Name, NodeName: pod.Spec.NodeName,
-		PodIP: pod.Status.PodIP, StartType: agentsv1alpha1.StartWarm, BoundTime: &bound, ReadyTime: &ready, ExpiryTime: &expiry, Footprint: &fp}
-	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition, Status: metav1.ConditionTrue,
-		Reason: agentsv1alpha1.ReasonBound, ObservedGeneration: s.GetGeneration(),
-		Message: fmt.Sprintf("%s start: sandbox pod %s on node %s is Ready", st.StartType, st.PodName, st.NodeName)})
-	body, err := json.Marshal(map[string]any{"status": st})
+	pod, conflicts, err := r.floorPodPatch(ctx, s)
+	fs.Conflicts = conflicts
 	if err != nil {
 		return fs, err
 	}
-	if err := r.h.Client.Status().Patch(ctx, s, client.RawPatch(types.MergePatchType, body)); err != nil {
-		return fs, fmt.Errorf("design floor: status of %s: %w", name, err)
+	t2 := time.Now()
+	if err := r.floorStatus(ctx, s, pod); err != nil {
+		return fs, err
 	}
 	t3 := time.Now()
 
@@ -271,6 +237,69 @@ func (r *run) designRoundTrip(ctx context.Context) (FloorSample, error) {
 	fs.Create, fs.PodPatch, fs.Status = ms(t1.Sub(start)), ms(t2.Sub(t1)), ms(t3.Sub(t2))
 	fs.Watch, fs.Total = ms(seen.Sub(t3)), ms(seen.Sub(start))
 	return fs, nil
+}
+
+// floorCreate is the client's write: a floor session as the scenarios create theirs.
+func (r *run) floorCreate(ctx context.Context, name string) (*unstructured.Unstructured, error) {
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(builders.AgentSession(r.ns, name, poolName).Obj())
+	if err != nil {
+		return nil, err
+	}
+	s := &unstructured.Unstructured{Object: obj}
+	s.SetGroupVersionKind(floorSessionGVK)
+	delete(s.Object, "status")
+	if err := r.h.Client.Create(ctx, s); err != nil {
+		return nil, fmt.Errorf("design floor: create %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// floorPodPatch is the bind's first write, as claimWarmPod makes it: the session label and
+// the session as controller owner, a merge patch with the resourceVersion the cache showed
+// (again on a conflict, as a bind tries again). Called with r.design locked.
+func (r *run) floorPodPatch(ctx context.Context, s *unstructured.Unstructured) (*corev1.Pod, int, error) {
+	d := r.design
+	conflicts := 0
+	for {
+		cur := &corev1.Pod{}
+		if err := r.h.cache.Get(ctx, d.pod, cur); err != nil {
+			return nil, conflicts, fmt.Errorf("design floor: pod %s: %w", d.pod, err)
+		}
+		pod := cur.DeepCopy()
+		pod.Labels[floorKey(agentsv1alpha1.SessionLabel)] = s.GetName()
+		pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, floorSessionGVK)}
+		d.podPatches++
+		err := r.h.Client.Patch(ctx, pod, client.MergeFromWithOptions(cur, client.MergeFromWithOptimisticLock{}))
+		if err == nil {
+			return pod, conflicts, nil
+		}
+		if !apierrors.IsConflict(err) || conflicts >= 20 {
+			return nil, conflicts, fmt.Errorf("design floor: patch pod %s: %w", d.pod, err)
+		}
+		conflicts++ // the benchmark's cache was behind
+	}
+}
+
+// floorStatus is the bind's second write, as writeStatus makes it on a warm bind: a merge
+// patch of everything the bind set, without a resourceVersion.
+func (r *run) floorStatus(ctx context.Context, s *unstructured.Unstructured, pod *corev1.Pod) error {
+	bound := metav1.NewTime(time.Now().Add(time.Second).Truncate(time.Second))
+	ready := metav1.NewTime(time.Now())
+	expiry := metav1.NewTime(bound.Add(time.Hour))
+	fp := uvm.FootprintFromPod(pod)
+	st := agentsv1alpha1.AgentSessionStatus{Phase: agentsv1alpha1.SessionReady, PodName: pod.Name, NodeName: pod.Spec.NodeName,
+		PodIP: pod.Status.PodIP, StartType: agentsv1alpha1.StartWarm, BoundTime: &bound, ReadyTime: &ready, ExpiryTime: &expiry, Footprint: &fp}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition, Status: metav1.ConditionTrue,
+		Reason: agentsv1alpha1.ReasonBound, ObservedGeneration: s.GetGeneration(),
+		Message: fmt.Sprintf("%s start: sandbox pod %s on node %s is Ready", st.StartType, st.PodName, st.NodeName)})
+	body, err := json.Marshal(map[string]any{"status": st})
+	if err != nil {
+		return err
+	}
+	if err := r.h.Client.Status().Patch(ctx, s, client.RawPatch(types.MergePatchType, body)); err != nil {
+		return fmt.Errorf("design floor: status of %s: %w", s.GetName(), err)
+	}
+	return nil
 }
 
 // designSample takes one design-floor sample and records it, with the CPU the control

@@ -90,6 +90,7 @@ type Result struct {
 	Breakdown   *BindBreakdown    `json:"breakdown,omitempty"`
 	CPU         []ProcessCPU      `json:"cpu,omitempty"`
 	Sizes       *ObjectSizes      `json:"objectBytes,omitempty"`
+	WriteCosts  []WriteCost       `json:"writeCosts,omitempty"`
 	// FirstOutput and Transfer are the session scenarios' own figures (issue 15).
 	FirstOutput     *FirstOutputStats `json:"firstOutput,omitempty"`
 	Transfer        *TransferStats    `json:"transfer,omitempty"`
@@ -126,6 +127,7 @@ func (r *Report) Markdown() string {
 			x.DoubleBinds, x.BindsPerSecond, lag, x.PeakRSSMiB, x.CPUSeconds)
 	}
 	b.WriteString(r.bindFloorMarkdown())
+	b.WriteString(r.writeCostMarkdown())
 	b.WriteString(r.sessionMarkdown())
 	b.WriteString("\nAPI writes in each scenario's window, by request (all clients):\n\n")
 	for _, x := range r.Results {

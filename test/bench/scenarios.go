@@ -50,6 +50,9 @@ type run struct {
 	// pairedBinds: serial's binds come in pairs before each floor sample; the second of
 	// each pair is compared with the floor (both start right after a bind).
 	pairedBinds bool
+	// probeWrites: after the window, measure what each of the bind's writes costs on its
+	// own (writecost.go).
+	probeWrites bool
 	// procs, idle and cpuStart: the processes' CPU, their idle rate before the window, and
 	// their CPU when it opened.
 	procs    *processes
@@ -385,6 +388,11 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 	if refillErr != nil {
 		res.Notes = append(res.Notes, "pool did not refill: "+refillErr.Error())
 	}
+	if r.probeWrites {
+		if res.WriteCosts, err = r.probeWriteCosts(ctx, r.idle); err != nil {
+			res.Notes = append(res.Notes, err.Error())
+		}
+	}
 	return nil
 }
 
@@ -457,7 +465,7 @@ func (h *Harness) Paced(ctx context.Context, sessions, pool, floorN int, interva
 	if err != nil {
 		return nil, err
 	}
-	r.inlineDesign = true
+	r.inlineDesign, r.probeWrites = true, true
 	if err := r.begin(); err != nil {
 		return nil, err
 	}
