@@ -43,6 +43,11 @@ type BindBreakdown struct {
 	QueueWaitMeanMS float64 `json:"queueWaitMeanMs"`
 	ReconcileMeanMS float64 `json:"reconcileMeanMs"`
 	Reconciles      float64 `json:"reconciles"`
+	// SessionReconcileMSPerBind and PoolReconcileMSPerBind: each controller's reconcile
+	// time over the window ÷ binds (wall time, API calls included): which side of the
+	// manager a bind's cost grows on.
+	SessionReconcileMSPerBind float64 `json:"sessionReconcileMsPerBind"`
+	PoolReconcileMSPerBind    float64 `json:"poolReconcileMsPerBind"`
 }
 
 // designResults fills res.DesignFloor from the samples and keeps the floor's own writes out
@@ -122,7 +127,7 @@ func serverMeans(before, after families) map[string]float64 {
 }
 
 // managerMeans fills the manager's side of b from its /metrics before and after the window.
-func (r *run) managerMeans(b *BindBreakdown, _ families) {
+func (r *run) managerMeans(b *BindBreakdown, binds int) {
 	if r.h.Manager == nil || r.mgrB == nil {
 		return
 	}
@@ -157,6 +162,11 @@ func (r *run) managerMeans(b *BindBreakdown, _ families) {
 	}
 	b.QueueWaitMeanMS, _ = mean("workqueue_queue_duration_seconds", session)
 	b.ReconcileMeanMS, b.Reconciles = mean("controller_runtime_reconcile_time_seconds", session)
+	if binds > 0 {
+		b.SessionReconcileMSPerBind = b.ReconcileMeanMS * b.Reconciles / float64(binds)
+		pm, pn := mean("controller_runtime_reconcile_time_seconds", func(l map[string]string) bool { return l["controller"] == "agentsandbox" })
+		b.PoolReconcileMSPerBind = pm * pn / float64(binds)
+	}
 }
 
 // cpuResults fills res.CPU: each process's CPU per bind (and per inline design-floor
@@ -187,7 +197,7 @@ func (r *Report) bindFloorMarkdown() string {
 		}
 		if !head {
 			b.WriteString("\nBind vs design floor (the bind's three writes issued by the benchmark itself, same objects' shape, same run), ms p50 / p99:\n\n")
-			b.WriteString("| scenario | bind | design floor (n) | bind ÷ floor p50 | bind ÷ floor p99 | floor: create / pod patch / status patch / watch p50 | bind: create call / to pod labelled / to Ready p50 | mgr session queue wait / reconcile mean (reconciles) | config map floor (loaded) p50 |\n")
+			b.WriteString("| scenario | bind | design floor (n) | bind ÷ floor p50 | bind ÷ floor p99 | floor: create / pod patch / status patch / watch p50 | bind: create call / to pod labelled / to Ready p50 | mgr session queue wait / reconcile mean (reconciles); reconcile ms per bind by controller | config map floor (loaded) p50 |\n")
 			b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 			head = true
 		}
@@ -195,7 +205,8 @@ func (r *Report) bindFloorMarkdown() string {
 		mg := "-"
 		if x.Breakdown != nil {
 			bd = f1(x.Breakdown.CreateCall.P50) + " / " + f1(x.Breakdown.CreatedToPodLabelled.P50) + " / " + f1(x.Breakdown.PodLabelledToReady.P50)
-			mg = fmt.Sprintf("%s / %s (%.0f)", f1(x.Breakdown.QueueWaitMeanMS), f1(x.Breakdown.ReconcileMeanMS), x.Breakdown.Reconciles)
+			mg = fmt.Sprintf("%s / %s (%.0f); per bind: session %s, pool %s", f1(x.Breakdown.QueueWaitMeanMS), f1(x.Breakdown.ReconcileMeanMS), x.Breakdown.Reconciles,
+				f1(x.Breakdown.SessionReconcileMSPerBind), f1(x.Breakdown.PoolReconcileMSPerBind))
 		}
 		bind := pair(x.Latency)
 		if d.SameLoadBinds != nil {

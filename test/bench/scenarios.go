@@ -363,7 +363,7 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 	if len(parts.create) > 0 {
 		res.Breakdown = &BindBreakdown{CreateCall: percentiles(parts.create), CreatedToPodLabelled: percentiles(parts.toPod),
 			PodLabelledToReady: percentiles(parts.toReady)}
-		r.managerMeans(res.Breakdown, after)
+		r.managerMeans(res.Breakdown, res.Ready)
 	}
 	if d := res.DesignFloor; d != nil && d.Total.P50 > 0 && res.Latency.N > 0 {
 		same := res.Latency
