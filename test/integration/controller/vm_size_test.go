@@ -94,6 +94,7 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 			}
 		}
 	}
+	start := time.Now()
 	rounds()
 
 	var names []string
@@ -101,6 +102,7 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 		names = append(names, name)
 	}
 	cond := waitVMSizeCondition(t, ns, "sized", agentsv1alpha1.ReasonVMSizeNotApplied)
+	t.Logf("VMSizeNotApplied %s after the node agents' round began (%d node(s))", time.Since(start).Round(time.Millisecond), len(nodes))
 	for _, name := range names {
 		if !strings.Contains(cond.Message, name+" (") || !strings.Contains(cond.Message, "at 1024Mi, asked 1536Mi") {
 			t.Errorf("condition message %q does not name node %s and the sizes", cond.Message, name)
@@ -120,8 +122,10 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 			n.host.vms[i].MemoryAssignedBytes = 1536 << 20
 		}
 	}
+	start = time.Now()
 	rounds()
 	cond = waitVMSizeCondition(t, ns, "sized", agentsv1alpha1.ReasonVMSizeMeasured)
+	t.Logf("VMSizeMeasured %s after the node agents' round began", time.Since(start).Round(time.Millisecond))
 	if cond.Status != metav1.ConditionTrue || !strings.Contains(cond.Message, "measured 2 VM(s)") {
 		t.Errorf("condition after the fix = %+v", cond)
 	}
