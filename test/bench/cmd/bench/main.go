@@ -5,7 +5,7 @@
 // its own process, runs the chosen scenarios, prints a Markdown table and writes
 // results.json, results.md and latency-cdf.png into -out.
 //
-//	go run ./test/bench/cmd/bench -scenarios=serial,burst,throughput,cold,expiry,scale,firstoutput,transfer -out=bin/bench-results
+//	go run ./test/bench/cmd/bench -scenarios=serial,paced,burst,poolsize,throughput,cold,expiry,scale,firstoutput,transfer -out=bin/bench-results
 //
 // Default sizes fit a 2-core machine in a few minutes; -full uses the sizes of issue 7
 // (and of issue 15 for firstoutput and transfer, the Go client's scenarios).
@@ -43,7 +43,7 @@ func main() {
 
 func run() error {
 	var (
-		scenarios = flag.String("scenarios", "serial,paced,burst,throughput,cold,expiry,scale,firstoutput,transfer", "comma-separated scenarios to run, in order (also poolsize: one scenario per -poolsize-pools)")
+		scenarios = flag.String("scenarios", "serial,paced,burst,poolsize,throughput,cold,expiry,scale,firstoutput,transfer", "comma-separated scenarios to run, in order (poolsize: one scenario per -poolsize-pools, named pool<size>)")
 		out       = flag.String("out", "bin/bench-results", "directory for results.json, results.md, latency-cdf.png and the logs")
 		full      = flag.Bool("full", false, "use the sizes of issues 7 and 15 for every size flag not given (750 at 75/s vs 1,000 on 100 nodes; 30 s; 5,000 expiries at 5/s; 10,000 sessions on 1,000 nodes at 20/s; 200 first outputs; a 50 MB file + 1,000 small files)")
 		nodes     = flag.Int("nodes", 20, "simulated Windows nodes for every scenario but scale")
