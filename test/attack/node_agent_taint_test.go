@@ -154,7 +154,12 @@ func TestNodeAgentLeakTaint(t *testing.T) {
 	if taints := round("the VM still there"); !tainted(taints) {
 		t.Fatalf("3Gi leaked over a 2Gi threshold, not tainted: %v", taints)
 	}
-	if !strings.Contains(<-recorder.Events, nodeagent.ReasonLeakTainted) {
+	select {
+	case e := <-recorder.Events:
+		if !strings.Contains(e, nodeagent.ReasonLeakTainted) {
+			t.Errorf("event %q, want %s", e, nodeagent.ReasonLeakTainted)
+		}
+	default:
 		t.Error("no LeakedMemoryTainted Event")
 	}
 
