@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
 func pod(ns, name, uid, node string) *corev1.Pod {
@@ -205,5 +206,43 @@ func TestKubeNodeSetTaint(t *testing.T) {
 		if got := taints(); !slices.EqualFunc(got, step.want, func(a, b corev1.Taint) bool { return a.MatchTaint(&b) && a.Value == b.Value }) {
 			t.Fatalf("after SetTaint(%t): taints %v, want %v", step.present, got, step.want)
 		}
+	}
+}
+
+// A taint written by someone else between the agent's read and its patch makes the patch
+// fail on the resourceVersion; the agent reads again and keeps that taint.
+func TestKubeNodeSetTaintRetriesOnConflict(t *testing.T) {
+	ctx := context.Background()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "win-1"}}
+	lifecycle := corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule}
+	var c client.WithWatch
+	patches := 0
+	c = fake.NewClientBuilder().WithScheme(clientgoscheme.Scheme).WithObjects(node).WithInterceptorFuncs(interceptor.Funcs{
+		Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			patches++
+			if patches == 1 { // the node lifecycle controller gets there first
+				n := &corev1.Node{}
+				if err := cl.Get(ctx, client.ObjectKey{Name: "win-1"}, n); err != nil {
+					return err
+				}
+				n.Spec.Taints = append(n.Spec.Taints, lifecycle)
+				if err := cl.Update(ctx, n); err != nil {
+					return err
+				}
+			}
+			return cl.Patch(ctx, obj, patch, opts...)
+		},
+	}).Build()
+	leak := corev1.Taint{Key: DefaultLeakTaintKey, Effect: corev1.TaintEffectPreferNoSchedule}
+	changed, err := KubeNode{Reader: c, Client: c, NodeName: "win-1"}.SetTaint(ctx, leak, true)
+	if err != nil || !changed || patches != 2 {
+		t.Fatalf("SetTaint = %t, %v after %d patches; want changed after a retry", changed, err, patches)
+	}
+	n := &corev1.Node{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "win-1"}, n); err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Spec.Taints) != 2 || !n.Spec.Taints[0].MatchTaint(&lifecycle) || !n.Spec.Taints[1].MatchTaint(&leak) {
+		t.Errorf("taints = %v, want the lifecycle taint kept and the leak taint added", n.Spec.Taints)
 	}
 }
