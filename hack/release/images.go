@@ -204,7 +204,11 @@ func managerImage(bin string, p v1.Platform, labels map[string]string, created t
 	if err := fileTar(layerTar, bin, "manager", 0o755, created); err != nil {
 		return nil, err
 	}
-	return crane.Append(base, layerTar)
+	img, err := crane.Append(base, layerTar)
+	if err != nil {
+		return nil, err
+	}
+	return withHistory(img, created, "hack/release: go build ./cmd/manager")
 }
 
 // nodeAgentImage is the node agent's Windows image: the binary in a Windows layer
@@ -263,7 +267,26 @@ func nodeAgentImage(ctx context.Context, bin, baseRef string, labels map[string]
 	}
 	// crane.Append turns the layer into a Windows layer (Files/, Hives/, the security
 	// descriptor that makes the binary executable) because the base's os is windows.
-	return crane.Append(base, layerTar)
+	img, err := crane.Append(base, layerTar)
+	if err != nil {
+		return nil, err
+	}
+	return withHistory(img, created, "hack/release: go build ./cmd/node-agent")
+}
+
+// withHistory says, in the history entry of the image's top layer (crane.Append leaves it
+// empty), when and how the layer was made: what `docker history` and `crane config` show.
+func withHistory(img v1.Image, created time.Time, createdBy string) (v1.Image, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.DeepCopy()
+	if n := len(cfg.History); n > 0 {
+		cfg.History[n-1].Created = v1.Time{Time: created}
+		cfg.History[n-1].CreatedBy = createdBy
+	}
+	return mutate.ConfigFile(img, cfg)
 }
 
 // baseImage is an empty OCI image with the given config.
