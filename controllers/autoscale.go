@@ -26,8 +26,8 @@ import (
 const (
 	// defaultAutoscaleRateWindow is the bind rate's fast time constant: after a step in
 	// demand the estimate is 63% of the way there in this time.
-	defaultAutoscaleRateWindow = 30 * time.Second
-	// bindRateSlowFactor: the slow average's time constant is this many fast ones (10
+	defaultAutoscaleRateWindow = time.Minute
+	// bindRateSlowFactor: the slow average's time constant is this many fast ones (20
 	// minutes by default), the memory that bridges lulls between bursts.
 	bindRateSlowFactor = 20
 	// defaultAutoscaleRefillTime is the refill time assumed before any warm pod of the
@@ -100,6 +100,11 @@ func (r *AgentSandboxReconciler) autoscale(ctx context.Context, st *poolStep) er
 	target := warmHitTarget(spec)
 	need := autoscale.WarmNeeded(rate*refill.Seconds(), target) + queued
 	delay := ptr.Deref(spec.ScaleDownDelay, agentsv1alpha1.Duration{Duration: defaultScaleDownDelay}).Duration
+	if p.stabilizer.Empty() {
+		// A new leader (or a restart) knows no demand yet: it holds the size it found for
+		// scaleDownDelay while the bind rate climbs back, rather than shrinking at once.
+		p.stabilizer.Recommend(now, int(ptr.Deref(sb.Spec.Replicas, 0)), delay)
+	}
 	held := p.stabilizer.Recommend(now, need, delay)
 	nextDrop := p.stabilizer.NextDrop(delay)
 	recommended, limit := autoscale.Clamp(held, bounds)

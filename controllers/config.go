@@ -39,7 +39,7 @@ type Config struct {
 	// Failed with reason QueueFull. 0: no session waits.
 	MaxQueuedSessions int32
 	// AutoscaleRateWindow is the time constant of the autoscaler's fast bind-rate average
-	// (0: 30s): how quickly it follows a burst. The slow average's is 20 times longer.
+	// (0: 1m): how quickly it follows a burst. The slow average's is 20 times longer.
 	// The benchmark shortens it with the rest of its compressed day.
 	AutoscaleRateWindow time.Duration
 	// AutoscaleDefaultRefillTime is the refill time the autoscaler assumes for a class

@@ -65,7 +65,7 @@ func run() error {
 		cfg.MaxQueuedSessions = int32(n)
 		return nil
 	})
-	flag.DurationVar(&cfg.AutoscaleRateWindow, "autoscale-rate-window", 30*time.Second, "Time constant of the autoscaler's fast bind-rate average (the slow one's is 20 times longer); shorter follows bursts sooner and noisier. Pools with spec.autoscaling only.")
+	flag.DurationVar(&cfg.AutoscaleRateWindow, "autoscale-rate-window", time.Minute, "Time constant of the autoscaler's fast bind-rate average (the slow one's is 20 times longer); shorter follows bursts sooner and noisier. Pools with spec.autoscaling only.")
 	flag.DurationVar(&cfg.AutoscaleDefaultRefillTime, "autoscale-default-refill-time", 20*time.Second, "Refill time (warm pod created to Ready) the autoscaler assumes for a class until it has measured one of its pods.")
 	flag.IntVar(&cfg.SessionWorkers, "session-workers", cfg.SessionWorkers, "Concurrent AgentSession reconciles.")
 	flag.IntVar(&cfg.SandboxWorkers, "sandbox-workers", cfg.SandboxWorkers, "Concurrent AgentSandbox reconciles.")

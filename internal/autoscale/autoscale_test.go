@@ -89,7 +89,7 @@ func erlangB(servers int, load float64) float64 {
 func TestBindRateFollowsABurstWithinOneRefillWindow(t *testing.T) {
 	const refill = 15 * time.Second
 	start := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
-	rate := &BindRate{Fast: 30 * time.Second, Slow: 10 * time.Minute}
+	rate := &BindRate{Fast: time.Minute, Slow: 20 * time.Minute}
 	now := start
 	// An hour at 0.1 binds/s: the estimate settles near it.
 	for ; now.Before(start.Add(time.Hour)); now = now.Add(10 * time.Second) {
@@ -113,6 +113,25 @@ func TestBindRateFollowsABurstWithinOneRefillWindow(t *testing.T) {
 	// while: a minute's lull is not read as no demand.
 	if r := rate.Rate(now.Add(time.Minute)); r < 0.1 {
 		t.Errorf("a minute after the burst the estimate is %.3f binds/s; the slow average should hold it above the old level", r)
+	}
+}
+
+// TestBindRateIgnoresALoneBind: one bind in a quiet hour, or two ten seconds apart, are
+// not read as a burst; a third within the same ten seconds is.
+func TestBindRateIgnoresALoneBind(t *testing.T) {
+	night := time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC)
+	rate := &BindRate{Fast: time.Minute, Slow: 20 * time.Minute}
+	rate.Observe(night, 1)
+	if r := rate.Rate(night); r > 1.0/(20*60)+1e-9 {
+		t.Errorf("one bind reads as %.4f binds/s; want the slow average's 1/1200", r)
+	}
+	rate.Observe(night.Add(10*time.Second), 1)
+	if r := rate.Rate(night.Add(10 * time.Second)); r > 2.0/(20*60)+1e-9 {
+		t.Errorf("two binds 10 s apart read as %.4f binds/s; want the slow average's", r)
+	}
+	rate.Observe(night.Add(10*time.Second), 1)
+	if r := rate.Rate(night.Add(10 * time.Second)); r < 2.0/60 {
+		t.Errorf("three binds within 10 s read as %.4f binds/s; want the fast average, about 2.8/60", r)
 	}
 }
 

@@ -7,9 +7,13 @@ import (
 
 // BindRate estimates a class's bind rate λ (binds per second) from the times of its
 // binds, with two exponentially decaying averages: a fast one (time constant Fast) that
-// follows a burst within seconds, and a slow one (Slow) that remembers the hour's level,
+// follows a burst within a minute, and a slow one (Slow) that remembers the hour's level,
 // so one quiet minute between bursts does not read as no demand. The estimate is the
-// larger of the two. The zero value is unusable: set Fast and Slow.
+// larger of the two, except that the fast average counts only once it holds at least
+// minFastBinds binds: one bind in a quiet night is no burst, and read as one it would ask
+// for a pool of several sandboxes for the next scaleDownDelay (the day benchmark's first
+// run spent a third of its idle memory on such single binds). The zero value is unusable:
+// set Fast and Slow.
 //
 // A decaying average of events is a count that decays by e^(-dt/tau) and gains 1/tau per
 // event: after a step to rate r it reads r(1 - e^(-t/tau)) t seconds later, 63% of r after
@@ -34,8 +38,16 @@ func (b *BindRate) Rate(t time.Time) float64 {
 	if b.last.IsZero() || dt < 0 {
 		dt = 0
 	}
-	return max(b.fast*math.Exp(-dt/b.Fast.Seconds()), b.slow*math.Exp(-dt/b.Slow.Seconds()))
+	fast := b.fast * math.Exp(-dt/b.Fast.Seconds())
+	if fast*b.Fast.Seconds() < minFastBinds {
+		fast = 0
+	}
+	return max(fast, b.slow*math.Exp(-dt/b.Slow.Seconds()))
 }
+
+// minFastBinds is how many binds the fast average must hold (its decayed count) before it
+// speaks: two binds within about one Fast.
+const minFastBinds = 2
 
 func (b *BindRate) decayTo(t time.Time) {
 	if !b.last.IsZero() {

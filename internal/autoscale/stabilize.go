@@ -34,6 +34,9 @@ func (s *Stabilizer) Recommend(now time.Time, need int, delay time.Duration) int
 	return out
 }
 
+// Empty says whether nothing was recorded yet.
+func (s *Stabilizer) Empty() bool { return len(s.history) == 0 }
+
 // NextDrop is when the recommendation can next fall (the oldest sample larger than the
 // latest leaves the window), or the zero time when it cannot.
 func (s *Stabilizer) NextDrop(delay time.Duration) time.Time {
