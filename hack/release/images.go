@@ -215,10 +215,10 @@ func managerImage(bin string, p v1.Platform, labels map[string]string, created t
 // (Files/hyperpool-node-agent.exe), run as a HostProcess container, on baseRef if set.
 //
 // A HostProcess container runs on the host, not in a container OS, so the base brings no
-// files the agent needs; but Windows container runtimes unpack an image only onto a Windows
-// base layer, which is why Kubernetes publishes hostProcessBase. With baseRef empty the
-// image has the agent's layer alone: the config and layer are what a release ships, the
-// base is missing.
+// files the agent needs; but a Windows runtime unpacks an image's first layer as a base
+// layer, which HCS checks for registry hives (Files/Windows/System32/config), so Microsoft
+// publishes hostProcessBase with minimal hives. With baseRef empty the image has the
+// agent's layer alone: the config and layer are what a release ships, the base is missing.
 func nodeAgentImage(ctx context.Context, bin, baseRef string, labels map[string]string, created time.Time, work string) (v1.Image, error) {
 	cfg := v1.Config{
 		// containerd (1.7+) mounts a HostProcess container's image at
