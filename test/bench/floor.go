@@ -81,6 +81,7 @@ type designFloor struct {
 	mu      sync.Mutex
 	pod     types.NamespacedName
 	model   *corev1.Pod // the warm pod the floor pod copies
+	last    *corev1.Pod // the floor pod as the last patch returned it
 	samples []FloorSample
 	next    int
 	// podPatches counts every pod patch sent (conflicts too): the API server counts them
@@ -261,9 +262,14 @@ func (r *run) floorPodPatch(ctx context.Context, s *unstructured.Unstructured) (
 	d := r.design
 	conflicts := 0
 	for {
-		cur := &corev1.Pod{}
-		if err := r.h.cache.Get(ctx, d.pod, cur); err != nil {
-			return nil, conflicts, fmt.Errorf("design floor: pod %s: %w", d.pod, err)
+		// The floor pod's last version is the one the previous patch returned (only the
+		// benchmark writes it once kwok has run it): what an up-to-date cache shows a bind.
+		cur := d.last
+		if cur == nil {
+			cur = &corev1.Pod{}
+			if err := r.h.Client.Get(ctx, d.pod, cur); err != nil {
+				return nil, conflicts, fmt.Errorf("design floor: pod %s: %w", d.pod, err)
+			}
 		}
 		pod := cur.DeepCopy()
 		pod.Labels[floorKey(agentsv1alpha1.SessionLabel)] = s.GetName()
@@ -271,12 +277,14 @@ func (r *run) floorPodPatch(ctx context.Context, s *unstructured.Unstructured) (
 		d.podPatches++
 		err := r.h.Client.Patch(ctx, pod, client.MergeFromWithOptions(cur, client.MergeFromWithOptimisticLock{}))
 		if err == nil {
+			d.last = pod
 			return pod, conflicts, nil
 		}
-		if !apierrors.IsConflict(err) || conflicts >= 20 {
+		d.last = nil // read it again
+		if !apierrors.IsConflict(err) || conflicts >= 5 {
 			return nil, conflicts, fmt.Errorf("design floor: patch pod %s: %w", d.pod, err)
 		}
-		conflicts++ // the benchmark's cache was behind
+		conflicts++ // changed by someone else (kwok's status): as a bind, try again
 	}
 }
 
