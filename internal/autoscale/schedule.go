@@ -41,7 +41,7 @@ func ParseWindow(start, end, timeZone string) (*Window, error) {
 	}{{"start", start, &w.start}, {"end", end, &w.end}} {
 		s, err := cronParser.Parse(f.spec)
 		if err != nil {
-			return nil, fmt.Errorf("%s %q is not a cron expression (minute hour day-of-month month day-of-week, e.g. \"0 8 * * 1-5\"): %v", f.name, f.spec, err)
+			return nil, fmt.Errorf("%s %q is not a cron expression (minute hour day-of-month month day-of-week, e.g. \"0 8 * * 1-5\"): %w", f.name, f.spec, err)
 		}
 		spec, ok := s.(*cron.SpecSchedule)
 		if !ok {

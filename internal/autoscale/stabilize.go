@@ -26,7 +26,8 @@ func (s *Stabilizer) Recommend(now time.Time, need int, delay time.Duration) int
 	}
 	// Samples no larger than the new need can never be the maximum again: drop them, so
 	// the history stays a short decreasing run.
-	s.history = append(keep, sample{at: now, need: need})
+	keep = append(keep, sample{at: now, need: need})
+	s.history = keep
 	out := need
 	for _, h := range s.history {
 		out = max(out, h.need)

@@ -288,7 +288,7 @@ func (h *Harness) Day(ctx context.Context, o DayOptions) (*Result, *DayReport, e
 	cancel()
 
 	for i, p := range policies {
-		rep.Policies = append(rep.Policies, h.dayPolicyResult(p, samples, i, starts, trace, o, rep.VMMemoryGiB))
+		rep.Policies = append(rep.Policies, h.dayPolicyResult(p, samples, i, starts, trace, rep.VMMemoryGiB))
 	}
 	peakIdle := rep.Policies[0].IdleGBHours
 	auto := rep.Policies[2]
@@ -414,7 +414,7 @@ func (h *Harness) sampleWarm(policies []*dayPolicy, o DayOptions, began time.Tim
 }
 
 // dayPolicyResult computes one policy's figures from the watch and the samples.
-func (h *Harness) dayPolicyResult(p *dayPolicy, samples []warmSample, i int, starts map[string]time.Time, trace *DayTrace, o DayOptions, vmGiB float64) DayPolicyResult {
+func (h *Harness) dayPolicyResult(p *dayPolicy, samples []warmSample, i int, starts map[string]time.Time, trace *DayTrace, vmGiB float64) DayPolicyResult {
 	x := DayPolicyResult{Policy: p.Name, Namespace: p.ns, Replicas: p.Replicas, ColdPerHour: make([]int, 24)}
 	var ready []float64
 	h.track.Lock()
