@@ -192,7 +192,6 @@ func (w *AgentSandboxWrapper) StartTimeout(d time.Duration) *AgentSandboxWrapper
 }
 
 // Duration returns d as an API duration.
-
 func Duration(d time.Duration) *agentsv1alpha1.Duration {
 	return &agentsv1alpha1.Duration{Duration: d}
 }
