@@ -143,6 +143,10 @@ demo-down: ## Stop what `make demo` started (only its recorded PIDs).
 bench: tools ## Run the benchmark (issue 7) at sizes that fit 2 cores; results in bin/bench-results. BENCH_FLAGS=-full for the issue's sizes.
 	go run ./test/bench/cmd/bench -out=$(BIN)/bench-results $(BENCH_FLAGS)
 
+.PHONY: bench-day
+bench-day: tools ## The simulated day (issue 16): 24 h of demand in ~10 min against fixed-for-peak, fixed-for-average and autoscaled pools; day.md, day.json, day.png in bin/bench-results.
+	go run ./test/bench/cmd/bench -scenarios=day -out=$(BIN)/bench-results $(BENCH_FLAGS)
+
 .PHONY: chaos
 chaos: tools ## Chaos test (issue 8): 1,000 sessions at 50/s, leader SIGKILLed 3 times, kube-apiserver restarted once; fails on any violation. CHAOS_FLAGS to resize.
 	go run ./test/chaos/cmd/chaos $(CHAOS_FLAGS)
