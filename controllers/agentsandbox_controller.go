@@ -43,8 +43,9 @@ const maxCreationsPerReconcile = 500
 // poolCountsInterval is the least time between two status writes of one pool that only
 // move its counts (replicas, readyReplicas, activeSessions, the footprint total). Every bind
 // and every refill moves them; writing each would add an API write per bind for a number
-// that metrics report in real time anyway. Condition changes (Ready, Degraded, their
-// reasons) and a new generation are written at once.
+// that metrics report in real time anyway. The Ready condition moving between PoolReady
+// and PoolFilling is a count change too (countsOnlyReady). Other condition changes
+// (Degraded, any other Ready reason) and a new generation are written at once.
 const poolCountsInterval = time.Second
 
 // AgentSandboxReconciler keeps each class's warm pool at spec.replicas Ready pods.
@@ -630,14 +631,31 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 }
 
 // onlyCountsDiffer says whether two statuses differ only in counts and condition messages:
-// same generation, template, selector, and conditions of the same status and reason.
+// same generation, template, selector, and conditions of the same status and reason, but
+// for the Ready condition moving between PoolReady and PoolFilling (countsOnlyReady).
 func onlyCountsDiffer(a, b *agentsv1alpha1.AgentSandboxStatus) bool {
 	return a.ObservedGeneration == b.ObservedGeneration && a.Selector == b.Selector &&
 		a.TemplateHash == b.TemplateHash &&
 		slices.EqualFunc(a.Conditions, b.Conditions, func(x, y metav1.Condition) bool {
-			return x.Type == y.Type && x.Status == y.Status && x.Reason == y.Reason &&
-				x.ObservedGeneration == y.ObservedGeneration
+			if x.Type != y.Type || x.ObservedGeneration != y.ObservedGeneration {
+				return false
+			}
+			if x.Status == y.Status && x.Reason == y.Reason {
+				return true
+			}
+			return x.Type == agentsv1alpha1.SandboxReady && countsOnlyReady(x) && countsOnlyReady(y)
 		})
+}
+
+// countsOnlyReady: a Ready condition that says no more than the counts do. Every take
+// turns a full pool's Ready from PoolReady to PoolFilling and its refill turns it back, so
+// writing those flips at once cost about two status writes per bind (docs/performance.md,
+// "Bind cost at its floor"); they are written with the counts, at most once per
+// poolCountsInterval. Any other reason (PodsNotReady, QuotaLimited, RuntimeClassNotFound...)
+// is a state a user must see at once.
+func countsOnlyReady(c metav1.Condition) bool {
+	return (c.Status == metav1.ConditionTrue && c.Reason == agentsv1alpha1.ReasonPoolReady) ||
+		(c.Status == metav1.ConditionFalse && c.Reason == agentsv1alpha1.ReasonPoolFilling)
 }
 
 func setPoolConditions(status *agentsv1alpha1.AgentSandboxStatus, st *poolStep, ready, want int32) {

@@ -162,7 +162,8 @@ func TestOnlyCountsDiffer(t *testing.T) {
 		return metav1.Condition{Type: agentsv1alpha1.SandboxReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: 1}
 	}
 	base := agentsv1alpha1.AgentSandboxStatus{ObservedGeneration: 1, Replicas: 5, ReadyReplicas: 5, TemplateHash: "abc",
-		Conditions: []metav1.Condition{ready(metav1.ConditionTrue, agentsv1alpha1.ReasonPoolReady, "5 of 5 warm sandboxes Ready")}}
+		Conditions: []metav1.Condition{ready(metav1.ConditionTrue, agentsv1alpha1.ReasonPoolReady, "5 of 5 warm sandboxes Ready"),
+			{Type: agentsv1alpha1.SandboxDegraded, Status: metav1.ConditionFalse, Reason: agentsv1alpha1.ReasonAsExpected, ObservedGeneration: 1}}}
 	tests := []struct {
 		name   string
 		change func(s *agentsv1alpha1.AgentSandboxStatus)
@@ -172,15 +173,35 @@ func TestOnlyCountsDiffer(t *testing.T) {
 			s.Replicas, s.ActiveSessions = 4, 1
 			s.Conditions[0].Message = "4 of 5 warm sandboxes Ready"
 		}, true},
-		{"condition status", func(s *agentsv1alpha1.AgentSandboxStatus) {
+		// A take turns a full pool's Ready to PoolFilling, its refill turns it back (the
+		// table is checked both ways): counts.
+		{"Ready: PoolReady and PoolFilling (a take, a refill)", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.ReadyReplicas, s.ActiveSessions = 4, 1
 			s.Conditions[0] = ready(metav1.ConditionFalse, agentsv1alpha1.ReasonPoolFilling, "4 of 5")
+		}, true},
+		{"Ready: PoolReady to a degraded reason", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.Conditions[0] = ready(metav1.ConditionFalse, agentsv1alpha1.ReasonPodsNotReady, "4 of 5")
 		}, false},
-		{"condition reason", func(s *agentsv1alpha1.AgentSandboxStatus) {
+		{"Ready: PoolFilling to a degraded reason", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.Conditions[0] = ready(metav1.ConditionFalse, agentsv1alpha1.ReasonQuotaLimited, "4 of 5")
+		}, false},
+		{"Ready: a pairing no reconcile writes (True, PoolFilling)", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.Conditions[0] = ready(metav1.ConditionTrue, agentsv1alpha1.ReasonPoolFilling, "5 of 5")
+		}, false},
+		{"Ready: condition reason", func(s *agentsv1alpha1.AgentSandboxStatus) {
 			s.Conditions[0].Reason = agentsv1alpha1.ReasonRuntimeClassNotFound
+		}, false},
+		{"Degraded: status and reason", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.Conditions[1].Status, s.Conditions[1].Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonPodsNotReady
+		}, false},
+		{"Degraded and Ready together (a pod that timed out)", func(s *agentsv1alpha1.AgentSandboxStatus) {
+			s.Conditions[0] = ready(metav1.ConditionFalse, agentsv1alpha1.ReasonPodsNotReady, "4 of 5")
+			s.Conditions[1].Status, s.Conditions[1].Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonPodsNotReady
 		}, false},
 		{"a new condition", func(s *agentsv1alpha1.AgentSandboxStatus) {
 			s.Conditions = append(s.Conditions, metav1.Condition{Type: agentsv1alpha1.SandboxDegraded, Status: metav1.ConditionFalse})
 		}, false},
+		{"condition observedGeneration", func(s *agentsv1alpha1.AgentSandboxStatus) { s.Conditions[0].ObservedGeneration = 2 }, false},
 		{"generation", func(s *agentsv1alpha1.AgentSandboxStatus) { s.ObservedGeneration = 2 }, false},
 		{"template", func(s *agentsv1alpha1.AgentSandboxStatus) { s.TemplateHash = "def" }, false},
 		{"selector", func(s *agentsv1alpha1.AgentSandboxStatus) { s.Selector = "x=y" }, false},
@@ -190,7 +211,10 @@ func TestOnlyCountsDiffer(t *testing.T) {
 			next := base.DeepCopy()
 			tt.change(next)
 			if got := onlyCountsDiffer(&base, next); got != tt.want {
-				t.Errorf("onlyCountsDiffer = %v, want %v", got, tt.want)
+				t.Errorf("onlyCountsDiffer(base, changed) = %v, want %v", got, tt.want)
+			}
+			if got := onlyCountsDiffer(next, &base); got != tt.want {
+				t.Errorf("onlyCountsDiffer(changed, base) = %v, want %v", got, tt.want)
 			}
 		})
 	}
