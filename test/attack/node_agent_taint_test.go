@@ -28,6 +28,7 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/nodeagent"
+	"github.com/hyperpool/hyperpool/internal/nodeagent/nodeagenttest"
 	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
@@ -36,21 +37,6 @@ import (
 const taintRelease = "taint"
 
 var taintAgentUser = "system:serviceaccount:" + managerNamespace + ":" + taintRelease + "-hyperpool-node-agent"
-
-// fakeHCS is a Windows node's utility VMs as HCS lists them.
-type fakeHCS struct{ vms []nodeagent.UtilityVM }
-
-func (h *fakeHCS) ListUtilityVMs(context.Context) ([]nodeagent.UtilityVM, error) {
-	return slices.Clone(h.vms), nil
-}
-func (h *fakeHCS) TerminateUtilityVM(context.Context, string) error { return nil }
-
-// fakeCRI is the container runtime's pod sandboxes; forgotten ones are not listed.
-type fakeCRI map[string]nodeagent.PodRef
-
-func (c fakeCRI) ResolveSandboxes(context.Context) (map[string]nodeagent.PodRef, error) {
-	return c, nil
-}
 
 // The node agent, as its own identity with the chart's RBAC and admission policy
 // (nodeAgent.leakTaint.enabled), against the real API server, over a fake HCS: no leak
@@ -81,11 +67,11 @@ func TestNodeAgentLeakTaint(t *testing.T) {
 		mustCreate(t, admin, pod)
 		pods[p] = pod
 	}
-	host, cri := &fakeHCS{}, fakeCRI{}
+	host, cri := &nodeagenttest.Host{}, nodeagenttest.Runtime{}
 	for _, p := range pods {
 		sandbox := "sb-" + p.Name
 		cri[sandbox] = nodeagent.PodRef{Namespace: ns, Name: p.Name, UID: p.UID, SandboxID: sandbox, State: nodeagent.SandboxReady}
-		host.vms = append(host.vms, nodeagent.UtilityVM{ID: sandbox + "@vm", Created: time.Now().Add(-time.Hour), MemoryAssignedBytes: 3 << 30})
+		host.VMs = append(host.VMs, nodeagent.UtilityVM{ID: sandbox + "@vm", Created: time.Now().Add(-time.Hour), MemoryAssignedBytes: 3 << 30})
 	}
 
 	agentClient := impersonate(t, rest.ImpersonationConfig{UserName: taintAgentUser,
@@ -179,7 +165,7 @@ func TestNodeAgentLeakTaint(t *testing.T) {
 	wantRefused(t, "cordon change with the taint", patch(`{"spec":{"unschedulable":false}}`), "spec")
 
 	// The VM is terminated by hand (hcsdiag kill): the memory is free, the taint goes.
-	host.vms = slices.DeleteFunc(host.vms, func(vm nodeagent.UtilityVM) bool { return vm.ID == "sb-gone@vm" })
+	host.VMs = slices.DeleteFunc(host.VMs, func(vm nodeagent.UtilityVM) bool { return vm.ID == "sb-gone@vm" })
 	if taints := round("the VM freed"); tainted(taints) {
 		t.Fatalf("taint kept after the leaked memory was freed: %v", taints)
 	}

@@ -5,7 +5,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,25 +20,10 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/nodeagent"
+	"github.com/hyperpool/hyperpool/internal/nodeagent/nodeagenttest"
 	"github.com/hyperpool/hyperpool/internal/uvm"
 	"github.com/hyperpool/hyperpool/test/builders"
 )
-
-// measuredHost is a Windows node's HCS as the node agent sees it: one utility VM per pod
-// sandbox, each with the memory the hypervisor assigned to it.
-type measuredHost struct{ vms []nodeagent.UtilityVM }
-
-func (h *measuredHost) ListUtilityVMs(context.Context) ([]nodeagent.UtilityVM, error) {
-	return slices.Clone(h.vms), nil
-}
-func (h *measuredHost) TerminateUtilityVM(context.Context, string) error { return nil }
-
-// sandboxes is the container runtime's CRI: each pod's sandbox, ready.
-type sandboxes map[string]nodeagent.PodRef
-
-func (s sandboxes) ResolveSandboxes(context.Context) (map[string]nodeagent.PodRef, error) {
-	return s, nil
-}
 
 // End to end, the node agent's VM size check against the real API server and the manager:
 // node agents (fake HCS and CRI, real pod list and Node writes) measure the class's VMs at
@@ -57,7 +41,7 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 	pods := warmPods(t, ns, "sized")
 	type node struct {
 		agent *nodeagent.Agent
-		host  *measuredHost
+		host  *nodeagenttest.Host
 	}
 	nodes := map[string]*node{}
 	for _, p := range pods {
@@ -66,8 +50,8 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 		}
 		n := nodes[p.Spec.NodeName]
 		if n == nil {
-			n = &node{host: &measuredHost{}}
-			resolver := sandboxes{}
+			n = &node{host: &nodeagenttest.Host{}}
+			resolver := nodeagenttest.Runtime{}
 			n.agent = &nodeagent.Agent{
 				Config:   nodeagent.Config{NodeName: p.Spec.NodeName, GracePeriod: time.Hour, Interval: time.Second},
 				Host:     n.host,
@@ -81,9 +65,9 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 			t.Cleanup(func() { removeAgentAnnotations(t, p.Spec.NodeName) })
 		}
 		sandbox := "sb-" + string(p.UID)
-		n.agent.Resolver.(sandboxes)[sandbox] = nodeagent.PodRef{Namespace: p.Namespace, Name: p.Name, UID: p.UID,
+		n.agent.Resolver.(nodeagenttest.Runtime)[sandbox] = nodeagent.PodRef{Namespace: p.Namespace, Name: p.Name, UID: p.UID,
 			SandboxID: sandbox, State: nodeagent.SandboxReady}
-		n.host.vms = append(n.host.vms, nodeagent.UtilityVM{ID: sandbox + "@vm", Created: time.Now().Add(-time.Minute),
+		n.host.VMs = append(n.host.VMs, nodeagent.UtilityVM{ID: sandbox + "@vm", Created: time.Now().Add(-time.Minute),
 			MemoryAssignedBytes: 1024 << 20}) // hcsshim's default: the annotation never reached the shim
 	}
 	rounds := func() {
@@ -119,8 +103,8 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 
 	// The runtime handler is fixed and the VMs replaced: they have their size now.
 	for _, n := range nodes {
-		for i := range n.host.vms {
-			n.host.vms[i].MemoryAssignedBytes = 1536 << 20
+		for i := range n.host.VMs {
+			n.host.VMs[i].MemoryAssignedBytes = 1536 << 20
 		}
 	}
 	start = time.Now()
