@@ -12,6 +12,8 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/hyperpool/hyperpool/test/framework"
 )
 
 // agentBackendSecretsRule reports whether rule is the agent-backend role's one read of
@@ -33,8 +35,8 @@ func TestAgentBackendRole(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	config := decode(t, b)
-	chart := decode(t, helmTemplate(t, "hyperpool", "hyperpool-system"))
+	config := framework.DecodeManifest(t, b)
+	chart := framework.DecodeManifest(t, helmTemplate(t, "hyperpool", "hyperpool-system"))
 
 	sessionUser := rules(t, only(t, config, "ClusterRole", "hyperpool-session-user"))
 	want := append(slices.Clone(sessionUser),
@@ -74,14 +76,14 @@ func TestAgentBackendRole(t *testing.T) {
 		}
 	}
 
-	off := decode(t, helmTemplate(t, "hyperpool", "hyperpool-system", "--set", "userRoles.agentBackend.enabled=false"))
+	off := framework.DecodeManifest(t, helmTemplate(t, "hyperpool", "hyperpool-system", "--set", "userRoles.agentBackend.enabled=false"))
 	for _, o := range find(off, "ClusterRole") {
 		if strings.HasSuffix(o.GetName(), "-agent-backend") {
 			t.Errorf("userRoles.agentBackend.enabled=false renders %s", o.GetName())
 		}
 	}
 	only(t, off, "ClusterRole", "hyperpool-session-user")
-	noUserRoles := decode(t, helmTemplate(t, "hyperpool", "hyperpool-system", "--set", "userRoles.enabled=false"))
+	noUserRoles := framework.DecodeManifest(t, helmTemplate(t, "hyperpool", "hyperpool-system", "--set", "userRoles.enabled=false"))
 	for _, o := range find(noUserRoles, "ClusterRole") {
 		if strings.HasSuffix(o.GetName(), "-agent-backend") {
 			t.Errorf("userRoles.enabled=false renders %s", o.GetName())

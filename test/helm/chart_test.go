@@ -20,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/hyperpool/hyperpool/test/framework"
 )
 
 func TestHelmLintIsClean(t *testing.T) {
@@ -68,7 +70,7 @@ func TestValuesSchemaRejectsMistakes(t *testing.T) {
 }
 
 func TestTemplateDefaults(t *testing.T) {
-	objs := decode(t, helmTemplate(t, "hyperpool", "hyperpool-system"))
+	objs := framework.DecodeManifest(t, helmTemplate(t, "hyperpool", "hyperpool-system"))
 	for _, kind := range []string{"ServiceMonitor", "RuntimeClass", "ConfigMap", "DaemonSet", "CustomResourceDefinition"} {
 		if got := find(objs, kind); len(got) > 0 {
 			t.Errorf("default values render %s: %s", kind, names(got))
@@ -159,7 +161,7 @@ func TestTemplateDefaults(t *testing.T) {
 }
 
 func TestTemplateAllOptions(t *testing.T) {
-	objs := decode(t, helmTemplate(t, "hp", "ops", "-f", testdata("values-all.yaml")))
+	objs := framework.DecodeManifest(t, helmTemplate(t, "hp", "ops", "-f", testdata("values-all.yaml")))
 	dep := only(t, objs, "Deployment", "hp-hyperpool-manager")
 	if replicas := replicasOf(dep); replicas != 3 {
 		t.Errorf("replicas = %d, want 3", replicas)
@@ -276,7 +278,7 @@ func TestTemplateAllOptions(t *testing.T) {
 
 // admissionPolicies.enabled=false renders no policy, the node agent's neither.
 func TestTemplateAdmissionPoliciesOff(t *testing.T) {
-	objs := decode(t, helmTemplate(t, "hyperpool", "hyperpool-system", "--set", "admissionPolicies.enabled=false", "--set", "nodeAgent.enabled=true"))
+	objs := framework.DecodeManifest(t, helmTemplate(t, "hyperpool", "hyperpool-system", "--set", "admissionPolicies.enabled=false", "--set", "nodeAgent.enabled=true"))
 	for _, kind := range []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} {
 		if got := find(objs, kind); len(got) > 0 {
 			t.Errorf("admissionPolicies.enabled=false renders %s", names(got))
@@ -310,7 +312,7 @@ func TestTemplateServerSideDryRun(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := env.CreateNamespace(t)
 			manifest := helmTemplate(t, "dry", ns, tc.flags...)
-			objs := decode(t, manifest)
+			objs := framework.DecodeManifest(t, manifest)
 			out := string(run(t, manifest, "kubectl", "apply", "--server-side", "--dry-run=server", "--field-manager=helm-test", "-f", "-"))
 			if got := strings.Count(out, "(server dry run)"); got != len(objs) {
 				t.Fatalf("dry-run accepted %d of %d objects:\n%s", got, len(objs), out)
@@ -375,16 +377,16 @@ func yamlFiles(t *testing.T, dir string) []string {
 // identity (TestAgentBackendRole).
 func TestRBACLeastPrivilege(t *testing.T) {
 	sources := map[string][]*unstructured.Unstructured{
-		"chart defaults":    decode(t, helmTemplate(t, "hyperpool", "hyperpool-system")),
-		"chart all options": decode(t, helmTemplate(t, "hyperpool", "hyperpool-system", "-f", testdata("values-all.yaml"))),
-		"config/default":    decode(t, run(t, nil, "kubectl", "kustomize", filepath.Join(env.RepoRoot, "config", "default"))),
+		"chart defaults":    framework.DecodeManifest(t, helmTemplate(t, "hyperpool", "hyperpool-system")),
+		"chart all options": framework.DecodeManifest(t, helmTemplate(t, "hyperpool", "hyperpool-system", "-f", testdata("values-all.yaml"))),
+		"config/default":    framework.DecodeManifest(t, run(t, nil, "kubectl", "kustomize", filepath.Join(env.RepoRoot, "config", "default"))),
 	}
 	for _, f := range []string{"role.yaml", "leader_election_role.yaml"} {
 		b, err := os.ReadFile(filepath.Join(env.RepoRoot, "config", "rbac", f))
 		if err != nil {
 			t.Fatal(err)
 		}
-		sources["config/rbac/"+f] = decode(t, b)
+		sources["config/rbac/"+f] = framework.DecodeManifest(t, b)
 	}
 	for source, objs := range sources {
 		roles := append(find(objs, "ClusterRole"), find(objs, "Role")...)
@@ -425,8 +427,8 @@ func TestChartManagerRulesEqualGenerated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	generated := only(t, decode(t, b), "ClusterRole", "hyperpool-manager")
-	chart := only(t, decode(t, helmTemplate(t, "hyperpool", "hyperpool-system")), "ClusterRole", "hyperpool-manager")
+	generated := only(t, framework.DecodeManifest(t, b), "ClusterRole", "hyperpool-manager")
+	chart := only(t, framework.DecodeManifest(t, helmTemplate(t, "hyperpool", "hyperpool-system")), "ClusterRole", "hyperpool-manager")
 	if want, got := rules(t, generated), rules(t, chart); !reflect.DeepEqual(want, got) {
 		t.Fatalf("chart rules differ from config/rbac/role.yaml (run make manifests):\nchart: %+v\nrole.yaml: %+v", got, want)
 	}
@@ -435,8 +437,8 @@ func TestChartManagerRulesEqualGenerated(t *testing.T) {
 // config/default installs what the chart installs with default values (release hyperpool
 // in hyperpool-system), and the API server accepts it.
 func TestKustomizeDefaultMatchesChartAndDryRuns(t *testing.T) {
-	kustomized := decode(t, run(t, nil, "kubectl", "kustomize", filepath.Join(env.RepoRoot, "config", "default")))
-	chart := decode(t, helmTemplate(t, "hyperpool", "hyperpool-system"))
+	kustomized := framework.DecodeManifest(t, run(t, nil, "kubectl", "kustomize", filepath.Join(env.RepoRoot, "config", "default")))
+	chart := framework.DecodeManifest(t, helmTemplate(t, "hyperpool", "hyperpool-system"))
 
 	key := func(o *unstructured.Unstructured) string {
 		return o.GetKind() + " " + o.GetNamespace() + "/" + o.GetName()

@@ -9,9 +9,7 @@ package helm_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +18,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
@@ -99,27 +96,6 @@ func helmTemplate(t testing.TB, release, ns string, flags ...string) []byte {
 	t.Helper()
 	args := append([]string{"template", release, chartDir(), "--namespace", ns}, flags...)
 	return run(t, nil, "helm", args...)
-}
-
-// decode splits a multi-document manifest into objects, skipping empty documents.
-func decode(t testing.TB, manifest []byte) []*unstructured.Unstructured {
-	t.Helper()
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return objs
-		}
-		if err != nil {
-			t.Fatalf("decoding the manifest: %v", err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		objs = append(objs, u)
-	}
 }
 
 // find returns the objects of a kind.

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -27,8 +26,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/hyperpool/hyperpool/test/framework"
 )
 
 // helm is hack/tools.sh's helm (make test builds the tools first).
@@ -39,26 +39,6 @@ func helm(t *testing.T) string {
 		t.Fatalf("%s: run hack/tools.sh (make tools)", p)
 	}
 	return p
-}
-
-// decodeAll splits a multi-document manifest into objects.
-func decodeAll(t *testing.T, b []byte) []*unstructured.Unstructured {
-	t.Helper()
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-	var objs []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return objs
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(u.Object) > 0 {
-			objs = append(objs, u)
-		}
-	}
 }
 
 // `make release`: the chart, the tarballs, crds.yaml, install.yaml and SHA256SUMS, every
@@ -124,7 +104,7 @@ func TestReleaseBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crds := decodeAll(t, b)
+	crds := framework.DecodeManifest(t, b)
 	if len(crds) != len(bases) {
 		t.Errorf("crds.yaml holds %d objects, config/crd/bases %d CRDs", len(crds), len(bases))
 	}
@@ -141,7 +121,7 @@ func TestReleaseBundle(t *testing.T) {
 	}
 	var images []string
 	kinds := map[string]int{}
-	for _, o := range decodeAll(t, b) {
+	for _, o := range framework.DecodeManifest(t, b) {
 		kinds[o.GetKind()]++
 		if o.GetKind() == "Deployment" {
 			cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
