@@ -490,30 +490,23 @@ func (h *Harness) Paced(ctx context.Context, sessions, pool, floorN int, interva
 // the manager's CPU per bind as a function of the pool's size: a bind that copies or ranks
 // the whole pool costs more with every pod the pool keeps.
 func (h *Harness) PoolSize(ctx context.Context, sessions int, rate float64, pool, floorN int) (*Result, error) {
-	name := fmt.Sprintf("pool%d", pool)
-	res := &Result{Scenario: name, Params: fmt.Sprintf("%d sessions at %g/s, pool %d", sessions, rate, pool)}
 	// At most ~50 pool pods a node, well inside the simulated nodes' 250 pods and /24.
 	if err := h.EnsureNodes(ctx, (pool+sessions)/50+1); err != nil {
 		return nil, err
 	}
-	r, err := h.setup(ctx, name, pool, floorN, 0)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.begin(); err != nil {
-		return nil, err
-	}
-	r.createPaced(ctx, sessions, rate, func(int) time.Duration { return 0 })
-	if err := r.waitAll(ctx, 2*time.Minute, false); err != nil {
-		res.Notes = append(res.Notes, err.Error())
-	}
-	return res, r.finish(ctx, res, 3*time.Minute)
+	return h.openLoop(ctx, fmt.Sprintf("pool%d", pool), sessions, rate, pool, floorN)
 }
 
 // Burst creates sessions at rate per second (open loop) against a warm pool of pool.
 func (h *Harness) Burst(ctx context.Context, sessions int, rate float64, pool, floorN int) (*Result, error) {
-	res := &Result{Scenario: "burst", Params: fmt.Sprintf("%d sessions at %g/s, pool %d", sessions, rate, pool)}
-	r, err := h.setup(ctx, "burst", pool, floorN, 0)
+	return h.openLoop(ctx, "burst", sessions, rate, pool, floorN)
+}
+
+// openLoop is the scenario name creating sessions at rate per second, whether or not the
+// earlier ones are Ready yet, against a warm pool of pool.
+func (h *Harness) openLoop(ctx context.Context, name string, sessions int, rate float64, pool, floorN int) (*Result, error) {
+	res := &Result{Scenario: name, Params: fmt.Sprintf("%d sessions at %g/s, pool %d", sessions, rate, pool)}
+	r, err := h.setup(ctx, name, pool, floorN, 0)
 	if err != nil {
 		return nil, err
 	}
