@@ -82,6 +82,25 @@ func TestFinalizerDoesNotKeepTheSandbox(t *testing.T) {
 	}
 }
 
+// TestStartTimeoutIsCappedByTheClass: a tenant cannot hold its place waiting for a sandbox
+// longer than the class allows by asking for a longer startTimeout of its own: the class's
+// 2s caps the session's 168h, and the session ends Failed (StartTimeout) on the class's time.
+func TestStartTimeoutIsCappedByTheClass(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	mustCreate(t, admin, builders.AgentSandbox(ns, "empty").Replicas(0).StartTimeout(2*time.Second).Obj())
+	alice := tenant(t, ns, "hyperpool-session-user", "edit")
+
+	mustCreate(t, alice, builders.AgentSession(ns, "patient", "empty").
+		StartPolicy(agentsv1alpha1.RequireWarm).StartTimeout(168*time.Hour).Obj())
+	got := waitSession(t, ns, "patient", waitTimeout, "Failed with StartTimeout on the class's 2s", func(s *agentsv1alpha1.AgentSession) bool {
+		return s.Status.Phase == agentsv1alpha1.SessionFailed && s.Status.EndReason == agentsv1alpha1.ReasonStartTimeout
+	})
+	if waited := got.Status.EndTime.Sub(got.CreationTimestamp.Time); waited < time.Second {
+		t.Fatalf("ended %v after its creation, before the class's 2s startTimeout", waited)
+	}
+}
+
 // TestQueuedSessionWithFinalizerFreesTheQueue: a session deleted while it waits, kept by a
 // finalizer, must not hold the head of the namespace's FIFO queue for ever.
 func TestQueuedSessionWithFinalizerFreesTheQueue(t *testing.T) {
