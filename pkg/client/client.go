@@ -270,11 +270,19 @@ func (c *Client) waitReady(ctx context.Context, s *agentsv1alpha1.AgentSession, 
 // error when the session fails or is deleted, or ctx ends.
 func (c *Client) watchUntilReady(ctx context.Context, w watch.Interface, cur *agentsv1alpha1.AgentSession,
 	report func(*agentsv1alpha1.AgentSession)) (*agentsv1alpha1.AgentSession, error) {
+	ended := func() error {
+		return fmt.Errorf("wait for session %s (phase %s): %w", cur.Name, cur.Status.Phase, context.Cause(ctx))
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for session %s (phase %s): %w", cur.Name, cur.Status.Phase, context.Cause(ctx))
+			return nil, ended()
 		case ev, ok := <-w.ResultChan():
+			// A watch that ctx ends may first deliver an error event of its own ("unable to
+			// decode an event from the watch stream: context canceled"): ctx is the answer.
+			if ctx.Err() != nil {
+				return nil, ended()
+			}
 			if !ok {
 				return cur, nil // re-watch from cur's version
 			}
