@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -30,9 +29,6 @@ Archive entries that would land outside LOCAL_DIR are refused.`,
 		ValidArgsFunction: root.completeCp,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
 			ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 			defer stop()
 			src, dst := args[0], args[1]

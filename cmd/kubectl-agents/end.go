@@ -27,9 +27,6 @@ counts as ended.`,
 		ValidArgsFunction: root.completeSessionsFirst,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
 			var specs []hpclient.ExportSpec
 			for _, e := range exports {
 				remote, local, ok := splitExport(e)

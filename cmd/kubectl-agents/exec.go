@@ -56,9 +56,6 @@ kubectl exec -it does.`,
 }
 
 func (o *execOptions) run(ctx context.Context, session string, args []string) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	s, err := o.attach(ctx, session)

@@ -28,9 +28,6 @@ session's, else its class's).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
 			return root.ls(ctx, all)
 		},
 	}

@@ -59,9 +59,6 @@ errors carrying the session's reason (e.g. ExceedsQuota, IdleTimeout).`,
 				return usageError(cmd, "--sandbox CLASS is required")
 			}
 			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
 			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			srv, sb, err := newMCPServer(root, o)

@@ -68,9 +68,6 @@ The session then lives until "kubectl agents end", its idle timeout or its max l
 }
 
 func (o *openOptions) run(ctx context.Context, sandbox string) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	if o.timeout > 0 {

@@ -25,9 +25,6 @@ pods (warm and bound). With several classes in a namespace a TOTAL line sums the
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
 			return root.top(ctx, all)
 		},
 	}
