@@ -98,7 +98,7 @@ func TestCredentialsDeliveredIsMirroredFromTheAnnotation(t *testing.T) {
 	}
 	// Well within the session's hour-long deadlines, the next requeue without the
 	// annotation's own trigger.
-	got := waitSession(t, ns, "with", 10*time.Second, "CredentialsDelivered True/Delivered", func(s *agentsv1alpha1.AgentSession) bool {
+	got := waitSession(t, ns, "with", waitTimeout, "CredentialsDelivered True/Delivered", func(s *agentsv1alpha1.AgentSession) bool {
 		c := credentialsCondition(s)
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == agentsv1alpha1.ReasonCredentialsDelivered
 	})

@@ -48,6 +48,10 @@ const (
 	managerServiceAccount = "hyperpool-manager"
 	build2022             = "10.0.20348"
 	waitTimeout           = 30 * time.Second
+	// inForceTimeout bounds the wait for a new RBAC binding or admission policy to take
+	// effect: the API server loads them through its informers and type-checks a policy's
+	// CEL first. On a fresh, loaded 2-core machine that once took more than 10 s.
+	inForceTimeout = 60 * time.Second
 )
 
 // ManagerUser is the manager's user name as the API server sees it.
@@ -174,7 +178,7 @@ func impersonate(t testing.TB, who rest.ImpersonationConfig, ready func(context.
 		t.Fatal(err)
 	}
 	if ready != nil {
-		eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+		eventually(t, inForceTimeout, func(ctx context.Context) (bool, string) {
 			err := ready(ctx, c)
 			return err == nil, fmt.Sprintf("%s not ready yet: %v", who.UserName, err)
 		})

@@ -228,7 +228,7 @@ func installTaintAgentPolicy(t *testing.T) {
 	}
 	agent := impersonate(t, rest.ImpersonationConfig{UserName: taintAgentUser, Groups: []string{"system:authenticated"}}, nil)
 	policy := taintRelease + "-hyperpool-node-agent"
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, inForceTimeout, func(ctx context.Context) (bool, string) {
 		err := agent.Patch(ctx, nodes.Items[0].DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"probe":"x"}}}`)), client.DryRunAll)
 		return err != nil && strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+policy+"'"), fmt.Sprintf("policy %s not in force yet: %v", policy, err)
 	})

@@ -443,7 +443,7 @@ func waitPolicyInForce(t testing.TB, name string) {
 	}
 	agent := impersonate(t, rest.ImpersonationConfig{UserName: nodeAgentUser, Groups: []string{"system:authenticated"}}, nil)
 	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{}
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, inForceTimeout, func(ctx context.Context) (bool, string) {
 		err := agent.Patch(ctx, nodes.Items[0].DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"probe":"x"}}}`)), client.DryRunAll)
 		if err != nil && strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+name+"'") {
 			return true, ""
@@ -460,7 +460,7 @@ func waitPolicyInForce(t testing.TB, name string) {
 func policyTenant(t testing.TB, ns string) client.Client {
 	t.Helper()
 	c := tenant(t, ns, "hyperpool-session-user", "edit")
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, inForceTimeout, func(ctx context.Context) (bool, string) {
 		errPod := c.Create(ctx, plainPod(ns, "probe", map[string]string{agentsv1alpha1.SandboxLabel: "probe"}), client.DryRunAll)
 		errNP := c.Create(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
 			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},

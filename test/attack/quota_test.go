@@ -125,7 +125,7 @@ func TestPodlessSessionDeletedBeforeItsAdmissionShows(t *testing.T) {
 
 	// Well within claimTTL: a leaked grant would hold the only slot for 30 s.
 	mustCreate(t, user, builders.AgentSession(ns, "real", "pool").Obj())
-	waitSession(t, ns, "real", 10*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "real", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	waitQuota(t, ns, "1 session in use, none queued", func(q *agentsv1alpha1.AgentQuota) bool {
 		return ptr.Deref(q.Status.Used.Sessions, -1) == 1 && q.Status.Queued == 0
 	})

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -224,7 +223,7 @@ func templateAuthor(t testing.TB, ns string) client.Client {
 	probe := builders.AgentSandbox(ns, "probe").PodSpec(func(p *corev1.PodSpec) {
 		p.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 80}}
 	}).Obj()
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, inForceTimeout, func(ctx context.Context) (bool, string) {
 		err := c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
 		return err != nil && strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+templatePolicy+"'"),
 			fmt.Sprintf("%s not in force yet: a dry-run class with a hostPort: %v", templatePolicy, err)

@@ -57,7 +57,7 @@ func TestWarmBind(t *testing.T) {
 	// The pool refills behind the bind.
 	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
 	sb := &agentsv1alpha1.AgentSandbox{}
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pool"}, sb)
 		return sb.Status.ActiveSessions == 1, fmt.Sprintf("activeSessions = %d, want 1", sb.Status.ActiveSessions)
 	})
@@ -86,7 +86,7 @@ func TestColdStartWhenNoWarmPod(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	// The simulated VM boots for a second, so the session is seen Starting first.
 	create(t, builders.AgentSandbox(ns, "empty").Replicas(0).TemplateAnnotation(testbed.PodReadyDelayAnnotation, "1000").Obj())
-	waitPoolReady(t, ns, "empty", 0, 10*time.Second)
+	waitPoolReady(t, ns, "empty", 0, waitTimeout)
 
 	create(t, builders.AgentSession(ns, "cold", "empty").Obj())
 	starting := waitSession(t, ns, "cold", 30*time.Second, "Starting or Ready with a pod", func(s *agentsv1alpha1.AgentSession) bool {
@@ -224,7 +224,7 @@ func TestFinishedSessionsAreDeletedAfterTTL(t *testing.T) {
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	create(t, builders.AgentSession(ns, "brief", "pool").MaxLifetime(time.Second).TTLAfterFinished(time.Second).Obj())
 	waitSession(t, ns, "brief", 15*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "brief"}, &agentsv1alpha1.AgentSession{})
 		return apierrors.IsNotFound(err), fmt.Sprintf("session still there (get: %v)", err)
 	})
@@ -278,7 +278,7 @@ func TestNodeLostFailsTheSession(t *testing.T) {
 	}
 	// The pool's warm pod on the lost node is replaced at once (the replacement waits for a
 	// node this class may use, so it stays unscheduled here).
-	eventually(t, 10*time.Second, func(context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "pool")
 		onLost := 0
 		for _, p := range pods {
@@ -438,7 +438,7 @@ func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 	create(t, builders.AgentSession(ns, "garbled-live", "pool").Annotation(agentsv1alpha1.LastActivityAnnotation, "not-a-time").Obj())
 	waitSession(t, ns, "garbled-live", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	assertSettled(t, "agentsession", ns, "garbled-live")
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		n, err := heartbeatWarnings(ctx, ns, "garbled-live", "not-a-time")
 		return n > 0, fmt.Sprintf("no MalformedHeartbeat Warning naming the value for garbled-live (list: %v)", err)
 	})
@@ -449,7 +449,7 @@ func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 		if err := k8s.Patch(context.Background(), builders.AgentSession(ns, "garbled-live", "pool").Obj(), patch); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, func(context.Context) (bool, string) {
+		eventually(t, waitTimeout, func(context.Context) (bool, string) {
 			n := reconciles.count("agentsession", ns, "garbled-live")
 			return n > before, fmt.Sprintf("garbled-live not reconciled after its spec.user changed to %s (%d reconciles)", user, n)
 		})
@@ -470,7 +470,7 @@ func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 	if ended.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
 		t.Errorf("end reason = %q, want IdleTimeout", ended.Status.EndReason)
 	}
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		n, err := heartbeatWarnings(ctx, ns, "garbled", "yesterday-ish")
 		return n > 0, fmt.Sprintf("no MalformedHeartbeat Warning naming the value for garbled (list: %v)", err)
 	})

@@ -65,7 +65,7 @@ func TestPoolStatusWritesPerBindAreThrottled(t *testing.T) {
 
 	// Held back, not lost: the counts and the Ready condition of the end are written.
 	sb := &agentsv1alpha1.AgentSandbox{}
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: pool}, sb); err != nil {
 			return false, err.Error()
 		}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -44,7 +43,7 @@ func TestSessionUserCannotChangeQuotas(t *testing.T) {
 	}
 	ctx := context.Background()
 	// RBAC bindings take effect within moments; retry the allowed call until they do.
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		err := alice.Create(ctx, builders.AgentSession(ns, "alices", "pool").Obj())
 		return err == nil || apierrors.IsAlreadyExists(err), "alice cannot create a session yet: " + errString(err)
 	})

@@ -46,7 +46,7 @@ func TestStartTimeoutEndsPendingSessions(t *testing.T) {
 				session.StartTimeout(tc.own)
 			}
 			create(t, session.Obj())
-			waitSession(t, ns, "s", 10*time.Second, "Pending, waiting for a warm sandbox", func(s *agentsv1alpha1.AgentSession) bool {
+			waitSession(t, ns, "s", waitTimeout, "Pending, waiting for a warm sandbox", func(s *agentsv1alpha1.AgentSession) bool {
 				return s.Status.Phase == agentsv1alpha1.SessionPending || s.Status.Phase == agentsv1alpha1.SessionFailed
 			})
 			s := waitSession(t, ns, "s", tc.wantTimeout+15*time.Second, "Failed with StartTimeout", endedWith(agentsv1alpha1.ReasonStartTimeout))
@@ -82,11 +82,11 @@ func TestStartTimeoutFreesTheQueue(t *testing.T) {
 	create(t, builders.AgentSession(ns, "a-holder", "pool").Obj())
 	waitSession(t, ns, "a-holder", 30*time.Second, "bound (cold)", func(s *agentsv1alpha1.AgentSession) bool { return s.Status.PodName != "" })
 	create(t, builders.AgentSession(ns, "b-impatient", "pool").StartTimeout(2*time.Second).Obj())
-	waitSession(t, ns, "b-impatient", 10*time.Second, "Queued", func(s *agentsv1alpha1.AgentSession) bool {
+	waitSession(t, ns, "b-impatient", waitTimeout, "Queued", func(s *agentsv1alpha1.AgentSession) bool {
 		return s.Status.Phase == agentsv1alpha1.SessionQueued || s.Status.Phase == agentsv1alpha1.SessionFailed
 	})
 	create(t, builders.AgentSession(ns, "c-patient", "pool").Obj())
-	waitSession(t, ns, "c-patient", 10*time.Second, "Queued behind b-impatient", inPhase(agentsv1alpha1.SessionQueued))
+	waitSession(t, ns, "c-patient", waitTimeout, "Queued behind b-impatient", inPhase(agentsv1alpha1.SessionQueued))
 
 	b := waitSession(t, ns, "b-impatient", 20*time.Second, "Failed with StartTimeout", endedWith(agentsv1alpha1.ReasonStartTimeout))
 	checkEndedOnTime(t, b, 2*time.Second)

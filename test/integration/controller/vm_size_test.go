@@ -96,7 +96,7 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 	if cond.Status != metav1.ConditionFalse {
 		t.Errorf("condition = %+v", cond)
 	}
-	eventually(t, 10*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		n, err := vmSizeWarnings(ctx, ns, "sized")
 		return n == 1, fmt.Sprintf("%d VMSizeNotApplied Warnings about sized, want 1 (%v)", n, err)
 	})
