@@ -48,6 +48,14 @@ const DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 // Windows Server 2019 on.
 const DefaultTar = "tar.exe"
 
+// DefaultStartTimeout is Open's default bound (Options.StartTimeout): a cold start of a
+// Windows sandbox takes a few minutes, a quota queue may take longer; past 10 minutes
+// the caller should hear about it rather than wait on.
+const DefaultStartTimeout = 10 * time.Minute
+
+// maxSpecStartTimeout is the longest spec.startTimeout the API accepts.
+const maxSpecStartTimeout = 168 * time.Hour
+
 // deleteTimeout bounds the deletion of a session whose Open was cancelled.
 const deleteTimeout = 10 * time.Second
 
@@ -103,6 +111,20 @@ type Options struct {
 	// ExpiryWarning is how long before the session's hard deadline (status.expiryTime)
 	// Expiring fires. Default 1 minute.
 	ExpiryWarning time.Duration
+
+	// StartTimeout bounds Open: how long it waits for the session to be Ready (and to
+	// deliver its credentials), and the session's spec.startTimeout, so the manager gives
+	// up its place in the quota queue at the same time (the class's
+	// spec.lifetime.startTimeout caps it; the tighter of the two ends the wait). Default
+	// DefaultStartTimeout; negative: no limit from the client, only ctx and the class's.
+	StartTimeout time.Duration
+
+	// MaxDownloadBytes and MaxDownloadEntries cap what one Download (or export, or
+	// ReadFile) unpacks from the sandbox, which is untrusted: past either, it stops with a
+	// *LimitError. Default DefaultMaxDownloadBytes (1 GiB) and DefaultMaxDownloadEntries
+	// (100,000).
+	MaxDownloadBytes   int64
+	MaxDownloadEntries int
 
 	// Tar is the tar command in the sandbox. Default DefaultTar (tar.exe); "tar" on Linux.
 	Tar string
@@ -163,6 +185,17 @@ var failFastReasons = map[string]bool{
 // it created. The session is the caller's to Close.
 func (c *Client) Open(ctx context.Context, namespace, sandboxName string, opts Options) (*Session, error) {
 	begin := time.Now()
+	startTimeout := opts.StartTimeout
+	if startTimeout == 0 {
+		startTimeout = DefaultStartTimeout
+	}
+	if startTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, startTimeout, fmt.Errorf(
+			"the session was not Ready within the start timeout of %s (Options.StartTimeout; kubectl agents --timeout): %w",
+			startTimeout, context.DeadlineExceeded))
+		defer cancel()
+	}
 	s := &agentsv1alpha1.AgentSession{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: opts.Name},
 		Spec: agentsv1alpha1.AgentSessionSpec{
@@ -180,6 +213,10 @@ func (c *Client) Open(ctx context.Context, namespace, sandboxName string, opts O
 	}
 	if opts.IdleTimeout > 0 {
 		s.Spec.IdleTimeout = &agentsv1alpha1.Duration{Duration: opts.IdleTimeout}
+	}
+	if startTimeout > 0 {
+		// The API takes at most 168h; a longer client bound leaves the rest to the class.
+		s.Spec.StartTimeout = &agentsv1alpha1.Duration{Duration: min(startTimeout, maxSpecStartTimeout)}
 	}
 	if err := c.kube.Create(ctx, s); err != nil {
 		return nil, fmt.Errorf("create session of %s/%s: %w", namespace, sandboxName, err)

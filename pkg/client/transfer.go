@@ -22,9 +22,38 @@ const stderrLimit = 4096
 // remoteDir/<base name of localPath>. remoteDir must exist; empty is the working
 // directory of the sandbox's commands. The tree is streamed as a tar archive into the
 // exec's stdin and unpacked by the sandbox's tar (Options.Tar); nothing is staged on
-// either side. Symbolic links are sent as links.
+// either side. Symbolic links are sent as links, never followed. localPath is the
+// caller's own choice; to confine it to a directory, use UploadFrom.
 func (s *Session) Upload(ctx context.Context, localPath, remoteDir string) error {
-	if _, err := os.Lstat(localPath); err != nil {
+	dir, name := splitLocal(localPath)
+	src, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("upload: %w", err)
+	}
+	defer func() { _ = src.Close() }()
+	return s.upload(ctx, src, name, localPath, remoteDir)
+}
+
+// UploadFrom is Upload of name, a path relative to src: every file is read through src,
+// so nothing outside it (by "..", an absolute name or a symbolic link) is ever read.
+func (s *Session) UploadFrom(ctx context.Context, src *os.Root, name, remoteDir string) error {
+	return s.upload(ctx, src, name, filepath.Join(src.Name(), name), remoteDir)
+}
+
+// splitLocal splits a local path into the directory to open as a root and the name in
+// it; "." and the like name the directory itself, whose contents then arrive directly in
+// the remote directory.
+func splitLocal(localPath string) (dir, name string) {
+	clean := filepath.Clean(localPath)
+	dir, name = filepath.Dir(clean), filepath.Base(clean)
+	if name == "." || name == ".." || name == string(filepath.Separator) || dir == clean {
+		return clean, "."
+	}
+	return dir, name
+}
+
+func (s *Session) upload(ctx context.Context, src *os.Root, name, shown, remoteDir string) error {
+	if _, err := src.Lstat(name); err != nil {
 		return fmt.Errorf("upload: %w", err)
 	}
 	args := []string{s.opts.Tar, "-x", "-f", "-"}
@@ -34,7 +63,7 @@ func (s *Session) Upload(ctx context.Context, localPath, remoteDir string) error
 	pr, pw := io.Pipe()
 	written := make(chan error, 1)
 	go func() {
-		err := writeTar(pw, localPath)
+		err := writeTar(pw, src, name)
 		pw.CloseWithError(err)
 		written <- err
 	}()
@@ -45,11 +74,11 @@ func (s *Session) Upload(ctx context.Context, localPath, remoteDir string) error
 	writeErr := <-written
 	switch {
 	case writeErr != nil && !errors.Is(writeErr, errUploadEnded):
-		return fmt.Errorf("upload %s: read local files: %w", localPath, writeErr)
+		return fmt.Errorf("upload %s: read local files: %w", shown, writeErr)
 	case err != nil:
-		return fmt.Errorf("upload %s: %w", localPath, err)
+		return fmt.Errorf("upload %s: %w", shown, err)
 	case code != 0:
-		return fmt.Errorf("upload %s to %q: %s exited with code %d: %s", localPath, remoteDir, s.opts.Tar, code, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("upload %s to %q: %s exited with code %d: %s", shown, remoteDir, s.opts.Tar, code, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }
@@ -57,21 +86,38 @@ func (s *Session) Upload(ctx context.Context, localPath, remoteDir string) error
 // Download copies remotePath, a file or a directory tree in the sandbox, to the local
 // machine: it arrives as localDir/<base name of remotePath>, localDir being created if
 // needed. The sandbox's tar streams the archive out of the exec's stdout and it is
-// unpacked as it comes. Entries with absolute paths or ".." are refused, and so are links:
-// nothing is written outside localDir.
+// unpacked as it comes, as a hostile archive (see DownloadInto): only entries under the
+// base name, only files and directories, never through a link, within
+// Options.MaxDownloadBytes and MaxDownloadEntries.
 func (s *Session) Download(ctx context.Context, remotePath, localDir string) error {
-	parent, base := splitRemote(remotePath)
-	if base == "" {
-		return fmt.Errorf("download %q: not a file or directory name", remotePath)
-	}
 	if err := os.MkdirAll(localDir, 0o755); err != nil {
 		return fmt.Errorf("download: %w", err)
+	}
+	dst, err := os.OpenRoot(localDir)
+	if err != nil {
+		return fmt.Errorf("download: %w", err)
+	}
+	defer func() { _ = dst.Close() }()
+	return s.DownloadInto(ctx, remotePath, dst)
+}
+
+// DownloadInto is Download into the directory of dst: every write goes through dst, so
+// nothing lands outside it. Entries that are not under the base name of remotePath,
+// absolute, with "..", links, devices, fifos or sparse files are refused; an existing
+// symbolic link under dst is never written through; past the caps the download stops with
+// a *LimitError. A failed download may leave the entries unpacked before the failure,
+// never a partly written file under its own name.
+func (s *Session) DownloadInto(ctx context.Context, remotePath string, dst *os.Root) error {
+	parent, base := splitRemote(remotePath)
+	if base == "" || base == "." || base == ".." {
+		return fmt.Errorf("download %q: not a file or directory name", remotePath)
 	}
 	args := []string{s.opts.Tar, "-c", "-f", "-"}
 	if parent != "" {
 		args = append(args, "-C", parent)
 	}
 	args = append(args, base)
+	limits := downloadLimits(s.opts)
 
 	// An archive that cannot be unpacked ends the exec at once.
 	ctx, cancel := context.WithCancel(ctx)
@@ -79,7 +125,7 @@ func (s *Session) Download(ctx context.Context, remotePath, localDir string) err
 	pr, pw := io.Pipe()
 	extracted := make(chan error, 1)
 	go func() {
-		err := extractTar(pr, localDir)
+		err := extractTar(pr, dst, base, limits)
 		if err == nil {
 			// tar pads its archive past the end marker: read it all, so the stream ends.
 			_, _ = io.Copy(io.Discard, pr)
@@ -99,7 +145,7 @@ func (s *Session) Download(ctx context.Context, remotePath, localDir string) err
 	extractErr := <-extracted
 	switch {
 	case extractErr != nil && !errors.Is(extractErr, errRemoteFailed):
-		return fmt.Errorf("download %s: %w", remotePath, extractErr)
+		return fmt.Errorf("download %s into %s: %w", remotePath, dst.Name(), extractErr)
 	case err != nil:
 		return fmt.Errorf("download %s: %w", remotePath, err)
 	case code != 0:
@@ -135,55 +181,38 @@ func SplitSandboxPath(p string) (dir, base string) {
 	return dir, p[i+1:]
 }
 
-// writeTar writes localPath (a file, link or tree) as a tar archive whose entries start
-// with its base name.
-func writeTar(w io.Writer, localPath string) error {
+// writeTar writes name (a file, link or tree under src) as a tar archive whose entries
+// start with its base name. Everything is read through src; links are written as links.
+func writeTar(w io.Writer, src *os.Root, name string) error {
 	tw := tar.NewWriter(w)
-	root := filepath.Clean(localPath)
-	base := filepath.Base(root)
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	base := filepath.Base(name)
+	top, err := src.Lstat(name)
+	if err != nil {
+		return err
+	}
+	if !top.IsDir() {
+		// A file, or a link sent as a link (fs.WalkDir would follow it).
+		if err := writeEntry(tw, src, name, base, top); err != nil {
+			return err
+		}
+		return tw.Close()
+	}
+	fsys := src.FS()
+	err = fs.WalkDir(fsys, filepath.ToSlash(name), func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		info, err := d.Info()
+		// Lstat, not d.Info: WalkDir stats its root through links.
+		local := filepath.FromSlash(p)
+		info, err := src.Lstat(local)
 		if err != nil {
 			return err
 		}
-		rel, err := filepath.Rel(root, p)
+		rel, err := filepath.Rel(filepath.FromSlash(name), local)
 		if err != nil {
 			return err
 		}
-		name := path.Join(base, filepath.ToSlash(rel))
-		link := ""
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		hdr.Name = name
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uname, hdr.Gname, hdr.Uid, hdr.Gid = "", "", 0, 0
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if _, err := io.Copy(tw, f); err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		return nil
+		return writeEntry(tw, src, local, path.Join(base, filepath.ToSlash(rel)), info)
 	})
 	if err != nil {
 		return err
@@ -191,72 +220,39 @@ func writeTar(w io.Writer, localPath string) error {
 	return tw.Close()
 }
 
-// errUnsafeEntry marks an archive entry that would land outside the target directory.
-var errUnsafeEntry = errors.New("unsafe archive entry")
-
-// extractTar unpacks an archive into dir, refusing any entry that could write outside it.
-func extractTar(r io.Reader, dir string) error {
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read archive: %w", err)
-		}
-		target, err := safeJoin(dir, hdr.Name)
-		if err != nil {
+// writeEntry writes one file, directory or link of src into the archive as name.
+func writeEntry(tw *tar.Writer, src *os.Root, local, name string, info fs.FileInfo) error {
+	link := ""
+	if info.Mode()&fs.ModeSymlink != 0 {
+		var err error
+		if link, err = src.Readlink(local); err != nil {
 			return err
 		}
-		mode := fs.FileMode(hdr.Mode).Perm()
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, mode|0o700); err != nil {
-				return err
-			}
-		case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old archives use TypeRegA
-			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode|0o600)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("write %s: %w", target, err)
-			}
-		case tar.TypeXGlobalHeader:
-			// Metadata only.
-		case tar.TypeSymlink, tar.TypeLink:
-			return fmt.Errorf("%w: %q is a link (to %q); links are not extracted", errUnsafeEntry, hdr.Name, hdr.Linkname)
-		default:
-			return fmt.Errorf("%w: %q has type %q; only files and directories are extracted", errUnsafeEntry, hdr.Name, string(hdr.Typeflag))
-		}
 	}
-}
-
-// safeJoin joins an archive entry's name to dir, refusing absolute names (/x, \x, C:x)
-// and any ".." element, with / or \ as separators.
-func safeJoin(dir, name string) (string, error) {
-	n := strings.ReplaceAll(name, `\`, "/")
-	if n == "" || strings.HasPrefix(n, "/") || (len(n) >= 2 && n[1] == ':') {
-		return "", fmt.Errorf("%w: %q is an absolute path", errUnsafeEntry, name)
+	hdr, err := tar.FileInfoHeader(info, link)
+	if err != nil {
+		return fmt.Errorf("%s: %w", local, err)
 	}
-	for _, part := range strings.Split(n, "/") {
-		if part == ".." {
-			return "", fmt.Errorf("%w: %q leaves the target directory", errUnsafeEntry, name)
-		}
+	hdr.Name = name
+	if info.IsDir() {
+		hdr.Name += "/"
 	}
-	clean := path.Clean(n)
-	if clean == "." {
-		return dir, nil
+	hdr.Uname, hdr.Gname, hdr.Uid, hdr.Gid = "", "", 0, 0
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
 	}
-	return filepath.Join(dir, filepath.FromSlash(clean)), nil
+	if !info.Mode().IsRegular() {
+		return nil
+	}
+	f, err := src.Open(local)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := io.CopyN(tw, f, hdr.Size); err != nil {
+		return fmt.Errorf("%s: %w", local, err)
+	}
+	return nil
 }
 
 // limitedBuffer keeps the first limit bytes written to it and discards the rest.

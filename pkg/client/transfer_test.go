@@ -7,16 +7,17 @@ import (
 	"testing"
 )
 
-func TestSafeJoinRefusesEscapes(t *testing.T) {
-	for _, name := range []string{"../x", "a/../../x", `..\x`, "/etc/passwd", `\x`, "C:/x", `C:\x`, "c:x", "", "a/.."} {
-		if got, err := safeJoin("/root", name); !errors.Is(err, errUnsafeEntry) {
-			t.Errorf("safeJoin(%q) = %q, %v; want it refused", name, got, err)
+func TestEntryNameRefusesEscapesAndSiblings(t *testing.T) {
+	for _, name := range []string{"../x", "out/../../x", `..\x`, "/etc/passwd", `\x`, "C:/x", `C:\x`, "c:x", "", "out/..",
+		"other/x", "outx", "x/out", ".git/hooks/post-checkout", "./other"} {
+		if got, err := entryName(name, "out"); !errors.Is(err, errUnsafeEntry) {
+			t.Errorf("entryName(%q) = %q, %v; want it refused", name, got, err)
 		}
 	}
-	for name, want := range map[string]string{"a/b": "a/b", "./a": "a", "a/./b/": "a/b", "./": "", `a\b`: "a/b"} {
-		got, err := safeJoin("/root", name)
-		if err != nil || got != filepath.Join("/root", filepath.FromSlash(want)) {
-			t.Errorf("safeJoin(%q) = %q, %v; want /root/%s", name, got, err, want)
+	for name, want := range map[string]string{"out": "out", "out/a/b": "out/a/b", "./out/a": "out/a", "out/./b/": "out/b", `out\b`: "out/b"} {
+		got, err := entryName(name, "out")
+		if err != nil || got != filepath.FromSlash(want) {
+			t.Errorf("entryName(%q) = %q, %v; want %s", name, got, err, want)
 		}
 	}
 }
