@@ -127,7 +127,7 @@ type poolPods struct {
 	warm        []*corev1.Pod   // not bound, not terminating
 	warmNames   map[string]bool
 	bound       []*corev1.Pod // bound to a session, not terminating
-	terminating int
+	terminating []*corev1.Pod // being deleted, warm or bound: their VMs still run
 	// stray are unbound pods labelled for the class that it does not control: their owner
 	// reference was removed (an orphaning delete of an earlier class of this name, an
 	// edit), or names another object. No one else would delete them.
@@ -169,7 +169,7 @@ func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	st := &poolStep{sb: sb, pods: pods, recipe: recipe, blocker: blk,
 		pendingCreations: pendingCreations, pendingDeletions: pendingDeletions}
-	stepErr := errors.Join(egressErr, r.deleteStrayPods(ctx, st))
+	stepErr := errors.Join(egressErr, r.deleteStrayPods(ctx, st), r.holdGracePeriods(ctx, st))
 	if recipe != nil {
 		stepErr = errors.Join(stepErr, r.replaceStuckWarmPods(ctx, st), r.rollOutTemplate(ctx, st))
 	}
@@ -235,7 +235,7 @@ func (r *AgentSandboxReconciler) listPoolPods(ctx context.Context, sb *agentsv1a
 			pods.all[p.Name] = true
 			switch {
 			case !p.DeletionTimestamp.IsZero():
-				pods.terminating++
+				pods.terminating = append(pods.terminating, p)
 			case p.Labels[agentsv1alpha1.SessionLabel] != "":
 				pods.bound = append(pods.bound, p)
 			case metav1.IsControlledBy(p, sb):
@@ -423,7 +423,11 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 			st.requeueIn(wait)
 			return nil
 		}
-		return r.createWarmPods(ctx, st, min(want-have, maxCreationsPerReconcile))
+		n := min(want-have, maxCreationsPerReconcile, shutdownSurgeLeft(st, have, want))
+		if n == 0 {
+			return nil // as many VMs are still shutting down: each one gone wakes the pool
+		}
+		return r.createWarmPods(ctx, st, n)
 	case have > want && len(st.pendingCreations) == 0:
 		// Delete the least useful first: not Ready, then of an old template, then newest.
 		slices.SortStableFunc(warm, func(a, b *corev1.Pod) int {
@@ -593,10 +597,11 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	status.ReadyReplicas = int32(ready)
 	status.ActiveSessions = int32(len(st.pods.bound))
 
-	per := classFootprint(sb)
+	shape := shapeOf(sb)
+	per := shape.footprint
 	total := agentsv1alpha1.Footprint{}
 	for _, p := range append(warm, st.pods.bound...) {
-		total = uvm.AddFootprint(total, uvm.FootprintFromPod(p))
+		total = uvm.AddFootprint(total, sandboxPodFootprint(p, shape))
 	}
 	status.Footprint = &agentsv1alpha1.PoolFootprint{PerSandbox: per, Total: total}
 	warmSandboxes.WithLabelValues(sb.Namespace, sb.Name).Set(float64(ready))
@@ -605,7 +610,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	want := ptr.Deref(sb.Spec.Replicas, 1)
 	setPoolConditions(status, st, int32(ready), want)
 	setAutoscalingStatus(status, st)
-	idleVMMemory.set(client.ObjectKeyFromObject(sb), float64(warmMemory(warm)))
+	idleVMMemory.set(client.ObjectKeyFromObject(sb), float64(warmMemory(warm, shape)))
 	announceVMSize := r.setVMSizeCondition(sb, status)
 
 	if equalSandboxStatus(&sb.Status, status) {

@@ -189,20 +189,42 @@ func (r *AgentSandboxReconciler) writeReplicas(ctx context.Context, sb *agentsv1
 	return nil
 }
 
-// waitingSessions counts the class's sessions that wait for a sandbox: unbound ones (for
-// a warm sandbox, or on their way to one) and those queued behind the namespace's quota.
+// waitingSessions counts the class's sessions that wait for a sandbox and could bind one
+// now: unbound ones that the namespace's quota admitted (or that no sessions limit holds
+// back), and of those not admitted yet only the head of the quota's queue that its free
+// slots would admit. A session queued behind a full quota adds nothing: a warm pod made for
+// it idles until a slot frees (with sessions: 1 and maxQueued: 40, 41 sessions grew a pool
+// to 41 warm pods), and when one frees the session behind it binds a warm pod the pool
+// already holds. A session queued by memory, cpu or a ResourceQuota adds nothing either: a
+// warm pod needs the same room that its cold start is waiting for.
 func (r *AgentSandboxReconciler) waitingSessions(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) (int, error) {
+	head, limited, err := r.quota.admissibleHead(ctx, sb.Namespace)
+	if err != nil {
+		return 0, err
+	}
+	admissible := make(map[string]bool, len(head))
+	for _, key := range head {
+		admissible[key.Name] = true
+	}
 	waiting := &agentsv1alpha1.AgentSessionList{}
 	if err := r.List(ctx, waiting, client.InNamespace(sb.Namespace), client.MatchingFields{sessionWaitingIndex: sb.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return 0, err
+	}
+	n := 0
+	for i := range waiting.Items {
+		if s := &waiting.Items[i]; !limited || sessionAdmitted(s) || admissible[s.Name] {
+			n++
+		}
+	}
+	if !limited || len(head) == 0 {
+		return n, nil
 	}
 	queued := &agentsv1alpha1.AgentSessionList{}
 	if err := r.List(ctx, queued, client.InNamespace(sb.Namespace), client.MatchingFields{sessionQueuedIndex: "true"}, client.UnsafeDisableDeepCopy); err != nil {
 		return 0, err
 	}
-	n := len(waiting.Items)
 	for i := range queued.Items {
-		if queued.Items[i].Spec.SandboxName == sb.Name {
+		if s := &queued.Items[i]; s.Spec.SandboxName == sb.Name && admissible[s.Name] {
 			n++
 		}
 	}

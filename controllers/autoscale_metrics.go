@@ -11,7 +11,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
 // The autoscaler's metrics, and the two a platform team judges any pool by: how many
@@ -123,11 +122,11 @@ func (r *AgentSandboxReconciler) forgetPoolMeasures(key types.NamespacedName) {
 	sessionBinds.DeletePartialMatch(prometheus.Labels{"namespace": key.Namespace, "sandbox": key.Name})
 }
 
-// warmMemory is the utility VM memory of the given warm pods, in bytes.
-func warmMemory(warm []*corev1.Pod) int64 {
+// warmMemory is the utility VM memory of the given warm pods of a class, in bytes.
+func warmMemory(warm []*corev1.Pod, class *classShape) int64 {
 	var total int64
 	for _, p := range warm {
-		fp := uvm.FootprintFromPod(p)
+		fp := sandboxPodFootprint(p, class)
 		total += fp.Memory.Value()
 	}
 	return total

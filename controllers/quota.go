@@ -21,7 +21,6 @@ import (
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/expectations"
 	"github.com/hyperpool/hyperpool/internal/podstate"
-	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
 // quotaKeeper decides, per namespace, whether a session may start and whether a pod may be
@@ -239,6 +238,10 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 	if err := q.reader.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
+	classes, err := listNamespaceClasses(ctx, q.reader, ns)
+	if err != nil {
+		return nil, err
+	}
 	now := q.clock.Now()
 	u := &usage{warmByPool: map[string]int{}}
 	live := map[string]bool{}
@@ -255,7 +258,15 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		live[p.Name] = true
-		if !p.DeletionTimestamp.IsZero() || podstate.Terminated(p) {
+		if podstate.Terminated(p) {
+			continue // its VM is gone
+		}
+		if !p.DeletionTimestamp.IsZero() {
+			// Terminating: its VM runs until the pod is gone (the grace period, which the
+			// manager holds to the class's, or a finalizer), so its memory and cpu are still
+			// in use. It holds no session slot (its session has ended, and a new one may
+			// start as soon as the VMs fit) and is no warm sandbox (no session can take it).
+			u.add(classes.footprint(p))
 			continue
 		}
 		session := p.Labels[agentsv1alpha1.SessionLabel]
@@ -266,7 +277,7 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 			u.warm++
 			u.warmByPool[p.Labels[agentsv1alpha1.SandboxLabel]]++
 		}
-		u.add(uvm.FootprintFromPod(p))
+		u.add(classes.footprint(p))
 	}
 	seen := map[types.UID]bool{}
 	for i := range sessions.Items {

@@ -232,6 +232,9 @@ func (r *podRecipe) build() *corev1.Pod {
 	for k, v := range uvm.Annotations(isolationOf(sb), sb.Spec.VM, pod.Spec.Containers) {
 		pod.Annotations[k] = v
 	}
+	// What the quota and the pool charge for this pod's VM, recorded now: the sizing keys
+	// above are the shim's input, which a tenant could strip once the VM runs.
+	pod.Annotations[uvm.FootprintAnnotation] = uvm.FormatFootprint(classFootprint(sb))
 	pod.Spec.RuntimeClassName = ptr.To(r.runtimeClass)
 	placeOnWindows(&pod.Spec, r.hostBuilds)
 	applySafeDefaults(&pod.Spec)
@@ -333,7 +336,7 @@ func applySafeDefaults(spec *corev1.PodSpec) {
 	}
 }
 
-// podFootprint is the VM size of one pod of the class.
+// classFootprint is the VM size of one pod of the class.
 func classFootprint(sb *agentsv1alpha1.AgentSandbox) agentsv1alpha1.Footprint {
 	return uvm.FootprintOf(isolationOf(sb), sb.Spec.VM, sb.Spec.Template.Spec.Containers)
 }

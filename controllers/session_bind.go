@@ -19,7 +19,6 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/podstate"
-	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
 // maxBindAttempts bounds how many warm pods one reconcile tries when others win the race
@@ -146,7 +145,7 @@ func (r *AgentSessionReconciler) bind(ctx context.Context, s *agentsv1alpha1.Age
 		return ctrl.Result{}, err
 	}
 	if pod != nil {
-		r.markBound(s, pod, agentsv1alpha1.StartWarm)
+		r.markBound(s, sb, pod, agentsv1alpha1.StartWarm)
 		return r.track(ctx, s, sb, pod)
 	}
 	if s.Spec.StartPolicy == agentsv1alpha1.RequireWarm {
@@ -288,17 +287,17 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 	grant.confirm(pod.Name)
 	r.claims.SessionBound(s.UID, pod.Name)
 	podCreations.WithLabelValues(sb.Namespace, sb.Name, string(agentsv1alpha1.StartCold)).Inc()
-	r.markBound(s, pod, agentsv1alpha1.StartCold)
+	r.markBound(s, sb, pod, agentsv1alpha1.StartCold)
 	return r.track(ctx, s, sb, pod)
 }
 
 // markBound records a fresh bind in the session's status.
-func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, pod *corev1.Pod, start agentsv1alpha1.StartType) {
+func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod, start agentsv1alpha1.StartType) {
 	// Status times are stored to the second. The bind time is rounded up, not down, so
 	// that the deadlines computed later from the stored value never come early: a session
 	// gets at least its max lifetime, and at most a second more.
 	now := metav1.NewTime(ceilToSecond(r.clock.Now()))
-	fp := uvm.FootprintFromPod(pod)
+	fp := sandboxPodFootprint(pod, shapeOf(sb))
 	s.Status.PodName = pod.Name
 	s.Status.StartType = start
 	s.Status.BoundTime = &now // track sets status.expiryTime from it

@@ -22,11 +22,7 @@ base name:
   cp LOCAL_PATH SESSION:REMOTE_DIR    gives REMOTE_DIR/<base name of LOCAL_PATH>
 
 REMOTE_DIR must exist; an empty one (SESSION:) is the commands' working directory.
-
-What comes out of the sandbox is treated as hostile: only entries under the base name of
-REMOTE_PATH are unpacked, through LOCAL_DIR and never through a symbolic link that
-already exists there; links, devices, fifos and sparse files are refused; and a download
-stops at --max-download-bytes or --max-download-entries, leaving no partly written file.`,
+Archive entries that would land outside LOCAL_DIR are refused.`,
 		Example: `  kubectl agents cp ./repo "$S:C:\work"
   kubectl agents cp "$S:C:\work\repo\out" ./results`,
 		Args:              cobra.ExactArgs(2),
@@ -63,7 +59,6 @@ stops at --max-download-bytes or --max-download-entries, leaving no partly writt
 			}
 		},
 	}
-	root.addDownloadFlags(cmd.Flags())
 	return cmd
 }
 
