@@ -274,9 +274,8 @@ func deleteStrayPod(ctx context.Context, c client.Writer, apiReader client.Reade
 	if session != "" || !fresh.DeletionTimestamp.IsZero() || (sb != nil && metav1.IsControlledBy(fresh, sb)) {
 		return nil
 	}
-	if owner := metav1.GetControllerOf(fresh); owner != nil && owner.APIVersion != agentsv1alpha1.GroupVersion.String() {
-		return nil // someone else's pod with our label: not ours to delete (the admission policy refuses the label)
-	}
+	// A foreign controller reference does not save it: the label is hyperpool's (only the
+	// manager may set it), and a tenant can add such a reference to a pod that lost its own.
 	log.FromContext(ctx).Info("deleting a stray sandbox pod: labelled for the class, controlled by nothing that exists", "pod", name)
 	err := c.Delete(ctx, fresh, client.Preconditions{UID: &fresh.UID, ResourceVersion: &fresh.ResourceVersion})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
@@ -294,7 +293,7 @@ func (r *AgentSandboxReconciler) deletePodsOfGoneClass(ctx context.Context, key 
 	}
 	var errs []error
 	for i := range list.Items {
-		if p := &list.Items[i]; p.DeletionTimestamp.IsZero() && metav1.GetControllerOf(p) == nil {
+		if p := &list.Items[i]; p.DeletionTimestamp.IsZero() && hyperpoolController(p) == nil {
 			errs = append(errs, deleteStrayPod(ctx, r.Client, r.apiReader, p.Namespace, p.Name, nil))
 		}
 	}

@@ -238,6 +238,7 @@ func (r *podRecipe) build() *corev1.Pod {
 	pod.Spec.RuntimeClassName = ptr.To(r.runtimeClass)
 	placeOnWindows(&pod.Spec, r.hostBuilds)
 	applySafeDefaults(&pod.Spec)
+	pod.Annotations[specDigestAnnotation] = specDigest(&pod.Spec) // the bind's tamper check
 	return pod
 }
 

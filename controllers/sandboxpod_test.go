@@ -236,7 +236,7 @@ func TestTrimPodKeepsWhatTheControllersRead(t *testing.T) {
 	if p.ManagedFields != nil || p.Spec.Containers != nil || p.Status.ContainerStatuses != nil {
 		t.Errorf("trimPod kept managed fields, containers or container statuses: %+v", p)
 	}
-	if p.Labels[agentsv1alpha1.SandboxLabel] != "pool" || len(p.Annotations) != 1 || p.Spec.NodeName != "win-0" ||
+	if p.Labels[agentsv1alpha1.SandboxLabel] != "pool" || p.Annotations["io.microsoft.virtualmachine.computetopology.memory.sizeinmb"] != "1536" || p.Spec.NodeName != "win-0" ||
 		*p.Spec.RuntimeClassName != "hyperv" || !podstate.Ready(p) || p.Status.PodIP != "10.0.0.1" ||
 		p.Status.Reason != "r" || p.Status.Message != "m" {
 		t.Errorf("trimPod dropped something the controllers read: %+v", p)

@@ -197,6 +197,19 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 			giveBack = append(giveBack, key)
 			continue
 		}
+		if why := specTampered(candidate, sb, hash); why != "" {
+			// Changed since the manager created it (a policy off, or a pod edited before
+			// it was installed): destroyed, never bound; the next candidate, or a cold
+			// pod, serves the session. Its delete event takes it out of the set.
+			r.claims.ReleasePod(key)
+			if destroyed, err := r.destroyTampered(ctx, sb, candidate, why); err != nil || !destroyed {
+				giveBack = append(giveBack, key)
+				if err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
 		attempts++
 		pod := candidate.DeepCopy()
 		pod.Labels[agentsv1alpha1.SessionLabel] = s.Name

@@ -269,8 +269,9 @@ func (r *AgentSessionReconciler) destroyOrphanedPods(ctx context.Context, key ty
 
 // destroyPods deletes the pods bound to the named session: those it owns (uid set), or, for
 // a deleted session (uid empty), those whose owner is no longer there. A pod labelled for
-// the session with no controller at all is destroyed too: its owner reference was removed
-// (an orphaning delete of the session, an edit), and no one else would ever delete it.
+// the session with no hyperpool controller is destroyed too: its owner reference was
+// removed (an orphaning delete of the session), and no one else would ever delete it. A
+// foreign controller reference counts as none (hyperpoolController).
 func (r *AgentSessionReconciler) destroyPods(ctx context.Context, namespace, session string, uid types.UID) error {
 	list := &corev1.PodList{}
 	if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{podSessionIndex: session}); err != nil {
@@ -278,7 +279,7 @@ func (r *AgentSessionReconciler) destroyPods(ctx context.Context, namespace, ses
 	}
 	for i := range list.Items {
 		p := &list.Items[i]
-		owner := metav1.GetControllerOf(p)
+		owner := hyperpoolController(p)
 		switch {
 		case !p.DeletionTimestamp.IsZero():
 			continue

@@ -18,13 +18,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/podstate"
 )
 
-// SetupWithManager registers the session controller and its watches.
+// SetupWithManager registers the session controller and its watches, and the quota-queue
+// controller that wakes the sessions its namespace's quota would admit now.
 func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	// The quota queue's reconciles hand the sessions to wake to the session controller.
+	wakes := make(chan event.TypedGenericEvent[*agentsv1alpha1.AgentSession], queueWakeBuffer)
+	if err := newQuotaQueueReconciler(r, wakes).SetupWithManager(mgr); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentsession").
 		// Spec changes only: status writes are ours, and a heartbeat needs no reconcile (the
@@ -42,12 +49,8 @@ func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// The class's egress policy appearing or restored lets its sessions bind.
 		Watches(&networkingv1.NetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(r.policyToSessions)).
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allWaitingSessions)).
-		// Capacity frees when a session ends or is deleted, or when a quota changes: the
-		// namespace's queue is looked at again.
-		Watches(&agentsv1alpha1.AgentSession{}, handler.EnqueueRequestsFromMapFunc(r.queueOf),
-			builder.WithPredicates(sessionEnded())).
-		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
-		Watches(&corev1.ResourceQuota{}, handler.EnqueueRequestsFromMapFunc(r.queueOf)).
+		// The queued sessions the quota-queue controller found admissible.
+		WatchesRawSource(source.Channel(wakes, &handler.TypedEnqueueRequestForObject[*agentsv1alpha1.AgentSession]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.config.SessionWorkers}).
 		Complete(observed(r.config, "agentsession", r))
 }
@@ -64,48 +67,20 @@ func sessionEnded() predicate.Predicate {
 	}
 }
 
-// queueOf returns the namespace's waiting sessions that its quota could admit now: the
-// head of the FIFO queue, as many as there are free session slots. The sessions behind
-// cannot be admitted before those are, and waking every waiting session on every change
-// (each measures the whole namespace under its quota lock) made a queue of a few hundred
-// drain at a few sessions a second with the manager's CPU spent on it. Without a sessions
-// limit every waiting session is returned.
-func (r *AgentSessionReconciler) queueOf(ctx context.Context, o client.Object) []reconcile.Request {
-	head, limited, err := r.quota.admissibleHead(ctx, o.GetNamespace())
-	if err != nil {
-		log.FromContext(ctx).Error(err, "measuring the quota queue; waking every waiting session", "namespace", o.GetNamespace())
-	}
-	if err != nil || !limited {
-		return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionQueuedIndex: "true"})
-	}
-	reqs := make([]reconcile.Request, 0, len(head))
-	for _, key := range head {
-		reqs = append(reqs, reconcile.Request{NamespacedName: key})
-	}
-	return reqs
-}
-
 // podToSessions maps a bound pod to its session, and a Ready warm pod to the sessions of its
-// class that wait for one. A pod going away may free quota: the namespace's queue is
-// looked at again.
+// class that wait for one. The sessions queued behind the quota are the quota-queue
+// controller's (queuePodEvent): measuring the namespace here, in the informer's event
+// handler, cost every pod event a full count of the namespace's pods and sessions.
 func (r *AgentSessionReconciler) podToSessions(ctx context.Context, o client.Object) []reconcile.Request {
 	labels := o.GetLabels()
 	if name := labels[agentsv1alpha1.SessionLabel]; name != "" {
-		reqs := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
-		if !o.GetDeletionTimestamp().IsZero() {
-			reqs = append(reqs, r.queueOf(ctx, o)...)
-		}
-		return reqs
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 	}
 	pod, ok := o.(*corev1.Pod)
 	if !ok || labels[agentsv1alpha1.SandboxLabel] == "" || !podstate.Ready(pod) || !pod.DeletionTimestamp.IsZero() {
 		return nil
 	}
-	// The sessions waiting for a warm pod, and of those queued behind the quota only the ones
-	// it would admit now: waking the whole queue on every warm pod event, each session
-	// measuring the namespace, kept the manager's CPU busy and the queue slow.
-	waiting := r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.SandboxLabel]})
-	return append(waiting, r.queueOf(ctx, o)...)
+	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.SandboxLabel]})
 }
 
 // sandboxToSessions: a class created, changed or deleted concerns all its sessions.
