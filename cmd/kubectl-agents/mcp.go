@@ -26,6 +26,11 @@ import (
 // defaultMaxOutput bounds what one tool call returns of a command's output or a file.
 const defaultMaxOutput = 64 << 10
 
+// defaultToolTimeout bounds one tool call, the opening of a session included: long
+// enough for a cold start and a long build, short enough that a hung sandbox (or a
+// command that never ends) does not hold the agent forever.
+const defaultToolTimeout = 10 * time.Minute
+
 type mcpOptions struct {
 	sandbox     string
 	user        string
@@ -34,6 +39,8 @@ type mcpOptions struct {
 	requireWarm bool
 	maxOutput   int
 	credentials credentialFlags
+	workspace   string
+	toolTimeout time.Duration
 }
 
 func newMCPCommand(root *rootOptions) *cobra.Command {
@@ -49,7 +56,15 @@ The session is opened lazily, at the first tool call that needs one: no tool cal
 sandbox. It ends on end_session (a later call opens a new one), or when the client
 disconnects (stdin closes) or the server is interrupted. A command's output and a read
 file are cut at --max-output bytes, and the cut is marked. Errors come back as tool
-errors carrying the session's reason (e.g. ExceedsQuota, IdleTimeout).`,
+errors carrying the session's reason (e.g. ExceedsQuota, IdleTimeout).
+
+The model names local paths (upload's local_path, download's and end_session's
+local_dir), and the model reads what the sandbox prints: those paths are confined to
+--workspace (default: the working directory). Absolute paths outside it, ".." and
+symbolic links that lead out are refused; when the client declares MCP roots, a path
+must lie inside one of them as well. What a download unpacks is capped
+(--max-download-bytes, --max-download-entries), and every tool call ends after
+--tool-timeout.`,
 		Example: `  # In an MCP client's configuration (e.g. Claude Desktop, VS Code):
   #   "command": "kubectl", "args": ["agents", "mcp", "--sandbox", "win2022", "-n", "agents"]
   kubectl agents mcp --sandbox win2022 -n agents --idle-timeout 10m`,
@@ -65,6 +80,7 @@ errors carrying the session's reason (e.g. ExceedsQuota, IdleTimeout).`,
 			if err != nil {
 				return err
 			}
+			defer func() { _ = sb.ws.close() }()
 			err = srv.Run(ctx, &mcp.StdioTransport{})
 			if cerr := sb.close(); cerr != nil {
 				fmt.Fprintln(root.ErrOut, "end session:", cerr)
@@ -83,6 +99,9 @@ errors carrying the session's reason (e.g. ExceedsQuota, IdleTimeout).`,
 	f.BoolVar(&o.requireWarm, "require-warm", false, "wait for a warm sandbox rather than start a cold one")
 	o.credentials.addFlags(f)
 	f.IntVar(&o.maxOutput, "max-output", defaultMaxOutput, "bytes of output or file content one tool call returns, at most")
+	f.StringVar(&o.workspace, "workspace", ".", "the local directory the tools' local paths are confined to")
+	f.DurationVar(&o.toolTimeout, "tool-timeout", defaultToolTimeout, "end a tool call (the opening of its session included) after this long")
+	root.addDownloadFlags(f)
 	_ = cmd.RegisterFlagCompletionFunc("sandbox", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		return root.sandboxNames(toComplete), cobra.ShellCompDirectiveNoFileComp
 	})
@@ -93,6 +112,7 @@ errors carrying the session's reason (e.g. ExceedsQuota, IdleTimeout).`,
 type mcpSandbox struct {
 	root *rootOptions
 	o    *mcpOptions
+	ws   *workspace
 
 	mu      sync.Mutex
 	session *hpclient.Session
@@ -109,20 +129,31 @@ func newMCPServer(root *rootOptions, o *mcpOptions) (*mcp.Server, *mcpSandbox, e
 	if err := o.credentials.apply(&hpclient.Options{}); err != nil {
 		return nil, nil, err // a bad --credential fails at start, not at the first tool call
 	}
-	sb := &mcpSandbox{root: root, o: o}
+	if o.toolTimeout <= 0 {
+		o.toolTimeout = defaultToolTimeout
+	}
+	ws, err := openWorkspace(o.workspace)
+	if err != nil {
+		return nil, nil, err
+	}
+	sb := &mcpSandbox{root: root, o: o, ws: ws}
 	srv := mcp.NewServer(&mcp.Implementation{Name: "hyperpool", Title: "hyperpool sandbox", Version: "v1alpha1"},
 		&mcp.ServerOptions{Instructions: fmt.Sprintf(
 			"Tools to run commands and move files in a %s sandbox of class %q. A sandbox session is "+
 				"created at the first tool call that needs one and ended by end_session or when you disconnect.",
 			root.sandboxOS, o.sandbox)})
+	t := &o.toolTimeout
 	mcp.AddTool(srv, &mcp.Tool{Name: "run_command", Description: "Run a program in the sandbox and return its exit code, stdout and stderr. " +
-		"args are passed as they are, not through a shell: use [\"cmd.exe\",\"/c\",...] or [\"powershell.exe\",\"-Command\",...] for shell features."}, sb.runCommand)
-	mcp.AddTool(srv, &mcp.Tool{Name: "write_file", Description: "Write a text file in the sandbox (its directory must exist)."}, sb.writeFile)
-	mcp.AddTool(srv, &mcp.Tool{Name: "read_file", Description: "Read a file of the sandbox (text, or base64 if it is not UTF-8)."}, sb.readFile)
-	mcp.AddTool(srv, &mcp.Tool{Name: "list_dir", Description: "List a directory of the sandbox."}, sb.listDir)
-	mcp.AddTool(srv, &mcp.Tool{Name: "upload", Description: "Copy a local file or directory tree into a directory of the sandbox: it arrives as remote_dir/<its base name>."}, sb.upload)
-	mcp.AddTool(srv, &mcp.Tool{Name: "download", Description: "Copy a file or directory tree of the sandbox to a local directory: it arrives as local_dir/<its base name>."}, sb.download)
-	mcp.AddTool(srv, &mcp.Tool{Name: "end_session", Description: "End the sandbox session, after downloading the exports; a later tool call opens a new session."}, sb.endSession)
+		"args are passed as they are, not through a shell: use [\"cmd.exe\",\"/c\",...] or [\"powershell.exe\",\"-Command\",...] for shell features."}, timed(t, sb.runCommand))
+	mcp.AddTool(srv, &mcp.Tool{Name: "write_file", Description: "Write a text file in the sandbox (its directory must exist)."}, timed(t, sb.writeFile))
+	mcp.AddTool(srv, &mcp.Tool{Name: "read_file", Description: "Read a file of the sandbox (text, or base64 if it is not UTF-8)."}, timed(t, sb.readFile))
+	mcp.AddTool(srv, &mcp.Tool{Name: "list_dir", Description: "List a directory of the sandbox."}, timed(t, sb.listDir))
+	mcp.AddTool(srv, &mcp.Tool{Name: "upload", Description: "Copy a local file or directory tree, inside the workspace " + ws.dir +
+		", into a directory of the sandbox: it arrives as remote_dir/<its base name>."}, timed(t, sb.upload))
+	mcp.AddTool(srv, &mcp.Tool{Name: "download", Description: "Copy a file or directory tree of the sandbox to a local directory inside the workspace " + ws.dir +
+		": it arrives as local_dir/<its base name>."}, timed(t, sb.download))
+	mcp.AddTool(srv, &mcp.Tool{Name: "end_session", Description: "End the sandbox session, after downloading the exports (into local directories inside the workspace " +
+		ws.dir + "); a later tool call opens a new session."}, timed(t, sb.endSession))
 	return srv, sb, nil
 }
 
@@ -144,7 +175,9 @@ func (sb *mcpSandbox) get(ctx context.Context, req *mcp.CallToolRequest) (*hpcli
 		return nil, err
 	}
 	step := 0
+	// Open never outlives the call that opens it, and the session's startTimeout says so.
 	opts := hpclient.Options{User: sb.o.user, MaxLifetime: sb.o.maxLifetime, IdleTimeout: sb.o.idleTimeout,
+		StartTimeout: sb.o.toolTimeout,
 		Progress: func(p hpclient.Progress) {
 			line := describeProgress(p, p.Elapsed)
 			fmt.Fprintln(sb.root.ErrOut, line)
@@ -312,31 +345,12 @@ func (sb *mcpSandbox) readFile(ctx context.Context, req *mcp.CallToolRequest, in
 	if err != nil {
 		return nil, readFileOut{}, err
 	}
-	tmp, err := os.MkdirTemp("", "kubectl-agents-")
+	head, err := s.ReadFile(ctx, in.Path, int64(sb.o.maxOutput))
 	if err != nil {
-		return nil, readFileOut{}, err
-	}
-	defer func() { _ = os.RemoveAll(tmp) }()
-	if err := s.Download(ctx, in.Path, tmp); err != nil {
 		return nil, readFileOut{}, sb.explain(s, err)
 	}
-	local := filepath.Join(tmp, base)
-	info, err := os.Stat(local)
-	if err != nil {
-		return nil, readFileOut{}, err
-	}
-	if info.IsDir() {
-		return nil, readFileOut{}, fmt.Errorf("%s is a directory: use list_dir, or download", in.Path)
-	}
-	f, err := os.Open(local)
-	if err != nil {
-		return nil, readFileOut{}, err
-	}
-	defer func() { _ = f.Close() }()
-	buf := make([]byte, min(info.Size(), int64(sb.o.maxOutput)))
-	n, _ := f.Read(buf)
-	buf = buf[:n]
-	out := readFileOut{Size: info.Size(), Truncated: info.Size() > int64(len(buf)), Encoding: "text"}
+	buf := head.Data
+	out := readFileOut{Size: head.Size, Truncated: head.Truncated, Encoding: "text"}
 	if utf8.Valid(buf) || out.Truncated && utf8.Valid(trimPartialRune(buf)) {
 		out.Content = string(trimPartialRune(buf))
 	} else {
@@ -380,19 +394,20 @@ func (sb *mcpSandbox) listDir(ctx context.Context, req *mcp.CallToolRequest, in 
 }
 
 type uploadIn struct {
-	LocalPath string `json:"local_path" jsonschema:"a local file or directory"`
+	LocalPath string `json:"local_path" jsonschema:"a local file or directory inside the workspace"`
 	RemoteDir string `json:"remote_dir,omitempty" jsonschema:"an existing directory of the sandbox (default: the working directory)"`
 }
 
 func (sb *mcpSandbox) upload(ctx context.Context, req *mcp.CallToolRequest, in uploadIn) (*mcp.CallToolResult, doneOut, error) {
-	if _, err := os.Lstat(in.LocalPath); err != nil {
-		return nil, doneOut{}, err
+	rel, ask, err := sb.localSource(ctx, req, in.LocalPath)
+	if ask != nil || err != nil {
+		return ask, doneOut{}, err
 	}
 	s, err := sb.get(ctx, req)
 	if err != nil {
 		return nil, doneOut{}, err
 	}
-	if err := s.Upload(ctx, in.LocalPath, in.RemoteDir); err != nil {
+	if err := s.UploadFrom(ctx, sb.ws.root, rel, in.RemoteDir); err != nil {
 		return nil, doneOut{}, sb.explain(s, err)
 	}
 	return nil, doneOut{Message: fmt.Sprintf("uploaded %s into %q", in.LocalPath, in.RemoteDir)}, nil
@@ -400,30 +415,108 @@ func (sb *mcpSandbox) upload(ctx context.Context, req *mcp.CallToolRequest, in u
 
 type downloadIn struct {
 	RemotePath string `json:"remote_path" jsonschema:"a file or directory of the sandbox"`
-	LocalDir   string `json:"local_dir" jsonschema:"a local directory (created if needed)"`
+	LocalDir   string `json:"local_dir" jsonschema:"a local directory inside the workspace (created if needed)"`
 }
 
 func (sb *mcpSandbox) download(ctx context.Context, req *mcp.CallToolRequest, in downloadIn) (*mcp.CallToolResult, doneOut, error) {
+	dst, ask, err := sb.localDirs(ctx, req, []string{in.LocalDir})
+	if ask != nil || err != nil {
+		return ask, doneOut{}, err
+	}
+	defer closeAll(dst)
 	s, err := sb.get(ctx, req)
 	if err != nil {
 		return nil, doneOut{}, err
 	}
-	if err := s.Download(ctx, in.RemotePath, in.LocalDir); err != nil {
+	if err := s.DownloadInto(ctx, in.RemotePath, dst[0]); err != nil {
 		return nil, doneOut{}, sb.explain(s, err)
 	}
 	return nil, doneOut{Message: fmt.Sprintf("downloaded %s into %s", in.RemotePath, in.LocalDir)}, nil
 }
 
+// localSource checks a local path to upload: inside the workspace and the client's roots.
+func (sb *mcpSandbox) localSource(ctx context.Context, req *mcp.CallToolRequest, p string) (string, *mcp.CallToolResult, error) {
+	roots, ask, err := clientRoots(ctx, req)
+	if ask != nil || err != nil {
+		return "", ask, err
+	}
+	rel, err := sb.ws.source(p)
+	if err != nil {
+		return "", nil, err
+	}
+	return rel, nil, sb.ws.insideRoots(p, rel, roots)
+}
+
+// localDirs checks, creates and opens local directories to download into: all inside
+// the workspace and the client's roots, or none. The caller closes them.
+func (sb *mcpSandbox) localDirs(ctx context.Context, req *mcp.CallToolRequest, paths []string) ([]*os.Root, *mcp.CallToolResult, error) {
+	roots, ask, err := clientRoots(ctx, req)
+	if ask != nil || err != nil {
+		return nil, ask, err
+	}
+	for _, p := range paths {
+		rel, err := sb.ws.rel(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := sb.ws.insideRoots(p, rel, roots); err != nil {
+			return nil, nil, err
+		}
+	}
+	var dirs []*os.Root
+	for _, p := range paths {
+		dst, err := sb.ws.destination(p)
+		if err != nil {
+			closeAll(dirs)
+			return nil, nil, err
+		}
+		dirs = append(dirs, dst)
+	}
+	return dirs, nil, nil
+}
+
+func closeAll(dirs []*os.Root) {
+	for _, d := range dirs {
+		_ = d.Close()
+	}
+}
+
+// timed bounds a tool call by --tool-timeout, and says so when the call ran out of it.
+func timed[In, Out any](timeout *time.Duration, h mcp.ToolHandlerFor[In, Out]) mcp.ToolHandlerFor[In, Out] {
+	return func(ctx context.Context, req *mcp.CallToolRequest, in In) (*mcp.CallToolResult, Out, error) {
+		d := *timeout
+		ctx, cancel := context.WithTimeoutCause(ctx, d, fmt.Errorf(
+			"the tool call ran out of its time (kubectl agents mcp --tool-timeout %s): %w", d, context.DeadlineExceeded))
+		defer cancel()
+		res, out, err := h(ctx, req, in)
+		if err != nil && errors.Is(context.Cause(ctx), context.DeadlineExceeded) && !strings.Contains(err.Error(), "--tool-timeout") {
+			err = fmt.Errorf("%w (kubectl agents mcp --tool-timeout %s)", err, d)
+		}
+		return res, out, err
+	}
+}
+
 type exportIn struct {
 	RemotePath string `json:"remote_path"`
-	LocalDir   string `json:"local_dir"`
+	LocalDir   string `json:"local_dir" jsonschema:"a local directory inside the workspace (created if needed)"`
 }
 
 type endSessionIn struct {
 	Exports []exportIn `json:"exports,omitempty" jsonschema:"paths to download before the end"`
 }
 
-func (sb *mcpSandbox) endSession(ctx context.Context, _ *mcp.CallToolRequest, in endSessionIn) (*mcp.CallToolResult, doneOut, error) {
+func (sb *mcpSandbox) endSession(ctx context.Context, req *mcp.CallToolRequest, in endSessionIn) (*mcp.CallToolResult, doneOut, error) {
+	// Every export's local directory is checked before anything ends: a refused one
+	// leaves the session open, for the model to fix the path.
+	paths := make([]string, len(in.Exports))
+	for i, e := range in.Exports {
+		paths[i] = e.LocalDir
+	}
+	dirs, ask, err := sb.localDirs(ctx, req, paths)
+	if ask != nil || err != nil {
+		return ask, doneOut{}, err
+	}
+	defer closeAll(dirs)
 	sb.mu.Lock()
 	s := sb.session
 	sb.session = nil
@@ -431,11 +524,16 @@ func (sb *mcpSandbox) endSession(ctx context.Context, _ *mcp.CallToolRequest, in
 	if s == nil {
 		return nil, doneOut{Message: "no session was open"}, nil
 	}
-	var exports []hpclient.ExportSpec
-	for _, e := range in.Exports {
-		exports = append(exports, hpclient.ExportSpec{RemotePath: e.RemotePath, LocalDir: e.LocalDir})
+	var errs []error
+	for i, e := range in.Exports {
+		if err := s.DownloadInto(ctx, e.RemotePath, dirs[i]); err != nil {
+			errs = append(errs, fmt.Errorf("export %s: %w", e.RemotePath, err))
+		}
 	}
-	if err := s.Close(ctx, hpclient.CloseOptions{Export: exports}); err != nil {
+	if err := s.Close(ctx, hpclient.CloseOptions{}); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, doneOut{}, fmt.Errorf("end session %s: %w", s.Name, err)
 	}
 	return nil, doneOut{Message: fmt.Sprintf("session %s ended", s.Name)}, nil
