@@ -116,7 +116,8 @@ func TestMCPInMemory(t *testing.T) {
 	root.config.KubeConfig = &kubeconfig
 	root.config.Namespace = &ns
 	root.sandboxOS = "linux"
-	srv, sb, err := newMCPServer(root, &mcpOptions{sandbox: "win", maxOutput: 100})
+	local := t.TempDir() // the workspace: upload and download use local paths inside it
+	srv, sb, err := newMCPServer(root, &mcpOptions{sandbox: "win", maxOutput: 100, workspace: local})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,6 @@ func TestMCPInMemory(t *testing.T) {
 	}
 
 	// upload and download.
-	local := t.TempDir()
 	mustWrite(t, filepath.Join(local, "tree", "a", "b.txt"), []byte("b\n"))
 	if res := call(t, cs, "upload", map[string]any{"local_path": filepath.Join(local, "tree")}, nil); res.IsError {
 		t.Fatalf("upload: %s", resultText(res))
