@@ -56,6 +56,10 @@ func TestValuesSchemaRejectsMistakes(t *testing.T) {
 		{"admissionPolicies.enable=false", "additional properties 'enable' not allowed"},
 		{"admissionPolicies.exempt.user={x}", "additional properties 'user' not allowed"},
 		{"admissionPolicies.controllers={it's}", "controllers"},
+		{"admissionPolicies.allowedPriorityClasses={Not_A_Name}", "allowedPriorityClasses"},
+		{"admissionPolicies.cniPolicies.resources[0].grup=x", "additional properties 'grup' not allowed"},
+		{"admissionPolicies.runtimeClassGuard.enable=true", "additional properties 'enable' not allowed"},
+		{"admissionPolicies.runtimeClassGuard.namespaceSelector.matchLabel.x=y", "additional properties 'matchLabel' not allowed"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			out, err := runErr(t, nil, "helm", "template", "x", chartDir(), "--set", tc.set)
@@ -86,13 +90,14 @@ func TestTemplateDefaults(t *testing.T) {
 	only(t, objs, "Role", "hyperpool-leader-election")
 	only(t, objs, "RoleBinding", "hyperpool-leader-election")
 	only(t, objs, "ClusterRoleBinding", "hyperpool-manager")
-	if got := names(find(objs, "ValidatingAdmissionPolicy")); got != "ValidatingAdmissionPolicy/hyperpool-agent-metadata, ValidatingAdmissionPolicy/hyperpool-egress, ValidatingAdmissionPolicy/hyperpool-sandbox-template" {
+	if got := names(find(objs, "ValidatingAdmissionPolicy")); got != "ValidatingAdmissionPolicy/hyperpool-agent-metadata, ValidatingAdmissionPolicy/hyperpool-egress, "+
+		"ValidatingAdmissionPolicy/hyperpool-sandbox-pods, ValidatingAdmissionPolicy/hyperpool-sandbox-template" {
 		t.Errorf("admission policies: %s", got)
 	}
 	// The class template policy exempts nobody and checks what the CRD's CEL budget cannot.
 	templatePolicy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", "hyperpool-sandbox-template"))
 	for _, want := range []string{`"resources":["agentsandboxes"]`, "has(e.valueFrom.secretKeyRef)", "has(f.secretRef)",
-		"p.hostPort != 0", "matches('[eE][-+]?[0-9]{3,}')"} {
+		"p.hostPort != 0", "matches('[eE][-+]?[0-9]{3,}')", "variables.priorityClass in []", "the platform team allows none"} {
 		if !strings.Contains(templatePolicy, want) {
 			t.Errorf("policy hyperpool-sandbox-template lacks %s", want)
 		}
@@ -103,6 +108,24 @@ func TestTemplateDefaults(t *testing.T) {
 	templateBinding := only(t, objs, "ValidatingAdmissionPolicyBinding", "hyperpool-sandbox-template")
 	if actions, _, _ := unstructured.NestedStringSlice(templateBinding.Object, "spec", "validationActions"); !slices.Equal(actions, []string{"Deny"}) {
 		t.Errorf("binding hyperpool-sandbox-template: validationActions %v, want [Deny]", actions)
+	}
+	// Sandbox pods are the manager's: their VM annotations, other owners, spec and grace.
+	metadataPolicy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", "hyperpool-agent-metadata"))
+	for _, want := range []string{"k.startsWith('io.microsoft.virtualmachine.')", "variables.addedForeignOwners"} {
+		if !strings.Contains(metadataPolicy, want) {
+			t.Errorf("policy hyperpool-agent-metadata lacks %s", want)
+		}
+	}
+	podsPolicy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", "hyperpool-sandbox-pods"))
+	for _, want := range []string{`"resources":["pods","pods/ephemeralcontainers","pods/resize"]`, `"operations":["DELETE"]`,
+		"request.options.gracePeriodSeconds", "oldObject.spec.terminationGracePeriodSeconds",
+		"request.userInfo.username != 'system:serviceaccount:hyperpool-system:hyperpool-manager'", "g in ['system:masters']"} {
+		if !strings.Contains(podsPolicy, want) {
+			t.Errorf("policy hyperpool-sandbox-pods lacks %s", want)
+		}
+	}
+	if strings.Contains(podsPolicy, "pods/status") {
+		t.Errorf("policy hyperpool-sandbox-pods matches pods/status, the kubelet's: %s", podsPolicy)
 	}
 	for _, name := range []string{"hyperpool-agent-metadata", "hyperpool-egress"} {
 		policy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", name))
@@ -263,12 +286,38 @@ func TestTemplateAllOptions(t *testing.T) {
 		"spec", "policyName"); p != "hp-hyperpool-sandbox-template" {
 		t.Errorf("binding hp-hyperpool-sandbox-template binds %q", p)
 	}
+	// The values' allowed priority classes, CNI-native kinds and RuntimeClass guard.
+	if p := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", "hp-hyperpool-sandbox-template")); !strings.Contains(p,
+		"variables.priorityClass in ['sandbox-high', 'batch-low']") || !strings.Contains(p, "the platform team allows only sandbox-high, batch-low") {
+		t.Errorf("policy hp-hyperpool-sandbox-template does not allow the values' priority classes: %s", p)
+	}
+	cni := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", "hp-hyperpool-cni-policies"))
+	for _, want := range []string{`"apiGroups":["crd.antrea.io"],"apiVersions":["*"],"operations":["CREATE","UPDATE"],"resources":["networkpolicies"]`,
+		`"apiGroups":["projectcalico.org"]`, `"apiGroups":["crd.projectcalico.org"]`, `"resources":["ciliumnetworkpolicies"]`,
+		"request.userInfo.username != 'system:serviceaccount:ops:hp-hyperpool-manager'"} {
+		if !strings.Contains(cni, want) {
+			t.Errorf("policy hp-hyperpool-cni-policies lacks %s: %s", want, cni)
+		}
+	}
+	if sel, _, _ := unstructured.NestedStringMap(only(t, objs, "ValidatingAdmissionPolicyBinding", "hp-hyperpool-cni-policies").Object,
+		"spec", "matchResources", "namespaceSelector", "matchLabels"); sel["hyperpool.io/tenant"] != "true" {
+		t.Errorf("binding hp-hyperpool-cni-policies namespaceSelector = %v", sel)
+	}
+	rc := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", "hp-hyperpool-runtime-classes"))
+	if want := "object.spec.runtimeClassName in ['hyperv', 'process', 'hyperv-20348', 'hyperv-26100']"; !strings.Contains(rc, want) {
+		t.Errorf("policy hp-hyperpool-runtime-classes lacks %s: %s", want, rc)
+	}
+	only(t, objs, "ValidatingAdmissionPolicyBinding", "hp-hyperpool-runtime-classes")
 	// The release's manager and the values' identities.
-	for _, name := range []string{"hp-hyperpool-agent-metadata", "hp-hyperpool-egress"} {
+	for _, name := range []string{"hp-hyperpool-agent-metadata", "hp-hyperpool-egress", "hp-hyperpool-sandbox-pods",
+		"hp-hyperpool-cni-policies", "hp-hyperpool-runtime-classes"} {
 		policy := policyText(t, only(t, objs, "ValidatingAdmissionPolicy", name))
-		for _, want := range []string{"request.userInfo.username != 'system:serviceaccount:ops:hp-hyperpool-manager'",
-			"request.userInfo.username in ['ops-breakglass']", "g in ['system:masters', 'ops-admins']",
-			"['system:serviceaccount:kube-system:generic-garbage-collector', 'ops-gc']"} {
+		wants := []string{"request.userInfo.username != 'system:serviceaccount:ops:hp-hyperpool-manager'",
+			"request.userInfo.username in ['ops-breakglass']", "g in ['system:masters', 'ops-admins']"}
+		if name == "hp-hyperpool-agent-metadata" || name == "hp-hyperpool-egress" {
+			wants = append(wants, "['system:serviceaccount:kube-system:generic-garbage-collector', 'ops-gc']")
+		}
+		for _, want := range wants {
 			if !strings.Contains(policy, want) {
 				t.Errorf("policy %s lacks %s", name, want)
 			}
