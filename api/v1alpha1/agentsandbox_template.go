@@ -71,8 +71,9 @@ func (s AgentSandboxSpec) MarshalJSON() ([]byte, error) {
 //     container) exceeds it. A credential in a warm pod (env[].valueFrom.secretKeyRef,
 //     envFrom[].secretRef) and ports[].hostPort are found here only;
 //   - the rules the CRD does check (automountServiceAccountToken: true, secret and projected
-//     service account token volumes, system- priority classes), for a class stored before
-//     the CRD checked them.
+//     service account token volumes, system- priority classes, csi, azureFile, secretRef
+//     and persistentVolumeClaim volumes, gMSA, terminationGracePeriodSeconds over 300), for
+//     a class stored before the CRD checked them.
 func (s *AgentSandboxSpec) TemplateProblem() string {
 	if s.templateError != "" {
 		return fmt.Sprintf("spec.template cannot be read by the manager (%s): the API server stored a value out of range for its type, e.g. a probe port above 65535; correct it",
@@ -86,9 +87,18 @@ func (s *AgentSandboxSpec) TemplateProblem() string {
 	if strings.HasPrefix(spec.PriorityClassName, "system-") {
 		return fmt.Sprintf("spec.template.spec.priorityClassName %q is not allowed: system- priority classes are for the cluster's own components; use a priority class of your own", spec.PriorityClassName)
 	}
+	if g := spec.TerminationGracePeriodSeconds; g != nil && (*g < 0 || *g > MaxTerminationGracePeriodSeconds) {
+		return fmt.Sprintf("spec.template.spec.terminationGracePeriodSeconds %d is not allowed: it must be between 0 and %d (5 minutes), since a sandbox's VM keeps running for its grace period after its session ends; shorten it (unset: 30)", *g, MaxTerminationGracePeriodSeconds)
+	}
+	if problem := gmsaProblem(spec); problem != "" {
+		return problem
+	}
 	for i, v := range spec.Volumes {
 		if v.Secret != nil {
 			return fmt.Sprintf("spec.template.spec.volumes[%d].secret is not allowed: %s; remove the volume", i, noCredentials)
+		}
+		if problem := volumeProblem(i, &v.VolumeSource); problem != "" {
+			return problem
 		}
 		if v.Projected == nil {
 			continue
@@ -129,6 +139,73 @@ func (s *AgentSandboxSpec) TemplateProblem() string {
 		for i, p := range c.ports {
 			if p.HostPort != 0 {
 				return fmt.Sprintf("%s.ports[%d].hostPort is not allowed: a sandbox never listens on the node's address; remove it and reach the pod by its IP", c.path, i)
+			}
+		}
+	}
+	return ""
+}
+
+// EffectiveTerminationGracePeriodSeconds is the grace period every pod of the class gets:
+// the template's, or Kubernetes' default of 30 seconds when the template sets none, and never
+// more than MaxTerminationGracePeriodSeconds (a class stored before the CRD capped it). A
+// delete of a sandbox pod that asks for a longer grace outlasts the class's deadlines.
+func (s *AgentSandboxSpec) EffectiveTerminationGracePeriodSeconds() int64 {
+	g := s.Template.Spec.TerminationGracePeriodSeconds
+	if g == nil {
+		return corev1.DefaultTerminationGracePeriodSeconds
+	}
+	return min(max(*g, 0), MaxTerminationGracePeriodSeconds)
+}
+
+// volumeProblem reports a volume kind that the CRD refuses in a template (for a class stored
+// before it did): one that mounts with a Secret, or a claim every pod of the pool would share.
+func volumeProblem(i int, v *corev1.VolumeSource) string {
+	const noCredentials = "the volume is mounted with a Secret, and a warm sandbox holds no credentials, they come with the session"
+	const ownStorage = "for storage of its own use volumes[].ephemeral.volumeClaimTemplate"
+	field := func(kind string) string { return fmt.Sprintf("spec.template.spec.volumes[%d].%s", i, kind) }
+	switch {
+	case v.CSI != nil:
+		return field("csi") + " is not allowed: a CSI volume can carry node-publish secrets and mounts storage the driver may share between pods; " + ownStorage
+	case v.AzureFile != nil:
+		return field("azureFile") + " is not allowed: " + noCredentials + " (its secretName); remove the volume (" + ownStorage + ")"
+	case v.PersistentVolumeClaim != nil:
+		return field("persistentVolumeClaim") + " is not allowed: every warm sandbox of the pool would mount the same claim, so one session's files would reach the next; use volumes[].ephemeral.volumeClaimTemplate for a claim per sandbox"
+	}
+	withSecret := map[string]bool{
+		"cephfs":     v.CephFS != nil && v.CephFS.SecretRef != nil,
+		"cinder":     v.Cinder != nil && v.Cinder.SecretRef != nil,
+		"flexVolume": v.FlexVolume != nil && v.FlexVolume.SecretRef != nil,
+		"iscsi":      v.ISCSI != nil && v.ISCSI.SecretRef != nil,
+		"rbd":        v.RBD != nil && v.RBD.SecretRef != nil,
+		"scaleIO":    v.ScaleIO != nil, // its secretRef is required
+		"storageos":  v.StorageOS != nil && v.StorageOS.SecretRef != nil,
+	}
+	for _, kind := range []string{"cephfs", "cinder", "flexVolume", "iscsi", "rbd", "scaleIO", "storageos"} {
+		if withSecret[kind] {
+			return field(kind+".secretRef") + " is not allowed: " + noCredentials + "; remove the volume (" + ownStorage + ")"
+		}
+	}
+	return ""
+}
+
+// gmsaProblem reports a gMSA credential spec in the pod's or a container's Windows options:
+// a warm sandbox would hold an Active Directory identity before any session takes it.
+func gmsaProblem(spec *corev1.PodSpec) string {
+	const why = " and gmsaCredentialSpecName are not allowed: a warm sandbox would hold an Active Directory identity before any session takes it; remove them"
+	hasGMSA := func(w *corev1.WindowsSecurityContextOptions) bool {
+		return w != nil && (w.GMSACredentialSpec != nil || w.GMSACredentialSpecName != nil)
+	}
+	if spec.SecurityContext != nil && hasGMSA(spec.SecurityContext.WindowsOptions) {
+		return "spec.template.spec.securityContext.windowsOptions.gmsaCredentialSpec" + why
+	}
+	lists := []struct {
+		name       string
+		containers []corev1.Container
+	}{{"initContainers", spec.InitContainers}, {"containers", spec.Containers}}
+	for _, list := range lists {
+		for i, c := range list.containers {
+			if c.SecurityContext != nil && hasGMSA(c.SecurityContext.WindowsOptions) {
+				return fmt.Sprintf("spec.template.spec.%s[%d].securityContext.windowsOptions.gmsaCredentialSpec", list.name, i) + why
 			}
 		}
 	}

@@ -156,6 +156,29 @@ func TestTemplateProblem(t *testing.T) {
 		{"initContainer hostPort", func(s *corev1.PodSpec) {
 			s.InitContainers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}
 		}, []string{"spec.template.spec.initContainers[0].ports[0].hostPort is not allowed"}},
+		{"terminationGracePeriodSeconds a year", func(s *corev1.PodSpec) { s.TerminationGracePeriodSeconds = ptr.To[int64](31536000) },
+			[]string{"spec.template.spec.terminationGracePeriodSeconds 31536000 is not allowed", "between 0 and 300"}},
+		{"csi volume", func(s *corev1.PodSpec) {
+			s.Volumes = append(s.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: "secrets-store.csi.k8s.io"}}})
+		}, []string{"spec.template.spec.volumes[2].csi is not allowed", "volumeClaimTemplate"}},
+		{"azureFile volume", func(s *corev1.PodSpec) {
+			s.Volumes = append(s.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{AzureFile: &corev1.AzureFileVolumeSource{SecretName: "key", ShareName: "s"}}})
+		}, []string{"spec.template.spec.volumes[2].azureFile is not allowed", "secretName"}},
+		{"persistentVolumeClaim volume", func(s *corev1.PodSpec) {
+			s.Volumes = append(s.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "shared"}}})
+		}, []string{"spec.template.spec.volumes[2].persistentVolumeClaim is not allowed", "same claim"}},
+		{"flexVolume secretRef", func(s *corev1.PodSpec) {
+			s.Volumes = append(s.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{FlexVolume: &corev1.FlexVolumeSource{Driver: "d", SecretRef: &corev1.LocalObjectReference{Name: "s"}}}})
+		}, []string{"spec.template.spec.volumes[2].flexVolume.secretRef is not allowed", "credentials"}},
+		{"cephfs secretRef", func(s *corev1.PodSpec) {
+			s.Volumes = append(s.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{CephFS: &corev1.CephFSVolumeSource{Monitors: []string{"m"}, SecretRef: &corev1.LocalObjectReference{Name: "s"}}}})
+		}, []string{"spec.template.spec.volumes[2].cephfs.secretRef is not allowed"}},
+		{"pod gMSA", func(s *corev1.PodSpec) {
+			s.SecurityContext = &corev1.PodSecurityContext{WindowsOptions: &corev1.WindowsSecurityContextOptions{GMSACredentialSpecName: ptr.To("webapp")}}
+		}, []string{"spec.template.spec.securityContext.windowsOptions.gmsaCredentialSpec", "Active Directory identity"}},
+		{"initContainer gMSA", func(s *corev1.PodSpec) {
+			s.InitContainers[0].SecurityContext = &corev1.SecurityContext{WindowsOptions: &corev1.WindowsSecurityContextOptions{GMSACredentialSpec: ptr.To("{}")}}
+		}, []string{"spec.template.spec.initContainers[0].securityContext.windowsOptions.gmsaCredentialSpec", "Active Directory identity"}},
 		{"ephemeralContainer envFrom secretRef", func(s *corev1.PodSpec) {
 			s.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{
 				Name: "e", EnvFrom: []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{}}}}}}
@@ -171,5 +194,20 @@ func TestTemplateProblem(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The grace period every pod of a class gets: the template's, Kubernetes' 30 s when unset,
+// and the cap for a class stored before the CRD had one.
+func TestEffectiveTerminationGracePeriodSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		template *int64
+		want     int64
+	}{{nil, 30}, {ptr.To[int64](0), 0}, {ptr.To[int64](120), 120}, {ptr.To[int64](300), 300}, {ptr.To[int64](31536000), 300}, {ptr.To[int64](-5), 0}} {
+		var s hyperpoolv1alpha1.AgentSandboxSpec
+		s.Template.Spec.TerminationGracePeriodSeconds = tc.template
+		if got := s.EffectiveTerminationGracePeriodSeconds(); got != tc.want {
+			t.Errorf("template grace %v: EffectiveTerminationGracePeriodSeconds() = %d, want %d", ptr.Deref(tc.template, -1), got, tc.want)
+		}
 	}
 }

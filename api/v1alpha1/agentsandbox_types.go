@@ -30,6 +30,25 @@ const (
 	EgressUnrestricted EgressPolicy = "Unrestricted"
 )
 
+// IngressPolicy says who may open connections to a sandbox's pods over the pod network.
+// hyperpool's own access (exec, file transfer, the MCP tools) goes through the API server and
+// the kubelet, never through the pod network, so it needs no ingress.
+// +kubebuilder:validation:Enum=None;SameNamespace
+type IngressPolicy string
+
+const (
+	// IngressNone lets nothing in over the pod network (the kubelet's probes from the node
+	// still reach the pod: a NetworkPolicy never blocks the pod's own node).
+	IngressNone IngressPolicy = "None"
+	// IngressSameNamespace lets in pods of the class's namespace only, including its other
+	// sandboxes.
+	IngressSameNamespace IngressPolicy = "SameNamespace"
+)
+
+// MaxTerminationGracePeriodSeconds caps spec.template.spec.terminationGracePeriodSeconds: a
+// session's deadline holds only if its sandbox stops within a bounded time after it ends.
+const MaxTerminationGracePeriodSeconds = 300
+
 // UpdateStrategyType says how warm pods built from an old template are replaced.
 // +kubebuilder:validation:Enum=Recreate;OnReplenish
 type UpdateStrategyType string
@@ -62,8 +81,13 @@ type AgentSandboxSpec struct {
 	// toleration, the build affinity, the RuntimeClass, the VM sizing annotations and safe
 	// defaults (no service account token, ContainerUser). Host access is refused: no
 	// hostNetwork, no HostProcess, no privileged containers. Credentials come with the
-	// session, never in a warm pod: no automountServiceAccountToken: true, no secret or
-	// projected volumes, and no Secret in env or envFrom. Label and annotation keys under
+	// session, never in a warm pod: no automountServiceAccountToken: true, no secret,
+	// projected, csi or azureFile volumes nor any volume with a secretRef, no gMSA
+	// (windowsOptions.gmsaCredentialSpec[Name]), and no Secret in env or envFrom. No
+	// persistentVolumeClaim volumes: every pod of the pool would share the claim (an
+	// ephemeral volume's volumeClaimTemplate gives each its own).
+	// terminationGracePeriodSeconds is at most 300 (unset: Kubernetes' 30): the VM runs
+	// that long after its session ends. Label and annotation keys under
 	// agents.hyperpool.io/ are the manager's own and refused.
 	// +kubebuilder:validation:XValidation:rule="has(self.spec) && size(self.spec.containers) > 0",message="spec.template.spec.containers must list at least one container"
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.hostNetwork) || !self.spec.hostNetwork",message="spec.template.spec.hostNetwork is not allowed: sandboxes never share the node's network; remove it"
@@ -83,6 +107,13 @@ type AgentSandboxSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.volumes) || self.spec.volumes.all(v, !has(v.projected))",message="spec.template.spec.volumes[].projected is not allowed: it can carry a service account token or a Secret, and a warm sandbox holds no credentials (they come with the session); use configMap, downwardAPI or emptyDir volumes"
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.priorityClassName) || !self.spec.priorityClassName.startsWith('system-')",message="spec.template.spec.priorityClassName must not be a system- priority class (system-node-critical, system-cluster-critical): those are for the cluster's own components; use a priority class of your own"
 	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.ephemeralContainers) || size(self.spec.ephemeralContainers) == 0",message="spec.template.spec.ephemeralContainers is not allowed: a pod is never created with ephemeral containers; remove it"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.terminationGracePeriodSeconds) || (self.spec.terminationGracePeriodSeconds >= 0 && self.spec.terminationGracePeriodSeconds <= 300)",message="spec.template.spec.terminationGracePeriodSeconds must be between 0 and 300 (5 minutes): a sandbox's VM keeps running for its grace period after its session ends; shorten it (unset: 30)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.volumes) || self.spec.volumes.all(v, !has(v.csi))",message="spec.template.spec.volumes[].csi is not allowed: a CSI volume can carry node-publish secrets and mounts storage the driver may share between pods; a warm sandbox holds no credentials, they come with the session; for storage of its own use volumes[].ephemeral.volumeClaimTemplate"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.volumes) || self.spec.volumes.all(v, !has(v.azureFile))",message="spec.template.spec.volumes[].azureFile is not allowed: it mounts the share with the storage account key of the Secret its secretName names, and a warm sandbox holds no credentials, they come with the session; remove the volume (for storage of its own use volumes[].ephemeral.volumeClaimTemplate)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.volumes) || self.spec.volumes.all(v, !(has(v.cephfs) && has(v.cephfs.secretRef)) && !(has(v.cinder) && has(v.cinder.secretRef)) && !(has(v.flexVolume) && has(v.flexVolume.secretRef)) && !(has(v.iscsi) && has(v.iscsi.secretRef)) && !(has(v.rbd) && has(v.rbd.secretRef)) && !has(v.scaleIO) && !(has(v.storageos) && has(v.storageos.secretRef)))",message="spec.template.spec.volumes[].<kind>.secretRef (cephfs, cinder, flexVolume, iscsi, rbd, scaleIO, storageos) is not allowed: the volume is mounted with the Secret it names, and a warm sandbox holds no credentials, they come with the session; remove the volume (for storage of its own use volumes[].ephemeral.volumeClaimTemplate)"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.volumes) || self.spec.volumes.all(v, !has(v.persistentVolumeClaim))",message="spec.template.spec.volumes[].persistentVolumeClaim is not allowed: every warm sandbox of the pool would mount the same claim, so one session's files would reach the next; use volumes[].ephemeral.volumeClaimTemplate for a claim per sandbox"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || !has(self.spec.securityContext) || !has(self.spec.securityContext.windowsOptions) || (!has(self.spec.securityContext.windowsOptions.gmsaCredentialSpec) && !has(self.spec.securityContext.windowsOptions.gmsaCredentialSpecName))",message="spec.template.spec.securityContext.windowsOptions.gmsaCredentialSpec and gmsaCredentialSpecName are not allowed: a warm sandbox would hold an Active Directory identity before any session takes it; remove them"
+	// +kubebuilder:validation:XValidation:rule="!has(self.spec) || (self.spec.containers.all(c, !has(c.securityContext) || !has(c.securityContext.windowsOptions) || (!has(c.securityContext.windowsOptions.gmsaCredentialSpec) && !has(c.securityContext.windowsOptions.gmsaCredentialSpecName))) && (!has(self.spec.initContainers) || self.spec.initContainers.all(c, !has(c.securityContext) || !has(c.securityContext.windowsOptions) || (!has(c.securityContext.windowsOptions.gmsaCredentialSpec) && !has(c.securityContext.windowsOptions.gmsaCredentialSpecName)))))",message="spec.template.spec.containers[] and initContainers[] securityContext.windowsOptions.gmsaCredentialSpec and gmsaCredentialSpecName are not allowed: a warm sandbox would hold an Active Directory identity before any session takes it; remove them"
 	Template corev1.PodTemplateSpec `json:"template"`
 
 	// isolation is HyperV (each pod in its own utility VM, the default) or Process
@@ -118,6 +149,15 @@ type AgentSandboxSpec struct {
 	// +kubebuilder:default=Internet
 	// +optional
 	Egress EgressPolicy `json:"egress,omitempty"`
+
+	// ingress says who may connect to the sandbox pods over the pod network: None (nobody,
+	// the default) or SameNamespace (pods of this namespace, the class's other sandboxes
+	// included). Sessions need none: exec, file transfer and the MCP tools reach the sandbox
+	// through the API server and the kubelet. The class's NetworkPolicy (<class>-egress)
+	// carries it, beside spec.egress.
+	// +kubebuilder:default=None
+	// +optional
+	Ingress IngressPolicy `json:"ingress,omitempty"`
 
 	// updateStrategy says how warm pods of an older template are replaced when the
 	// template changes. Pods bound to a session are never touched.

@@ -149,8 +149,8 @@ const (
 // be served as its promise to the platform team requires.
 const (
 	// ReasonEgressPolicyNotReady (AgentSandbox Degraded, AgentSession Ready=False): the
-	// class's NetworkPolicy for spec.egress does not exist (yet) or could not be written.
-	// Egress fails closed: no pod of the class is created or bound until it exists.
+	// class's NetworkPolicy for spec.egress and spec.ingress does not exist (yet) or could
+	// not be written. It fails closed: no pod of the class is created or bound until it exists.
 	ReasonEgressPolicyNotReady = "EgressPolicyNotReady"
 	// ReasonRuntimeClassMismatch (AgentSandbox Degraded): the RuntimeClass's handler does
 	// not give the class's spec.isolation (a Hyper-V handler for Process, whose VM the quota

@@ -184,6 +184,48 @@ spec:
 			`spec: {template: {spec: {ephemeralContainers: [{name: debug, image: mcr.microsoft.com/windows/nanoserver:ltsc2022}]}}}`,
 			[]string{"spec.template", "spec.template.spec.ephemeralContainers is not allowed", "remove it"}},
 
+		// Deadlines: a sandbox's VM runs for its grace period after its session ends.
+		{"sandbox/template terminationGracePeriodSeconds a year", baseSandbox, `spec: {template: {spec: {terminationGracePeriodSeconds: 31536000}}}`,
+			[]string{"spec.template", "spec.template.spec.terminationGracePeriodSeconds must be between 0 and 300", "shorten it"}},
+		{"sandbox/template terminationGracePeriodSeconds 301", baseSandbox, `spec: {template: {spec: {terminationGracePeriodSeconds: 301}}}`,
+			[]string{"spec.template", "spec.template.spec.terminationGracePeriodSeconds must be between 0 and 300"}},
+		{"sandbox/template terminationGracePeriodSeconds negative", baseSandbox, `spec: {template: {spec: {terminationGracePeriodSeconds: -1}}}`,
+			[]string{"spec.template", "spec.template.spec.terminationGracePeriodSeconds must be between 0 and 300"}},
+
+		// Volumes that mount with a Secret, or that every pod of the pool would share.
+		{"sandbox/template csi volume", baseSandbox,
+			volume(`{name: kv, csi: {driver: secrets-store.csi.k8s.io, volumeAttributes: {secretProviderClass: vault}}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].csi is not allowed", templateCredentials, "volumeClaimTemplate"}},
+		{"sandbox/template azureFile volume", baseSandbox, volume(`{name: share, azureFile: {secretName: storage-key, shareName: data}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].azureFile is not allowed", "secretName", templateCredentials}},
+		{"sandbox/template persistentVolumeClaim volume", baseSandbox, volume(`{name: data, persistentVolumeClaim: {claimName: shared}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].persistentVolumeClaim is not allowed", "the same claim", "volumes[].ephemeral.volumeClaimTemplate"}},
+		{"sandbox/template cephfs secretRef", baseSandbox, volume(`{name: v, cephfs: {monitors: [m:6789], secretRef: {name: ceph}}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].<kind>.secretRef", templateCredentials}},
+		{"sandbox/template cinder secretRef", baseSandbox, volume(`{name: v, cinder: {volumeID: x, secretRef: {name: os}}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].<kind>.secretRef"}},
+		{"sandbox/template flexVolume secretRef", baseSandbox, volume(`{name: v, flexVolume: {driver: example.com/smb, secretRef: {name: smb}}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].<kind>.secretRef"}},
+		{"sandbox/template iscsi secretRef", baseSandbox, volume(`{name: v, iscsi: {targetPortal: "10.0.0.1:3260", iqn: "iqn.2001-04.com.example:t", lun: 0, secretRef: {name: chap}}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].<kind>.secretRef"}},
+		{"sandbox/template rbd secretRef", baseSandbox, volume(`{name: v, rbd: {monitors: [m:6789], image: i, secretRef: {name: ceph}}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].<kind>.secretRef"}},
+		{"sandbox/template scaleIO", baseSandbox, volume(`{name: v, scaleIO: {gateway: g, system: s, secretRef: {name: sio}}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].<kind>.secretRef"}},
+		{"sandbox/template storageos secretRef", baseSandbox, volume(`{name: v, storageos: {volumeName: x, secretRef: {name: sos}}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].<kind>.secretRef"}},
+		// gMSA: a warm pod would hold a domain identity before any session takes it.
+		{"sandbox/template pod gmsaCredentialSpecName", baseSandbox,
+			`spec: {template: {spec: {securityContext: {windowsOptions: {gmsaCredentialSpecName: webapp}}}}}`,
+			[]string{"spec.template", "spec.template.spec.securityContext.windowsOptions.gmsaCredentialSpec and gmsaCredentialSpecName are not allowed", "Active Directory identity", "remove them"}},
+		{"sandbox/template pod gmsaCredentialSpec", baseSandbox,
+			`spec: {template: {spec: {securityContext: {windowsOptions: {gmsaCredentialSpec: "{}"}}}}}`,
+			[]string{"spec.template", "spec.template.spec.securityContext.windowsOptions.gmsaCredentialSpec and gmsaCredentialSpecName are not allowed"}},
+		{"sandbox/template container gmsaCredentialSpecName", baseSandbox, container(`{windowsOptions: {gmsaCredentialSpecName: webapp}}`),
+			[]string{"spec.template", "spec.template.spec.containers[] and initContainers[] securityContext.windowsOptions.gmsaCredentialSpec", "Active Directory identity"}},
+		{"sandbox/template initContainer gmsaCredentialSpec", baseSandbox, initContainer(`{windowsOptions: {gmsaCredentialSpec: "{}"}}`),
+			[]string{"spec.template", "spec.template.spec.containers[] and initContainers[] securityContext.windowsOptions.gmsaCredentialSpec"}},
+
 		// AgentSandbox: pool size.
 		{"sandbox/replicas negative", baseSandbox, `spec: {replicas: -1}`,
 			[]string{"spec.replicas", "greater than or equal to 0"}},
@@ -230,6 +272,12 @@ spec:
 			[]string{"spec.isolation", `Unsupported value: "hyperv"`, supportedIsolation}},
 		{"sandbox/egress unknown", baseSandbox, `spec: {egress: Intranet}`,
 			[]string{"spec.egress", `Unsupported value: "Intranet"`, `supported values: "None", "Internet", "Unrestricted"`}},
+		{"sandbox/ingress unknown", baseSandbox, `spec: {ingress: AllNamespaces}`,
+			[]string{"spec.ingress", `Unsupported value: "AllNamespaces"`, `supported values: "None", "SameNamespace"`}},
+		{"sandbox/ingress lowercase", baseSandbox, `spec: {ingress: samenamespace}`,
+			[]string{"spec.ingress", `Unsupported value: "samenamespace"`, `supported values: "None", "SameNamespace"`}},
+		{"sandbox/ingress empty", baseSandbox, `spec: {ingress: ""}`,
+			[]string{"spec.ingress", `Unsupported value: ""`}},
 		{"sandbox/updateStrategy type unknown", baseSandbox, `spec: {updateStrategy: {type: RollingUpdate}}`,
 			[]string{"spec.updateStrategy.type", `Unsupported value: "RollingUpdate"`, `supported values: "Recreate", "OnReplenish"`}},
 		{"sandbox/updateStrategy maxConcurrent 0", baseSandbox, `spec: {updateStrategy: {maxConcurrent: 0}}`,
@@ -497,6 +545,7 @@ spec:
        allowOvercommit: false, storageQoS: {iopsMaximum: 1, bandwidthMaximum: 1}}
   lifetime: {maxLifetime: 168h, idleTimeout: 168h, ttlAfterFinished: 0s}
   egress: Unrestricted
+  ingress: SameNamespace
   updateStrategy: {type: OnReplenish, maxConcurrent: 1}
   replenish: {quietPeriod: 0s, minReady: 0}
   template:
@@ -506,10 +555,14 @@ spec:
     spec:
       automountServiceAccountToken: false
       priorityClassName: sandbox-high
+      terminationGracePeriodSeconds: 300
       volumes:
       - {name: scratch, emptyDir: {}}
       - {name: config, configMap: {name: agent-config}}
       - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+      - {name: work, ephemeral: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}}}
+      - {name: ceph, cephfs: {monitors: ["m:6789"]}}
+      - {name: flex, flexVolume: {driver: example.com/local}}
       hostNetwork: false
       securityContext: {windowsOptions: {hostProcess: false, runAsUserName: ContainerUser}}
       initContainers:
@@ -535,6 +588,7 @@ spec:
   updateStrategy: {maxConcurrent: 10000}
   replenish: {quietPeriod: 5m, minReady: 10000}
 `},
+		{"sandbox grace 0 and ingress None", baseSandbox, `spec: {ingress: None, template: {spec: {terminationGracePeriodSeconds: 0}}}`},
 		{"sandbox with Process isolation and no vm", baseSandbox, `spec: {replicas: 0, isolation: Process, windows: {imageBuild: 26100}}`},
 		{"sandbox lifetime fractional durations", baseSandbox, `spec: {lifetime: {maxLifetime: 1h30m, idleTimeout: 1.5s}}`},
 		// idleTimeout has no default, so a short maxLifetime alone is valid (the idle timeout
@@ -697,6 +751,7 @@ var defaultsByKind = map[string][]defaultedField{
 		{[]string{"spec", "replicas"}, int64(1)},
 		{[]string{"spec", "isolation"}, "HyperV"},
 		{[]string{"spec", "egress"}, "Internet"},
+		{[]string{"spec", "ingress"}, "None"},
 		{[]string{"spec", "lifetime", "maxLifetime"}, "1h"},
 		{[]string{"spec", "lifetime", "ttlAfterFinished"}, "10m"},
 		{[]string{"spec", "updateStrategy", "type"}, "Recreate"},
@@ -808,6 +863,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if s.Egress != hyperpoolv1alpha1.EgressInternet {
 		t.Errorf("spec.egress = %q, want Internet", s.Egress)
+	}
+	if s.Ingress != hyperpoolv1alpha1.IngressNone {
+		t.Errorf("spec.ingress = %q, want None", s.Ingress)
 	}
 	for _, d := range []struct {
 		name string
