@@ -43,7 +43,9 @@ func TestReadFileStopsAtLimit(t *testing.T) {
 	if err := os.Chmod(script, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	evil, err := cli.Attach(t.Context(), ns, s.Name, linux(hpclient.Options{Tar: "./endless-tar"}))
+	opts := linux(hpclient.Options{})
+	opts.Tar = "./endless-tar"
+	evil, err := cli.Attach(t.Context(), ns, s.Name, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,22 +62,33 @@ func TestReadFileStopsAtLimit(t *testing.T) {
 	if len(head.Data) != 64<<10 || head.Size != 1<<30 || !head.Truncated {
 		t.Errorf("ReadFile: %d bytes, size %d, truncated %v; want 65536 of 1073741824, truncated", len(head.Data), head.Size, head.Truncated)
 	}
-	// Refused entries: a directory, a sibling name, a sparse file.
+	// Refused entries: a directory, a sibling name, a sparse file; and a missing file.
+	wantErr := map[string]string{"a directory": "is a directory", "another name": "not under f/",
+		"a sparse bomb": "sparse"}
 	for name, archive := range map[string][]byte{
 		"a directory":   archiveOf(t, &tar.Header{Name: "f/", Typeflag: tar.TypeDir, Mode: 0o755}),
 		"another name":  archiveOf(t, file("other", "x")),
 		"a sparse bomb": paxSparse("f", 1<<40),
 	} {
-		script := hostileTar(t, podDir, strings.ReplaceAll(name, " ", "-"), archive)
-		evil, err := cli.Attach(t.Context(), ns, s.Name, linux(hpclient.Options{Tar: script}))
+		opts.Tar = hostileTar(t, podDir, strings.ReplaceAll(name, " ", "-"), archive)
+		evil, err := cli.Attach(t.Context(), ns, s.Name, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if head, err := evil.ReadFile(ctx, "f", 64<<10); err == nil {
-			t.Errorf("ReadFile of %s: %d bytes, no error", name, len(head.Data))
+		if head, err := evil.ReadFile(ctx, "f", 64<<10); err == nil || !strings.Contains(err.Error(), wantErr[name]) {
+			t.Errorf("ReadFile of %s: %d bytes, %v; want an error with %q", name, len(head.Data), err, wantErr[name])
 		} else {
 			t.Logf("%s: %v", name, err)
 		}
+	}
+	// A missing file: the sandbox's tar's own failure comes back.
+	opts.Tar = "tar"
+	plain, err := cli.Attach(t.Context(), ns, s.Name, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.ReadFile(ctx, "missing", 64<<10); err == nil || !strings.Contains(err.Error(), "exited with code") {
+		t.Errorf("ReadFile of a missing file: %v; want tar's failure", err)
 	}
 }
 

@@ -19,6 +19,10 @@ type FileHead struct {
 	Truncated bool
 }
 
+// drainLimit is how much more of a failed archive ReadFile reads while the sandbox's tar
+// exits.
+const drainLimit = 1 << 20
+
 // errHeadRead ends ReadFile's exec once it has what it needs.
 var errHeadRead = errors.New("read the file's head")
 
@@ -47,6 +51,11 @@ func (s *Session) ReadFile(ctx context.Context, remotePath string, limit int64) 
 	read := make(chan result, 1)
 	go func() {
 		head, err := readHead(pr, base, limit)
+		if err != nil && !errors.Is(err, errUnsafeEntry) {
+			// A tar that failed (no such file) is about to exit: let it, for its exit code
+			// and message. A hostile one cannot make this long: the read is capped.
+			_, _ = io.Copy(io.Discard, io.LimitReader(pr, drainLimit))
+		}
 		// Whatever follows is not needed: end the exec now, not when the sandbox is done.
 		cancel(errHeadRead)
 		pr.CloseWithError(errHeadRead)
@@ -60,14 +69,14 @@ func (s *Session) ReadFile(ctx context.Context, remotePath string, limit int64) 
 		pw.Close()
 	}
 	r := <-read
-	remoteFailed := errors.Is(r.err, errRemoteFailed)
 	switch {
 	case r.err == nil:
 		return r.head, nil
-	case remoteFailed && err != nil:
-		return FileHead{}, fmt.Errorf("read %s: %w", remotePath, err)
-	case remoteFailed && code != 0:
+	case errors.Is(r.err, errUnsafeEntry):
+	case err == nil && code != 0:
 		return FileHead{}, fmt.Errorf("read %s: %s exited with code %d: %s", remotePath, s.opts.Tar, code, strings.TrimSpace(stderr.String()))
+	case err != nil && !errors.Is(context.Cause(ctx), errHeadRead):
+		return FileHead{}, fmt.Errorf("read %s: %w", remotePath, err)
 	}
 	return FileHead{}, fmt.Errorf("read %s: %w", remotePath, r.err)
 }
