@@ -63,54 +63,86 @@ func exceptByFamily(except []string) map[string][]string {
 	return out
 }
 
-// egressPolicyName is the NetworkPolicy hyperpool keeps for a class.
+// egressPolicyName is the NetworkPolicy hyperpool keeps for a class. It carries spec.ingress
+// too; the name stays, so that the policy of a class made before ingress is updated in place.
 func egressPolicyName(sb *agentsv1alpha1.AgentSandbox) string { return sb.Name + "-egress" }
 
-// desiredEgressPolicy returns the NetworkPolicy a class's egress setting asks for, or nil for
-// Unrestricted. It selects every pod of the class, warm and bound. except are the ranges
-// egress Internet leaves out.
+func egressOf(sb *agentsv1alpha1.AgentSandbox) agentsv1alpha1.EgressPolicy {
+	if sb.Spec.Egress == "" {
+		return agentsv1alpha1.EgressInternet
+	}
+	return sb.Spec.Egress
+}
+
+func ingressOf(sb *agentsv1alpha1.AgentSandbox) agentsv1alpha1.IngressPolicy {
+	if sb.Spec.Ingress == "" {
+		return agentsv1alpha1.IngressNone
+	}
+	return sb.Spec.Ingress
+}
+
+// desiredEgressPolicy returns the NetworkPolicy a class's egress and ingress settings ask
+// for. It selects every pod of the class, warm and bound. Ingress is always restricted, so
+// there is always a policy; egress Unrestricted leaves Egress out of its policyTypes. except
+// are the ranges egress Internet leaves out.
 func desiredEgressPolicy(sb *agentsv1alpha1.AgentSandbox, except []string) *networkingv1.NetworkPolicy {
-	egress := sb.Spec.Egress
-	if egress == "" {
-		egress = agentsv1alpha1.EgressInternet
-	}
-	if egress == agentsv1alpha1.EgressUnrestricted {
-		return nil
-	}
 	np := &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: sb.Namespace, Name: egressPolicyName(sb),
 			Labels: map[string]string{agentsv1alpha1.SandboxLabel: sb.Name}},
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{agentsv1alpha1.SandboxLabel: sb.Name}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
-			Egress:      []networkingv1.NetworkPolicyEgressRule{}, // None: no rule allows anything
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress:     desiredIngressRules(ingressOf(sb)),
 		},
 	}
-	if egress == agentsv1alpha1.EgressInternet {
-		var public []networkingv1.NetworkPolicyPeer
-		byFamily := exceptByFamily(except)
-		for _, cidr := range []string{"0.0.0.0/0", "::/0"} {
-			public = append(public, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr, Except: byFamily[cidr]}})
-		}
-		udp, tcp, dns := corev1.ProtocolUDP, corev1.ProtocolTCP, intstr.FromInt32(53)
-		np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{
-			{To: public},
-			// Names must still resolve: the cluster DNS, and nothing else inside the cluster.
-			{
-				To: []networkingv1.NetworkPolicyPeer{{
-					NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "kube-system"}},
-					PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}},
-				}},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &dns}, {Protocol: &tcp, Port: &dns}},
-			},
-		}
+	switch egressOf(sb) {
+	case agentsv1alpha1.EgressUnrestricted:
+		return np
+	case agentsv1alpha1.EgressInternet:
+		np.Spec.Egress = internetEgressRules(except)
+	default: // None: no rule allows anything
+		np.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{}
 	}
+	np.Spec.PolicyTypes = append(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress)
 	return np
 }
 
-// reconcileEgressPolicy makes the class's NetworkPolicy match spec.egress, writing only
-// when it differs. It returns a blocker while the policy the class needs is not in place:
-// egress fails closed, so no pod of the class is created (and no session binds) without it.
+// desiredIngressRules: None allows nothing in; SameNamespace allows the pods of the class's
+// namespace (a podSelector without a namespaceSelector means the policy's own namespace).
+// hyperpool's own access (exec and file transfer) goes through the API server and the
+// kubelet, and a NetworkPolicy never blocks the pod's node (probes), so neither needs a rule.
+func desiredIngressRules(ingress agentsv1alpha1.IngressPolicy) []networkingv1.NetworkPolicyIngressRule {
+	if ingress == agentsv1alpha1.IngressSameNamespace {
+		return []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}}}}
+	}
+	return []networkingv1.NetworkPolicyIngressRule{}
+}
+
+// internetEgressRules allow public addresses (all but except) and the cluster DNS.
+func internetEgressRules(except []string) []networkingv1.NetworkPolicyEgressRule {
+	var public []networkingv1.NetworkPolicyPeer
+	byFamily := exceptByFamily(except)
+	for _, cidr := range []string{"0.0.0.0/0", "::/0"} {
+		public = append(public, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr, Except: byFamily[cidr]}})
+	}
+	udp, tcp, dns := corev1.ProtocolUDP, corev1.ProtocolTCP, intstr.FromInt32(53)
+	return []networkingv1.NetworkPolicyEgressRule{
+		{To: public},
+		// Names must still resolve: the cluster DNS, and nothing else inside the cluster.
+		{
+			To: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "kube-system"}},
+				PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"k8s-app": "kube-dns"}},
+			}},
+			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &udp, Port: &dns}, {Protocol: &tcp, Port: &dns}},
+		},
+	}
+}
+
+// reconcileEgressPolicy makes the class's NetworkPolicy match spec.egress and spec.ingress,
+// writing only when it differs. It returns a blocker while the policy the class needs is not
+// in place: the policy fails closed, so no pod of the class is created (and no session
+// binds) without it.
 //
 // A policy of that name that someone else made is taken over, and one that was edited is
 // restored: NetworkPolicies are additive, so the class's own must say exactly what the
@@ -134,13 +166,6 @@ func (r *AgentSandboxReconciler) reconcileEgressPolicy(ctx context.Context, sb *
 
 	var writeErr error
 	switch {
-	case want == nil && have == nil:
-		return nil, nil
-	case want == nil:
-		if metav1.IsControlledBy(have, sb) {
-			writeErr = client.IgnoreNotFound(r.Delete(ctx, have, client.Preconditions{UID: &have.UID}))
-		}
-		return nil, writeErr // Unrestricted: nothing to wait for
 	case have == nil:
 		if err := ctrl.SetControllerReference(sb, want, r.Scheme()); err != nil {
 			return nil, err
@@ -167,22 +192,15 @@ func (r *AgentSandboxReconciler) reconcileEgressPolicy(ctx context.Context, sb *
 }
 
 func egressBlocker(sb *agentsv1alpha1.AgentSandbox, why string) *blocker {
-	egress := sb.Spec.Egress
-	if egress == "" {
-		egress = agentsv1alpha1.EgressInternet
-	}
 	return &blocker{Reason: agentsv1alpha1.ReasonEgressPolicyNotReady, Message: fmt.Sprintf(
-		"spec.egress %s needs NetworkPolicy %s, and %s; no sandbox of this class is started or bound until it is in place",
-		egress, egressPolicyName(sb), why)}
+		"spec.egress %s and spec.ingress %s need NetworkPolicy %s, and %s; no sandbox of this class is started or bound until it is in place",
+		egressOf(sb), ingressOf(sb), egressPolicyName(sb), why)}
 }
 
-// egressInPlace says, from the cache, whether the class's egress policy is as its
-// spec.egress asks: a session binds only then. nil: in place (or Unrestricted).
+// egressInPlace says, from the cache, whether the class's policy is as its spec.egress and
+// spec.ingress ask: a session binds only then. nil: in place.
 func egressInPlace(ctx context.Context, c client.Reader, sb *agentsv1alpha1.AgentSandbox, except []string) (*blocker, error) {
 	want := desiredEgressPolicy(sb, except)
-	if want == nil {
-		return nil, nil
-	}
 	have := &networkingv1.NetworkPolicy{}
 	err := c.Get(ctx, client.ObjectKey{Namespace: sb.Namespace, Name: want.Name}, have)
 	switch {

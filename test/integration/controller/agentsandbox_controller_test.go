@@ -415,6 +415,9 @@ func TestEgressPolicyFollowsTheClass(t *testing.T) {
 		return block.CIDR == "0.0.0.0/0" && slices.Contains(block.Except, "169.254.0.0/16") && slices.Contains(block.Except, "10.0.0.0/8")
 	})
 
+	// The policy stays for spec.ingress (TestIngressPolicyFollowsTheClass), without egress.
 	patchEgress("Unrestricted")
-	waitPolicy("no policy", func() bool { return np.UID == "" })
+	waitPolicy("no egress restriction", func() bool {
+		return np.UID != "" && !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) && len(np.Spec.Egress) == 0
+	})
 }
