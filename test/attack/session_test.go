@@ -291,8 +291,9 @@ func TestTenantPolicyUnderTheClassNameIsTakenOver(t *testing.T) {
 		owner := metav1.GetControllerOf(np)
 		selects := np.Spec.PodSelector.MatchLabels[agentsv1alpha1.SandboxLabel] == "pool" && len(np.Spec.PodSelector.MatchExpressions) == 0
 		return owner != nil && owner.Kind == "AgentSandbox" && owner.Name == "pool" && selects &&
-				len(np.Spec.PolicyTypes) == 1 && np.Spec.PolicyTypes[0] == networkingv1.PolicyTypeEgress && len(np.Spec.Egress) == 0,
-			fmt.Sprintf("policy %s: owner %v, spec %+v; want the class's egress None policy", np.Name, owner, np.Spec)
+				len(np.Spec.PolicyTypes) == 2 && np.Spec.PolicyTypes[0] == networkingv1.PolicyTypeIngress &&
+				np.Spec.PolicyTypes[1] == networkingv1.PolicyTypeEgress && len(np.Spec.Egress) == 0 && len(np.Spec.Ingress) == 0,
+			fmt.Sprintf("policy %s: owner %v, spec %+v; want the class's egress None, ingress None policy", np.Name, owner, np.Spec)
 	})
 	readySession(t, alice, ns, "s", "pool")
 }
