@@ -186,10 +186,89 @@ func createUnmanagedNode(t *testing.T) string {
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), node) })
 	room := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("256Gi"), corev1.ResourcePods: resource.MustParse("10")}
-	node.Status = corev1.NodeStatus{Capacity: room, Allocatable: room.DeepCopy(),
-		NodeInfo: corev1.NodeSystemInfo{OperatingSystem: "windows", Architecture: "amd64"}}
-	if err := k8s.Status().Update(ctx, node); err != nil {
+	before := node.DeepCopy()
+	node.Status.Capacity, node.Status.Allocatable = room, room.DeepCopy()
+	node.Status.NodeInfo.OperatingSystem, node.Status.NodeInfo.Architecture = "windows", "amd64"
+	// A merge patch: the node lifecycle controller writes the new node's status too.
+	if err := k8s.Status().Patch(ctx, node, client.MergeFrom(before)); err != nil {
 		t.Fatalf("setting node %s's capacity: %v", name, err)
 	}
 	return name
+}
+
+// TestPoolReplacesAtMostItsTargetWhileVMsShutDown: warm pods deleted (by admin here; a
+// tenant with `edit` may delete pods) are replaced at once, but while their VMs still shut
+// down (a finalizer holds each pod, in place of a long shutdown) the pool starts no more
+// than its target's worth of replacements: deleting the replacements too makes it wait for
+// the first ones to go, and then it refills.
+func TestPoolReplacesAtMostItsTargetWhileVMsShutDown(t *testing.T) {
+	t.Parallel()
+	ns := env.CreateNamespace(t)
+	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
+
+	deleteHeld := func() {
+		t.Helper()
+		for _, p := range warmPods(t, ns, "pool") {
+			holdTerminating(t, &p)
+			if err := k8s.Delete(context.Background(), &p); err != nil {
+				t.Fatalf("deleting warm pod %s: %v", p.Name, err)
+			}
+		}
+	}
+	deleteHeld() // 2 VMs shutting down: replaced at once
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
+	deleteHeld() // 4 VMs shutting down, twice the target: no more replacements
+
+	// Until the pool's status shows no warm pod (its cache saw both deletions; a reconcile
+	// that creates replacements does so before it writes its status), and then, no live
+	// warm pod may appear: each would be a replacement beyond the target's worth.
+	sb := &agentsv1alpha1.AgentSandbox{}
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		if warm := warmPods(t, ns, "pool"); len(warm) != 0 {
+			t.Fatalf("%d warm pods created while 4 VMs of a pool of 2 still shut down, want none", len(warm))
+		}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pool"}, sb); err != nil {
+			return false, err.Error()
+		}
+		return sb.Status.Replicas == 0, fmt.Sprintf("pool status replicas %d, want 0", sb.Status.Replicas)
+	})
+	if warm := warmPods(t, ns, "pool"); len(warm) != 0 {
+		t.Errorf("%d warm pods created while 4 VMs of a pool of 2 still shut down, want none", len(warm))
+	}
+
+	releaseTerminating(t, ns)
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
+}
+
+// heldFinalizer holds a deleted pod in place of a VM that takes its grace period to stop
+// (kwok deletes a pod at once).
+const heldFinalizer = "hyperpool-test/slow-vm-shutdown"
+
+// holdTerminating adds heldFinalizer to p; releaseTerminating (also at the test's end)
+// removes it from every pod of ns.
+func holdTerminating(t *testing.T, p *corev1.Pod) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"finalizers":[%q]}}`, heldFinalizer)
+	if err := k8s.Patch(context.Background(), p, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatalf("holding pod %s: %v", p.Name, err)
+	}
+	t.Cleanup(func() { releaseTerminating(t, p.Namespace) })
+}
+
+func releaseTerminating(t *testing.T, ns string) {
+	t.Helper()
+	list := &corev1.PodList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+		t.Errorf("listing pods: %v", err)
+		return
+	}
+	for i := range list.Items {
+		if p := &list.Items[i]; len(p.Finalizers) > 0 {
+			err := k8s.Patch(context.Background(), p, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+			if client.IgnoreNotFound(err) != nil {
+				t.Errorf("releasing pod %s: %v", p.Name, err)
+			}
+		}
+	}
 }
