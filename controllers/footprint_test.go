@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -205,6 +206,7 @@ func TestGraceAllowed(t *testing.T) {
 		{"pod's own when shorter", withGrace(i(120)), pod(i(10)), 10},
 		{"class's when the pod's is longer", withGrace(i(5)), pod(i(300)), 5},
 		{"zero", withGrace(i(0)), pod(nil), 0},
+		{"a class stored before the CRD's cap is capped", withGrace(i(365 * 24 * 3600)), pod(nil), agentsv1alpha1.MaxTerminationGracePeriodSeconds},
 	}
 	for _, tt := range tests {
 		if got := graceAllowed(tt.sb, tt.pod); got != tt.want {
@@ -269,5 +271,19 @@ func TestAutoscalerCountsOnlySessionsTheQuotaWouldAdmit(t *testing.T) {
 				t.Errorf("waitingSessions = %d, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestBuildGivesTheClassGrace: every pod gets the class's grace period, capped for a class
+// stored before the CRD capped it, so the manager's own deletes never outlast it.
+func TestBuildGivesTheClassGrace(t *testing.T) {
+	for _, tc := range []struct {
+		template *int64
+		want     int64
+	}{{nil, 30}, {ptr.To(int64(5)), 5}, {ptr.To(int64(365 * 24 * 3600)), agentsv1alpha1.MaxTerminationGracePeriodSeconds}} {
+		sb := builders.AgentSandbox("ns", "pool").PodSpec(func(s *corev1.PodSpec) { s.TerminationGracePeriodSeconds = tc.template }).Obj()
+		if got := classPod(t, sb, "p").Spec.TerminationGracePeriodSeconds; got == nil || *got != tc.want {
+			t.Errorf("template grace %v: pod grace %v, want %d", tc.template, got, tc.want)
+		}
 	}
 }

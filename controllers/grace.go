@@ -12,25 +12,20 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 )
 
-// defaultPodGraceSeconds is the API server's default terminationGracePeriodSeconds, which a
-// class's pods get when its template sets none.
-const defaultPodGraceSeconds int64 = corev1.DefaultTerminationGracePeriodSeconds
-
 // reasonGracePeriodShortened is the reason of the Warning event on a sandbox pod whose
 // delete asked for more grace than its class gives.
 const reasonGracePeriodShortened = "GracePeriodShortened"
 
 // classGraceSeconds is the grace period the class gives its pods: its template's
-// terminationGracePeriodSeconds (which the CRD caps), or the API's default.
+// terminationGracePeriodSeconds, or the API's default, capped as the CRD caps it.
 func classGraceSeconds(sb *agentsv1alpha1.AgentSandbox) int64 {
-	return max(ptr.Deref(sb.Spec.Template.Spec.TerminationGracePeriodSeconds, defaultPodGraceSeconds), 0)
+	return sb.Spec.EffectiveTerminationGracePeriodSeconds()
 }
 
 // graceAllowed is the longest deletion grace period a pod of class sb may have: the

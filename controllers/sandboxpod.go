@@ -236,6 +236,9 @@ func (r *podRecipe) build() *corev1.Pod {
 	// above are the shim's input, which a tenant could strip once the VM runs.
 	pod.Annotations[uvm.FootprintAnnotation] = uvm.FormatFootprint(classFootprint(sb))
 	pod.Spec.RuntimeClassName = ptr.To(r.runtimeClass)
+	// The grace the class gives its pods, capped for a class stored before the CRD capped
+	// it: the manager's own deletes use it, and holdGracePeriods holds others' to it.
+	pod.Spec.TerminationGracePeriodSeconds = ptr.To(sb.Spec.EffectiveTerminationGracePeriodSeconds())
 	placeOnWindows(&pod.Spec, r.hostBuilds)
 	applySafeDefaults(&pod.Spec)
 	pod.Annotations[specDigestAnnotation] = specDigest(&pod.Spec) // the bind's tamper check
