@@ -225,3 +225,24 @@ func TestReportRenders(t *testing.T) {
 		t.Errorf("percentiles: %+v", got)
 	}
 }
+
+// The annotations scenario at a small size: a tenant's annotations on sandbox pods grow the
+// manager's cache by almost nothing, where a cache keeping every annotation grows by all of
+// them (20 pods x 128 KiB = 2.5 MiB).
+func TestAnnotations(t *testing.T) {
+	r, err := h.Annotations(context.Background(), 20, 128*1024, 4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := r.Memory
+	t.Logf("%s: %v", r.Scenario, r.Notes)
+	if m == nil || m.FullMetadataCacheBloatedMiB-m.FullMetadataCachePlainMiB < 2 {
+		t.Fatalf("a cache keeping every annotation did not grow by the 2.5 MiB added: %+v", m)
+	}
+	if grown := m.ManagerCacheBloatedMiB - m.ManagerCachePlainMiB; grown > 0.5 {
+		t.Errorf("the manager's cache grew by %.1f MiB with the tenant's annotations; want almost nothing: %+v", grown, m)
+	}
+	if err := h.DeleteNamespace(context.Background(), r.Namespace, 0); err != nil {
+		t.Logf("delete namespace: %v", err)
+	}
+}

@@ -92,10 +92,12 @@ type Result struct {
 	Sizes       *ObjectSizes      `json:"objectBytes,omitempty"`
 	WriteCosts  []WriteCost       `json:"writeCosts,omitempty"`
 	// FirstOutput and Transfer are the session scenarios' own figures (issue 15).
-	FirstOutput     *FirstOutputStats `json:"firstOutput,omitempty"`
-	Transfer        *TransferStats    `json:"transfer,omitempty"`
-	DurationSeconds float64           `json:"durationSeconds"`
-	Notes           []string          `json:"notes,omitempty"`
+	FirstOutput *FirstOutputStats `json:"firstOutput,omitempty"`
+	Transfer    *TransferStats    `json:"transfer,omitempty"`
+	// Memory is the annotations scenario's figures (issue 23).
+	Memory          *MemoryStats `json:"memory,omitempty"`
+	DurationSeconds float64      `json:"durationSeconds"`
+	Notes           []string     `json:"notes,omitempty"`
 }
 
 // Report is a whole run.

@@ -89,6 +89,8 @@ func run() error {
 		dayDur     = flag.Duration("day-duration", 10*time.Minute, "day: the real time a simulated 24 h is replayed in (not in the default list: -scenarios=day)")
 		daySeed    = flag.Uint64("day-seed", 16, "day: the trace's seed")
 		dayBoot    = flag.Duration("day-boot", 45*time.Second, "day: the simulated VM boot, scaled with the day")
+		annPods    = flag.Int("annotations-pods", 200, "annotations: warm pods whose annotations grow (not in the default list: -scenarios=annotations)")
+		annKiB     = flag.Int("annotations-kib", 250, "annotations: KiB of annotation added to each pod (the API server allows 256 KiB in all)")
 	)
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard()) // the benchmark's watches; the manager logs to its own file
@@ -242,6 +244,8 @@ func run() error {
 				fmt.Println(day.Markdown())
 				err = day.Write(outDir)
 			}
+		case "annotations":
+			res, err = h.Annotations(ctx, *annPods, *annKiB*1024, max(*nodes, *annPods/50), *floorN)
 		case "transfer":
 			res, err = h.Transfer(ctx, int64(*trBigMB)*1_000_000, *trSmall, *trRuns, *floorN)
 		default:
