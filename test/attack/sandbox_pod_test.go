@@ -18,6 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -166,6 +167,17 @@ func TestPolicyTenantCannotChangeSandboxPodSpec(t *testing.T) {
 		}
 	}
 
+	// Status is another resource (pods/status): a kubelet-like identity, neither manager nor
+	// exempt, still reports on a sandbox pod.
+	kubelet := "kubelet-like-" + ns
+	grantPodSubresources(t, ns, kubelet, "status")
+	sw := impersonate(t, rest.ImpersonationConfig{UserName: kubelet, Groups: []string{"system:authenticated"}}, nil)
+	condition := `{"status":{"conditions":[{"type":"example.com/Probed","status":"True"}]}}`
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		err := sw.Status().Patch(ctx, bound.DeepCopy(), client.RawPatch(types.StrategicMergePatchType, []byte(condition)))
+		return err == nil, fmt.Sprintf("a status write on a sandbox pod: %v", err)
+	})
+
 	// The manager's path still works, and metadata edits that leave the spec alone pass:
 	// the warm pod binds the next session, as its class made it.
 	if err := c.Patch(ctx, warm.DeepCopy(), mergePatch(`{"metadata":{"labels":{"team":"blue"}}}`)); err != nil {
@@ -309,12 +321,13 @@ func grantPodSubresources(t testing.TB, ns, user string, subresources ...string)
 		resources = append(resources, "pods/"+s)
 	}
 	ctx := context.Background()
-	if err := admin.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pod-subresources"},
+	name := user + "-pod-subresources"
+	if err := admin.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: resources, Verbs: []string{"get", "patch", "update"}}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pod-subresources"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "pod-subresources"},
+	if err := admin.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}}); err != nil {
 		t.Fatal(err)
 	}
