@@ -14,8 +14,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -152,4 +154,87 @@ func releasePod(t *testing.T, pod *corev1.Pod) {
 	if client.IgnoreNotFound(err) != nil {
 		t.Errorf("releasing pod %s: %v", pod.Name, err)
 	}
+}
+
+// TestTenantEvictionWithLongGraceIsCutToTheClassGrace: the sandbox-pod policy refuses a
+// delete with a longer grace, but an eviction (pods/eviction, which `edit` grants) carries
+// its own delete options and not the pod. A tenant evicting its bound pod with a grace of a
+// year gets it deleted again by the manager with the class's grace. The pod runs on a node
+// that kwok does not manage: kwok would delete a terminating pod at once.
+func TestTenantEvictionWithLongGraceIsCutToTheClassGrace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ns := env.CreateNamespace(t)
+	node := createUnmanagedNode(t)
+	const classGrace = int64(20)
+	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(0).
+		NodeSelector(unmanagedNodeLabel, node).
+		Toleration(corev1.Toleration{Operator: corev1.TolerationOpExists}).
+		PodSpec(func(s *corev1.PodSpec) { s.TerminationGracePeriodSeconds = ptr.To(classGrace) }).Obj())
+	user := tenant(t, ns, "hyperpool-session-user", "edit")
+	mustCreate(t, user, builders.AgentSession(ns, "s", "pool").Obj())
+	s := waitSession(t, ns, "s", waitTimeout, "bound", func(s *agentsv1alpha1.AgentSession) bool { return s.Status.PodName != "" })
+
+	pod := &corev1.Pod{}
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		if err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: s.Status.PodName}, pod); err != nil {
+			return false, err.Error()
+		}
+		return pod.Spec.NodeName == node, fmt.Sprintf("pod %s on node %q, want %s", pod.Name, pod.Spec.NodeName, node)
+	})
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), pod.DeepCopy(), client.GracePeriodSeconds(0)) })
+
+	const year = int64(365 * 24 * 3600)
+	eviction := &policyv1.Eviction{DeleteOptions: &metav1.DeleteOptions{GracePeriodSeconds: ptr.To(year)}}
+	if err := user.SubResource("eviction").Create(ctx, pod.DeepCopy(), eviction); err != nil {
+		// A policy that refuses such evictions holds the deadline too.
+		wantRefused(t, "evicting a bound pod with a grace of a year", err, "gracePeriodSeconds")
+		return
+	}
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		if err := admin.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+			return false, err.Error()
+		}
+		grace := ptr.Deref(pod.DeletionGracePeriodSeconds, -1)
+		return grace == classGrace, fmt.Sprintf("pod %s: deletion grace %ds, want the class's %ds", pod.Name, grace, classGrace)
+	})
+}
+
+const (
+	// unmanagedNodeLabel and unmanagedNodeTaint mark a node that kwok does not run: its pods
+	// stay as the API server leaves them.
+	unmanagedNodeLabel = "hyperpool-test/unmanaged-node"
+	unmanagedNodeTaint = "hyperpool-test/unmanaged"
+)
+
+// createUnmanagedNode creates, as admin, a Windows node that kwok does not run, labelled
+// with its name under unmanagedNodeLabel and tainted so that only pods tolerating every
+// taint land on it. It is deleted at the end of the test.
+func createUnmanagedNode(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	name := "unmanaged-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+			corev1.LabelOSStable:               "windows",
+			corev1.LabelArchStable:             "amd64",
+			corev1.LabelHostname:               name,
+			"node.kubernetes.io/windows-build": build2022,
+			unmanagedNodeLabel:                 name,
+		}},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: unmanagedNodeTaint, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
+	}
+	mustCreate(t, admin, node)
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), node) })
+	room := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("256Gi"), corev1.ResourcePods: resource.MustParse("10")}
+	before := node.DeepCopy()
+	node.Status.Capacity, node.Status.Allocatable = room, room.DeepCopy()
+	node.Status.NodeInfo.OperatingSystem, node.Status.NodeInfo.Architecture = "windows", "amd64"
+	if err := admin.Status().Patch(ctx, node, client.MergeFrom(before)); err != nil {
+		t.Fatalf("setting node %s's capacity: %v", name, err)
+	}
+	return name
 }
