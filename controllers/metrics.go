@@ -126,4 +126,5 @@ func forgetSandboxSeries(key types.NamespacedName) {
 	bindDuration.DeletePartialMatch(labels)
 	sessionExpirations.DeletePartialMatch(labels)
 	podCreations.DeletePartialMatch(labels)
+	tamperedPods.DeletePartialMatch(labels)
 }
