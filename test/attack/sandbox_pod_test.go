@@ -332,3 +332,40 @@ func grantPodSubresources(t testing.TB, ns, user string, subresources ...string)
 		t.Fatal(err)
 	}
 }
+
+// A tenant may fill a sandbox pod's annotations with keys of its own (the API allows 256
+// KiB): the policies must still decide within their CEL cost budget, refusing a forged VM
+// size by its rule (not by a cost error) and letting a kubelet-like status write through.
+// 20,000 keys (about 160 KB) keep the test quick; 40,000 (about 240 KB) held too, by hand.
+func TestPolicySandboxPodWithHugeAnnotationsStillDecided(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ns := env.CreateNamespace(t)
+	c := policyTenant(t, ns)
+	_, bound, _ := sandboxPodsOf(t, c, ns)
+
+	var b strings.Builder
+	b.WriteString(`{"metadata":{"annotations":{`)
+	for i := range 20000 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `"k%05d":""`, i)
+	}
+	b.WriteString(`}}}`)
+	if err := c.Patch(ctx, bound.DeepCopy(), mergePatch(b.String())); err != nil {
+		t.Fatalf("tenant adding 20,000 annotations of its own to a sandbox pod: %v", err)
+	}
+	wantRefused(t, "strip the memory size of the bloated pod", c.Patch(ctx, bound.DeepCopy(),
+		mergePatch(`{"metadata":{"annotations":{"`+vmMemoryAnnotation+`":null}}}`)),
+		"metadata.annotations["+vmMemoryAnnotation+"]", "only the hyperpool manager")
+
+	kubelet := "kubelet-like-" + ns
+	grantPodSubresources(t, ns, kubelet, "status")
+	sw := impersonate(t, rest.ImpersonationConfig{UserName: kubelet, Groups: []string{"system:authenticated"}}, nil)
+	condition := `{"status":{"conditions":[{"type":"example.com/Probed","status":"True"}]}}`
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+		err := sw.Status().Patch(ctx, bound.DeepCopy(), client.RawPatch(types.StrategicMergePatchType, []byte(condition)))
+		return err == nil, fmt.Sprintf("a status write on the bloated sandbox pod: %v", err)
+	})
+}
