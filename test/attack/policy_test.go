@@ -189,6 +189,8 @@ func TestPolicyTenantCannotTouchClassNetworkPolicy(t *testing.T) {
 	}
 }
 
+// A tenant policy with egress or ingress rules must leave sandboxes out: policies add up, so
+// its rules would widen what the class's spec.egress and spec.ingress allow.
 func TestPolicyTenantEgressNetworkPolicyMustLeaveSandboxesOut(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -226,13 +228,25 @@ func TestPolicyTenantEgressNetworkPolicyMustLeaveSandboxesOut(t *testing.T) {
 	widened := ok.DeepCopy()
 	widened.Spec.PodSelector = metav1.LabelSelector{}
 	wantRefused(t, "update the accepted policy to select sandboxes too", c.Update(ctx, widened), "spec.egress", "DoesNotExist")
-	// Policies that only narrow egress, or only govern ingress, may select sandboxes.
+	// Ingress is the class's too (spec.ingress): an allow-all ingress policy over sandboxes
+	// would let other namespaces in, with policyTypes written or left to the default.
+	allowIngress := func(name string, types []networkingv1.PolicyType, sel metav1.LabelSelector) *networkingv1.NetworkPolicy {
+		return &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: networkingv1.NetworkPolicySpec{PodSelector: sel, PolicyTypes: types,
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{}}}}
+	}
+	wantRefused(t, "allow-all ingress for every pod", c.Create(ctx, allowIngress("allow-ingress",
+		[]networkingv1.PolicyType{networkingv1.PolicyTypeIngress}, metav1.LabelSelector{})),
+		"spec.ingress", "widen a sandbox's ingress", "DoesNotExist")
+	wantRefused(t, "allow-all ingress with policyTypes left to the default", c.Create(ctx, allowIngress("allow-ingress-implicit",
+		nil, metav1.LabelSelector{MatchLabels: map[string]string{agentsv1alpha1.SandboxLabel: "pool"}})), "spec.ingress", "DoesNotExist")
+	// Policies that only narrow, or leave sandboxes out, are the tenant's own business.
 	for _, np := range []*networkingv1.NetworkPolicy{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "deny-egress"},
 			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}}},
-		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "allow-ingress"},
-			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-				Ingress: []networkingv1.NetworkPolicyIngressRule{{}}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "deny-ingress"},
+			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}},
+		allowIngress("allow-ingress-but-sandboxes", nil, metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{leaveOut}}),
 	} {
 		if err := c.Create(ctx, np); err != nil {
 			t.Errorf("%s: %v", np.Name, err)
