@@ -168,6 +168,8 @@ func volumeProblem(i int, v *corev1.VolumeSource) string {
 		return field("csi") + " is not allowed: a CSI volume can carry node-publish secrets and mounts storage the driver may share between pods; " + ownStorage
 	case v.AzureFile != nil:
 		return field("azureFile") + " is not allowed: " + noCredentials + " (its secretName); remove the volume (" + ownStorage + ")"
+	case v.GitRepo != nil:
+		return field("gitRepo") + " is not allowed: the kubelet runs git for it on the node (CVE-2024-10220), and the volume kind is deprecated; clone the repository inside the sandbox after the bind"
 	case v.PersistentVolumeClaim != nil:
 		return field("persistentVolumeClaim") + " is not allowed: every warm sandbox of the pool would mount the same claim, so one session's files would reach the next; use volumes[].ephemeral.volumeClaimTemplate for a claim per sandbox"
 	}

@@ -164,6 +164,9 @@ func TestTemplateProblem(t *testing.T) {
 		{"azureFile volume", func(s *corev1.PodSpec) {
 			s.Volumes = append(s.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{AzureFile: &corev1.AzureFileVolumeSource{SecretName: "key", ShareName: "s"}}})
 		}, []string{"spec.template.spec.volumes[2].azureFile is not allowed", "secretName"}},
+		{"gitRepo volume", func(s *corev1.PodSpec) {
+			s.Volumes = append(s.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{GitRepo: &corev1.GitRepoVolumeSource{Repository: "https://example.com/x.git"}}})
+		}, []string{"spec.template.spec.volumes[2].gitRepo is not allowed", "CVE-2024-10220"}},
 		{"persistentVolumeClaim volume", func(s *corev1.PodSpec) {
 			s.Volumes = append(s.Volumes, corev1.Volume{Name: "v", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "shared"}}})
 		}, []string{"spec.template.spec.volumes[2].persistentVolumeClaim is not allowed", "same claim"}},

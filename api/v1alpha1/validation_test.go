@@ -198,6 +198,8 @@ spec:
 			[]string{"spec.template", "spec.template.spec.volumes[].csi is not allowed", templateCredentials, "volumeClaimTemplate"}},
 		{"sandbox/template azureFile volume", baseSandbox, volume(`{name: share, azureFile: {secretName: storage-key, shareName: data}}`),
 			[]string{"spec.template", "spec.template.spec.volumes[].azureFile is not allowed", "secretName", templateCredentials}},
+		{"sandbox/template gitRepo volume", baseSandbox, volume(`{name: src, gitRepo: {repository: "https://example.com/x.git"}}`),
+			[]string{"spec.template", "spec.template.spec.volumes[].gitRepo is not allowed", "CVE-2024-10220"}},
 		{"sandbox/template persistentVolumeClaim volume", baseSandbox, volume(`{name: data, persistentVolumeClaim: {claimName: shared}}`),
 			[]string{"spec.template", "spec.template.spec.volumes[].persistentVolumeClaim is not allowed", "the same claim", "volumes[].ephemeral.volumeClaimTemplate"}},
 		{"sandbox/template cephfs secretRef", baseSandbox, volume(`{name: v, cephfs: {monitors: [m:6789], secretRef: {name: ceph}}}`),
