@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/uvm"
 )
 
 // CacheOptions is the manager's cache: managed fields stripped from every object (no
@@ -38,17 +39,13 @@ func CacheOptions() cache.Options {
 	}
 }
 
-// footprintAnnotation is uvm.FootprintAnnotation: the footprint the manager records on
-// each sandbox pod it creates.
-const footprintAnnotation = "agents.hyperpool.io/footprint"
-
 // The metadata keys the controllers read, by object. Every key the manager reads from a
 // cached pod or session must be listed here, or the cache drops it: a new read of a key
 // not listed sees it missing.
 var (
 	podKeptLabels      = keySet(agentsv1alpha1.SandboxLabel, agentsv1alpha1.SessionLabel, agentsv1alpha1.TemplateHashLabel)
 	podKeptAnnotations = keySet(
-		footprintAnnotation, // the footprint the manager recorded at creation (quota)
+		uvm.FootprintAnnotation, // the footprint the manager recorded at creation (quota)
 		// The utility VM's size as the shim reads it (uvm.FootprintFromPod).
 		annotations.MemorySizeInMB, annotations.ProcessorCount,
 		specDigestAnnotation, observedSpecDigestAnnotation, // the bind's tamper check

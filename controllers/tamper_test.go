@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/uvm"
 	"github.com/hyperpool/hyperpool/test/builders"
 )
 
@@ -84,7 +85,7 @@ func TestCacheTransformsKeepOnlyTheKeysRead(t *testing.T) {
 	bloat := strings.Repeat("x", 200*1024)
 	pod := builders.Pod("team", "pool-abcde").Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.SessionLabel, "s").
 		Label(agentsv1alpha1.TemplateHashLabel, "h").Label("app", "tenant").
-		Annotation(footprintAnnotation, `{"memory":"1Gi","vcpus":2}`).Annotation(annotations.MemorySizeInMB, "1024").
+		Annotation(uvm.FootprintAnnotation, `{"memory":"1Gi","vcpus":2}`).Annotation(annotations.MemorySizeInMB, "1024").
 		Annotation(annotations.ProcessorCount, "2").Annotation("example.com/bloat", bloat).
 		Annotation(annotations.ContainerMemorySizeInMB, "5").Obj()
 	got, _ := trimPod(pod)
@@ -93,7 +94,7 @@ func TestCacheTransformsKeepOnlyTheKeysRead(t *testing.T) {
 	if len(p.Labels) != len(wantLabels) {
 		t.Errorf("pod labels %v; want only %v", p.Labels, wantLabels)
 	}
-	for _, k := range []string{footprintAnnotation, annotations.MemorySizeInMB, annotations.ProcessorCount, observedSpecDigestAnnotation} {
+	for _, k := range []string{uvm.FootprintAnnotation, annotations.MemorySizeInMB, annotations.ProcessorCount, observedSpecDigestAnnotation} {
 		if _, ok := p.Annotations[k]; !ok {
 			t.Errorf("pod annotation %s dropped; the manager reads it", k)
 		}
