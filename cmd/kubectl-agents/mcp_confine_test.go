@@ -58,7 +58,11 @@ func startConfinedMCP(t *testing.T, workspace string, copts *mcp.ClientOptions, 
 	}
 	t.Cleanup(func() {
 		_ = cs.Close()
-		<-stopped
+		select {
+		case <-stopped:
+		case <-time.After(waitTimeout):
+			t.Error("the server did not stop when the client disconnected")
+		}
 	})
 	return cs, sb, ns
 }
@@ -84,6 +88,9 @@ func TestMCPConfinesLocalPathsToWorkspace(t *testing.T) {
 		t.Fatalf("write_file: %s", resultText(res))
 	}
 	session := onlySession(t, ns)
+	sb.mu.Lock()
+	pod := sb.session.PodName
+	sb.mu.Unlock()
 	for _, c := range []struct {
 		tool string
 		args map[string]any
@@ -134,9 +141,6 @@ func TestMCPConfinesLocalPathsToWorkspace(t *testing.T) {
 		t.Errorf("the directory outside the workspace changed: %v, was %v", after, outsideBefore)
 	}
 	// Nothing of the secret reached the sandbox.
-	sb.mu.Lock()
-	pod := sb.session.PodName
-	sb.mu.Unlock()
 	_ = filepath.WalkDir(env.PodDir(ns, pod), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return nil
