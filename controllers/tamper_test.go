@@ -141,3 +141,24 @@ func TestForeignControllerDoesNotSaveAnOrphanedSessionPod(t *testing.T) {
 		t.Errorf("the orphaned session pod with a foreign controller is still there (get: %v); want it destroyed", err)
 	}
 }
+
+// The bind compares a pod of the class's current template with the digest of that template:
+// building a pod must leave the digested fields as the template has them, or every warm pod
+// would be destroyed at bind. A template with init containers and a deadline is built and
+// compared.
+func TestBuiltPodHasItsTemplatesSpecDigest(t *testing.T) {
+	sb := builders.AgentSandbox("team", "pool").PodSpec(func(spec *corev1.PodSpec) {
+		spec.InitContainers = []corev1.Container{{Name: "init", Image: "mcr.microsoft.com/windows/nanoserver:ltsc2022"}}
+		spec.ActiveDeadlineSeconds = ptr.To[int64](3600)
+	}).Obj()
+	pod := (&podRecipe{sandbox: sb, templateHash: templateHash(sb), runtimeClass: "hyperv", hostBuilds: []string{"10.0.20348"}}).build()
+	want := specDigest(&sb.Spec.Template.Spec)
+	if got := pod.Annotations[specDigestAnnotation]; got != want {
+		t.Errorf("built pod's %s = %q, want the template's %q", specDigestAnnotation, got, want)
+	}
+	pod.Labels[agentsv1alpha1.TemplateHashLabel] = templateHash(sb)
+	cached, _ := trimPod(pod)
+	if why := specTampered(cached.(*corev1.Pod), sb, templateHash(sb)); why != "" {
+		t.Errorf("a pod built from the current template counts as tampered: %s", why)
+	}
+}
