@@ -64,7 +64,7 @@ func TestReadFileStopsAtLimit(t *testing.T) {
 	}
 	// Refused entries: a directory, a sibling name, a sparse file; and a missing file.
 	wantErr := map[string]string{"a directory": "is a directory", "another name": "not under f/",
-		"a sparse bomb": "sparse"}
+		"a sparse bomb": "is a sparse file"}
 	for name, archive := range map[string][]byte{
 		"a directory":   archiveOf(t, &tar.Header{Name: "f/", Typeflag: tar.TypeDir, Mode: 0o755}),
 		"another name":  archiveOf(t, file("other", "x")),
