@@ -48,7 +48,7 @@ func startConfinedMCP(t *testing.T, workspace string, copts *mcp.ClientOptions, 
 	}()
 	c := mcp.NewClient(&mcp.Implementation{Name: "model", Version: "v0"}, copts)
 	for _, r := range roots {
-		c.AddRoots(&mcp.Root{URI: (&url.URL{Scheme: "file", Path: r}).String()})
+		c.AddRoots(&mcp.Root{URI: (&url.URL{Scheme: "file", Path: r}).String()}) //nolint:staticcheck // the roots the server must honour
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()

@@ -198,11 +198,11 @@ func writeTar(w io.Writer, src *os.Root, name string) error {
 		return tw.Close()
 	}
 	fsys := src.FS()
-	err = fs.WalkDir(fsys, filepath.ToSlash(name), func(p string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(fsys, filepath.ToSlash(name), func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		// Lstat, not d.Info: WalkDir stats its root through links.
+		// Lstat, not the entry's Info: WalkDir stats its root through links.
 		local := filepath.FromSlash(p)
 		info, err := src.Lstat(local)
 		if err != nil {
