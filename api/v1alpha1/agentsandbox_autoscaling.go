@@ -126,8 +126,10 @@ type AutoscalingStatus struct {
 	// +kubebuilder:validation:Minimum=0
 	RefillSamples int32 `json:"refillSamples"`
 
-	// queuedSessions are the class's sessions waiting for a sandbox (Pending or Queued),
-	// added to the model's need: each will take one.
+	// queuedSessions are the class's sessions waiting for a sandbox that the namespace's
+	// quota would admit now, added to the model's need: each will take one. Sessions held
+	// back by the quota (its session slots, memory or cpu) count nothing: a warm pod for
+	// them could not be used, and a tenant could grow the pool by queueing.
 	// +kubebuilder:validation:Minimum=0
 	QueuedSessions int32 `json:"queuedSessions"`
 
