@@ -1,9 +1,13 @@
 package client
 
 import (
+	"archive/tar"
 	"errors"
+	"io"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -47,5 +51,38 @@ func TestWorkDirArgsKeepArguments(t *testing.T) {
 	}
 	if got := LinuxWorkDirArgs("a b", []string{"ls", "-l"}); !slices.Equal(got, []string{"env", "--chdir=a b", "--", "ls", "-l"}) {
 		t.Errorf("LinuxWorkDirArgs: %q", got)
+	}
+}
+
+// TestDefaultCapsStopAnEntryFlood: 200,000 entries (the same directory again and again, so
+// each costs next to nothing to unpack) stop at the default cap of 100,000, with an error
+// naming the option and the flag. The defaults are the documented ones.
+func TestDefaultCapsStopAnEntryFlood(t *testing.T) {
+	limits := downloadLimits(Options{})
+	if limits.bytes != 1<<30 || limits.entries != 100_000 {
+		t.Fatalf("default caps %+v, want 1 GiB and 100,000 entries", limits)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		for range 200_000 {
+			if err := tw.WriteHeader(&tar.Header{Name: "out/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+		}
+		pw.CloseWithError(tw.Close())
+	}()
+	dst, err := os.OpenRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = dst.Close() }()
+	err = extractTar(pr, dst, "out", limits)
+	_ = pr.CloseWithError(errors.New("done"))
+	var limitErr *LimitError
+	if !errors.As(err, &limitErr) || limitErr.Limit != 100_000 ||
+		!strings.Contains(err.Error(), "Options.MaxDownloadEntries") || !strings.Contains(err.Error(), "--max-download-entries") {
+		t.Errorf("200,000 entries: %v; want the entry cap of 100,000 naming its option and flag", err)
 	}
 }
