@@ -22,7 +22,11 @@ base name:
   cp LOCAL_PATH SESSION:REMOTE_DIR    gives REMOTE_DIR/<base name of LOCAL_PATH>
 
 REMOTE_DIR must exist; an empty one (SESSION:) is the commands' working directory.
-Archive entries that would land outside LOCAL_DIR are refused.`,
+
+What comes out of the sandbox is treated as hostile: only entries under the base name of
+REMOTE_PATH are unpacked, through LOCAL_DIR and never through a symbolic link that
+already exists there; links, devices, fifos and sparse files are refused; and a download
+stops at --max-download-bytes or --max-download-entries, leaving no partly written file.`,
 		Example: `  kubectl agents cp ./repo "$S:C:\work"
   kubectl agents cp "$S:C:\work\repo\out" ./results`,
 		Args:              cobra.ExactArgs(2),
@@ -59,6 +63,7 @@ Archive entries that would land outside LOCAL_DIR are refused.`,
 			}
 		},
 	}
+	root.addDownloadFlags(cmd.Flags())
 	return cmd
 }
 

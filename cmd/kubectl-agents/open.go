@@ -62,7 +62,8 @@ The session then lives until "kubectl agents end", its idle timeout or its max l
 	f.DurationVar(&o.maxLifetime, "max-lifetime", 0, "the session's max lifetime (default: the class's; the class caps it)")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 0, "the session's idle timeout (default: the class's; the class caps it)")
 	f.BoolVar(&o.requireWarm, "require-warm", false, "wait for a warm sandbox rather than start a cold one")
-	f.DurationVar(&o.timeout, "timeout", 0, "give up (and delete the session) after this long; 0 waits until Ctrl-C")
+	f.DurationVar(&o.timeout, "timeout", hpclient.DefaultStartTimeout,
+		"give up (and delete the session) when it is not Ready after this long; also its spec.startTimeout. 0: no limit but the class's")
 	o.credentials.addFlags(f)
 	return cmd
 }
@@ -70,11 +71,6 @@ The session then lives until "kubectl agents end", its idle timeout or its max l
 func (o *openOptions) run(ctx context.Context, sandbox string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
 	ns, err := o.namespace()
 	if err != nil {
 		return err
@@ -87,7 +83,10 @@ func (o *openOptions) run(ctx context.Context, sandbox string) error {
 	p.queue = o.queueInfo(ns)
 	defer p.stop()
 	opts := hpclient.Options{Name: o.name, User: o.user, MaxLifetime: o.maxLifetime,
-		IdleTimeout: o.idleTimeout, Progress: p.update}
+		IdleTimeout: o.idleTimeout, Progress: p.update, StartTimeout: o.timeout}
+	if o.timeout <= 0 {
+		opts.StartTimeout = -1 // no limit from the client
+	}
 	if o.requireWarm {
 		opts.StartPolicy = agentsv1alpha1.RequireWarm
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -34,6 +35,9 @@ type rootOptions struct {
 	// exitCode is what the process exits with when the command returns no error: exec
 	// sets the remote command's.
 	exitCode int
+	// maxDownloadBytes and maxDownloadEntries cap what a download unpacks (cp, mcp).
+	maxDownloadBytes   int64
+	maxDownloadEntries int
 }
 
 func newRootOptions(in io.Reader, out, errOut io.Writer) *rootOptions {
@@ -121,8 +125,17 @@ func (o *rootOptions) kube() (crclient.Client, error) {
 	return crclient.New(cfg, crclient.Options{Scheme: scheme})
 }
 
-// sessionOptions are the client options for the sandbox's OS.
+// addDownloadFlags adds the caps of what a download from the sandbox unpacks.
+func (o *rootOptions) addDownloadFlags(f *pflag.FlagSet) {
+	f.Int64Var(&o.maxDownloadBytes, "max-download-bytes", hpclient.DefaultMaxDownloadBytes,
+		"bytes one download from the sandbox may unpack, at most (the sandbox is untrusted)")
+	f.IntVar(&o.maxDownloadEntries, "max-download-entries", hpclient.DefaultMaxDownloadEntries,
+		"files and directories one download from the sandbox may unpack, at most")
+}
+
+// sessionOptions are the client options for the sandbox's OS and the download caps.
 func (o *rootOptions) sessionOptions(opts hpclient.Options) (hpclient.Options, error) {
+	opts.MaxDownloadBytes, opts.MaxDownloadEntries = o.maxDownloadBytes, o.maxDownloadEntries
 	switch strings.ToLower(o.sandboxOS) {
 	case "windows", "":
 	case "linux":
