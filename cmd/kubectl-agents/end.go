@@ -18,7 +18,8 @@ func newEndCommand(root *rootOptions) *cobra.Command {
 		Use:   "end SESSION [--export REMOTE_PATH:LOCAL_DIR]...",
 		Short: "End a session, after taking files out of it",
 		Long: `end deletes the session, which destroys its sandbox. Each --export is downloaded first,
-in order, as cp does (REMOTE_PATH arrives as LOCAL_DIR/<its base name>). The session is
+in order, as cp does (REMOTE_PATH arrives as LOCAL_DIR/<its base name>, unpacked as
+hostile input within --max-download-bytes and --max-download-entries). The session is
 deleted even when an export fails; the failures are reported. A session already gone
 counts as ended.`,
 		Example: `  kubectl agents end $S
@@ -39,6 +40,7 @@ counts as ended.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&exports, "export", nil, "REMOTE_PATH:LOCAL_DIR to download before the end (repeatable)")
+	root.addDownloadFlags(cmd.Flags())
 	return cmd
 }
 
