@@ -98,8 +98,9 @@ func (r *AgentSandboxReconciler) autoscale(ctx context.Context, st *poolStep) er
 	}
 	samples := p.refills.Len()
 	target := warmHitTarget(spec)
-	need := autoscale.WarmNeeded(rate*refill.Seconds(), target) + queued
 	delay := ptr.Deref(spec.ScaleDownDelay, agentsv1alpha1.Duration{Duration: defaultScaleDownDelay}).Duration
+	expected := p.rate.ExpectedBinds(now, delay)
+	need := autoscale.Need(rate, refill, target, expected) + queued
 	if p.stabilizer.Empty() {
 		// A new leader (or a restart) knows no demand yet: it holds the size it found for
 		// scaleDownDelay while the bind rate climbs back, rather than shrinking at once.
@@ -118,7 +119,7 @@ func (r *AgentSandboxReconciler) autoscale(ctx context.Context, st *poolStep) er
 		NeedReplicas: int32(need), RecommendedReplicas: int32(recommended),
 		Limit: agentsv1alpha1.AutoscalingLimit(limit), Schedule: schedule,
 	}}
-	res.limited = limitedCondition(sb, res.status, held, scheduleProblem)
+	res.limited = limitedCondition(sb, res.status, held, modelReason(rate, expected, delay), scheduleProblem)
 	st.autoscaling = res
 
 	// Who wrote spec.replicas: the last value this manager wrote (from memory, or from the
@@ -288,10 +289,10 @@ func warmHitTarget(spec *agentsv1alpha1.AutoscalingSpec) float64 {
 
 // limitedCondition is the ScalingLimited condition: what holds the recommendation below
 // the need, with the numbers and the fix.
-func limitedCondition(sb *agentsv1alpha1.AgentSandbox, s agentsv1alpha1.AutoscalingStatus, held int, scheduleProblem string) *metav1.Condition {
+func limitedCondition(sb *agentsv1alpha1.AgentSandbox, s agentsv1alpha1.AutoscalingStatus, held int, model, scheduleProblem string) *metav1.Condition {
 	c := &metav1.Condition{Type: agentsv1alpha1.SandboxScalingLimited, Status: metav1.ConditionTrue, ObservedGeneration: sb.Generation}
-	why := fmt.Sprintf("the model needs %d warm sandboxes (bind rate %s/s × refill time %s at warmHitTarget %s, plus %d waiting sessions; %d held for scaleDownDelay)",
-		s.NeedReplicas, s.BindRate.String(), s.RefillTime.Duration, sb.Spec.Autoscaling.WarmHitTarget, s.QueuedSessions, held)
+	why := fmt.Sprintf("the model needs %d warm sandboxes (bind rate %s/s × refill time %s at warmHitTarget %s%s, plus %d waiting sessions; %d held for scaleDownDelay)",
+		s.NeedReplicas, s.BindRate.String(), s.RefillTime.Duration, sb.Spec.Autoscaling.WarmHitTarget, model, s.QueuedSessions, held)
 	switch s.Limit {
 	case agentsv1alpha1.AutoscalingLimit(autoscale.LimitMaxReplicas):
 		c.Reason = agentsv1alpha1.ReasonMaxReplicasLimited
@@ -314,6 +315,16 @@ func limitedCondition(sb *agentsv1alpha1.AgentSandbox, s agentsv1alpha1.Autoscal
 		c.Message += "; also " + scheduleProblem
 	}
 	return c
+}
+
+// modelReason says, when the rate is too low to need any sandbox, why: the binds expected
+// within scaleDownDelay are under autoscale.ZeroDemandEpsilon. Empty otherwise.
+func modelReason(rate, expected float64, delay time.Duration) string {
+	if rate <= 0 || expected >= autoscale.ZeroDemandEpsilon {
+		return ""
+	}
+	return fmt.Sprintf(", but %.2g binds expected within scaleDownDelay %s (the rate, discounted by the silence since the last bind) is under %v: none for the rate",
+		expected, delay, autoscale.ZeroDemandEpsilon)
 }
 
 // setAutoscalingStatus puts the step's result in the pool's status: status.autoscaling and

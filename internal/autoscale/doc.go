@@ -10,8 +10,10 @@
 // Every bind takes a warm sandbox and starts its replacement, which is Ready T later. The
 // pool runs dry when more sessions arrive within one refill window than it holds; those
 // arrivals are about Poisson(λT). The pool therefore needs the warmHitTarget quantile of
-// Poisson(λT) (PoissonQuantile), plus the sessions already waiting for the class, clamped
-// by the pool's limits (Clamp). It grows at once and shrinks only when the need has stayed
+// Poisson(λT) (PoissonQuantile), or none when fewer than ZeroDemandEpsilon binds are
+// expected within scaleDownDelay (Need, ExpectedBinds: the rate, discounted by the silence
+// since the last bind), plus the sessions already waiting for the class, clamped by the
+// pool's limits (Clamp). It grows at once and shrinks only when the need has stayed
 // lower for scaleDownDelay (Stabilizer). Schedules (Window) replace the limits during
 // windows of wall-clock time.
 //

@@ -23,11 +23,15 @@ type BindRate struct {
 
 	fast, slow float64 // binds per second, as of last
 	last       time.Time
+	lastBind   time.Time // the last observation with n > 0
 }
 
 // Observe records n binds at time t. Times before the last observation count as the last.
 func (b *BindRate) Observe(t time.Time, n int) {
 	b.decayTo(t)
+	if n > 0 {
+		b.lastBind = b.last
+	}
 	b.fast += float64(n) / b.Fast.Seconds()
 	b.slow += float64(n) / b.Slow.Seconds()
 }
