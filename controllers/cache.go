@@ -76,6 +76,13 @@ func trimPod(obj any) (any, error) {
 	if !ok {
 		return obj, nil // a tombstone: DeletedFinalStateUnknown
 	}
+	if _, done := pod.Annotations[observedSpecDigestAnnotation]; done && len(pod.Spec.Containers) == 0 {
+		// Already trimmed: client-go may run the transform again on a cached object (a
+		// relist's Replace, a resync). The API server never holds a pod without containers,
+		// so a value a tenant wrote is still always overwritten below; recomputing here
+		// would hash the trimmed spec and make every warm pod look tampered.
+		return pod, nil
+	}
 	digest := specDigest(&pod.Spec) // from the full spec, before it is trimmed
 	trimMeta(&pod.ObjectMeta, podKeptLabels, podKeptAnnotations)
 	if pod.Annotations == nil {

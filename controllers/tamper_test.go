@@ -79,6 +79,20 @@ func TestSpecTamperedThroughTheCache(t *testing.T) {
 	}
 }
 
+// client-go may run the cache transform again on an object it already transformed (a
+// relist after kube-apiserver restarted): the pod must keep the digest of its real spec,
+// or every warm pod is destroyed as tampered at its bind (found by the chaos test).
+func TestTrimPodTwiceKeepsTheObservedDigest(t *testing.T) {
+	pod := builders.Pod("team", "pool-abcde").Label(agentsv1alpha1.SandboxLabel, "pool").Obj()
+	pod.Spec.Containers = []corev1.Container{{Name: "agent", Image: "agent:1"}}
+	pod.Annotations = map[string]string{specDigestAnnotation: specDigest(&pod.Spec)}
+	once, _ := trimPod(pod.DeepCopy())
+	twice, _ := trimPod(once)
+	if why := specTampered(twice.(*corev1.Pod), builders.AgentSandbox("team", "pool").Obj(), "another"); why != "" {
+		t.Errorf("an untouched pod transformed twice looks tampered: %s", why)
+	}
+}
+
 // The cache keeps only the labels and annotations the manager reads, each value capped: a
 // tenant's annotations on a sandbox pod or a session cost the manager nothing.
 func TestCacheTransformsKeepOnlyTheKeysRead(t *testing.T) {
