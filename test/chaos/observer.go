@@ -30,19 +30,32 @@ const maxViolationExamples = 5
 
 // Violation kinds: each names an invariant the chaos test checks.
 const (
-	PodTwoSessions     = "pod bound to two sessions"
-	SessionTwoPods     = "session holding two pods"
-	SessionPodChanged  = "session's status.podName changed"
-	BadSessionState    = "session state inconsistent"
-	QuotaExceeded      = "active sessions over the quota"
-	QuotaStatusOver    = "AgentQuota status.used over hard"
-	PoolOverTarget     = "warm pool over its target"
-	PoolOverCreated    = "pool created more pods than needed"
-	PoolNotRecovered   = "pool not back at target in time"
-	SessionUnsettled   = "session neither Ready, Queued nor ended with a reason"
-	OrphanPod          = "pod left after its session was deleted"
-	PoolNotAtTargetEnd = "pool not at target at the end"
+	PodTwoSessions      = "pod bound to two sessions"
+	SessionTwoPods      = "session holding two pods"
+	SessionPodChanged   = "session's status.podName changed"
+	BadSessionState     = "session state inconsistent"
+	QuotaExceeded       = "active sessions over the quota"
+	QuotaStatusOver     = "AgentQuota status.used over hard"
+	PoolOverTarget      = "warm pool over its target"
+	PoolOverCreated     = "pool created more pods than needed"
+	PoolNotRecovered    = "pool not back at target in time"
+	SessionUnsettled    = "session neither Ready, Queued nor ended with a reason"
+	OrphanPod           = "pod left after its session was deleted"
+	PoolNotAtTargetEnd  = "pool not at target at the end"
+	PodNameShared       = "two live sessions show the same status.podName"
+	SessionLate         = "session not ended within its deadline plus the liveness bound"
+	SessionNotExpired   = "session ended other than by its max lifetime"
+	SuspicionUnresolved = "count over a limit not resolved against a List"
 )
+
+// livenessBound is how long after its deadline (status.expiryTime) a session may still be
+// seen unended. The deadline is rounded up to the second (twice: bind time and expiry),
+// which takes up to 2 s; a leader kill costs a Lease duration (4 s) plus the new leader's
+// cache sync, and a kube-apiserver restart stops the watch for a few seconds; TestChaosShort
+// shares 2 cores with the rest of `make test`, where the queue behind a fault drains
+// slowly. 45 s covers all of these together with room to spare; a session the manager
+// forgot (never expired) breaks it, and the run prints the longest lag it saw.
+const livenessBound = 45 * time.Second
 
 // observer watches one namespace (sessions, pods, the quota) and checks the invariants on
 // every event. What it sees is each resource's history in order, as any client would; the
@@ -82,8 +95,19 @@ type observer struct {
 	// wrong for a moment while an informer relists, after kube-apiserver restarted: the
 	// relist updates objects one by one. Such a count over its limit is a suspicion,
 	// confirmed or dismissed by confirm against one consistent List.
-	suspicions  chan string
+	// pending are the suspicions not resolved yet, oldest first (see suspect); wake tells
+	// the confirmer there are some.
+	pending     []suspicion
+	wake        chan struct{}
+	resolved    int
 	unconfirmed map[string]int
+	// podHolder maps each status.podName shown by a live (not ended, not deleted) session
+	// to that session.
+	podHolder map[string]string
+	// maxEndLag is the longest time seen from a session's deadline to its end.
+	maxEndLag time.Duration
+	// now is the clock (a fixed one in the unit tests).
+	now func() time.Time
 
 	checks     int64
 	violations map[string][]string // kind -> descriptions (first maxViolationExamples)
@@ -98,6 +122,13 @@ type sessionState struct {
 	counted  bool   // counted against the quota
 	deleted  bool
 	badState bool // reported once
+	// holds is the podName this session holds in podHolder; shared is set once it was
+	// reported showing another live session's pod.
+	holds  string
+	shared bool
+	// deadline is status.expiryTime, once set; late is set once reported past it.
+	deadline time.Time
+	late     bool
 }
 
 type podState struct {
@@ -115,7 +146,7 @@ type podState struct {
 func newObserver(ns, pool string, poolTarget, quota int) *observer {
 	return &observer{ns: ns, pool: pool, poolTarget: poolTarget, quota: quota,
 		sessions: map[string]*sessionState{}, pods: map[types.UID]*podState{},
-		suspicions: make(chan string, 8), unconfirmed: map[string]int{},
+		wake: make(chan struct{}, 1), unconfirmed: map[string]int{}, podHolder: map[string]string{}, now: time.Now,
 		livePodsOf: map[string]map[types.UID]bool{}, podGoneAt: map[string]time.Time{}, violations: map[string][]string{}, counts: map[string]int{},
 		started: time.Now()}
 }
@@ -182,71 +213,6 @@ func (o *observer) violate(kind, format string, args ...any) {
 	}
 }
 
-// suspect queues a count over its limit for confirmation. The lock must be held. A
-// suspicion already queued covers this one.
-func (o *observer) suspect(kind string) {
-	select {
-	case o.suspicions <- kind:
-	default:
-		o.unconfirmed[kind]++
-	}
-}
-
-// confirmSuspicions checks each suspicion against one List from the API server (a
-// consistent snapshot): over the limit there, it is a violation; otherwise it was the
-// watch's passing view, counted apart. A real overshoot shorter than the List's round trip
-// can be missed; a false one is never reported.
-func (o *observer) confirmSuspicions(ctx context.Context, c client.Client) {
-	for {
-		var kind string
-		select {
-		case <-ctx.Done():
-			return
-		case kind = <-o.suspicions:
-		}
-		var n, limit int
-		var what string
-		switch kind {
-		case QuotaExceeded:
-			list := &agentsv1alpha1.AgentSessionList{}
-			if err := c.List(ctx, list, client.InNamespace(o.ns)); err != nil {
-				continue // kube-apiserver away: a later event raises it again
-			}
-			for i := range list.Items {
-				s := &list.Items[i]
-				if !s.Status.Phase.IsFinished() && (s.Status.PodName != "" || meta.IsStatusConditionTrue(s.Status.Conditions, agentsv1alpha1.QuotaReserved)) {
-					n++
-				}
-			}
-			limit, what = o.quota, "active sessions (admitted or bound, not ended)"
-		case PoolOverTarget:
-			list := &corev1.PodList{}
-			if err := c.List(ctx, list, client.InNamespace(o.ns)); err != nil {
-				continue
-			}
-			for i := range list.Items {
-				p := &list.Items[i]
-				if p.GenerateName == o.pool+"-" && p.Labels[agentsv1alpha1.SessionLabel] == "" && p.DeletionTimestamp.IsZero() {
-					n++
-				}
-			}
-			limit, what = o.poolTarget, "live warm pods of the pool"
-		}
-		o.Lock()
-		if n > limit {
-			o.violate(kind, "%d %s > %d, in one consistent List", n, what, limit)
-			if kind == QuotaExceeded {
-				o.peakActive = max(o.peakActive, n)
-			} else {
-				o.peakWarm = max(o.peakWarm, n)
-			}
-		} else {
-			o.unconfirmed[kind]++
-		}
-		o.Unlock()
-	}
-}
-
 func (o *observer) check(ok bool, kind, format string, args ...any) {
 	o.checks++
 	if !ok {
@@ -262,12 +228,16 @@ func (o *observer) observeSession(s *agentsv1alpha1.AgentSession, deleted bool) 
 	}
 	wasFinished := st.phase.IsFinished()
 	st.phase, st.deleted = s.Status.Phase, deleted
+	if s.Status.ExpiryTime != nil {
+		st.deadline = s.Status.ExpiryTime.Time
+	}
 	if s.Status.Phase.IsFinished() {
 		st.reason = s.Status.EndReason
-		if !wasFinished && st.reason != agentsv1alpha1.ReasonMaxLifetime && len(o.unusualEnds) < maxViolationExamples {
-			o.unusualEnds = append(o.unusualEnds, o.describeEnd(s))
+		if !wasFinished {
+			o.checkEnd(s, st)
 		}
 	}
+	o.checkPodNameUnique(s.Name, st, !deleted && !s.Status.Phase.IsFinished(), s.Status.PodName)
 	if p := s.Status.PodName; p != "" && !slices.Contains(st.podNames, p) {
 		st.podNames = append(st.podNames, p)
 		o.check(len(st.podNames) == 1, SessionPodChanged, "session %s: status.podName was %v", s.Name, st.podNames)
@@ -282,9 +252,7 @@ func (o *observer) observeSession(s *agentsv1alpha1.AgentSession, deleted bool) 
 		o.checks++
 	}
 
-	// The quota counts a session from its admission (or bind) until it ends.
-	counted := !deleted && !s.Status.Phase.IsFinished() &&
-		(s.Status.PodName != "" || meta.IsStatusConditionTrue(s.Status.Conditions, agentsv1alpha1.QuotaReserved))
+	counted := countsAgainstQuota(s, deleted)
 	if counted != st.counted {
 		st.counted = counted
 		if counted {
@@ -295,9 +263,73 @@ func (o *observer) observeSession(s *agentsv1alpha1.AgentSession, deleted bool) 
 	}
 	o.checks++
 	if o.active > o.quota {
-		o.suspect(QuotaExceeded)
+		o.suspect(QuotaExceeded, s.ResourceVersion)
 	} else {
 		o.peakActive = max(o.peakActive, o.active)
+	}
+}
+
+// checkEnd checks a session seen ended for the first time: by its max lifetime (nothing
+// in the chaos test deletes pods or idles sessions, so any other end is a fault the test
+// must not excuse), and no later than livenessBound after its deadline. The lock must be
+// held.
+func (o *observer) checkEnd(s *agentsv1alpha1.AgentSession, st *sessionState) {
+	if s.Status.EndReason != agentsv1alpha1.ReasonMaxLifetime && len(o.unusualEnds) < maxViolationExamples {
+		o.unusualEnds = append(o.unusualEnds, o.describeEnd(s))
+	}
+	o.check(s.Status.EndReason == agentsv1alpha1.ReasonMaxLifetime, SessionNotExpired, "%s", o.describeEnd(s))
+	if st.deadline.IsZero() {
+		return // never bound: no deadline; the settle timeout bounds it
+	}
+	lag := o.now().Sub(st.deadline)
+	o.maxEndLag = max(o.maxEndLag, lag)
+	o.checkNotLate(s.Name, st, lag, "ended")
+}
+
+// checkNotLate reports a session seen unended, or ended, lag after its deadline, once.
+// The lock must be held.
+func (o *observer) checkNotLate(name string, st *sessionState, lag time.Duration, what string) {
+	o.checks++
+	if lag > livenessBound && !st.late {
+		st.late = true
+		o.violate(SessionLate, "session %s %s %s after its deadline %s (bound %s)", name, what,
+			lag.Round(time.Millisecond), st.deadline.UTC().Format(time.RFC3339Nano), livenessBound)
+	}
+}
+
+// checkLiveness checks, at the end of the run, that no session among names is still
+// unended livenessBound after its deadline.
+func (o *observer) checkLiveness(names []string) {
+	o.Lock()
+	defer o.Unlock()
+	now := o.now()
+	for _, n := range names {
+		if st := o.sessions[n]; st != nil && !st.phase.IsFinished() && !st.deadline.IsZero() {
+			o.checkNotLate(n, st, now.Sub(st.deadline), "still "+string(st.phase))
+		}
+	}
+}
+
+// checkPodNameUnique keeps podHolder up to date with session name's status.podName and
+// checks that no other live session shows the same pod. The lock must be held.
+func (o *observer) checkPodNameUnique(name string, st *sessionState, live bool, podName string) {
+	if st.holds != "" && (!live || st.holds != podName) {
+		if o.podHolder[st.holds] == name {
+			delete(o.podHolder, st.holds)
+		}
+		st.holds = ""
+	}
+	if !live || podName == "" {
+		return
+	}
+	o.checks++
+	other, taken := o.podHolder[podName]
+	switch {
+	case !taken:
+		o.podHolder[podName], st.holds = name, podName
+	case other != name && !st.shared:
+		st.shared = true
+		o.violate(PodNameShared, "sessions %s and %s both show pod %s while neither has ended", other, name, podName)
 	}
 }
 
@@ -412,7 +444,7 @@ func (o *observer) observePod(p *corev1.Pod, deleted bool) {
 	o.readyWarm += boolDelta(wasReadyWarm, isReadyWarm)
 	o.checks++
 	if o.liveWarm > o.poolTarget {
-		o.suspect(PoolOverTarget)
+		o.suspect(PoolOverTarget, p.ResourceVersion)
 	} else {
 		o.peakWarm = max(o.peakWarm, o.liveWarm)
 	}
@@ -441,6 +473,19 @@ func boolDelta(was, is bool) int {
 		return -1
 	}
 	return 0
+}
+
+// checkOverCreation checks that the pool created no more pods than its target plus one
+// replacement per warm bind. There is no allowance for pods the pool deleted itself: in this
+// test nothing else deletes an unbound pod, so a pool that deletes one had created it
+// beyond what it needed.
+func (o *observer) checkOverCreation() {
+	o.Lock()
+	defer o.Unlock()
+	allowed := o.poolTarget + o.warmBinds
+	o.check(o.poolCreated <= allowed, PoolOverCreated,
+		"the pool created %d pods, needed at most %d (target %d + %d warm binds); it deleted %d unbound",
+		o.poolCreated, allowed, o.poolTarget, o.warmBinds, o.warmReplaced)
 }
 
 // poolAtTargetAfter returns when the pool was first at its target (live warm pods) at or
@@ -479,6 +524,22 @@ func (o *observer) unsettledLocked(names []string) map[string]string {
 	return out
 }
 
+// recordUnsettled reports that the sessions of names had not all ended within timeout,
+// with a few of those left.
+func (o *observer) recordUnsettled(names []string, timeout time.Duration) {
+	o.Lock()
+	defer o.Unlock()
+	left := o.unsettledLocked(names)
+	examples := make([]string, 0, maxViolationExamples)
+	for _, n := range sortedKeys(left) {
+		if len(examples) == maxViolationExamples {
+			break
+		}
+		examples = append(examples, n+" "+left[n])
+	}
+	o.check(len(left) == 0, SessionUnsettled, "%d sessions not ended within %s, e.g. %s", len(left), timeout, strings.Join(examples, ", "))
+}
+
 // phases counts the sessions seen by phase, for progress reports.
 func (o *observer) phases() string {
 	o.Lock()
@@ -500,6 +561,8 @@ type figures struct {
 	outcomes                                       map[string]int // "Expired/MaxLifetime" -> n
 	unconfirmed                                    map[string]int
 	unusualEnds                                    []string
+	suspicionsResolved                             int
+	maxEndLag                                      time.Duration
 }
 
 func (o *observer) figures() figures {
@@ -507,7 +570,8 @@ func (o *observer) figures() figures {
 	defer o.Unlock()
 	f := figures{checks: o.checks, counts: map[string]int{}, examples: map[string][]string{},
 		poolCreated: o.poolCreated, warmBinds: o.warmBinds, warmReplaced: o.warmReplaced, coldPods: o.coldCreated,
-		peakActive: o.peakActive, peakWarm: o.peakWarm, outcomes: map[string]int{}, unusualEnds: append([]string(nil), o.unusualEnds...), unconfirmed: map[string]int{}}
+		peakActive: o.peakActive, peakWarm: o.peakWarm, outcomes: map[string]int{}, unusualEnds: append([]string(nil), o.unusualEnds...), unconfirmed: map[string]int{},
+		suspicionsResolved: o.resolved, maxEndLag: o.maxEndLag}
 	for k, v := range o.unconfirmed {
 		f.unconfirmed[k] = v
 	}
