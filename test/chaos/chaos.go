@@ -473,7 +473,7 @@ func injectFaults(ctx context.Context, env *testbed.Env, rs *replicaSet, cfg Con
 // finalChecks reads every session from the API server once the run waited for them all
 // to end: each must have ended, with a reason. Ready or Queued is a violation here: the
 // session outlived the wait.
-func finalChecks(ctx context.Context, c client.Client, ns string, names []string, obs *observer) error {
+func finalChecks(ctx context.Context, c client.Reader, ns string, names []string, obs *observer) error {
 	list := &agentsv1alpha1.AgentSessionList{}
 	if err := listWithRetry(ctx, c, list, client.InNamespace(ns)); err != nil {
 		return fmt.Errorf("list sessions for the final check: %w", err)
@@ -571,7 +571,7 @@ func checkPoolAtEnd(ctx context.Context, c client.Client, ns string, target int,
 	return nil
 }
 
-func listWithRetry(ctx context.Context, c client.Client, list client.ObjectList, opts ...client.ListOption) error {
+func listWithRetry(ctx context.Context, c client.Reader, list client.ObjectList, opts ...client.ListOption) error {
 	var lastErr error
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		lastErr = c.List(ctx, list, opts...)

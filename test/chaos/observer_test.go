@@ -289,3 +289,39 @@ func TestSuspicionsAreResolvedAgainstAList(t *testing.T) {
 		})
 	}
 }
+
+// The closing checks: once the run waited for the sessions, every one must have ended
+// with a reason; Queued or Ready then is a violation, as is a wait that timed out.
+func TestClosingChecksAcceptOnlyEndedSessions(t *testing.T) {
+	queued := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "s-2"}}
+	queued.Status.Phase = agentsv1alpha1.SessionQueued
+	for _, tc := range []struct {
+		name     string
+		sessions []agentsv1alpha1.AgentSession
+		want     map[string]int
+	}{
+		{"all ended by their max lifetime", []agentsv1alpha1.AgentSession{*expired("s-1", "pool-a", 0), *expired("s-2", "pool-b", 0)}, nil},
+		{"one still Ready", []agentsv1alpha1.AgentSession{*expired("s-1", "pool-a", 0), *readySession("s-2", "pool-b", 0, "")}, map[string]int{SessionUnsettled: 1}},
+		{"one still Queued", []agentsv1alpha1.AgentSession{*expired("s-1", "pool-a", 0), *queued}, map[string]int{SessionUnsettled: 1}},
+		{"one missing", []agentsv1alpha1.AgentSession{*expired("s-1", "pool-a", 0)}, map[string]int{SessionUnsettled: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, _ := newTestObserver(1, 1)
+			if err := finalChecks(t.Context(), &stubReader{sessions: tc.sessions}, testNS, []string{"s-1", "s-2"}, o); err != nil {
+				t.Fatal(err)
+			}
+			if got := o.figures().counts; !maps.Equal(got, tc.want) && len(got)+len(tc.want) > 0 {
+				t.Errorf("violations %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	t.Run("the wait for the sessions timed out", func(t *testing.T) {
+		o, clock := newTestObserver(1, 1)
+		feed(o, clock, []event{{0, readySession("s-1", "pool-a", time.Minute, ""), false}})
+		o.recordUnsettled([]string{"s-1"}, time.Minute)
+		if got := o.figures().counts[SessionUnsettled]; got != 1 {
+			t.Errorf("%d %q violations, want 1", got, SessionUnsettled)
+		}
+	})
+}
