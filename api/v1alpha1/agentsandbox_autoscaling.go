@@ -134,7 +134,9 @@ type AutoscalingStatus struct {
 	QueuedSessions int32 `json:"queuedSessions"`
 
 	// needReplicas is the model's need: the smallest pool that serves warmHitTarget of
-	// sessions warm at load bindRate × refillTime, plus queuedSessions.
+	// sessions warm at load bindRate × refillTime, plus queuedSessions. It is 0, whatever
+	// bindRate, when fewer than 0.05 binds are expected within scaleDownDelay (the rate
+	// discounted by the silence since the last bind); the ScalingLimited message then says so.
 	// +kubebuilder:validation:Minimum=0
 	NeedReplicas int32 `json:"needReplicas"`
 
