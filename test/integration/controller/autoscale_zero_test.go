@@ -23,8 +23,8 @@ import (
 // of 20 s, and a scaleDownDelay of 3 s). After the last session the model's need falls to
 // 0 because fewer than autoscale.ZeroDemandEpsilon binds are expected within
 // scaleDownDelay, although the bind rate is still above 0 (Erlang's formula alone would
-// keep a sandbox all night), and the pool is empty: no pod left in the namespace. A lone
-// session in the night then asks for a sandbox again.
+// keep a sandbox all night), and the pool is empty: no pod left in the namespace. A session
+// waiting in the night still gets a warm sandbox, and its bind asks for one again.
 func TestAutoscalingReachesZeroAtNight(t *testing.T) {
 	t.Parallel()
 	const delay = 3 * time.Second
@@ -83,12 +83,17 @@ func TestAutoscalingReachesZeroAtNight(t *testing.T) {
 		return len(pods.Items) == 0, fmt.Sprintf("pods left in the night: %v", names)
 	})
 
-	// A lone session in the night asks for a sandbox again: its bind alone expects more than
+	// A session that waits in the night still counts, one sandbox for it whatever the rate:
+	// a RequireWarm session never starts cold, so its bind proves the empty pool made a warm
+	// pod for it. Its bind then asks for a sandbox again: one bind alone expects more than
 	// the epsilon within scaleDownDelay.
-	create(t, builders.AgentSession(ns, "night", "pool").MaxLifetime(time.Minute).Obj())
+	create(t, builders.AgentSession(ns, "night", "pool").StartPolicy(agentsv1alpha1.RequireWarm).MaxLifetime(time.Minute).Obj())
+	waitSession(t, ns, "night", 60*time.Second, "bound to a warm sandbox made for it", func(s *agentsv1alpha1.AgentSession) bool {
+		return s.Status.PodName != "" && (s.Status.Phase == agentsv1alpha1.SessionStarting || s.Status.Phase == agentsv1alpha1.SessionReady)
+	})
 	waitAutoscaled(t, ns, "pool", waitTimeout, "a warm sandbox asked for again after a lone bind", func(sb *agentsv1alpha1.AgentSandbox) bool {
 		a := sb.Status.Autoscaling
-		return a != nil && a.RecommendedReplicas >= 1 && specReplicas(sb) >= 1 &&
+		return a != nil && a.QueuedSessions == 0 && a.NeedReplicas >= 1 && a.RecommendedReplicas >= 1 && specReplicas(sb) >= 1 &&
 			hasCondition(sb, agentsv1alpha1.SandboxScalingLimited, metav1.ConditionFalse, agentsv1alpha1.ReasonWithinLimits)
 	})
 }
