@@ -54,7 +54,7 @@ func TestChaosShort(t *testing.T) {
 	if n := res.ViolationCount(); n != 0 {
 		t.Errorf("%d violations:\n%s", n, out.String())
 	}
-	if want := cfg.LeaderKills + cfg.APIServerRestarts; len(res.Faults) != want {
+	if want := cfg.LeaderKills + cfg.APIServerRestarts + cfg.SlowAPIKills; len(res.Faults) != want {
 		t.Errorf("%d faults injected, want %d", len(res.Faults), want)
 	}
 	if res.Created != cfg.Sessions {
@@ -64,16 +64,18 @@ func TestChaosShort(t *testing.T) {
 
 func TestSchedule(t *testing.T) {
 	for _, tc := range []struct {
-		kills, restarts int
-		want            string
+		kills, restarts, slowKills int
+		want                       string
 	}{
-		{3, 1, "kill-leader,kill-leader,restart-apiserver,kill-leader"},
-		{1, 1, "kill-leader,restart-apiserver"},
-		{0, 2, "restart-apiserver,restart-apiserver"},
-		{2, 0, "kill-leader,kill-leader"},
+		{3, 1, 1, "kill-leader-etcd-paused,kill-leader,kill-leader,restart-apiserver,kill-leader"},
+		{1, 1, 0, "kill-leader,restart-apiserver"},
+		{1, 1, 1, "kill-leader-etcd-paused,kill-leader,restart-apiserver"},
+		{0, 2, 0, "restart-apiserver,restart-apiserver"},
+		{2, 0, 0, "kill-leader,kill-leader"},
+		{0, 0, 2, "kill-leader-etcd-paused,kill-leader-etcd-paused"},
 	} {
-		if got := strings.Join(schedule(tc.kills, tc.restarts), ","); got != tc.want {
-			t.Errorf("schedule(%d, %d) = %s, want %s", tc.kills, tc.restarts, got, tc.want)
+		if got := strings.Join(schedule(tc.kills, tc.restarts, tc.slowKills), ","); got != tc.want {
+			t.Errorf("schedule(%d, %d, %d) = %s, want %s", tc.kills, tc.restarts, tc.slowKills, got, tc.want)
 		}
 	}
 }

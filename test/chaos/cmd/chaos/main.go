@@ -4,6 +4,7 @@
 // bed, builds the manager, runs two replicas with leader election, creates 1,000 sessions
 // at 50/s while it kills the leader three times and restarts kube-apiserver once, checks
 // the invariants throughout, prints the figures and exits non-zero on any violation.
+// -slow-api-kills=N adds N leader kills while etcd is paused.
 //
 //	go run ./test/chaos/cmd/chaos -sessions=1000 -rate=50 -leader-kills=3 -apiserver-restarts=1
 //
@@ -47,6 +48,7 @@ func run() (int, error) {
 	flag.Float64Var(&cfg.Rate, "rate", cfg.Rate, "sessions created per second")
 	flag.IntVar(&cfg.LeaderKills, "leader-kills", cfg.LeaderKills, "times the leading manager replica gets SIGKILL")
 	flag.IntVar(&cfg.APIServerRestarts, "apiserver-restarts", cfg.APIServerRestarts, "kube-apiserver restarts (etcd kept)")
+	flag.IntVar(&cfg.SlowAPIKills, "slow-api-kills", cfg.SlowAPIKills, "times the leading manager replica gets SIGKILL while etcd is paused for 2 s")
 	flag.IntVar(&cfg.Pool, "pool", cfg.Pool, "warm pool target")
 	flag.IntVar(&cfg.QuotaSessions, "quota-sessions", cfg.QuotaSessions, "AgentQuota hard.sessions")
 	flag.DurationVar(&cfg.SessionLifetime, "session-lifetime", cfg.SessionLifetime, "each session's maxLifetime")
