@@ -6,6 +6,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -70,9 +72,9 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 	}
 	r.claims.ForgetSession(s.UID)
 	keep := held[0]
-	for _, p := range held[1:] {
-		if p.Name == s.Status.PodName || (keep.Name != s.Status.PodName && p.CreationTimestamp.Before(&keep.CreationTimestamp)) {
-			keep = p
+	if len(held) > 1 {
+		if keep, err = r.podToKeep(ctx, s, held); err != nil {
+			return nil, false, err
 		}
 	}
 	// A session holds one pod. More can only come from two managers acting at once during a
@@ -86,6 +88,31 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 		}
 	}
 	return keep, false, nil
+}
+
+// podToKeep chooses which of the pods a session holds it keeps. Two managers that bound
+// one pod each during a leader change both get here, each with its own cache, and must
+// choose the same pod or they delete both and the session ends PodDeleted (seen in the
+// chaos run's slow-API fault). So the choice rests on the API server, not on the cache: the
+// pod the stored session names, else the oldest pod, then the first by name.
+func (r *AgentSessionReconciler) podToKeep(ctx context.Context, s *agentsv1alpha1.AgentSession, held []*corev1.Pod) (*corev1.Pod, error) {
+	stored := &agentsv1alpha1.AgentSession{}
+	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(s), stored); client.IgnoreNotFound(err) != nil {
+		return nil, fmt.Errorf("reading AgentSession %s to choose among its %d pods: %w", s.Name, len(held), err)
+	}
+	ordered := slices.Clone(held)
+	slices.SortFunc(ordered, func(a, b *corev1.Pod) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	for _, p := range ordered {
+		if stored.Status.PodName != "" && p.Name == stored.Status.PodName {
+			return p, nil
+		}
+	}
+	return ordered[0], nil
 }
 
 // admit asks the namespace's quota for the session. A session that does not fit waits in
