@@ -68,9 +68,9 @@ func TestDockerfileMatchesImage(t *testing.T) {
 	}
 	builder, final := all[1], all[2]
 
-	img := platformImages(t, readLayout(t, filepath.Join(imagesDir(t), "hyperpool-manager")))["linux/amd64"]
+	img := platformImages(t, readLayout(t, filepath.Join(imagesDir(t), "hyperpool-manager")))[hostPlatform]
 	if img == nil {
-		t.Fatal("no linux/amd64 manager image")
+		t.Fatalf("no %s manager image", hostPlatform)
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {

@@ -5,6 +5,12 @@
 // manager's multi-arch image (config, one layer, the stamped binary inside), the Windows node
 // agent image, the docker-load tarballs, the Dockerfile's agreement with them, the release
 // bundle, and the version check of make verify. No Docker, no registry on the network.
+//
+// Under `make test` it builds the manager for the host's platform only (each platform is a
+// full compile of the manager's dependencies, minutes on a 2-core machine). `make release`
+// runs it again on what it built, every platform, by setting HYPERPOOL_IMAGES (and
+// HYPERPOOL_RELEASE for the bundle, HYPERPOOL_REVISION for the commit it was built from):
+// then the tests read those directories instead.
 package images_test
 
 import (
@@ -14,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -78,6 +85,10 @@ func setup(m *testing.M) (int, error) {
 		return 0, fmt.Errorf("git rev-parse HEAD: %w", err)
 	}
 	revision = strings.TrimSpace(string(out))
+	if r := os.Getenv("HYPERPOOL_REVISION"); r != "" {
+		// make release's REVISION: the commit its images were built from.
+		revision = r
+	}
 	return m.Run(), nil
 }
 
@@ -103,22 +114,54 @@ func release(t testing.TB, timeout time.Duration, args ...string) (string, error
 	return stdout.String(), nil
 }
 
+// releasePlatforms are the manager image's platforms in a release (hack/release's default
+// -platforms).
+var releasePlatforms = []string{"linux/amd64", "linux/arm64"}
+
+// hostPlatform is the manager platform this machine builds and can run.
+var hostPlatform = "linux/" + runtime.GOARCH
+
+// releaseImages and releaseBundle are what `make release` built (bin/images and
+// bin/release), when it runs these tests on them.
+var (
+	releaseImages = os.Getenv("HYPERPOOL_IMAGES")
+	releaseBundle = os.Getenv("HYPERPOOL_RELEASE")
+)
+
+// managerPlatforms are the platforms imagesDir's manager image must list: every release
+// platform in a release's images, the host's alone in the ones the tests build.
+func managerPlatforms() []string {
+	if releaseImages != "" {
+		return releasePlatforms
+	}
+	return []string{hostPlatform}
+}
+
 // built is the output of one `images` run, shared by the tests that read it: the manager
-// for linux/amd64 and linux/arm64 (cross-compiling costs about a minute once; the Go build
-// cache makes later runs seconds) and the node agent.
+// for the host's platform and the node agent (whose packages `make vet` leaves compiled in
+// the build cache under `make test`).
 var built struct {
 	once sync.Once
 	dir  string
 	err  error
 }
 
-// imagesDir runs `release images` once and returns its output directory.
+// imagesDir returns the output directory of `release images`: make release's, or one built
+// once for the host's platform.
 func imagesDir(t *testing.T) string {
 	t.Helper()
 	built.once.Do(func() {
+		if releaseImages != "" {
+			built.dir = filepath.Join(root, releaseImages)
+			if filepath.IsAbs(releaseImages) {
+				built.dir = releaseImages
+			}
+			_, built.err = os.Stat(filepath.Join(built.dir, "hyperpool-manager"))
+			return
+		}
 		built.dir = filepath.Join(work, "images")
 		_, built.err = release(t, 15*time.Minute, "images", "-out", built.dir, "-revision", revision,
-			"-platforms", "linux/amd64,linux/arm64")
+			"-platforms", hostPlatform)
 	})
 	if built.err != nil {
 		t.Fatal(built.err)

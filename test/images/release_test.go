@@ -41,14 +41,27 @@ func helm(t *testing.T) string {
 	return p
 }
 
-// `make release`: the chart, the tarballs, crds.yaml, install.yaml and SHA256SUMS, every
-// one of them carrying the version.
-func TestReleaseBundle(t *testing.T) {
-	t.Parallel()
+// bundleDir returns make release's bundle (HYPERPOOL_RELEASE), or one written from imagesDir.
+func bundleDir(t *testing.T) string {
+	t.Helper()
+	if releaseBundle != "" {
+		if filepath.IsAbs(releaseBundle) {
+			return releaseBundle
+		}
+		return filepath.Join(root, releaseBundle)
+	}
 	out := filepath.Join(t.TempDir(), "release")
 	if _, err := release(t, 5*time.Minute, "bundle", "-images", imagesDir(t), "-out", out, "-helm", helm(t)); err != nil {
 		t.Fatal(err)
 	}
+	return out
+}
+
+// `make release`: the chart, the tarballs, crds.yaml, install.yaml and SHA256SUMS, every
+// one of them carrying the version.
+func TestReleaseBundle(t *testing.T) {
+	t.Parallel()
+	out := bundleDir(t)
 	entries, err := os.ReadDir(out)
 	if err != nil {
 		t.Fatal(err)
@@ -60,10 +73,11 @@ func TestReleaseBundle(t *testing.T) {
 	want := []string{
 		"SHA256SUMS", "crds.yaml",
 		"hyperpool-" + version + ".tgz",
-		"hyperpool-manager-" + version + "-linux-amd64.tar",
-		"hyperpool-manager-" + version + "-linux-arm64.tar",
 		"hyperpool-node-agent-" + version + "-windows-amd64.tar",
 		"install.yaml",
+	}
+	for _, p := range managerPlatforms() {
+		want = append(want, "hyperpool-manager-"+version+"-"+strings.ReplaceAll(p, "/", "-")+".tar")
 	}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
