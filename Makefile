@@ -1,6 +1,6 @@
 # hyperpool: warm pools of Hyper-V-isolated Windows sandboxes for AI agent sessions.
 #
-#   make test       build the test bed (first time: ~10 min), then run every test
+#   make test       build the test bed on first use, then run every test (README: times)
 #   make verify     lint; fail when generated code or manifests are stale
 #   make help       everything else
 
