@@ -24,6 +24,7 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/test/builders"
+	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
 // slowShutdownFinalizer holds a deleted sandbox pod, as admin, in place of a VM that takes
@@ -165,10 +166,10 @@ func TestTenantEvictionWithLongGraceIsCutToTheClassGrace(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ns := env.CreateNamespace(t)
-	node := createUnmanagedNode(t)
+	node := env.CreateUnmanagedWindowsNode(t, build2022)
 	const classGrace = int64(20)
 	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(0).
-		NodeSelector(unmanagedNodeLabel, node).
+		NodeSelector(testbed.UnmanagedNodeLabel, node).
 		Toleration(corev1.Toleration{Operator: corev1.TolerationOpExists}).
 		PodSpec(func(s *corev1.PodSpec) { s.TerminationGracePeriodSeconds = ptr.To(classGrace) }).Obj())
 	user := tenant(t, ns, "hyperpool-session-user", "edit")
@@ -198,43 +199,4 @@ func TestTenantEvictionWithLongGraceIsCutToTheClassGrace(t *testing.T) {
 		grace := ptr.Deref(pod.DeletionGracePeriodSeconds, -1)
 		return grace == classGrace, fmt.Sprintf("pod %s: deletion grace %ds, want the class's %ds", pod.Name, grace, classGrace)
 	})
-}
-
-const (
-	// unmanagedNodeLabel and unmanagedNodeTaint mark a node that kwok does not run: its pods
-	// stay as the API server leaves them.
-	unmanagedNodeLabel = "hyperpool-test/unmanaged-node"
-	unmanagedNodeTaint = "hyperpool-test/unmanaged"
-)
-
-// createUnmanagedNode creates, as admin, a Windows node that kwok does not run, labelled
-// with its name under unmanagedNodeLabel and tainted so that only pods tolerating every
-// taint land on it. It is deleted at the end of the test.
-func createUnmanagedNode(t *testing.T) string {
-	t.Helper()
-	ctx := context.Background()
-	name := "unmanaged-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
-	if len(name) > 63 {
-		name = name[:63]
-	}
-	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-			corev1.LabelOSStable:               "windows",
-			corev1.LabelArchStable:             "amd64",
-			corev1.LabelHostname:               name,
-			"node.kubernetes.io/windows-build": build2022,
-			unmanagedNodeLabel:                 name,
-		}},
-		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: unmanagedNodeTaint, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
-	}
-	mustCreate(t, admin, node)
-	t.Cleanup(func() { _ = admin.Delete(context.Background(), node) })
-	room := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("256Gi"), corev1.ResourcePods: resource.MustParse("10")}
-	before := node.DeepCopy()
-	node.Status.Capacity, node.Status.Allocatable = room, room.DeepCopy()
-	node.Status.NodeInfo.OperatingSystem, node.Status.NodeInfo.Architecture = "windows", "amd64"
-	if err := admin.Status().Patch(ctx, node, client.MergeFrom(before)); err != nil {
-		t.Fatalf("setting node %s's capacity: %v", name, err)
-	}
-	return name
 }

@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -31,11 +30,8 @@ const (
 	vmMemoryAnnotation    = "io.microsoft.virtualmachine.computetopology.memory.sizeinmb"
 	vmProcessorAnnotation = "io.microsoft.virtualmachine.computetopology.processor.count"
 	footprintAnnotation   = "agents.hyperpool.io/footprint"
-	// unmanagedNodeLabel and unmanagedNodeTaint mark a node that kwok does not run: its pods
-	// stay as the API server leaves them, so a pod being deleted keeps its deletion grace
 	// period (kwok's pod-delete stage would delete it at once, with a grace of 0).
-	unmanagedNodeLabel = "hyperpool-test/unmanaged-node"
-	unmanagedNodeTaint = "hyperpool-test/unmanaged"
+
 )
 
 // TestStrippedFootprintKeepsTheClassCharge: a bound pod stripped of its VM-sizing
@@ -114,10 +110,10 @@ func TestLongGraceDeleteIsCutToTheClassGrace(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ns := env.CreateNamespace(t)
-	node := createUnmanagedNode(t)
+	node := env.CreateUnmanagedWindowsNode(t, build2022)
 	const classGrace = int64(20)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(0).
-		NodeSelector(unmanagedNodeLabel, node).
+		NodeSelector(testbed.UnmanagedNodeLabel, node).
 		Toleration(corev1.Toleration{Operator: corev1.TolerationOpExists}).
 		PodSpec(func(s *corev1.PodSpec) { s.TerminationGracePeriodSeconds = ptr.To(classGrace) }).Obj())
 	create(t, builders.AgentSession(ns, "s", "pool").Obj())
@@ -159,41 +155,6 @@ func TestLongGraceDeleteIsCutToTheClassGrace(t *testing.T) {
 		}
 		return false, fmt.Sprintf("no Warning GracePeriodShortened event for pod %s among %d events", pod.Name, len(events.Items))
 	})
-}
-
-// createUnmanagedNode creates a Windows node that kwok does not run, labelled with its name
-// under unmanagedNodeLabel and tainted so that only pods tolerating every taint land on it.
-// It is deleted at the end of the test.
-func createUnmanagedNode(t *testing.T) string {
-	t.Helper()
-	ctx := context.Background()
-	name := "unmanaged-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
-	if len(name) > 63 {
-		name = name[:63]
-	}
-	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-			corev1.LabelOSStable:      "windows",
-			corev1.LabelArchStable:    "amd64",
-			corev1.LabelHostname:      name,
-			testbed.WindowsBuildLabel: build2022,
-			unmanagedNodeLabel:        name,
-		}},
-		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: unmanagedNodeTaint, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
-	}
-	if err := k8s.Create(ctx, node); err != nil {
-		t.Fatalf("creating node %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), node) })
-	room := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("256Gi"), corev1.ResourcePods: resource.MustParse("10")}
-	before := node.DeepCopy()
-	node.Status.Capacity, node.Status.Allocatable = room, room.DeepCopy()
-	node.Status.NodeInfo.OperatingSystem, node.Status.NodeInfo.Architecture = "windows", "amd64"
-	// A merge patch: the node lifecycle controller writes the new node's status too.
-	if err := k8s.Status().Patch(ctx, node, client.MergeFrom(before)); err != nil {
-		t.Fatalf("setting node %s's capacity: %v", name, err)
-	}
-	return name
 }
 
 // TestPoolReplacesAtMostItsTargetWhileVMsShutDown: warm pods deleted (by admin here; a
