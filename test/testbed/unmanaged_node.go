@@ -13,11 +13,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
+// A node that kwok does not run: its pods stay as the API server leaves them, so a
+// terminating pod there keeps its grace period (kwok deletes a terminating pod at once,
+// with a grace of 0).
 const (
-	// UnmanagedNodeLabel and UnmanagedNodeTaint mark a node that kwok does not run: its pods
-	// stay as the API server leaves them. A terminating pod there keeps its grace period
-	// (kwok deletes a terminating pod at once, with a grace of 0).
+	// UnmanagedNodeLabel holds the unmanaged node's name: a pod selects it with this label.
 	UnmanagedNodeLabel = "hyperpool-test/unmanaged-node"
+	// UnmanagedNodeTaint keeps every pod that does not tolerate it off the unmanaged node.
 	UnmanagedNodeTaint = "hyperpool-test/unmanaged"
 )
 
