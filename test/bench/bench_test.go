@@ -64,9 +64,7 @@ func checkBinds(t *testing.T, r *Result, wantWarm bool) {
 	if wantWarm && r.Cold != 0 {
 		t.Errorf("%s: %d cold starts against a pool large enough", r.Scenario, r.Cold)
 	}
-	if err := h.DeleteNamespace(context.Background(), r.Namespace, 0); err != nil {
-		t.Logf("delete namespace: %v", err)
-	}
+	deleteScenarioNamespace(t, r.Namespace)
 }
 
 func TestSerial(t *testing.T) {
@@ -242,7 +240,20 @@ func TestAnnotations(t *testing.T) {
 	if grown := m.ManagerCacheBloatedMiB - m.ManagerCachePlainMiB; grown > 0.5 {
 		t.Errorf("the manager's cache grew by %.1f MiB with the tenant's annotations; want almost nothing: %+v", grown, m)
 	}
-	if err := h.DeleteNamespace(context.Background(), r.Namespace, 0); err != nil {
-		t.Logf("delete namespace: %v", err)
+	deleteScenarioNamespace(t, r.Namespace)
+}
+
+// namespaceGoneTimeout bounds the wait for a scenario's namespace to be gone: its sessions
+// end and its pods go, on a loaded 2-core machine.
+const namespaceGoneTimeout = 2 * time.Minute
+
+// deleteScenarioNamespace deletes a scenario's namespace and waits until it is gone. The
+// write counts are read from the API server's metrics, for the whole cluster: a namespace
+// still being torn down while the next scenario runs (its sessions ending, its pods deleted)
+// counted in that scenario's writes per bind on a loaded machine.
+func deleteScenarioNamespace(t *testing.T, ns string) {
+	t.Helper()
+	if err := h.DeleteNamespace(context.Background(), ns, namespaceGoneTimeout); err != nil {
+		t.Errorf("namespace %s not gone within %s: %v", ns, namespaceGoneTimeout, err)
 	}
 }
