@@ -167,12 +167,15 @@ func (r *AgentSessionReconciler) bind(ctx context.Context, s *agentsv1alpha1.Age
 		}
 		return ctrl.Result{}, err // woken when the policy changes
 	}
-	pod, err := r.claimWarmPod(ctx, s, sb)
+	// The class's template hash and footprint, once per bind: the candidates, the tamper
+	// check and the session's status footprint all use them.
+	class := shapeOf(sb)
+	pod, err := r.claimWarmPod(ctx, s, sb, class.hash)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if pod != nil {
-		r.markBound(s, sb, pod, agentsv1alpha1.StartWarm)
+		r.markBound(s, class, pod, agentsv1alpha1.StartWarm)
 		return r.track(ctx, s, sb, pod)
 	}
 	if s.Spec.StartPolicy == agentsv1alpha1.RequireWarm {
@@ -180,7 +183,7 @@ func (r *AgentSessionReconciler) bind(ctx context.Context, s *agentsv1alpha1.Age
 			"startPolicy RequireWarm and AgentSandbox %q has no Ready warm sandbox; the session binds when one is Ready (raise its spec.replicas, or use startPolicy PreferWarm)", sb.Name))
 		return ctrl.Result{}, nil
 	}
-	return r.startCold(ctx, s, sb)
+	return r.startCold(ctx, s, sb, class)
 }
 
 // claimWarmPod binds the session to a Ready warm pod of its class, on the node with the
@@ -190,9 +193,9 @@ func (r *AgentSessionReconciler) bind(ctx context.Context, s *agentsv1alpha1.Age
 // a merge patch with the resourceVersion the cache showed, so of two binds racing for one
 // pod the API server accepts exactly one. That patch is the bind's first API write; the
 // session status is the second and last.
-func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (*corev1.Pod, error) {
+func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, hash string) (*corev1.Pod, error) {
 	class := client.ObjectKeyFromObject(sb)
-	hash := templateHash(sb)
+	tampered := newTamperCheck(sb, hash)
 	// OnReplenish hands out old-template pods first, so the pool turns over as it is used.
 	preferOld := sb.Spec.UpdateStrategy.Type == agentsv1alpha1.OnReplenishUpdateStrategy
 	// Candidates this bind took and did not bind go back to the set when it is done, so
@@ -224,7 +227,7 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 			giveBack = append(giveBack, key)
 			continue
 		}
-		if why := specTampered(candidate, sb, hash); why != "" {
+		if why := tampered.problem(candidate); why != "" {
 			// Changed since the manager created it (a policy off, or a pod edited before
 			// it was installed): destroyed, never bound; the next candidate, or a cold
 			// pod, serves the session. Its delete event takes it out of the set.
@@ -286,7 +289,7 @@ func bindOrder(a, b rankedPod) int {
 
 // startCold creates a pod for the session alone. It is owned by the session from the start
 // and never joins a pool.
-func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox) (ctrl.Result, error) {
+func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, class *classShape) (ctrl.Result, error) {
 	recipe, blk, err := r.factory.recipe(ctx, sb)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -296,7 +299,7 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 		return ctrl.Result{}, nil
 	}
 	// A cold pod adds a VM to the namespace: it must fit the quota's memory and cpu.
-	grants, quotaBlk, err := r.quota.reservePods(ctx, s.Namespace, classFootprint(sb), 1, false)
+	grants, quotaBlk, err := r.quota.reservePods(ctx, s.Namespace, class.footprint, 1, false)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -327,17 +330,17 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 	grant.confirm(pod.Name)
 	r.claims.SessionBound(s.UID, pod.Name)
 	podCreations.WithLabelValues(sb.Namespace, sb.Name, string(agentsv1alpha1.StartCold)).Inc()
-	r.markBound(s, sb, pod, agentsv1alpha1.StartCold)
+	r.markBound(s, class, pod, agentsv1alpha1.StartCold)
 	return r.track(ctx, s, sb, pod)
 }
 
 // markBound records a fresh bind in the session's status.
-func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod, start agentsv1alpha1.StartType) {
+func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, class *classShape, pod *corev1.Pod, start agentsv1alpha1.StartType) {
 	// Status times are stored to the second. The bind time is rounded up, not down, so
 	// that the deadlines computed later from the stored value never come early: a session
 	// gets at least its max lifetime, and at most a second more.
 	now := metav1.NewTime(ceilToSecond(r.clock.Now()))
-	fp := sandboxPodFootprint(pod, shapeOf(sb))
+	fp := sandboxPodFootprint(pod, class)
 	s.Status.PodName = pod.Name
 	s.Status.StartType = start
 	s.Status.BoundTime = &now // track sets status.expiryTime from it

@@ -45,7 +45,7 @@ func (r *AgentSessionReconciler) reconcileDeletion(ctx context.Context, s *agent
 // reached. It makes no API write unless something changed.
 func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod) (ctrl.Result, error) {
 	if s.Status.BoundTime == nil { // bound by an earlier manager that died before writing status
-		r.markBound(s, sb, pod, startTypeOf(pod))
+		r.markBound(s, shapeOf(sb), pod, startTypeOf(pod))
 	}
 	s.Status.PodName, s.Status.NodeName, s.Status.PodIP = pod.Name, pod.Spec.NodeName, pod.Status.PodIP
 

@@ -83,20 +83,28 @@ func observedSpecDigest(pod *corev1.Pod) string {
 	return specDigest(&pod.Spec)
 }
 
-// specTampered says how a warm pod's spec differs from what the manager created, or "".
-// Two references, each enough alone: the digest the manager recorded at creation, and, for
-// a pod of the class's current template, the digest of that template (which holds even
-// when the recorded annotation was changed or removed where no policy guards it). A pod of
-// an older template made before the annotation existed has neither and passes.
-func specTampered(pod *corev1.Pod, sb *agentsv1alpha1.AgentSandbox, currentHash string) string {
+// tamperCheck tells whether a warm pod's spec is still what the manager created. Two
+// references, each enough alone: the digest the manager recorded at creation, and, for a
+// pod of the class's current template, the digest of that template (which holds even when
+// the recorded annotation was changed or removed where no policy guards it). A pod of an
+// older template made before the annotation existed has neither and passes. One check
+// serves one bind: the template's digest is computed once, not per candidate.
+type tamperCheck struct {
+	class, currentHash, templateDigest string
+}
+
+func newTamperCheck(sb *agentsv1alpha1.AgentSandbox, currentHash string) tamperCheck {
+	return tamperCheck{class: sb.Name, currentHash: currentHash, templateDigest: specDigest(&sb.Spec.Template.Spec)}
+}
+
+// problem says how the pod's spec differs from what the manager created, or "".
+func (c tamperCheck) problem(pod *corev1.Pod) string {
 	observed := observedSpecDigest(pod)
 	if recorded, ok := pod.Annotations[specDigestAnnotation]; ok && recorded != observed {
 		return fmt.Sprintf("its spec (container images, ephemeral containers, activeDeadlineSeconds) has digest %s, not the %s it was created with", observed, recorded)
 	}
-	if pod.Labels[agentsv1alpha1.TemplateHashLabel] == currentHash {
-		if want := specDigest(&sb.Spec.Template.Spec); want != observed {
-			return fmt.Sprintf("its spec (container images, ephemeral containers, activeDeadlineSeconds) has digest %s, not the %s of AgentSandbox %s's template", observed, want, sb.Name)
-		}
+	if pod.Labels[agentsv1alpha1.TemplateHashLabel] == c.currentHash && c.templateDigest != observed {
+		return fmt.Sprintf("its spec (container images, ephemeral containers, activeDeadlineSeconds) has digest %s, not the %s of AgentSandbox %s's template", observed, c.templateDigest, c.class)
 	}
 	return ""
 }

@@ -71,7 +71,7 @@ func TestSpecTamperedThroughTheCache(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			why := specTampered(cached.(*corev1.Pod), sb, hash)
+			why := newTamperCheck(sb, hash).problem(cached.(*corev1.Pod))
 			if (why != "") != tc.tampered {
 				t.Errorf("specTampered = %q; want tampered %v", why, tc.tampered)
 			}
@@ -88,7 +88,7 @@ func TestTrimPodTwiceKeepsTheObservedDigest(t *testing.T) {
 	pod.Annotations = map[string]string{specDigestAnnotation: specDigest(&pod.Spec)}
 	once, _ := trimPod(pod.DeepCopy())
 	twice, _ := trimPod(once)
-	if why := specTampered(twice.(*corev1.Pod), builders.AgentSandbox("team", "pool").Obj(), "another"); why != "" {
+	if why := newTamperCheck(builders.AgentSandbox("team", "pool").Obj(), "another").problem(twice.(*corev1.Pod)); why != "" {
 		t.Errorf("an untouched pod transformed twice looks tampered: %s", why)
 	}
 }
@@ -172,7 +172,7 @@ func TestBuiltPodHasItsTemplatesSpecDigest(t *testing.T) {
 	}
 	pod.Labels[agentsv1alpha1.TemplateHashLabel] = templateHash(sb)
 	cached, _ := trimPod(pod)
-	if why := specTampered(cached.(*corev1.Pod), sb, templateHash(sb)); why != "" {
+	if why := newTamperCheck(sb, templateHash(sb)).problem(cached.(*corev1.Pod)); why != "" {
 		t.Errorf("a pod built from the current template counts as tampered: %s", why)
 	}
 }
