@@ -107,6 +107,10 @@ func TestDownloadTreatsArchiveAsHostile(t *testing.T) {
 				return archiveOf(t, entries...)
 			},
 			check: atMostFiles("out", 50)},
+		{name: "endless padding after the archive's end", wantErr: "after the archive's end",
+			archive: func(dirs) []byte {
+				return append(archiveOf(t, file("out/ok", "fine")), make([]byte, 4<<20)...)
+			}},
 		{name: "archive cut inside a file", wantErr: "unexpected EOF",
 			archive: func(dirs) []byte {
 				full := archiveOf(t, file("out/cut", strings.Repeat("c", 100_000)))

@@ -127,9 +127,13 @@ func (s *Session) DownloadInto(ctx context.Context, remotePath string, dst *os.R
 	go func() {
 		err := extractTar(pr, dst, base, limits)
 		if err == nil {
-			// tar pads its archive past the end marker: read it all, so the stream ends.
-			_, _ = io.Copy(io.Discard, pr)
-		} else {
+			// tar pads its archive past the end marker (to a 10 KiB record): read that, so
+			// the stream ends, but no more than drainLimit: a hostile tar pads for ever.
+			if n, _ := io.Copy(io.Discard, io.LimitReader(pr, drainLimit+1)); n > drainLimit {
+				err = fmt.Errorf("the sandbox's tar sent more than %d bytes after the archive's end", drainLimit)
+			}
+		}
+		if err != nil {
 			cancel()
 		}
 		pr.CloseWithError(err)
