@@ -46,20 +46,7 @@ func TestPolicyTenantCannotForgePodLabelsOrOwners(t *testing.T) {
 	ctx := context.Background()
 	ns := env.CreateNamespace(t)
 	c := policyTenant(t, ns)
-	mustCreate(t, admin, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
-	mustCreate(t, c, builders.AgentSession(ns, "s1", "pool").Obj())
-	s := waitSession(t, ns, "s1", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	bound := getPod(t, ns, s.Status.PodName)
-	var warm *corev1.Pod
-	eventually(t, waitTimeout, func(context.Context) (bool, string) {
-		for _, p := range sandboxPods(t, ns, "pool") {
-			if _, taken := p.Labels[agentsv1alpha1.SessionLabel]; !taken {
-				warm = &p
-				return true, ""
-			}
-		}
-		return false, "no warm pod of pool"
-	})
+	s, bound, warm := sandboxPodsOf(t, c, ns)
 
 	for _, tc := range []struct {
 		name  string
