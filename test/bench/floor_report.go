@@ -18,14 +18,15 @@ type DesignFloorStats struct {
 	Samples  []float64 `json:"samplesMs,omitempty"`
 	// Conflicts: pod patches refused on the resourceVersion (the benchmark's cache behind).
 	Conflicts int `json:"conflicts"`
-	// Inline: taken between the binds (serial, paced); else every 250 ms next to them.
+	// Inline: interleaved with the binds in a shuffled order, each from a quiet system
+	// (serial, paced): a lower bound. Else every 250 ms next to the binds, under their load.
 	Inline bool `json:"inline"`
-	// SameLoadBinds: serial only, the binds that started right after a bind, as each floor
-	// sample did; the ratios are over these.
-	SameLoadBinds *Stats `json:"sameLoadBindsMs,omitempty"`
-	// RatioP50 and RatioP99: bind latency ÷ design floor, at the same percentile.
+	// RatioP50 and RatioP99: bind latency ÷ design floor, at the same percentile; GapP50MS
+	// and GapP99MS: bind latency − design floor, in ms.
 	RatioP50 float64 `json:"ratioP50"`
 	RatioP99 float64 `json:"ratioP99"`
+	GapP50MS float64 `json:"gapP50Ms"`
+	GapP99MS float64 `json:"gapP99Ms"`
 	// ServerMeanMS: kube-apiserver's own mean time for each write of a bind and of the
 	// floor over the window (apiserver_request_duration_seconds, sum ÷ count), by
 	// "VERB resource (group)".
@@ -209,9 +210,6 @@ func (r *Report) bindFloorMarkdown() string {
 				f1(x.Breakdown.SessionReconcileMSPerBind), f1(x.Breakdown.PoolReconcileMSPerBind))
 		}
 		bind := pair(x.Latency)
-		if d.SameLoadBinds != nil {
-			bind += " (after a bind: " + pair(*d.SameLoadBinds) + ")"
-		}
 		fmt.Fprintf(&b, "| %s | %s | %s (%d) | **%.2fx** | %.2fx | %s / %s / %s / %s | %s | %s | %s |\n", x.Scenario, bind, pair(d.Total), d.Total.N,
 			d.RatioP50, d.RatioP99, f1(d.Create.P50), f1(d.PodPatch.P50), f1(d.Status.P50), f1(d.Watch.P50), bd, mg, f1(x.LoadedFloor.P50))
 	}

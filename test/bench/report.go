@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
@@ -147,16 +146,10 @@ func (r *Report) Markdown() string {
 	return b.String()
 }
 
-// Write stores results.json, results.md and latency-cdf.png in dir.
+// Write stores results.md and latency-cdf.png in dir (the figures themselves are kept in
+// the run's bench.json).
 func (r *Report) Write(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	j, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "results.json"), j, 0o644); err != nil {
 		return err
 	}
 	md := fmt.Sprintf("# hyperpool benchmark, %s\n\nMachine: %s\n\nCommand: `%s`\n\n%s\n%s\n", r.Started.UTC().Format(time.RFC3339), r.Machine, r.Command, r.Markdown(), cdfLegend(r))

@@ -5,6 +5,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,12 +45,10 @@ type run struct {
 	// created: when each session's create call returned.
 	created map[string]time.Time
 	// design is the scenario's design floor (warm scenarios); inlineDesign: its samples are
-	// taken between the binds (serial, paced), else every loadedFloorInterval next to them.
+	// interleaved with the binds, each from a quiet system (serial, paced: interleave),
+	// else taken every loadedFloorInterval next to them.
 	design       *designFloor
 	inlineDesign bool
-	// pairedBinds: serial's binds come in pairs before each floor sample; the second of
-	// each pair is compared with the floor (both start right after a bind).
-	pairedBinds bool
 	// probeWrites: after the window, measure what each of the bind's writes costs on its
 	// own (writecost.go).
 	probeWrites bool
@@ -123,8 +122,13 @@ const loadedFloorInterval = 250 * time.Millisecond
 // startLoadedFloor measures the floor again while the scenario runs, one round trip every
 // loadedFloorInterval, until finish: how fast the API server answers a trivial write under
 // the scenario's load (the pool's refills, the scheduler, kwok), next to the idle floor
-// measured before.
+// measured before. Not in the interleaved scenarios: there every bind and every floor
+// sample starts from a quiet system, which a ticker would break.
 func (r *run) startLoadedFloor() {
+	if r.inlineDesign {
+		r.stopLoadedFloor = func() {}
+		return
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	r.stopLoadedFloor = func() { cancel(); <-done }
@@ -302,8 +306,7 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 	var lat, toPod []float64
 	var parts struct{ create, toPod, toReady []float64 }
 	var first, last time.Time
-	var afterBind []float64 // serial: the binds that started right after a bind
-	for i, name := range r.order {
+	for _, name := range r.order {
 		res.Sessions++
 		s := r.h.track.sessions[key(r.ns, name)]
 		if s == nil {
@@ -336,9 +339,6 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 		if labelled {
 			toPod = append(toPod, ms(pb.Sub(start)))
 		}
-		if r.inlineDesign && r.pairedBinds && i%2 == 1 {
-			afterBind = append(afterBind, ms(s.readyAt.Sub(start)))
-		}
 		if c, ok := r.created[name]; ok && labelled && r.boot == 0 {
 			parts.create = append(parts.create, ms(c.Sub(start)))
 			parts.toPod = append(parts.toPod, ms(pb.Sub(c)))
@@ -366,12 +366,8 @@ func (r *run) finish(ctx context.Context, res *Result, refillTimeout time.Durati
 		r.managerMeans(res.Breakdown, res.Ready)
 	}
 	if d := res.DesignFloor; d != nil && d.Total.P50 > 0 && res.Latency.N > 0 {
-		same := res.Latency
-		if len(afterBind) > 0 {
-			same = percentiles(afterBind)
-			d.SameLoadBinds = &same
-		}
-		d.RatioP50, d.RatioP99 = same.P50/d.Total.P50, same.P99/d.Total.P99
+		d.RatioP50, d.RatioP99 = res.Latency.P50/d.Total.P50, res.Latency.P99/d.Total.P99
+		d.GapP50MS, d.GapP99MS = res.Latency.P50-d.Total.P50, res.Latency.P99-d.Total.P99
 	}
 	if res.Floor.P50 > 0 {
 		res.Ratio = res.Latency.P50 / res.Floor.P50
@@ -417,6 +413,42 @@ func (r *run) countOperatorEvents(ctx context.Context, w *Writes) error {
 	return nil
 }
 
+// interleave runs sessions binds and floorN design-floor samples one at a time, in an order
+// shuffled from seed, each starting from a quiet system: the pool full and its status
+// written, the previous bind's replacement pod Ready, no ticker. Binds and floor samples
+// then meet the same API server in the same state, so the floor is a lower bound a bind
+// can be held to. With every, each starts at least every apart (paced).
+func (r *run) interleave(ctx context.Context, sessions, floorN int, every time.Duration, seed uint64) error {
+	order := make([]bool, 0, sessions+floorN) // true: a bind
+	for i := range sessions + floorN {
+		order = append(order, i < sessions)
+	}
+	rng := rand.New(rand.NewPCG(seed, uint64(sessions)))
+	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	next, bound := time.Now(), 0
+	for _, isBind := range order {
+		if err := r.h.waitPoolFull(ctx, r.ns, poolName, r.pool, 30*time.Second); err != nil {
+			return fmt.Errorf("not quiet before the next sample: %w", err)
+		}
+		// The pacing is a schedule (the offered load), it synchronises nothing.
+		time.Sleep(time.Until(next))
+		next = time.Now().Add(every)
+		if !isBind {
+			r.designSample(ctx)
+			continue
+		}
+		name := fmt.Sprintf("s-%04d", bound)
+		bound++
+		if err := r.create(ctx, name, 0); err != nil {
+			return err
+		}
+		if err := r.waitReady(ctx, name, 30*time.Second); err != nil {
+			return fmt.Errorf("session %s not Ready: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // createOneAtATime creates sessions s-0000, s-0001, ... each once the previous one was seen
 // Ready (within timeout).
 func (r *run) createOneAtATime(ctx context.Context, n int, timeout time.Duration) error {
@@ -428,39 +460,32 @@ func (r *run) createOneAtATime(ctx context.Context, n int, timeout time.Duration
 		if err := r.waitReady(ctx, name, timeout); err != nil {
 			return fmt.Errorf("session %s not Ready: %w", name, err)
 		}
-		if r.inlineDesign && i%2 == 1 {
-			// Binds in pairs, then a floor sample: the floor and every second bind start
-			// right after a bind, at the load its replacement pod puts on the API server.
-			r.designSample(ctx)
-		}
 	}
 	return nil
 }
 
-// Serial creates sessions one at a time against a warm pool of pool, each after the
-// previous one was seen Ready.
+// Serial binds sessions one at a time against a warm pool of pool, interleaved with floorN
+// design-floor samples, each once the previous one is over and the system quiet.
 func (h *Harness) Serial(ctx context.Context, sessions, pool, floorN int) (*Result, error) {
-	res := &Result{Scenario: "serial", Params: fmt.Sprintf("%d sessions one at a time, pool %d", sessions, pool)}
+	res := &Result{Scenario: "serial", Params: fmt.Sprintf("%d sessions one at a time, pool %d, %d floor samples interleaved", sessions, pool, floorN)}
 	r, err := h.setup(ctx, "serial", pool, floorN, 0)
 	if err != nil {
 		return nil, err
 	}
-	r.inlineDesign, r.pairedBinds = true, true
+	r.inlineDesign = true
 	if err := r.begin(); err != nil {
 		return nil, err
 	}
-	if err := r.createOneAtATime(ctx, sessions, 30*time.Second); err != nil {
+	if err := r.interleave(ctx, sessions, floorN, 0, 18); err != nil {
 		return nil, fmt.Errorf("serial: %w", err)
 	}
 	return res, r.finish(ctx, res, 2*time.Minute)
 }
 
-// Paced creates sessions one at a time, one every interval, against a warm pool of pool: the
-// common case of sessions arriving at a modest rate, each meeting a quiet control plane
-// (the previous bind's replacement pod long done). A design-floor sample runs half an
-// interval before each bind, so both meet the same quiet machine.
+// Paced is serial at most one bind or floor sample every interval: the manager's timers and
+// background work between binds, next to serial's back-to-back binds.
 func (h *Harness) Paced(ctx context.Context, sessions, pool, floorN int, interval time.Duration) (*Result, error) {
-	res := &Result{Scenario: "paced", Params: fmt.Sprintf("%d sessions, one every %s, pool %d", sessions, interval, pool)}
+	res := &Result{Scenario: "paced", Params: fmt.Sprintf("%d sessions, one at most every %s, pool %d, %d floor samples interleaved", sessions, interval, pool, floorN)}
 	r, err := h.setup(ctx, "paced", pool, floorN, 0)
 	if err != nil {
 		return nil, err
@@ -469,19 +494,8 @@ func (h *Harness) Paced(ctx context.Context, sessions, pool, floorN int, interva
 	if err := r.begin(); err != nil {
 		return nil, err
 	}
-	// The sleeps pace the offered load (a schedule, as createPaced's); they synchronise nothing.
-	for i := range sessions {
-		tick := r.began.Add(time.Duration(i) * interval)
-		time.Sleep(time.Until(tick))
-		r.designSample(ctx)
-		time.Sleep(time.Until(tick.Add(interval / 2)))
-		name := fmt.Sprintf("s-%04d", i)
-		if err := r.create(ctx, name, 0); err != nil {
-			return nil, fmt.Errorf("paced: %w", err)
-		}
-		if err := r.waitReady(ctx, name, 30*time.Second); err != nil {
-			return nil, fmt.Errorf("paced: session %s not Ready: %w", name, err)
-		}
+	if err := r.interleave(ctx, sessions, floorN, interval, 19); err != nil {
+		return nil, fmt.Errorf("paced: %w", err)
 	}
 	return res, r.finish(ctx, res, 2*time.Minute)
 }

@@ -3,7 +3,9 @@
 // Command bench runs hyperpool's benchmark: it starts the test bed (kube-apiserver, etcd,
 // kube-scheduler, kube-controller-manager, kwok), builds and starts the manager binary as
 // its own process, runs the chosen scenarios, prints a Markdown table and writes
-// results.json, results.md and latency-cdf.png into -out.
+// bench.json (the kept run: test/results' envelope around the Report), results.md and
+// latency-cdf.png into -out. docs/performance.md is rendered from a bench.json copied into
+// docs/results (make docs).
 //
 //	go run ./test/bench/cmd/bench -scenarios=serial,paced,burst,poolsize,throughput,cold,expiry,scale,firstoutput,transfer -out=bin/bench-results
 //
@@ -13,13 +15,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +31,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/hyperpool/hyperpool/test/bench"
+	"github.com/hyperpool/hyperpool/test/results"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -44,17 +45,17 @@ func main() {
 func run() error {
 	var (
 		scenarios = flag.String("scenarios", "serial,paced,burst,poolsize,throughput,cold,expiry,scale,firstoutput,transfer", "comma-separated scenarios to run, in order (poolsize: one scenario per -poolsize-pools, named pool<size>)")
-		out       = flag.String("out", "bin/bench-results", "directory for results.json, results.md, latency-cdf.png and the logs")
+		out       = flag.String("out", "bin/bench-results", "directory for bench.json, results.md, latency-cdf.png and the logs")
 		full      = flag.Bool("full", false, "use the sizes of issues 7 and 15 for every size flag not given (750 at 75/s vs 1,000 on 100 nodes; 30 s; 5,000 expiries at 5/s; 10,000 sessions on 1,000 nodes at 20/s; 200 first outputs; a 50 MB file + 1,000 small files)")
 		nodes     = flag.Int("nodes", 20, "simulated Windows nodes for every scenario but scale")
-		floorN    = flag.Int("floor", 50, "config map round trips measured per scenario (the floor)")
+		floorN    = flag.Int("floor", 200, "design-floor samples interleaved with serial's and paced's binds, and config map round trips measured before each scenario")
 		qps       = flag.Int("manager-qps", 200, "manager --kube-api-qps (its default)")
 		burst     = flag.Int("manager-burst", 400, "manager --kube-api-burst (its default)")
 		quiet     = flag.Duration("replenish-quiet-period", 0, "the pools' spec.replenish.quietPeriod (0: refill at once, the default)")
 		minReady  = flag.Int("replenish-min-ready", -1, "the pools' spec.replenish.minReady with -replenish-quiet-period (-1: unset, half the pool)")
 		extraArgs = flag.String("manager-args", "", "extra manager flags, space-separated, e.g. \"--pprof-bind-address=127.0.0.1:6060\"")
 
-		serialN    = flag.Int("serial-sessions", 100, "serial: sessions")
+		serialN    = flag.Int("serial-sessions", 200, "serial: sessions (200: enough for a p99)")
 		serialPool = flag.Int("serial-pool", 100, "serial: pool size")
 		burstN     = flag.Int("burst-sessions", 200, "burst: sessions")
 		burstRate  = flag.Float64("burst-rate", 75, "burst: sessions per second")
@@ -78,14 +79,14 @@ func run() error {
 		trBigMB    = flag.Int("transfer-big-mb", 10, "transfer: size of the tree's big file, in MB (10^6 bytes)")
 		trSmall    = flag.Int("transfer-small-files", 200, "transfer: small files (100 B to 8 KiB) in the tree")
 		trRuns     = flag.Int("transfer-runs", 3, "transfer: runs each way per tool, alternating which tool goes first (the median counts; -full: 5)")
-		pacedN     = flag.Int("paced-sessions", 40, "paced: sessions, one at a time")
+		pacedN     = flag.Int("paced-sessions", 200, "paced: sessions, one at a time (200: enough for a p99)")
 		pacedEvery = flag.Duration("paced-interval", 500*time.Millisecond, "paced: one bind every interval")
 		psPools    = flag.String("poolsize-pools", "100,1000", "poolsize: the pool sizes, comma-separated (one scenario each: pool<size>)")
 		psN        = flag.Int("poolsize-sessions", 200, "poolsize: sessions bound against each pool")
 		psRate     = flag.Float64("poolsize-rate", 10, "poolsize: sessions per second")
 		mgrBinary  = flag.String("manager-binary", "", "run this manager binary instead of building ./cmd/manager (to compare two builds on the same machine)")
 		idle       = flag.Duration("idle-window", 3*time.Second, "how long each scenario measures the processes' idle CPU before its window (taken out of CPU per bind; 0: not measured)")
-		replot     = flag.String("replot", "", "only re-render results.md and latency-cdf.png into -out from this results.json")
+		replot     = flag.String("replot", "", "only re-render results.md and latency-cdf.png into -out from this bench.json")
 		dayDur     = flag.Duration("day-duration", 10*time.Minute, "day: the real time a simulated 24 h is replayed in (not in the default list: -scenarios=day)")
 		daySeed    = flag.Uint64("day-seed", 16, "day: the trace's seed")
 		dayBoot    = flag.Duration("day-boot", 45*time.Second, "day: the simulated VM boot, scaled with the day")
@@ -106,8 +107,8 @@ func run() error {
 				apply()
 			}
 		}
-		unlessSet("serial-sessions", func() { *serialN = 100 })
-		unlessSet("paced-sessions", func() { *pacedN = 100 })
+		unlessSet("serial-sessions", func() { *serialN = 200 })
+		unlessSet("paced-sessions", func() { *pacedN = 200 })
 		unlessSet("poolsize-pools", func() { *psPools = "100,1000,5000" })
 		unlessSet("serial-pool", func() { *serialPool = 100 })
 		unlessSet("burst-sessions", func() { *burstN = 750 })
@@ -137,16 +138,13 @@ func run() error {
 		return err
 	}
 	if *replot != "" {
-		b, err := os.ReadFile(*replot)
+		_, report, err := bench.ReadReport(*replot)
 		if err != nil {
-			return err
-		}
-		report := &bench.Report{}
-		if err := json.Unmarshal(b, report); err != nil {
 			return err
 		}
 		return report.Write(outDir)
 	}
+	record := results.Begin("bench")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -205,7 +203,13 @@ func run() error {
 	}
 	logf("manager up: pid %d, metrics %s, log %s", h.Manager.PID(), h.Manager.MetricsURL, h.Manager.LogPath)
 
-	report := &bench.Report{Started: time.Now(), Machine: machine(), Command: strings.Join(os.Args, " ")}
+	report := &bench.Report{Started: record.Started, Machine: record.Machine.String(), Command: record.Command}
+	keep := func() error { // after each scenario, so a later failure keeps what ran
+		if err := record.Write(filepath.Join(outDir, "bench.json"), report); err != nil {
+			return err
+		}
+		return report.Write(outDir)
+	}
 	var list []string
 	for _, sc := range strings.Split(*scenarios, ",") {
 		if sc = strings.TrimSpace(sc); sc == "poolsize" { // one scenario per pool size
@@ -269,7 +273,7 @@ func run() error {
 			logf("%s: upload %.1f MB/s (kubectl cp %.1f, %.2fx), download %.1f MB/s (kubectl cp %.1f, %.2fx), mismatches %d",
 				sc, t.Upload.ClientMBps, t.Upload.KubectlMBps, t.Upload.Ratio, t.Download.ClientMBps, t.Download.KubectlMBps, t.Download.Ratio, t.Mismatches)
 		}
-		if err := report.Write(outDir); err != nil { // after each scenario, so a later failure keeps it
+		if err := keep(); err != nil {
 			return err
 		}
 		if err := h.DeleteNamespace(ctx, res.Namespace, 2*time.Minute); err != nil {
@@ -279,21 +283,4 @@ func run() error {
 	fmt.Println(report.Markdown())
 	logf("results in %s", outDir)
 	return nil
-}
-
-func machine() string {
-	model := ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	mem := ""
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		mem = strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1] + " kB RAM"
-	}
-	return fmt.Sprintf("%s/%s, %d CPUs (%s), %s, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), model, mem, runtime.Version())
 }

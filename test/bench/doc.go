@@ -1,0 +1,348 @@
+//go:build !windows
+
+package bench
+
+// The figures of docs/performance.md, rendered from a kept run (a results.File of kind
+// "bench") by hack/docs: nothing on that page is typed by hand. Rules for every table: a
+// ratio comes with its absolute gap in ms, and a p99 is shown only over at least
+// minSamplesForP99 samples; with fewer, the max is shown and labelled as the max.
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/hyperpool/hyperpool/test/results"
+)
+
+// minSamplesForP99: below this many samples, a p99 is one or two samples' worth of luck.
+const minSamplesForP99 = 200
+
+// ReadReport loads a kept bench run.
+func ReadReport(path string) (*results.File, *Report, error) {
+	rep := &Report{}
+	f, err := results.Read(path, "bench", rep)
+	return f, rep, err
+}
+
+// RenderDoc renders one table of docs/performance.md: args are the table's name and the
+// kept run's path.
+func RenderDoc(args []string) (string, error) {
+	if len(args) != 2 {
+		return "", fmt.Errorf("want a table and one result file, got %q", args)
+	}
+	f, rep, err := ReadReport(args[1])
+	if err != nil {
+		return "", err
+	}
+	switch args[0] {
+	case "run":
+		return runHeader(f, args[1]), nil
+	case "scenarios":
+		return scenariosTable(rep), nil
+	case "floor":
+		return floorTable(rep), nil
+	case "targets":
+		return targetsTable(rep), nil
+	case "poolsize":
+		return poolSizeTable(rep), nil
+	case "client":
+		return clientTable(rep), nil
+	}
+	return "", fmt.Errorf("no bench table %q (run, scenarios, floor, targets, poolsize, client)", args[0])
+}
+
+// runHeader says which run a page's figures come from.
+func runHeader(f *results.File, path string) string {
+	dirty := ""
+	if f.Dirty {
+		dirty = " (with changes not committed: the figures may differ from that commit's)"
+	}
+	return fmt.Sprintf("From `%s`: commit %s%s, %s, %s long.\n\n- Machine: %s.\n- Command: `%s`.",
+		path, f.ShortCommit(), dirty, f.Started.Format("2006-01-02 15:04 UTC"), f.Finished.Sub(f.Started).Round(time.Second),
+		f.Machine, f.Command)
+}
+
+// tail is a percentile row's tail: the p99 over enough samples, else the max, labelled.
+func tail(s Stats) string {
+	if s.N == 0 {
+		return "-"
+	}
+	if s.N >= minSamplesForP99 {
+		return f1(s.P99)
+	}
+	return fmt.Sprintf("max %s (n=%d)", f1(s.Max), s.N)
+}
+
+// tailValue is the tail figure a target is judged by, and whether it is the max.
+func tailValue(s Stats) (float64, bool) {
+	if s.N >= minSamplesForP99 {
+		return s.P99, false
+	}
+	return s.Max, true
+}
+
+// vs is "a − b ms (a ÷ b×)": an absolute gap beside its ratio.
+func vs(a, b float64) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%+.1f ms (%.2f×)", a-b, a/b)
+}
+
+func scenariosTable(rep *Report) string {
+	var b strings.Builder
+	b.WriteString("| scenario | sizes | bound (warm / cold) | Ready p50 ms | p90 ms | p99 ms (or max) | writes per bind: critical / total | pods created / needed | double binds | binds/s | manager peak RSS MiB | manager CPU s |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range rep.Results {
+		fmt.Fprintf(&b, "| %s | %s | %d of %d (%d / %d) | %s | %s | %s | %.2f / %.2f | %d / %d | %d | %.0f | %.0f | %.1f |\n",
+			x.Scenario, x.Params, x.Bound, x.Sessions, x.Warm, x.Cold, f1(x.Latency.P50), f1(x.Latency.P90), tail(x.Latency),
+			x.CriticalPerBind, x.TotalPerBind, x.PodsCreated, x.PodsNeeded, x.DoubleBinds, x.BindsPerSecond, x.PeakRSSMiB, x.CPUSeconds)
+	}
+	for _, x := range rep.Results {
+		if x.ExpiryLag != nil {
+			fmt.Fprintf(&b, "\nExpiry (%s): lag from each session's deadline to the watch seeing it ended, p50 %s ms, %s ms; %d sessions ended before their deadline.\n",
+				x.Scenario, f1(x.ExpiryLag.P50), tailPhrase(*x.ExpiryLag), x.EarlyExpiries)
+		}
+	}
+	return b.String()
+}
+
+// tailPhrase is tail in prose: "p99 12.0" or "max 12.0 (n=40)".
+func tailPhrase(s Stats) string {
+	if s.N >= minSamplesForP99 {
+		return "p99 " + f1(s.P99)
+	}
+	return tail(s)
+}
+
+// floorTable holds each warm bind against its design floor: medians, their gap and ratio,
+// then the tails under the p99 rule.
+func floorTable(rep *Report) string {
+	var b strings.Builder
+	b.WriteString("| scenario | floor taken | binds (n) | design floor (n) | bind p50 ms | floor p50 ms | bind − floor at p50 | bind tail ms | floor tail ms | bind − floor at the tail |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	var faster []string
+	for _, x := range rep.Results {
+		d := x.DesignFloor
+		if d == nil || d.Total.N == 0 {
+			continue
+		}
+		taken := "next to the binds, every 250 ms"
+		if d.Inline {
+			taken = "interleaved, each from quiet"
+		}
+		bt, bMax := tailValue(x.Latency)
+		ft, fMax := tailValue(d.Total)
+		tailGap := vs(bt, ft)
+		if bMax != fMax {
+			tailGap = "- (p99 on one side, max on the other)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", x.Scenario, taken, x.Latency.N, d.Total.N,
+			f1(x.Latency.P50), f1(d.Total.P50), vs(x.Latency.P50, d.Total.P50), tail(x.Latency), tail(d.Total), tailGap)
+		if x.Latency.P50 < d.Total.P50 {
+			faster = append(faster, fmt.Sprintf("%s (by %.1f ms)", x.Scenario, d.Total.P50-x.Latency.P50))
+		}
+	}
+	if len(faster) > 0 {
+		fmt.Fprintf(&b, "\n**Binds beat the floor at p50 in %s.** The floor is then not a lower bound there: see the page's explanation of how the floor is taken in that scenario.\n",
+			strings.Join(faster, ", "))
+	} else {
+		b.WriteString("\nNo bind median is below its floor's.\n")
+	}
+	return b.String()
+}
+
+// target is one of the design targets of docs/performance.md and how a run is judged by it.
+type target struct {
+	text string
+	// judge returns what was measured and whether it meets the target; ok is false when
+	// the run has no scenario for it.
+	judge func(rep *Report) (measured string, met, ok bool)
+}
+
+func byScenario(rep *Report, name string) *Result {
+	for _, x := range rep.Results {
+		if x.Scenario == name {
+			return x
+		}
+	}
+	return nil
+}
+
+// latencyTarget judges a scenario's Ready p50 or tail against limit ms.
+func latencyTarget(scenario string, useTail bool, limit float64) func(*Report) (string, bool, bool) {
+	return func(rep *Report) (string, bool, bool) {
+		x := byScenario(rep, scenario)
+		if x == nil || x.Latency.N == 0 {
+			return "", false, false
+		}
+		v, label := x.Latency.P50, "p50"
+		if useTail {
+			var isMax bool
+			if v, isMax = tailValue(x.Latency); isMax {
+				label = fmt.Sprintf("max (n=%d < %d)", x.Latency.N, minSamplesForP99)
+			} else {
+				label = "p99"
+			}
+		}
+		return fmt.Sprintf("%s %s ms (%s)", label, f1(v), x.Params), v <= limit, true
+	}
+}
+
+// warmScenarios is every result with warm binds.
+func warmScenarios(rep *Report) []*Result {
+	var out []*Result
+	for _, x := range rep.Results {
+		if x.mostlyWarm() {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// spread is "a" or "a–b" over the warm scenarios' values of v.
+func spread(rs []*Result, v func(*Result) float64, format string) (string, float64, float64) {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, x := range rs {
+		lo, hi = math.Min(lo, v(x)), math.Max(hi, v(x))
+	}
+	if lo == hi {
+		return fmt.Sprintf(format, lo), lo, hi
+	}
+	return fmt.Sprintf(format+"–"+format, lo, hi), lo, hi
+}
+
+var targets = []target{
+	{"warm bind p50 ≤ 15 ms, serial", latencyTarget("serial", false, 15)},
+	{"warm bind p99 ≤ 40 ms, serial", latencyTarget("serial", true, 40)},
+	{"burst p99 ≤ 100 ms", latencyTarget("burst", true, 100)},
+	{"≤ 2 writes on a warm bind's critical path", func(rep *Report) (string, bool, bool) {
+		rs := warmScenarios(rep)
+		if len(rs) == 0 {
+			return "", false, false
+		}
+		s, _, hi := spread(rs, func(x *Result) float64 { return x.CriticalPerBind }, "%.2f")
+		return s + " in the warm scenarios", hi <= 2.005, true
+	}},
+	{"≤ 4 writes in all per warm bind", func(rep *Report) (string, bool, bool) {
+		rs := warmScenarios(rep)
+		if len(rs) == 0 {
+			return "", false, false
+		}
+		s, _, hi := spread(rs, func(x *Result) float64 { return x.TotalPerBind }, "%.2f")
+		return s + " in the warm scenarios", hi <= 4.005, true
+	}},
+	{"≥ 300 binds/s", func(rep *Report) (string, bool, bool) {
+		x := byScenario(rep, "throughput")
+		if x == nil {
+			return "", false, false
+		}
+		return fmt.Sprintf("%.0f binds/s (%s)", x.BindsPerSecond, x.Params), x.BindsPerSecond >= 300, true
+	}},
+	{"manager RSS ≤ 300 MiB with 10,000 active sessions", func(rep *Report) (string, bool, bool) {
+		x := byScenario(rep, "scale")
+		if x == nil {
+			return "", false, false
+		}
+		m := fmt.Sprintf("%.0f MiB peak (%s)", x.PeakRSSMiB, x.Params)
+		if x.Sessions < 10000 {
+			m += "; fewer sessions than the target names"
+		}
+		return m, x.PeakRSSMiB <= 300 && x.Sessions >= 10000, true
+	}},
+	{"no pod over-created, none bound twice", func(rep *Report) (string, bool, bool) {
+		over, dbl := 0, 0
+		for _, x := range rep.Results {
+			over, dbl = over+max(0, x.OverCreated), dbl+x.DoubleBinds
+		}
+		return fmt.Sprintf("%d over-created, %d double binds, over %d scenarios", over, dbl, len(rep.Results)), over == 0 && dbl == 0, len(rep.Results) > 0
+	}},
+	{"expiry lag p99 ≤ 1 s", func(rep *Report) (string, bool, bool) {
+		x := byScenario(rep, "expiry")
+		if x == nil || x.ExpiryLag == nil {
+			return "", false, false
+		}
+		v, isMax := tailValue(*x.ExpiryLag)
+		return fmt.Sprintf("%s ms, %d early (%s)", tailPhrase(*x.ExpiryLag), x.EarlyExpiries, x.Params), v <= 1000 && x.EarlyExpiries == 0 && (!isMax || v <= 1000), true
+	}},
+}
+
+func targetsTable(rep *Report) string {
+	var b strings.Builder
+	b.WriteString("| target | measured | met? |\n|---|---|---|\n")
+	for _, t := range targets {
+		measured, met, ok := t.judge(rep)
+		verdict := "yes"
+		switch {
+		case !ok:
+			measured, verdict = "not in this run", "-"
+		case !met:
+			verdict = "**no**"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.text, measured, verdict)
+	}
+	return b.String()
+}
+
+// poolSizeTable is the manager's CPU per bind against the pool's size, each pool beside the
+// smallest.
+func poolSizeTable(rep *Report) string {
+	var rs []*Result
+	for _, x := range rep.Results {
+		if strings.HasPrefix(x.Scenario, "pool") && x.Ready > 0 {
+			rs = append(rs, x)
+		}
+	}
+	if len(rs) == 0 {
+		return "No pool-size scenario in this run."
+	}
+	mgr := func(x *Result) float64 {
+		for _, c := range x.CPU {
+			if c.Process == "manager" {
+				return c.PerBindMS
+			}
+		}
+		return 0
+	}
+	var b strings.Builder
+	b.WriteString("| pool | binds | manager CPU ms per bind | vs the smallest pool | Ready p50 ms | tail ms |\n|---|---|---|---|---|---|\n")
+	base := mgr(rs[0])
+	for _, x := range rs {
+		fmt.Fprintf(&b, "| %d | %d | %.1f | %s | %s | %s |\n", x.Pool, x.Ready, mgr(x), vs(mgr(x), base), f1(x.Latency.P50), tail(x.Latency))
+	}
+	return b.String()
+}
+
+// clientTable is the Go client's scenarios: time to first output and transfer.
+func clientTable(rep *Report) string {
+	var b strings.Builder
+	for _, x := range rep.Results {
+		if fo := x.FirstOutput; fo != nil {
+			b.WriteString("| Open to first output, ms | p50 | tail |\n|---|---|---|\n")
+			for _, row := range []struct {
+				name string
+				s    Stats
+			}{{"**Open to first byte**", fo.Total}, {"bind (Open → Ready)", fo.Bind}, {"client setup (Ready → Open returns)", fo.ClientSetup},
+				{"exec setup (Run → first byte)", fo.ExecSetup}, {"Run → exit", fo.Run}, {"Close", fo.Close}} {
+				fmt.Fprintf(&b, "| %s | %s | %s |\n", row.name, f1(row.s.P50), tail(row.s))
+			}
+			fmt.Fprintf(&b, "\n%s; %d non-zero exits.\n\n", x.Params, fo.ExitCodes)
+		}
+		if t := x.Transfer; t != nil {
+			b.WriteString("| transfer | client MB/s | kubectl cp MB/s | client − kubectl (client ÷ kubectl) |\n|---|---|---|---|\n")
+			for _, d := range []struct {
+				name string
+				t    TransferDirection
+			}{{"upload", t.Upload}, {"download", t.Download}} {
+				fmt.Fprintf(&b, "| %s | %.1f | %.1f | %+.1f MB/s (%.2f×) |\n", d.name, d.t.ClientMBps, d.t.KubectlMBps, d.t.ClientMBps-d.t.KubectlMBps, d.t.Ratio)
+			}
+			fmt.Fprintf(&b, "\n%s; %d files, %d bytes, median of %d runs each way; %d mismatched copies.\n\n", x.Params, t.Files, t.Bytes, t.Iterations, t.Mismatches)
+		}
+	}
+	if b.Len() == 0 {
+		return "No client scenario in this run."
+	}
+	return b.String()
+}
