@@ -22,6 +22,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,34 +61,37 @@ const (
 // EtcdPause is how long etcd stays paused around a FaultKillLeaderSlowAPI.
 const EtcdPause = 2 * time.Second
 
-// Config sizes one chaos run.
+// Config sizes one chaos run. It is kept in the run's result file; durations are in
+// nanoseconds there.
 type Config struct {
 	// Sessions are created at Rate per second, open loop (the schedule does not wait).
-	Sessions int
-	Rate     float64
+	Sessions int     `json:"sessions"`
+	Rate     float64 `json:"rate"`
 	// LeaderKills is how many times the leading replica gets SIGKILL (and is restarted);
 	// APIServerRestarts how many times kube-apiserver restarts with etcd kept.
-	LeaderKills       int
-	APIServerRestarts int
+	LeaderKills       int `json:"leaderKills"`
+	APIServerRestarts int `json:"apiServerRestarts"`
 	// SlowAPIKills is how many times the leader gets SIGKILL while etcd is paused.
-	SlowAPIKills int
+	SlowAPIKills int `json:"slowAPIKills"`
 	// Pool is the warm pool's target (AgentSandbox spec.replicas).
-	Pool int
+	Pool int `json:"pool"`
 	// QuotaSessions is the namespace's AgentQuota hard.sessions; lower than the sessions
 	// alive at once, so sessions queue and are admitted as others end.
-	QuotaSessions int
+	QuotaSessions int `json:"quotaSessions"`
 	// SessionLifetime is each session's maxLifetime.
-	SessionLifetime time.Duration
+	SessionLifetime time.Duration `json:"sessionLifetime"`
 	// Nodes is how many simulated Windows nodes to create.
-	Nodes int
+	Nodes int `json:"nodes"`
 	// Leader election timings passed to both replicas.
-	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	LeaseDuration time.Duration `json:"leaseDuration"`
+	RenewDeadline time.Duration `json:"renewDeadline"`
+	RetryPeriod   time.Duration `json:"retryPeriod"`
 	// PoolRecoveryLimit is how soon after the last fault the pool must be back at target.
-	PoolRecoveryLimit time.Duration
+	PoolRecoveryLimit time.Duration `json:"poolRecoveryLimit"`
 	// ManagerBinary is the built cmd/manager.
-	ManagerBinary string
+	ManagerBinary string `json:"-"`
 	// Logf reports progress; nil is silent.
-	Logf func(format string, args ...any)
+	Logf func(format string, args ...any) `json:"-"`
 }
 
 // FullConfig is the size of issue 8: 1,000 sessions at 50/s, three leader kills, one
@@ -111,53 +115,68 @@ func ShortConfig() Config {
 
 // Fault is one injected fault and how the system came back.
 type Fault struct {
-	Kind string
+	Kind string `json:"kind"`
 	// At is when it was injected, from the start of the load.
-	At time.Duration
+	At time.Duration `json:"at"`
 	// Detail names what was hit: the replica and PID, or kube-apiserver.
-	Detail string
+	Detail string `json:"detail"`
 	// APIDown is how long kube-apiserver was away (restarts only), or etcd paused (kills
 	// with etcd paused).
-	APIDown time.Duration
+	APIDown time.Duration `json:"apiDown,omitempty"`
 	// NewLeader is how long after injection a live replica held the Lease again, and
 	// which one.
-	NewLeader     time.Duration
-	NewLeaderName string
+	NewLeader     time.Duration `json:"newLeader"`
+	NewLeaderName string        `json:"newLeaderName"`
 	// injected is when it was injected; over is when the fault itself was over: the kill
 	// (instant), etcd resumed, or kube-apiserver ready again; recovered is when a leader led
 	// again after it.
 	injected, over, recovered time.Time
 }
 
-// Result is what a run measured and found.
+// Result is what a run measured and found; cmd/chaos keeps it in a result file
+// (test/results), from which RenderDoc renders docs/chaos.md's tables. Durations are in
+// nanoseconds there.
 type Result struct {
-	Config        Config
-	Faults        []Fault
-	Created       int
-	CreateRetries int
+	Config        Config  `json:"config"`
+	Faults        []Fault `json:"faults"`
+	Created       int     `json:"created"`
+	CreateRetries int     `json:"createRetries"`
 	// Outcomes counts sessions by final phase and end reason ("Expired/MaxLifetime").
-	Outcomes map[string]int
+	Outcomes map[string]int `json:"outcomes"`
 	// UnusualEnds describe (the first few) sessions that did not end by their max lifetime
 	// (each also a SessionNotExpired violation).
-	UnusualEnds []string
+	UnusualEnds []string `json:"unusualEnds,omitempty"`
 	// MaxEndLag is the longest time from a session's deadline (status.expiryTime) to the
 	// watch seeing it ended; LivenessBound is the most it may be.
-	MaxEndLag, LivenessBound time.Duration
+	MaxEndLag     time.Duration `json:"maxEndLag"`
+	LivenessBound time.Duration `json:"livenessBound"`
 	// SuspicionsResolved counts the counts over a limit that were checked against a List at
 	// their revision; Unconfirmed counts, by kind, those the List did not show over the
 	// limit (the watch's passing view while relisting).
-	SuspicionsResolved                   int
-	Unconfirmed                          map[string]int
-	WarmBinds, ColdPods                  int
-	PoolCreated, WarmReplaced, PeakWarm  int
-	PeakActive                           int
-	PlannedRestarts, UnplannedExits      int
-	Checks                               int64
-	Violations                           map[string]int
-	Examples                             map[string][]string
-	PoolAtTargetAfterLastFault           time.Duration // -1 if never
-	ReadyAfterLoad, OrphansGoneAfterDrop time.Duration
-	Duration                             time.Duration
+	SuspicionsResolved int            `json:"suspicionsResolved"`
+	Unconfirmed        map[string]int `json:"unconfirmed,omitempty"`
+	WarmBinds          int            `json:"warmBinds"`
+	ColdPods           int            `json:"coldPods"`
+	// PoolCreated are the pods the pool created; PoolAllowed the most it needed (its
+	// target plus one replacement per warm bind); WarmReplaced those it deleted unbound.
+	PoolCreated     int `json:"poolCreated"`
+	PoolAllowed     int `json:"poolAllowed"`
+	WarmReplaced    int `json:"warmReplaced"`
+	PeakWarm        int `json:"peakWarm"`
+	PeakActive      int `json:"peakActive"`
+	PlannedRestarts int `json:"plannedRestarts"`
+	UnplannedExits  int `json:"unplannedExits"`
+	// Checks counts every check made; InvariantsChecked names, in order, every kind of
+	// violation the run checked for, so a table can show the kinds with none.
+	Checks            int64               `json:"checks"`
+	InvariantsChecked []string            `json:"invariantsChecked"`
+	Violations        map[string]int      `json:"violations"`
+	Examples          map[string][]string `json:"examples,omitempty"`
+	// PoolAtTargetAfterLastFault is -1 if the pool never got back to its target.
+	PoolAtTargetAfterLastFault time.Duration `json:"poolAtTargetAfterLastFault"`
+	ReadyAfterLoad             time.Duration `json:"readyAfterLoad"`
+	OrphansGoneAfterDrop       time.Duration `json:"orphansGoneAfterDrop"`
+	Duration                   time.Duration `json:"duration"`
 }
 
 // ViolationCount is the number of broken invariants, all kinds together.
@@ -298,6 +317,7 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 	res.MaxEndLag, res.LivenessBound, res.SuspicionsResolved = f.maxEndLag, livenessBound, f.suspicionsResolved
 	res.UnusualEnds, res.Unconfirmed = f.unusualEnds, f.unconfirmed
 	res.WarmBinds, res.ColdPods, res.PoolCreated, res.WarmReplaced = f.warmBinds, f.coldPods, f.poolCreated, f.warmReplaced
+	res.PoolAllowed, res.InvariantsChecked = cfg.Pool+f.warmBinds, slices.Clone(Invariants)
 	res.PeakWarm, res.PeakActive = f.peakWarm, f.peakActive
 	res.PlannedRestarts, res.UnplannedExits = rs.counts()
 	res.Duration = time.Since(begin)
@@ -559,7 +579,7 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "longest from a deadline to the session seen ended: %s (bound %s)\n", r.MaxEndLag.Round(time.Millisecond), r.LivenessBound)
 	fmt.Fprintf(w, "binds: %d warm, %d cold pods; peak active sessions %d (quota %d)\n", r.WarmBinds, r.ColdPods, r.PeakActive, c.QuotaSessions)
 	fmt.Fprintf(w, "pool: created %d pods, allowed %d (target %d + %d warm binds), deleted %d unbound; peak live warm %d (target %d)\n",
-		r.PoolCreated, c.Pool+r.WarmBinds, c.Pool, r.WarmBinds, r.WarmReplaced, r.PeakWarm, c.Pool)
+		r.PoolCreated, r.PoolAllowed, c.Pool, r.WarmBinds, r.WarmReplaced, r.PeakWarm, c.Pool)
 	fmt.Fprintf(w, "pool at target %s after the last fault ended (limit %s)\n", describeDuration(r.PoolAtTargetAfterLastFault), c.PoolRecoveryLimit)
 	fmt.Fprintf(w, "all sessions ended %s after the load began; bound pods gone %s after the sessions were deleted\n",
 		r.ReadyAfterLoad.Round(time.Millisecond), r.OrphansGoneAfterDrop.Round(time.Millisecond))

@@ -4,8 +4,10 @@ package chaos
 
 import (
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -28,6 +30,11 @@ func TestMain(m *testing.M) {
 	// The watches' reconnects during the kube-apiserver restart would fill the output.
 	ctrllog.SetLogger(logr.Discard())
 	klog.SetLogger(logr.Discard())
+	flag.Parse()
+	if !selected("TestChaosShort") {
+		// Only the checker's and the renderer's unit tests: they need no control plane.
+		os.Exit(m.Run())
+	}
 	testbed.Main(m, testbed.Options{}, func(e *testbed.Env) error {
 		env = e
 		dir, err := os.MkdirTemp("", "hyperpool-chaos-")
@@ -38,6 +45,18 @@ func TestMain(m *testing.M) {
 		managerBinary = filepath.Join(dir, "manager")
 		return bench.BuildManager(context.Background(), e.RepoRoot, managerBinary)
 	})
+}
+
+// selected reports whether go test's -run pattern selects the top-level test name (every
+// test when there is none).
+func selected(name string) bool {
+	pattern := flag.Lookup("test.run").Value.String()
+	if pattern == "" {
+		return true
+	}
+	top, _, _ := strings.Cut(pattern, "/")
+	matched, err := regexp.MatchString(top, name)
+	return err != nil || matched // a bad pattern: let go test report it
 }
 
 func TestChaosShort(t *testing.T) {

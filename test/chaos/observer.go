@@ -48,6 +48,15 @@ const (
 	SuspicionUnresolved = "count over a limit not resolved against a List"
 )
 
+// Invariants are all the violation kinds, in the order a report lists them: every run
+// checks each, and its result file names them, so a table shows the ones with none.
+var Invariants = []string{
+	PodTwoSessions, SessionTwoPods, SessionPodChanged, PodNameShared, BadSessionState,
+	SessionNotExpired, SessionLate, SessionUnsettled,
+	QuotaExceeded, QuotaStatusOver, PoolOverTarget, PoolOverCreated, PoolNotRecovered, PoolNotAtTargetEnd,
+	OrphanPod, SuspicionUnresolved,
+}
+
 // livenessBound is how long after its deadline (status.expiryTime) a session may still be
 // seen unended. The deadline is rounded up to the second (twice: bind time and expiry),
 // which takes up to 2 s; a leader kill costs a Lease duration (4 s) plus the new leader's

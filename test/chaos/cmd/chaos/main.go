@@ -2,11 +2,12 @@
 
 // Command chaos runs hyperpool's chaos test at full size (`make chaos`): it starts the test
 // bed, builds the manager, runs two replicas with leader election, creates 1,000 sessions
-// at 50/s while it kills the leader three times and restarts kube-apiserver once, checks
-// the invariants throughout, prints the figures and exits non-zero on any violation.
-// -slow-api-kills=N adds N leader kills while etcd is paused.
+// at 50/s while it kills the leader once while etcd is paused, three times more and
+// restarts kube-apiserver once, checks the invariants throughout, prints the figures,
+// writes them to a result file (-out, test/results' envelope) and exits non-zero on any
+// violation.
 //
-//	go run ./test/chaos/cmd/chaos -sessions=1000 -rate=50 -leader-kills=3 -apiserver-restarts=1
+//	go run ./test/chaos/cmd/chaos -sessions=1000 -rate=50 -slow-api-kills=1 -leader-kills=3 -apiserver-restarts=1
 //
 // On a violation (or with -keep-logs) the component and manager logs are kept, and their
 // directory is printed.
@@ -28,6 +29,7 @@ import (
 
 	"github.com/hyperpool/hyperpool/test/bench"
 	"github.com/hyperpool/hyperpool/test/chaos"
+	"github.com/hyperpool/hyperpool/test/results"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -59,7 +61,9 @@ func run() (int, error) {
 	flag.DurationVar(&cfg.PoolRecoveryLimit, "pool-recovery-limit", cfg.PoolRecoveryLimit, "how soon after the last fault the pool must be back at target")
 	keepLogs := flag.Bool("keep-logs", false, "keep the component and manager logs even when nothing was violated")
 	auditDeletes := flag.Bool("audit-pod-deletes", false, "have kube-apiserver audit every pod deletion (who, by user agent) into audit.log next to the policy; implies -keep-logs")
+	out := flag.String("out", filepath.Join("bin", "chaos-results", "chaos.json"), "the result file (test/results envelope) this run writes; docs/chaos.md renders from a kept one under docs/results")
 	flag.Parse()
+	record := results.Begin("chaos")
 	// The watches' reconnects during the kube-apiserver restart would drown the figures.
 	ctrllog.SetLogger(logr.Discard())
 	klog.SetLogger(logr.Discard())
@@ -111,6 +115,11 @@ func run() (int, error) {
 	}
 	res.Print(os.Stdout)
 	violations = res.ViolationCount()
+	// Kept whatever the verdict: a failing run's file is the evidence.
+	if err := record.Write(*out, res); err != nil {
+		return violations, fmt.Errorf("write the result file: %w", err)
+	}
+	logf("result written to %s", *out)
 	if violations > 0 {
 		fmt.Printf("FAIL: %s\n", res.Summary())
 	} else {
