@@ -93,13 +93,13 @@ func TestQuotaAdmitsInFIFOOrder(t *testing.T) {
 	defer stop()
 
 	// The second waits with the arithmetic in its condition.
-	s := waitSession(t, ns, "q-001", 20*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
+	s := waitSession(t, ns, "q-001", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 	c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
 	if c == nil || c.Reason != agentsv1alpha1.ReasonWaitingForQuota || !strings.Contains(c.Message, "sessions: 1 requested + 1 in use > 1 allowed by AgentQuota quota") {
 		t.Errorf("QuotaReserved = %+v, want WaitingForQuota with the arithmetic", c)
 	}
 	q := &agentsv1alpha1.AgentQuota{}
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quota"}, q)
 		return q.Status.Queued == n-1 && q.Status.QueueHead == "q-001" && ptr.Deref(q.Status.Used.Sessions, -1) == 1,
 			fmt.Sprintf("quota status: queued %d head %q used %v; want %d, q-001, 1", q.Status.Queued, q.Status.QueueHead, q.Status.Used.Sessions, n-1)
@@ -107,7 +107,7 @@ func TestQuotaAdmitsInFIFOOrder(t *testing.T) {
 
 	for i := range n {
 		name := fmt.Sprintf("q-%03d", i)
-		waitSession(t, ns, name, 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+		waitSession(t, ns, name, waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 		for _, other := range listSessions(t, ns) {
 			if other.Name > name && holding(&other) {
 				t.Fatalf("%s was admitted before %s", other.Name, name)
@@ -127,7 +127,7 @@ func TestQuotaNoOvershoot(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentQuota(ns, "quota").Sessions(limit).Obj())
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(5).Obj())
-	waitPoolReady(t, ns, "pool", 5, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 5, waitTimeout)
 	stop := watchActive(t, ns, limit)
 
 	var wg sync.WaitGroup
@@ -137,7 +137,7 @@ func TestQuotaNoOvershoot(t *testing.T) {
 	wg.Wait()
 
 	// The quota fills to its limit exactly; the rest wait.
-	eventually(t, 60*time.Second, func(context.Context) (bool, string) {
+	eventually(t, 2*waitTimeout, func(context.Context) (bool, string) {
 		active, queued := 0, 0
 		for _, s := range listSessions(t, ns) {
 			if holding(&s) {
@@ -151,7 +151,7 @@ func TestQuotaNoOvershoot(t *testing.T) {
 
 	// Serve everyone: end the Ready sessions, batch after batch.
 	served := map[string]bool{}
-	eventually(t, 120*time.Second, func(context.Context) (bool, string) {
+	eventually(t, 4*waitTimeout, func(context.Context) (bool, string) {
 		for _, s := range listSessions(t, ns) {
 			if s.Status.Phase == agentsv1alpha1.SessionReady {
 				served[s.Name] = true
@@ -173,16 +173,16 @@ func TestQuotaRaiseAndLower(t *testing.T) {
 	for _, name := range []string{"a", "b", "c"} {
 		create(t, builders.AgentSession(ns, name, "pool").Obj())
 	}
-	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	waitSession(t, ns, "c", 30*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
+	waitSession(t, ns, "a", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "c", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 
 	setSessionLimit(t, ns, 3) // raising admits the waiting sessions at once
-	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	waitSession(t, ns, "c", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "b", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "c", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	setSessionLimit(t, ns, 1) // lowering stops nothing that runs
 	create(t, builders.AgentSession(ns, "d", "pool").Obj())
-	waitSession(t, ns, "d", 30*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
+	waitSession(t, ns, "d", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 	for _, name := range []string{"a", "b", "c"} {
 		if s := getSession(t, ns, name); s.Status.Phase != agentsv1alpha1.SessionReady {
 			t.Fatalf("lowering the limit changed running session %s to %s", name, s.Status.Phase)
@@ -196,7 +196,7 @@ func TestQuotaRaiseAndLower(t *testing.T) {
 		t.Fatalf("d is %s with pod %q, with 1 session in use and a limit of 1; want Queued", s.Status.Phase, s.Status.PodName)
 	}
 	deleteSession(t, ns, "c")
-	waitSession(t, ns, "d", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "d", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
 func getSession(t *testing.T, ns, name string) *agentsv1alpha1.AgentSession {
@@ -220,7 +220,7 @@ func setSessionLimit(t *testing.T, ns string, limit int32) {
 func waitQuotaUsed(t *testing.T, ns string, sessions int32) {
 	t.Helper()
 	q := &agentsv1alpha1.AgentQuota{}
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quota"}, q)
 		return ptr.Deref(q.Status.Used.Sessions, -1) == sessions, fmt.Sprintf("used sessions %v, want %d", q.Status.Used.Sessions, sessions)
 	})
@@ -242,15 +242,15 @@ func TestDefaultQuota(t *testing.T) {
 	for _, name := range []string{"a", "b", "c"} {
 		create(t, builders.AgentSession(ns, name, "pool").Obj())
 	}
-	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	s := waitSession(t, ns, "c", 30*time.Second, "Queued", inPhase(agentsv1alpha1.SessionQueued))
+	waitSession(t, ns, "a", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "b", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "c", waitTimeout, "Queued", inPhase(agentsv1alpha1.SessionQueued))
 	if c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved); c == nil || !strings.Contains(c.Message, "the manager's default quota") {
 		t.Errorf("QuotaReserved = %+v, want a message naming the default quota", c)
 	}
 	// An AgentQuota of its own replaces the default.
 	create(t, builders.AgentQuota(ns, "quota").Sessions(5).Obj())
-	waitSession(t, ns, "c", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "c", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
 // TestQuotaMemoryCountsWarmAndBound: memory and cpu cover every live pod, warm and bound; the
@@ -261,7 +261,7 @@ func TestQuotaMemoryCountsWarmAndBound(t *testing.T) {
 	// Each sandbox is a 1536Mi, 2-vCPU VM: room for three.
 	create(t, builders.AgentQuota(ns, "quota").Memory("4608Mi").CPU("8").Obj())
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(5).Obj())
-	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 3, waitTimeout)
 	sb := waitDegraded(t, ns, "pool", agentsv1alpha1.ReasonQuotaLimited)
 	if msg := condition(sb.Status.Conditions, agentsv1alpha1.SandboxDegraded).Message; !strings.Contains(msg, "memory: 1536Mi requested + 4608Mi in use > 4608Mi allowed by AgentQuota quota") {
 		t.Errorf("QuotaLimited message %q lacks the memory arithmetic", msg)
@@ -270,9 +270,9 @@ func TestQuotaMemoryCountsWarmAndBound(t *testing.T) {
 	// A warm bind moves a VM from the pool to the session: usage is unchanged, and the pool
 	// cannot refill behind it.
 	create(t, builders.AgentSession(ns, "s1", "pool").Obj())
-	waitSession(t, ns, "s1", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "s1", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	q := &agentsv1alpha1.AgentQuota{}
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quota"}, q)
 		u := q.Status.Used
 		return u.Memory != nil && u.Memory.String() == "4608Mi" && u.CPU != nil && u.CPU.Value() == 6 &&
@@ -291,7 +291,7 @@ func TestPoolsTrimmedByWarmSandboxes(t *testing.T) {
 	create(t, builders.AgentSandbox(ns, "a").Replicas(3).Obj())
 	create(t, builders.AgentSandbox(ns, "b").Replicas(3).Obj())
 	countWarm := func() int { return len(warmPods(t, ns, "a")) + len(warmPods(t, ns, "b")) }
-	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		return countWarm() == 4, fmt.Sprintf("%d warm pods across the pools, want 4", countWarm())
 	})
 
@@ -299,7 +299,7 @@ func TestPoolsTrimmedByWarmSandboxes(t *testing.T) {
 	if err := k8s.Patch(context.Background(), q, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"hard":{"warmSandboxes":2}}}`))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		return countWarm() == 2, fmt.Sprintf("%d warm pods across the pools, want 2 after lowering the quota", countWarm())
 	})
 }
@@ -312,17 +312,17 @@ func TestResourceQuotaForbidsPods(t *testing.T) {
 	rq := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pods"},
 		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("1")}}}
 	create(t, rq)
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		_ = k8s.Get(ctx, client.ObjectKeyFromObject(rq), rq)
 		_, counted := rq.Status.Hard[corev1.ResourcePods]
 		return counted, "the ResourceQuota has no status yet"
 	})
 	create(t, builders.AgentSandbox(ns, "cold").Replicas(0).Obj())
 	create(t, builders.AgentSession(ns, "first", "cold").Obj())
-	waitSession(t, ns, "first", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "first", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	create(t, builders.AgentSession(ns, "second", "cold").Obj())
-	s := waitSession(t, ns, "second", 30*time.Second, "Queued with ResourceQuotaExceeded", func(s *agentsv1alpha1.AgentSession) bool {
+	s := waitSession(t, ns, "second", waitTimeout, "Queued with ResourceQuotaExceeded", func(s *agentsv1alpha1.AgentSession) bool {
 		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
 		return s.Status.Phase == agentsv1alpha1.SessionQueued && c != nil && c.Reason == agentsv1alpha1.ReasonResourceQuotaExceeded
 	})
@@ -332,7 +332,7 @@ func TestResourceQuotaForbidsPods(t *testing.T) {
 	if err := k8s.Patch(context.Background(), rq, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"hard":{"pods":"2"}}}`))); err != nil {
 		t.Fatal(err)
 	}
-	waitSession(t, ns, "second", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "second", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
 func TestSecondQuotaInANamespaceConflicts(t *testing.T) {
@@ -342,7 +342,7 @@ func TestSecondQuotaInANamespaceConflicts(t *testing.T) {
 	waitQuotaUsed(t, ns, 0)
 	second := builders.AgentQuota(ns, "second").Sessions(1).Obj()
 	create(t, second)
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		_ = k8s.Get(ctx, client.ObjectKeyFromObject(second), second)
 		c := meta.FindStatusCondition(second.Status.Conditions, agentsv1alpha1.QuotaActive)
 		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == agentsv1alpha1.ReasonConflict && strings.Contains(c.Message, "quota"),
@@ -352,8 +352,8 @@ func TestSecondQuotaInANamespaceConflicts(t *testing.T) {
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
 	create(t, builders.AgentSession(ns, "a", "pool").Obj())
 	create(t, builders.AgentSession(ns, "b", "pool").Obj())
-	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "a", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "b", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
 func TestQuotaOfZeroHoldsEverySession(t *testing.T) {
@@ -362,7 +362,7 @@ func TestQuotaOfZeroHoldsEverySession(t *testing.T) {
 	create(t, builders.AgentQuota(ns, "quota").Sessions(0).Obj())
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	create(t, builders.AgentSession(ns, "denied", "pool").Obj())
-	s := waitSession(t, ns, "denied", 20*time.Second, "Queued with ExceedsQuota", func(s *agentsv1alpha1.AgentSession) bool {
+	s := waitSession(t, ns, "denied", waitTimeout, "Queued with ExceedsQuota", func(s *agentsv1alpha1.AgentSession) bool {
 		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
 		return s.Status.Phase == agentsv1alpha1.SessionQueued && c != nil && c.Reason == agentsv1alpha1.ReasonExceedsQuota
 	})
@@ -372,7 +372,7 @@ func TestQuotaOfZeroHoldsEverySession(t *testing.T) {
 	assertSettled(t, "agentsession", ns, "denied")
 	// The kill switch is lifted: the session is admitted, not lost.
 	setSessionLimit(t, ns, 1)
-	waitSession(t, ns, "denied", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "denied", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
 // TestUnadmittedSessionGivesBackItsSlot: a session admitted by the sessions limit whose cold
@@ -385,21 +385,21 @@ func TestUnadmittedSessionGivesBackItsSlot(t *testing.T) {
 	create(t, builders.AgentQuota(ns, "quota").Sessions(2).Memory("1536Mi").Obj())
 	create(t, builders.AgentSandbox(ns, "cold").Replicas(0).Obj())
 	create(t, builders.AgentSession(ns, "a", "cold").Obj())
-	waitSession(t, ns, "a", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "a", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	create(t, builders.AgentSession(ns, "b", "cold").Obj())
-	waitSession(t, ns, "b", 30*time.Second, "Queued for memory", func(s *agentsv1alpha1.AgentSession) bool {
+	waitSession(t, ns, "b", waitTimeout, "Queued for memory", func(s *agentsv1alpha1.AgentSession) bool {
 		c := meta.FindStatusCondition(s.Status.Conditions, agentsv1alpha1.QuotaReserved)
 		return s.Status.Phase == agentsv1alpha1.SessionQueued && c != nil && strings.HasPrefix(c.Message, "memory:")
 	})
 	q := &agentsv1alpha1.AgentQuota{}
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quota"}, q)
 		return ptr.Deref(q.Status.Used.Sessions, -1) == 1 && q.Status.Queued == 1 && q.Status.QueueHead == "b",
 			fmt.Sprintf("quota status: used sessions %d, queued %d, head %q; want 1, 1, b", ptr.Deref(q.Status.Used.Sessions, -1), q.Status.Queued, q.Status.QueueHead)
 	})
 	// The VM frees: b starts.
 	deleteSession(t, ns, "a")
-	waitSession(t, ns, "b", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "b", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
 // TestLoweringWarmSandboxesTrimsEachPoolByItsShare: two pools over a lowered warmSandboxes
@@ -410,8 +410,8 @@ func TestLoweringWarmSandboxesTrimsEachPoolByItsShare(t *testing.T) {
 	create(t, builders.AgentQuota(ns, "quota").WarmSandboxes(6).Obj())
 	create(t, builders.AgentSandbox(ns, "a").Replicas(4).Obj())
 	create(t, builders.AgentSandbox(ns, "b").Replicas(2).Obj())
-	waitPoolReady(t, ns, "a", 4, 30*time.Second)
-	waitPoolReady(t, ns, "b", 2, 30*time.Second)
+	waitPoolReady(t, ns, "a", 4, waitTimeout)
+	waitPoolReady(t, ns, "b", 2, waitTimeout)
 
 	// From now on the namespace never holds fewer warm pods than the new limit: the pools
 	// trim 3 between them, not 3 each.
@@ -443,7 +443,7 @@ func TestLoweringWarmSandboxesTrimsEachPoolByItsShare(t *testing.T) {
 	if err := k8s.Patch(context.Background(), q, client.RawPatch("application/merge-patch+json", []byte(`{"spec":{"hard":{"warmSandboxes":3}}}`))); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		a, b := len(warmPods(t, ns, "a")), len(warmPods(t, ns, "b"))
 		return a == 2 && b == 1, fmt.Sprintf("warm pods: a %d, b %d; want 2 and 1 (4 and 2 giving up 3 in proportion)", a, b)
 	})
@@ -487,14 +487,14 @@ func TestDeletedQuotaDropsItsSeries(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	quota := builders.AgentQuota(ns, "quota").Sessions(3).Memory("8Gi").Obj()
 	create(t, quota)
-	eventually(t, 20*time.Second, func(context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		n := quotaSeries(t, ns)
 		return n > 0, "no quota series for the namespace yet"
 	})
 	if err := k8s.Delete(context.Background(), quota); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func(context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		n := quotaSeries(t, ns)
 		return n == 0, fmt.Sprintf("%d quota series of the deleted AgentQuota remain", n)
 	})

@@ -30,7 +30,7 @@ func TestPoolFillsWithWindowsPods(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(3).Obj())
-	got := waitPoolReady(t, ns, "pool", 3, 30*time.Second)
+	got := waitPoolReady(t, ns, "pool", 3, waitTimeout)
 
 	if got.Status.Footprint == nil || got.Status.Footprint.PerSandbox.Memory.String() != "1536Mi" || got.Status.Footprint.PerSandbox.VCPUs != 2 {
 		t.Errorf("footprint per sandbox = %+v, want 1536Mi (1Gi limit + 256 MB, rounded up to 512 MB) and 2 vCPUs", got.Status.Footprint)
@@ -93,12 +93,12 @@ func TestScaleToZeroAndBack(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(3).Obj())
-	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 3, waitTimeout)
 
 	scale(t, ns, "pool", 0)
-	waitPoolReady(t, ns, "pool", 0, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 0, waitTimeout)
 	scale(t, ns, "pool", 2)
-	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
 }
 
 // scale sets the class's replicas through its /scale subresource, as kubectl scale, an HPA
@@ -127,11 +127,11 @@ func TestBuildFiltering(t *testing.T) {
 	// A 2025 image runs nowhere here.
 	create(t, builders.AgentSandbox(ns, "hyperv-2025").Replicas(1).ImageBuild(26100).Obj())
 
-	waitPoolReady(t, ns, "hyperv-2019", 2, 30*time.Second)
+	waitPoolReady(t, ns, "hyperv-2019", 2, waitTimeout)
 	for _, p := range warmPods(t, ns, "hyperv-2019") {
 		checkSandboxPod(t, &p, "hyperv", []string{build2019, build2022})
 	}
-	waitPoolReady(t, ns, "process-2022", 2, 30*time.Second)
+	waitPoolReady(t, ns, "process-2022", 2, waitTimeout)
 	for _, p := range warmPods(t, ns, "process-2022") {
 		checkSandboxPod(t, &p, "process", []string{build2022})
 		if _, ok := p.Annotations[hcsannotations.MemorySizeInMB]; ok {
@@ -158,7 +158,7 @@ func TestBuildFiltering(t *testing.T) {
 func waitDegraded(t *testing.T, ns, name, reason string) *agentsv1alpha1.AgentSandbox {
 	t.Helper()
 	sb := &agentsv1alpha1.AgentSandbox{}
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, sb); err != nil {
 			return false, err.Error()
 		}
@@ -181,7 +181,7 @@ func TestRuntimeClassNotFoundThenCreated(t *testing.T) {
 	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rcName}, Handler: "runhcs-wcow-hypervisor"}
 	create(t, rc)
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), rc) })
-	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 1, waitTimeout)
 }
 
 // A RuntimeClass deleted while its pool serves sessions: running sandboxes are left alone,
@@ -195,10 +195,10 @@ func TestRuntimeClassDeletedMidFlight(t *testing.T) {
 	create(t, rc)
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), rc) })
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).RuntimeClass(rcName).Obj())
-	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
 	create(t, builders.AgentSession(ns, "before", "pool").Obj())
-	before := waitSession(t, ns, "before", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	waitPoolReady(t, ns, "pool", 2, 30*time.Second) // refilled: no creation in flight
+	before := waitSession(t, ns, "before", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitPoolReady(t, ns, "pool", 2, waitTimeout) // refilled: no creation in flight
 
 	if err := k8s.Delete(context.Background(), rc); err != nil {
 		t.Fatal(err)
@@ -207,12 +207,12 @@ func TestRuntimeClassDeletedMidFlight(t *testing.T) {
 	// The warm pods left still bind; the next session needs a new pod and waits.
 	for _, name := range []string{"warm-left-0", "warm-left-1"} {
 		create(t, builders.AgentSession(ns, name, "pool").Obj())
-		if s := waitSession(t, ns, name, 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady)); s.Status.StartType != agentsv1alpha1.StartWarm {
+		if s := waitSession(t, ns, name, waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady)); s.Status.StartType != agentsv1alpha1.StartWarm {
 			t.Errorf("session %s: start %s, want Warm (a pod left in the pool)", name, s.Status.StartType)
 		}
 	}
 	create(t, builders.AgentSession(ns, "stuck", "pool").Obj())
-	stuck := waitSession(t, ns, "stuck", 30*time.Second, "Pending with RuntimeClassNotFound", pendingWith(agentsv1alpha1.ReasonRuntimeClassNotFound))
+	stuck := waitSession(t, ns, "stuck", waitTimeout, "Pending with RuntimeClassNotFound", pendingWith(agentsv1alpha1.ReasonRuntimeClassNotFound))
 	if msg := condition(stuck.Status.Conditions, agentsv1alpha1.SessionReadyCondition).Message; !strings.Contains(msg, rcName) {
 		t.Errorf("message %q does not name the RuntimeClass %s", msg, rcName)
 	}
@@ -224,8 +224,8 @@ func TestRuntimeClassDeletedMidFlight(t *testing.T) {
 	getPod(t, ns, before.Status.PodName)
 
 	create(t, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rcName}, Handler: "runhcs-wcow-hypervisor"})
-	waitSession(t, ns, "stuck", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	waitSession(t, ns, "stuck", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
 }
 
 // With spec.replenish.quietPeriod, taken sandboxes are replaced once sessions stop taking
@@ -235,7 +235,7 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	const quiet = 4 * time.Second
 	create(t, builders.AgentSandbox(ns, "quiet").Replicas(4).Replenish(quiet, 1).Obj())
-	waitPoolReady(t, ns, "quiet", 4, 30*time.Second)
+	waitPoolReady(t, ns, "quiet", 4, waitTimeout)
 	original := map[string]bool{}
 	for _, p := range warmPods(t, ns, "quiet") {
 		original[p.Name] = true
@@ -243,10 +243,10 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 	var lastBind time.Time
 	for _, name := range []string{"take-0", "take-1"} {
 		create(t, builders.AgentSession(ns, name, "quiet").Obj())
-		s := waitSession(t, ns, name, 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+		s := waitSession(t, ns, name, waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 		lastBind = s.Status.BoundTime.Time // rounded up to the second
 	}
-	waitPoolReady(t, ns, "quiet", 4, 30*time.Second)
+	waitPoolReady(t, ns, "quiet", 4, waitTimeout)
 	for _, p := range warmPods(t, ns, "quiet") {
 		if original[p.Name] {
 			continue
@@ -262,10 +262,10 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 
 	// minReady: a pool that would fall below it refills at once, however long the quiet period.
 	create(t, builders.AgentSandbox(ns, "busy").Replicas(2).Replenish(5*time.Minute, 2).Obj())
-	waitPoolReady(t, ns, "busy", 2, 30*time.Second)
+	waitPoolReady(t, ns, "busy", 2, waitTimeout)
 	create(t, builders.AgentSession(ns, "take-busy", "busy").Obj())
-	waitSession(t, ns, "take-busy", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
-	waitPoolReady(t, ns, "busy", 2, 30*time.Second)
+	waitSession(t, ns, "take-busy", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitPoolReady(t, ns, "busy", 2, waitTimeout)
 }
 
 func TestTemplateChangeRecreate(t *testing.T) {
@@ -273,16 +273,16 @@ func TestTemplateChangeRecreate(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(3).
 		UpdateStrategy(agentsv1alpha1.UpdateStrategy{Type: agentsv1alpha1.RecreateUpdateStrategy, MaxConcurrent: ptr.To[int32](1)}).Obj())
-	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 3, waitTimeout)
 
 	// A session holds one pod of the old template; the rollout must not touch it.
 	create(t, builders.AgentSession(ns, "holder", "pool").Obj())
-	held := waitSession(t, ns, "holder", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	held := waitSession(t, ns, "holder", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	heldPod := getPod(t, ns, held.Status.PodName)
 	oldHash := heldPod.Labels[agentsv1alpha1.TemplateHashLabel]
 
 	changeTemplate(t, ns, "pool")
-	eventually(t, 60*time.Second, func(context.Context) (bool, string) {
+	eventually(t, 2*waitTimeout, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "pool")
 		fresh := 0
 		for _, p := range pods {
@@ -302,12 +302,12 @@ func TestTemplateChangeOnReplenish(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).
 		UpdateStrategy(agentsv1alpha1.UpdateStrategy{Type: agentsv1alpha1.OnReplenishUpdateStrategy}).Obj())
-	before := waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	before := waitPoolReady(t, ns, "pool", 2, waitTimeout)
 	oldHash := before.Status.TemplateHash
 
 	changeTemplate(t, ns, "pool")
 	// Once the pool has seen the new template, its old warm pods are still there.
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		cur := &agentsv1alpha1.AgentSandbox{}
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pool"}, cur); err != nil {
 			return false, err.Error()
@@ -322,11 +322,11 @@ func TestTemplateChangeOnReplenish(t *testing.T) {
 
 	// A session takes an old pod; its replacement has the new template.
 	create(t, builders.AgentSession(ns, "s1", "pool").Obj())
-	s := waitSession(t, ns, "s1", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "s1", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	if p := getPod(t, ns, s.Status.PodName); p.Labels[agentsv1alpha1.TemplateHashLabel] != oldHash {
 		t.Errorf("session took pod %s of the new template; OnReplenish hands out old pods first", p.Name)
 	}
-	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "pool")
 		old, fresh := 0, 0
 		for _, p := range pods {
@@ -364,7 +364,7 @@ func TestWarmPodsThatNeverBecomeReadyAreReplaced(t *testing.T) {
 	// kwok holds these pods un-Ready far longer than the manager's deadline.
 	create(t, builders.AgentSandbox(ns, "slow").Replicas(1).TemplateAnnotation(testbed.PodReadyDelayAnnotation, "600000").Obj())
 	first := ""
-	eventually(t, 30*time.Second, func(context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "slow")
 		if len(pods) == 1 {
 			first = pods[0].Name
@@ -372,7 +372,7 @@ func TestWarmPodsThatNeverBecomeReadyAreReplaced(t *testing.T) {
 		return first != "", "no warm pod yet"
 	})
 	waitDegraded(t, ns, "slow", agentsv1alpha1.ReasonPodsNotReady)
-	eventually(t, 45*time.Second, func(context.Context) (bool, string) {
+	eventually(t, 2*waitTimeout, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "slow")
 		return len(pods) == 1 && pods[0].Name != first, fmt.Sprintf("warm pods %d, first %s still there", len(pods), first)
 	})
@@ -386,7 +386,7 @@ func TestEgressPolicyFollowsTheClass(t *testing.T) {
 	np := &networkingv1.NetworkPolicy{}
 	waitPolicy := func(what string, ok func() bool) {
 		t.Helper()
-		eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+		eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 			err := k8s.Get(ctx, key, np)
 			if err != nil {
 				np = &networkingv1.NetworkPolicy{}

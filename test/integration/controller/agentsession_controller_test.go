@@ -26,14 +26,14 @@ func TestWarmBind(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
-	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
 	warmBefore := map[string]bool{}
 	for _, p := range warmPods(t, ns, "pool") {
 		warmBefore[p.Name] = true
 	}
 
 	create(t, builders.AgentSession(ns, "s1", "pool").Obj())
-	s := waitSession(t, ns, "s1", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "s1", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	if s.Status.StartType != agentsv1alpha1.StartWarm || !warmBefore[s.Status.PodName] {
 		t.Errorf("start type %q, pod %q; want Warm and one of the warm pods %v", s.Status.StartType, s.Status.PodName, warmBefore)
@@ -55,7 +55,7 @@ func TestWarmBind(t *testing.T) {
 		t.Errorf("pod controller = %+v, want the session", owner)
 	}
 	// The pool refills behind the bind.
-	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
 	sb := &agentsv1alpha1.AgentSandbox{}
 	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		_ = k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pool"}, sb)
@@ -71,7 +71,7 @@ func TestWarmBind(t *testing.T) {
 
 func waitPodGone(t *testing.T, ns, name string, uid types.UID) {
 	t.Helper()
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		p := &corev1.Pod{}
 		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p)
 		if apierrors.IsNotFound(err) || (err == nil && p.UID != uid) {
@@ -89,13 +89,13 @@ func TestColdStartWhenNoWarmPod(t *testing.T) {
 	waitPoolReady(t, ns, "empty", 0, waitTimeout)
 
 	create(t, builders.AgentSession(ns, "cold", "empty").Obj())
-	starting := waitSession(t, ns, "cold", 30*time.Second, "Starting or Ready with a pod", func(s *agentsv1alpha1.AgentSession) bool {
+	starting := waitSession(t, ns, "cold", waitTimeout, "Starting or Ready with a pod", func(s *agentsv1alpha1.AgentSession) bool {
 		return s.Status.PodName != ""
 	})
 	if starting.Status.StartType != agentsv1alpha1.StartCold {
 		t.Errorf("start type = %q, want Cold", starting.Status.StartType)
 	}
-	s := waitSession(t, ns, "cold", 20*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "cold", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	if s.Status.PodName != starting.Status.PodName {
 		t.Errorf("session changed pods: %s then %s", starting.Status.PodName, s.Status.PodName)
 	}
@@ -112,13 +112,13 @@ func TestRequireWarmWaitsForAWarmPod(t *testing.T) {
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(0).Obj())
 	create(t, builders.AgentSession(ns, "patient", "pool").StartPolicy(agentsv1alpha1.RequireWarm).Obj())
 
-	waitSession(t, ns, "patient", 30*time.Second, "Pending with reason WaitingForWarmSandbox", pendingWith(agentsv1alpha1.ReasonWaitingForWarmSandbox))
+	waitSession(t, ns, "patient", waitTimeout, "Pending with reason WaitingForWarmSandbox", pendingWith(agentsv1alpha1.ReasonWaitingForWarmSandbox))
 	if pods := podsOfSession(t, ns, "patient"); len(pods) != 0 {
 		t.Fatalf("RequireWarm session got %d pods without a warm one", len(pods))
 	}
 
 	scale(t, ns, "pool", 1)
-	got := waitSession(t, ns, "patient", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	got := waitSession(t, ns, "patient", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	if got.Status.StartType != agentsv1alpha1.StartWarm {
 		t.Errorf("start type = %q, want Warm", got.Status.StartType)
 	}
@@ -137,22 +137,22 @@ func TestSessionBindsWhenItsClassAppears(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSession(ns, "early", "late-class").Obj())
-	waitSession(t, ns, "early", 30*time.Second, "Pending with reason SandboxNotFound", pendingWith(agentsv1alpha1.ReasonSandboxNotFound))
+	waitSession(t, ns, "early", waitTimeout, "Pending with reason SandboxNotFound", pendingWith(agentsv1alpha1.ReasonSandboxNotFound))
 	create(t, builders.AgentSandbox(ns, "late-class").Replicas(1).Obj())
-	waitSession(t, ns, "early", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "early", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 }
 
 func TestMaxLifetimeExpiresTheSession(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
-	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 1, waitTimeout)
 
 	create(t, builders.AgentSession(ns, "short", "pool").MaxLifetime(2*time.Second).Obj())
-	ready := waitSession(t, ns, "short", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	ready := waitSession(t, ns, "short", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	pod := getPod(t, ns, ready.Status.PodName)
 
-	ended := waitSession(t, ns, "short", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	ended := waitSession(t, ns, "short", waitTimeout, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	if ended.Status.EndReason != agentsv1alpha1.ReasonMaxLifetime {
 		t.Errorf("end reason = %q, want MaxLifetime", ended.Status.EndReason)
 	}
@@ -166,12 +166,12 @@ func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(2).Obj())
-	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
 
 	for _, name := range []string{"quiet", "chatty"} {
 		create(t, builders.AgentSession(ns, name, "pool").IdleTimeout(2*time.Second).Obj())
 	}
-	waitSession(t, ns, "chatty", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "chatty", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	// chatty sends a heartbeat every 500 ms for 5 s: more than twice its idle timeout.
 	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
@@ -190,7 +190,7 @@ func TestIdleTimeout(t *testing.T) {
 		}
 	})
 
-	quiet := waitSession(t, ns, "quiet", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	quiet := waitSession(t, ns, "quiet", waitTimeout, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	if quiet.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
 		t.Errorf("quiet: end reason = %q, want IdleTimeout", quiet.Status.EndReason)
 	}
@@ -203,7 +203,7 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatalf("chatty, with heartbeats, is %s (%s), want still Ready", chatty.Status.Phase, chatty.Status.EndReason)
 	}
 	// Heartbeats stopped: it expires one idle timeout after the last.
-	ended := waitSession(t, ns, "chatty", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	ended := waitSession(t, ns, "chatty", waitTimeout, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	if ended.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
 		t.Errorf("chatty: end reason = %q, want IdleTimeout", ended.Status.EndReason)
 	}
@@ -223,7 +223,7 @@ func TestFinishedSessionsAreDeletedAfterTTL(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	create(t, builders.AgentSession(ns, "brief", "pool").MaxLifetime(time.Second).TTLAfterFinished(time.Second).Obj())
-	waitSession(t, ns, "brief", 15*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	waitSession(t, ns, "brief", waitTimeout, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "brief"}, &agentsv1alpha1.AgentSession{})
 		return apierrors.IsNotFound(err), fmt.Sprintf("session still there (get: %v)", err)
@@ -235,13 +235,13 @@ func TestPodDeletedFailsTheSession(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	create(t, builders.AgentSession(ns, "victim", "pool").Obj())
-	s := waitSession(t, ns, "victim", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "victim", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	pod := getPod(t, ns, s.Status.PodName)
 	if err := k8s.Delete(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
-	failed := waitSession(t, ns, "victim", 30*time.Second, "Failed", inPhase(agentsv1alpha1.SessionFailed))
+	failed := waitSession(t, ns, "victim", waitTimeout, "Failed", inPhase(agentsv1alpha1.SessionFailed))
 	if failed.Status.EndReason != agentsv1alpha1.ReasonPodDeleted {
 		t.Errorf("end reason = %q, want PodDeleted", failed.Status.EndReason)
 	}
@@ -264,7 +264,7 @@ func TestNodeLostFailsTheSession(t *testing.T) {
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).NodeSelector("hyperpool-test", ns).
 		Toleration(corev1.Toleration{Key: taint.Key, Value: taint.Value, Effect: taint.Effect, Operator: corev1.TolerationOpEqual}).Obj())
 	create(t, builders.AgentSession(ns, "stranded", "pool").Obj())
-	s := waitSession(t, ns, "stranded", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "stranded", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	if s.Status.NodeName != nodes[0].Name {
 		t.Fatalf("session on node %s, want %s", s.Status.NodeName, nodes[0].Name)
 	}
@@ -272,7 +272,7 @@ func TestNodeLostFailsTheSession(t *testing.T) {
 	if err := k8s.Delete(context.Background(), &nodes[0]); err != nil {
 		t.Fatal(err)
 	}
-	failed := waitSession(t, ns, "stranded", 30*time.Second, "Failed", inPhase(agentsv1alpha1.SessionFailed))
+	failed := waitSession(t, ns, "stranded", waitTimeout, "Failed", inPhase(agentsv1alpha1.SessionFailed))
 	if failed.Status.EndReason != agentsv1alpha1.ReasonNodeLost {
 		t.Errorf("end reason = %q, want NodeLost", failed.Status.EndReason)
 	}
@@ -297,7 +297,7 @@ func TestBurstAgainstAWarmPool(t *testing.T) {
 	const poolSize, sessions = 50, 200
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(poolSize).Obj())
-	waitPoolReady(t, ns, "pool", poolSize, 60*time.Second)
+	waitPoolReady(t, ns, "pool", poolSize, 2*waitTimeout)
 
 	var wg sync.WaitGroup
 	for i := range sessions {
@@ -305,7 +305,7 @@ func TestBurstAgainstAWarmPool(t *testing.T) {
 	}
 	wg.Wait()
 
-	eventually(t, 90*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 3*waitTimeout, func(ctx context.Context) (bool, string) {
 		list := &agentsv1alpha1.AgentSessionList{}
 		if err := k8s.List(ctx, list, client.InNamespace(ns)); err != nil {
 			return false, err.Error()
@@ -320,7 +320,7 @@ func TestBurstAgainstAWarmPool(t *testing.T) {
 		}
 		return ready == sessions, fmt.Sprintf("%d of %d sessions Ready; not Ready: %v", ready, sessions, notReady)
 	})
-	waitPoolReady(t, ns, "pool", poolSize, 60*time.Second)
+	waitPoolReady(t, ns, "pool", poolSize, 2*waitTimeout)
 
 	list := &agentsv1alpha1.AgentSessionList{}
 	if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
@@ -389,13 +389,13 @@ func TestClassDeletedUnderALiveSession(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "doomed").Replicas(1).Obj())
 	create(t, builders.AgentSession(ns, "live", "doomed").Obj())
-	s := waitSession(t, ns, "live", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "live", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	pod := getPod(t, ns, s.Status.PodName)
 
 	if err := k8s.Delete(context.Background(), &agentsv1alpha1.AgentSandbox{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "doomed"}}); err != nil {
 		t.Fatal(err)
 	}
-	ended := waitSession(t, ns, "live", 30*time.Second, "Terminated", inPhase(agentsv1alpha1.SessionTerminated))
+	ended := waitSession(t, ns, "live", waitTimeout, "Terminated", inPhase(agentsv1alpha1.SessionTerminated))
 	if ended.Status.EndReason != agentsv1alpha1.ReasonSandboxDeleted {
 		t.Errorf("end reason = %q, want SandboxDeleted", ended.Status.EndReason)
 	}
@@ -409,9 +409,9 @@ func TestSessionCannotUseAClassInAnotherNamespace(t *testing.T) {
 	t.Parallel()
 	classNS, sessionNS := env.CreateNamespace(t), env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(classNS, "shared").Replicas(1).Obj())
-	waitPoolReady(t, classNS, "shared", 1, 30*time.Second)
+	waitPoolReady(t, classNS, "shared", 1, waitTimeout)
 	create(t, builders.AgentSession(sessionNS, "outsider", "shared").Obj())
-	s := waitSession(t, sessionNS, "outsider", 20*time.Second, "Pending with SandboxNotFound", pendingWith(agentsv1alpha1.ReasonSandboxNotFound))
+	s := waitSession(t, sessionNS, "outsider", waitTimeout, "Pending with SandboxNotFound", pendingWith(agentsv1alpha1.ReasonSandboxNotFound))
 	if msg := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition).Message; !strings.Contains(msg, sessionNS) {
 		t.Errorf("message %q does not say which namespace was searched (%s)", msg, sessionNS)
 	}
@@ -436,7 +436,7 @@ func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 	// A live session with a malformed heartbeat and the default idle timeout: reported
 	// once, not re-read in a loop.
 	create(t, builders.AgentSession(ns, "garbled-live", "pool").Annotation(agentsv1alpha1.LastActivityAnnotation, "not-a-time").Obj())
-	waitSession(t, ns, "garbled-live", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	waitSession(t, ns, "garbled-live", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 	assertSettled(t, "agentsession", ns, "garbled-live")
 	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		n, err := heartbeatWarnings(ctx, ns, "garbled-live", "not-a-time")
@@ -466,7 +466,7 @@ func TestMalformedHeartbeatIsReportedAndIgnored(t *testing.T) {
 	}
 
 	// The idle timeout counts from the bind, as if there were no heartbeat.
-	ended := waitSession(t, ns, "garbled", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	ended := waitSession(t, ns, "garbled", waitTimeout, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	if ended.Status.EndReason != agentsv1alpha1.ReasonIdleTimeout {
 		t.Errorf("end reason = %q, want IdleTimeout", ended.Status.EndReason)
 	}

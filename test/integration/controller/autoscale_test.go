@@ -48,7 +48,7 @@ func TestAutoscalingFollowsAStepInDemand(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Autoscaling(0, 12, 2*time.Second).Obj())
 
-	waitAutoscaled(t, ns, "pool", 30*time.Second, "no demand: spec.replicas 0 written by the autoscaler", func(sb *agentsv1alpha1.AgentSandbox) bool {
+	waitAutoscaled(t, ns, "pool", waitTimeout, "no demand: spec.replicas 0 written by the autoscaler", func(sb *agentsv1alpha1.AgentSandbox) bool {
 		a := sb.Status.Autoscaling
 		return specReplicas(sb) == 0 && a != nil && a.RecommendedReplicas == 0 && ptr.Deref(a.AppliedReplicas, -1) == 0 &&
 			hasCondition(sb, agentsv1alpha1.SandboxScaleOverridden, metav1.ConditionFalse, agentsv1alpha1.ReasonAsExpected)
@@ -71,7 +71,7 @@ func TestAutoscalingFollowsAStepInDemand(t *testing.T) {
 			}
 		}
 	})
-	peak := waitAutoscaled(t, ns, "pool", 60*time.Second, "grown to at least 6 Ready warm sandboxes under demand", func(sb *agentsv1alpha1.AgentSandbox) bool {
+	peak := waitAutoscaled(t, ns, "pool", 2*waitTimeout, "grown to at least 6 Ready warm sandboxes under demand", func(sb *agentsv1alpha1.AgentSandbox) bool {
 		a := sb.Status.Autoscaling
 		return a != nil && a.BindRate.MilliValue() > 0 && specReplicas(sb) >= 6 && sb.Status.ReadyReplicas >= 6
 	})
@@ -87,7 +87,7 @@ func TestAutoscalingFollowsAStepInDemand(t *testing.T) {
 	// The step down: the need falls, is held for scaleDownDelay, then the pool shrinks to at
 	// most half its peak and its warm pods follow.
 	half := specReplicas(peak) / 2
-	waitAutoscaled(t, ns, "pool", 90*time.Second, fmt.Sprintf("shrunk to at most %d warm pods", half), func(sb *agentsv1alpha1.AgentSandbox) bool {
+	waitAutoscaled(t, ns, "pool", 3*waitTimeout, fmt.Sprintf("shrunk to at most %d warm pods", half), func(sb *agentsv1alpha1.AgentSandbox) bool {
 		return specReplicas(sb) <= half && sb.Status.Autoscaling.RecommendedReplicas <= half &&
 			int32(len(warmPods(t, ns, "pool"))) == specReplicas(sb)
 	})
@@ -101,10 +101,10 @@ func TestAutoscalingReportsAnExternalScaleWrite(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Autoscaling(2, 5, time.Second).Obj())
-	sb := waitAutoscaled(t, ns, "pool", 30*time.Second, "spec.replicas 2 from the autoscaler", func(sb *agentsv1alpha1.AgentSandbox) bool {
+	sb := waitAutoscaled(t, ns, "pool", waitTimeout, "spec.replicas 2 from the autoscaler", func(sb *agentsv1alpha1.AgentSandbox) bool {
 		return specReplicas(sb) == 2 && sb.Status.Autoscaling != nil && ptr.Deref(sb.Status.Autoscaling.AppliedReplicas, -1) == 2
 	})
-	waitPoolReady(t, ns, "pool", 2, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 2, waitTimeout)
 
 	ctx := context.Background()
 	scale := &autoscalingv1.Scale{}
@@ -115,7 +115,7 @@ func TestAutoscalingReportsAnExternalScaleWrite(t *testing.T) {
 	if err := k8s.SubResource("scale").Update(ctx, sb, client.WithSubResourceBody(scale)); err != nil {
 		t.Fatalf("writing /scale: %v", err)
 	}
-	waitAutoscaled(t, ns, "pool", 30*time.Second, "ScaleOverridden True (ExternalScaleWrite) naming 4", func(sb *agentsv1alpha1.AgentSandbox) bool {
+	waitAutoscaled(t, ns, "pool", waitTimeout, "ScaleOverridden True (ExternalScaleWrite) naming 4", func(sb *agentsv1alpha1.AgentSandbox) bool {
 		c := condition(sb.Status.Conditions, agentsv1alpha1.SandboxScaleOverridden)
 		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == agentsv1alpha1.ReasonExternalScaleWrite &&
 			strings.Contains(c.Message, "set to 4") && strings.Contains(c.Message, "autoscaler's 2")
@@ -127,7 +127,7 @@ func TestAutoscalingReportsAnExternalScaleWrite(t *testing.T) {
 	if specReplicas(sb) != 4 {
 		t.Errorf("spec.replicas = %d after the external write of 4: the autoscaler wrote over it", specReplicas(sb))
 	}
-	waitPoolReady(t, ns, "pool", 2, 30*time.Second) // the pool follows the autoscaler, not the write
+	waitPoolReady(t, ns, "pool", 2, waitTimeout) // the pool follows the autoscaler, not the write
 
 	// A new recommendation (minReplicas 3) is written, and the condition clears.
 	patch := client.MergeFrom(sb.DeepCopy())
@@ -135,10 +135,10 @@ func TestAutoscalingReportsAnExternalScaleWrite(t *testing.T) {
 	if err := k8s.Patch(ctx, sb, patch); err != nil {
 		t.Fatal(err)
 	}
-	waitAutoscaled(t, ns, "pool", 30*time.Second, "spec.replicas 3 written, ScaleOverridden False", func(sb *agentsv1alpha1.AgentSandbox) bool {
+	waitAutoscaled(t, ns, "pool", waitTimeout, "spec.replicas 3 written, ScaleOverridden False", func(sb *agentsv1alpha1.AgentSandbox) bool {
 		return specReplicas(sb) == 3 && hasCondition(sb, agentsv1alpha1.SandboxScaleOverridden, metav1.ConditionFalse, agentsv1alpha1.ReasonAsExpected)
 	})
-	waitPoolReady(t, ns, "pool", 3, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 3, waitTimeout)
 }
 
 // TestAutoscalingLimits: the limit that applied is in status, and a capped pool says why.
@@ -184,13 +184,13 @@ func TestAutoscalingLimits(t *testing.T) {
 			class := tc.class.Obj()
 			class.Namespace = ns
 			create(t, class)
-			waitAutoscaled(t, ns, "pool", 30*time.Second, fmt.Sprintf("replicas %d, limit %s, ScalingLimited %s %s", tc.replicas, tc.limit, tc.status, tc.reason),
+			waitAutoscaled(t, ns, "pool", waitTimeout, fmt.Sprintf("replicas %d, limit %s, ScalingLimited %s %s", tc.replicas, tc.limit, tc.status, tc.reason),
 				func(sb *agentsv1alpha1.AgentSandbox) bool {
 					a, c := sb.Status.Autoscaling, condition(sb.Status.Conditions, agentsv1alpha1.SandboxScalingLimited)
 					return a != nil && specReplicas(sb) == tc.replicas && a.RecommendedReplicas == tc.replicas && a.Limit == tc.limit &&
 						a.Schedule == tc.schedule && c != nil && c.Status == tc.status && c.Reason == tc.reason && strings.Contains(c.Message, tc.mentioning)
 				})
-			waitPoolReady(t, ns, "pool", tc.replicas, 30*time.Second)
+			waitPoolReady(t, ns, "pool", tc.replicas, waitTimeout)
 		})
 	}
 }

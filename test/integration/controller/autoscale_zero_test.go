@@ -52,7 +52,7 @@ func TestAutoscalingReachesZeroAtNight(t *testing.T) {
 			time.Sleep(200 * time.Millisecond) // the arrival rate, not a synchronisation
 		}
 	})
-	waitAutoscaled(t, ns, "pool", 60*time.Second, "grown to at least 3 Ready warm sandboxes in the busy hour", func(sb *agentsv1alpha1.AgentSandbox) bool {
+	waitAutoscaled(t, ns, "pool", 2*waitTimeout, "grown to at least 3 Ready warm sandboxes in the busy hour", func(sb *agentsv1alpha1.AgentSandbox) bool {
 		return sb.Status.Autoscaling != nil && specReplicas(sb) >= 3 && sb.Status.ReadyReplicas >= 3
 	})
 	wg.Wait()
@@ -62,7 +62,7 @@ func TestAutoscalingReachesZeroAtNight(t *testing.T) {
 
 	// The night: the need falls to 0 with the rate still above 0, the pool follows after
 	// scaleDownDelay, and every pod goes (the sessions' own end and are deleted).
-	night := waitAutoscaled(t, ns, "pool", 90*time.Second, "recommended 0 by the zero-demand rule, the rate still shown", func(sb *agentsv1alpha1.AgentSandbox) bool {
+	night := waitAutoscaled(t, ns, "pool", 3*waitTimeout, "recommended 0 by the zero-demand rule, the rate still shown", func(sb *agentsv1alpha1.AgentSandbox) bool {
 		a, c := sb.Status.Autoscaling, condition(sb.Status.Conditions, agentsv1alpha1.SandboxScalingLimited)
 		return a != nil && a.NeedReplicas == 0 && a.QueuedSessions == 0 && a.RecommendedReplicas == 0 && specReplicas(sb) == 0 &&
 			a.BindRate.MilliValue() > 0 && c != nil && strings.Contains(c.Message, "binds expected within scaleDownDelay")
@@ -71,7 +71,7 @@ func TestAutoscalingReachesZeroAtNight(t *testing.T) {
 	t.Logf("recommended 0 %s after the last session was created (scaleDownDelay %s plus one rate window 1s; bind rate shown %s/s); message: %s",
 		reachedZero.Round(100*time.Millisecond), delay, night.Status.Autoscaling.BindRate.String(),
 		condition(night.Status.Conditions, agentsv1alpha1.SandboxScalingLimited).Message)
-	eventually(t, 60*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, 2*waitTimeout, func(ctx context.Context) (bool, string) {
 		pods := &corev1.PodList{}
 		if err := k8s.List(ctx, pods, client.InNamespace(ns)); err != nil {
 			return false, err.Error()
@@ -88,7 +88,7 @@ func TestAutoscalingReachesZeroAtNight(t *testing.T) {
 	// pod for it. Its bind then asks for a sandbox again: one bind alone expects more than
 	// the epsilon within scaleDownDelay.
 	create(t, builders.AgentSession(ns, "night", "pool").StartPolicy(agentsv1alpha1.RequireWarm).MaxLifetime(time.Minute).Obj())
-	waitSession(t, ns, "night", 60*time.Second, "bound to a warm sandbox made for it", func(s *agentsv1alpha1.AgentSession) bool {
+	waitSession(t, ns, "night", 2*waitTimeout, "bound to a warm sandbox made for it", func(s *agentsv1alpha1.AgentSession) bool {
 		return s.Status.PodName != "" && (s.Status.Phase == agentsv1alpha1.SessionStarting || s.Status.Phase == agentsv1alpha1.SessionReady)
 	})
 	waitAutoscaled(t, ns, "pool", waitTimeout, "a warm sandbox asked for again after a lone bind", func(sb *agentsv1alpha1.AgentSandbox) bool {

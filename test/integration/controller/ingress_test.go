@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"testing"
-	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,7 +28,7 @@ func TestIngressPolicyFollowsTheClass(t *testing.T) {
 	np := &networkingv1.NetworkPolicy{}
 	waitPolicy := func(what string, ok func() bool) {
 		t.Helper()
-		eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+		eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 			got := &networkingv1.NetworkPolicy{}
 			if err := k8s.Get(ctx, key, got); err != nil {
 				return false, fmt.Sprintf("NetworkPolicy %s: want %s; get: %v (last seen %+v)", key.Name, what, err, np.Spec)

@@ -34,16 +34,16 @@ func TestPoolStatusWritesPerBindAreThrottled(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	const pool, replicas, binds = "writes", 3, 8
 	create(t, builders.AgentSandbox(ns, pool).Replicas(replicas).Obj())
-	waitPoolReady(t, ns, pool, replicas, 30*time.Second)
+	waitPoolReady(t, ns, pool, replicas, waitTimeout)
 
 	writes := watchStatusWrites(t, ns, pool)
 	start := time.Now()
 	for i := range binds {
 		name := fmt.Sprintf("s-%d", i)
 		create(t, builders.AgentSession(ns, name, pool).Obj())
-		waitSession(t, ns, name, 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+		waitSession(t, ns, name, waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 		// The refill, read from the pods, not from the pool's status, which may lag by design.
-		eventually(t, 30*time.Second, func(context.Context) (bool, string) {
+		eventually(t, waitTimeout, func(context.Context) (bool, string) {
 			ready := 0
 			for _, p := range warmPods(t, ns, pool) {
 				if podstate.Ready(&p) {

@@ -49,7 +49,7 @@ func TestStartTimeoutEndsPendingSessions(t *testing.T) {
 			waitSession(t, ns, "s", waitTimeout, "Pending, waiting for a warm sandbox", func(s *agentsv1alpha1.AgentSession) bool {
 				return s.Status.Phase == agentsv1alpha1.SessionPending || s.Status.Phase == agentsv1alpha1.SessionFailed
 			})
-			s := waitSession(t, ns, "s", tc.wantTimeout+15*time.Second, "Failed with StartTimeout", endedWith(agentsv1alpha1.ReasonStartTimeout))
+			s := waitSession(t, ns, "s", tc.wantTimeout+waitTimeout, "Failed with StartTimeout", endedWith(agentsv1alpha1.ReasonStartTimeout))
 			checkEndedOnTime(t, s, tc.wantTimeout)
 			if c := condition(s.Status.Conditions, agentsv1alpha1.SessionReadyCondition); c == nil || !strings.Contains(c.Message, tc.wantInReason) {
 				t.Errorf("Ready condition = %+v, want a message naming the timeout %s", c, tc.wantInReason)
@@ -80,7 +80,7 @@ func TestStartTimeoutFreesTheQueue(t *testing.T) {
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(0).Obj())
 
 	create(t, builders.AgentSession(ns, "a-holder", "pool").Obj())
-	waitSession(t, ns, "a-holder", 30*time.Second, "bound (cold)", func(s *agentsv1alpha1.AgentSession) bool { return s.Status.PodName != "" })
+	waitSession(t, ns, "a-holder", waitTimeout, "bound (cold)", func(s *agentsv1alpha1.AgentSession) bool { return s.Status.PodName != "" })
 	create(t, builders.AgentSession(ns, "b-impatient", "pool").StartTimeout(2*time.Second).Obj())
 	waitSession(t, ns, "b-impatient", waitTimeout, "Queued", func(s *agentsv1alpha1.AgentSession) bool {
 		return s.Status.Phase == agentsv1alpha1.SessionQueued || s.Status.Phase == agentsv1alpha1.SessionFailed
@@ -88,10 +88,10 @@ func TestStartTimeoutFreesTheQueue(t *testing.T) {
 	create(t, builders.AgentSession(ns, "c-patient", "pool").Obj())
 	waitSession(t, ns, "c-patient", waitTimeout, "Queued behind b-impatient", inPhase(agentsv1alpha1.SessionQueued))
 
-	b := waitSession(t, ns, "b-impatient", 20*time.Second, "Failed with StartTimeout", endedWith(agentsv1alpha1.ReasonStartTimeout))
+	b := waitSession(t, ns, "b-impatient", waitTimeout, "Failed with StartTimeout", endedWith(agentsv1alpha1.ReasonStartTimeout))
 	checkEndedOnTime(t, b, 2*time.Second)
 
 	// The slot a-holder frees goes to c-patient, now first in the queue.
 	deleteSession(t, ns, "a-holder")
-	waitSession(t, ns, "c-patient", 30*time.Second, "admitted and bound", func(s *agentsv1alpha1.AgentSession) bool { return s.Status.PodName != "" })
+	waitSession(t, ns, "c-patient", waitTimeout, "admitted and bound", func(s *agentsv1alpha1.AgentSession) bool { return s.Status.PodName != "" })
 }

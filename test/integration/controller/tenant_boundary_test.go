@@ -28,7 +28,7 @@ func TestReadySessionShowsItsPodNotReady(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
 	create(t, builders.AgentSession(ns, "s", "pool").Obj())
-	s := waitSession(t, ns, "s", 30*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+	s := waitSession(t, ns, "s", waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 
 	setPodReady := func(status corev1.ConditionStatus) {
 		t.Helper()
@@ -53,12 +53,12 @@ func TestReadySessionShowsItsPodNotReady(t *testing.T) {
 	}
 
 	setPodReady(corev1.ConditionFalse)
-	got := waitSession(t, ns, "s", 30*time.Second, "Ready=False PodNotReady", readyIs(metav1.ConditionFalse, agentsv1alpha1.ReasonPodNotReady))
+	got := waitSession(t, ns, "s", waitTimeout, "Ready=False PodNotReady", readyIs(metav1.ConditionFalse, agentsv1alpha1.ReasonPodNotReady))
 	if got.Status.PodName != s.Status.PodName || got.Status.Phase.IsFinished() {
 		t.Errorf("the session gave up its pod: phase %q, pod %q (had %q)", got.Status.Phase, got.Status.PodName, s.Status.PodName)
 	}
 	setPodReady(corev1.ConditionTrue)
-	got = waitSession(t, ns, "s", 30*time.Second, "Ready=True again", readyIs(metav1.ConditionTrue, agentsv1alpha1.ReasonBound))
+	got = waitSession(t, ns, "s", waitTimeout, "Ready=True again", readyIs(metav1.ConditionTrue, agentsv1alpha1.ReasonBound))
 	if !got.Status.ReadyTime.Equal(s.Status.ReadyTime) {
 		t.Errorf("readyTime moved from %s to %s: it is when the session first became Ready", s.Status.ReadyTime, got.Status.ReadyTime)
 	}
@@ -71,19 +71,19 @@ func TestStrayWarmPodIsDestroyed(t *testing.T) {
 	t.Parallel()
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).Obj())
-	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 1, waitTimeout)
 	stray := warmPods(t, ns, "pool")[0]
 	strip := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"ownerReferences":null}}`))
 	if err := k8s.Patch(context.Background(), &stray, strip); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		p := &corev1.Pod{}
 		err := k8s.Get(ctx, client.ObjectKeyFromObject(&stray), p)
 		gone := apierrors.IsNotFound(err) || (err == nil && !p.DeletionTimestamp.IsZero())
 		return gone, fmt.Sprintf("stray pod %s still there (%v)", stray.Name, err)
 	})
-	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 1, waitTimeout)
 }
 
 // TestFailedPodDeleteIsRetriedWithinSeconds: when the API server refuses to delete an ended
@@ -94,7 +94,7 @@ func TestFailedPodDeleteIsRetriedWithinSeconds(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	ctx := context.Background()
 	create(t, builders.AgentSandbox(ns, "pool").Replicas(1).MaxLifetime(3*time.Second).Obj())
-	waitPoolReady(t, ns, "pool", 1, 30*time.Second)
+	waitPoolReady(t, ns, "pool", 1, waitTimeout)
 
 	// A policy refusing every pod delete in this namespace stands for whatever makes a
 	// delete fail (an API server restart, a webhook timing out).
@@ -126,19 +126,19 @@ func TestFailedPodDeleteIsRetriedWithinSeconds(t *testing.T) {
 	}
 	t.Cleanup(removePolicy)
 	probe := warmPods(t, ns, "pool")[0]
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		err := k8s.Delete(ctx, &probe, client.DryRunAll)
 		return apierrors.IsForbidden(err) || apierrors.IsInvalid(err), fmt.Sprintf("the policy is not in force yet: dry-run delete: %v", err)
 	})
 
 	create(t, builders.AgentSession(ns, "s", "pool").Obj())
-	s := waitSession(t, ns, "s", 30*time.Second, "Expired", inPhase(agentsv1alpha1.SessionExpired))
+	s := waitSession(t, ns, "s", waitTimeout, "Expired", inPhase(agentsv1alpha1.SessionExpired))
 	pod := &corev1.Pod{}
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: s.Status.PodName}, pod); err != nil || !pod.DeletionTimestamp.IsZero() {
 		t.Fatalf("the pod of the expired session should still be there while deletes are refused: %v", err)
 	}
 	removePolicy()
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		err := k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)
 		return apierrors.IsNotFound(err) || (err == nil && !pod.DeletionTimestamp.IsZero()),
 			fmt.Sprintf("pod %s of the expired session not deleted once deletes were allowed again (%v)", pod.Name, err)

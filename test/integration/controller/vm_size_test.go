@@ -35,7 +35,7 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 	ctx := context.Background()
 	ns := env.CreateNamespace(t)
 	create(t, builders.AgentSandbox(ns, "sized").Replicas(2).Obj())
-	waitPoolReady(t, ns, "sized", 2, 60*time.Second)
+	waitPoolReady(t, ns, "sized", 2, 2*waitTimeout)
 
 	// One agent per node that runs a pod of the class, each seeing its pods' VMs.
 	pods := warmPods(t, ns, "sized")
@@ -124,7 +124,7 @@ func TestVMSizeNotAppliedFromNodeAgents(t *testing.T) {
 func waitVMSizeCondition(t *testing.T, ns, name, reason, text string) *metav1.Condition {
 	t.Helper()
 	var c *metav1.Condition
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		sb := &agentsv1alpha1.AgentSandbox{}
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, sb); err != nil {
 			return false, err.Error()
