@@ -1,6 +1,6 @@
 //go:build !windows
 
-// Command docs renders the generated parts of docs/*.md from the results kept under
+// Command docs renders the generated parts of docs/*.md and README.md from the results kept under
 // docs/results: every figure on a page comes from a file a run wrote, none is typed by
 // hand. A generated part sits between two markers:
 //
@@ -8,7 +8,7 @@
 //	...
 //	<!-- end generated -->
 //
-// The first word names the renderer (bench, day, chaos), the rest are its arguments (the
+// The first word names the renderer (bench, day, chaos, make), the rest are its arguments (the
 // table, then the result files). `make docs` rewrites the parts; `make verify` runs
 // `-check`, which fails when a page differs from what its files give.
 package main
@@ -30,6 +30,7 @@ var renderers = map[string]func(args []string) (string, error){
 	"bench": bench.RenderDoc,
 	"day":   bench.RenderDayDoc,
 	"chaos": chaos.RenderDoc,
+	"make":  renderTestRuns,
 }
 
 const (
@@ -46,6 +47,7 @@ func main() {
 		if pages, err = filepath.Glob("docs/*.md"); err != nil {
 			fail(err)
 		}
+		pages = append(pages, "README.md")
 	}
 	var stale []string
 	for _, page := range pages {
@@ -99,7 +101,7 @@ func render(page []byte, renderers map[string]func([]string) (string, error)) ([
 		}
 		end += lineEnd
 		if len(words) == 0 || renderers[words[0]] == nil {
-			return nil, fmt.Errorf("marker %q names no renderer (one of bench, day, chaos)", firstLine(rest[begin:]))
+			return nil, fmt.Errorf("marker %q names no renderer (one of bench, day, chaos, make)", firstLine(rest[begin:]))
 		}
 		body, err := renderers[words[0]](words[1:])
 		if err != nil {

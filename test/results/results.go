@@ -171,3 +171,15 @@ func loadAverage() [3]float64 {
 	}
 	return l
 }
+
+// TestRun is one timed run of a make target (hack/timetest): the README's times.
+type TestRun struct {
+	Target string `json:"target"`
+	// Cache is "empty" (a new Go build cache) or "warm".
+	Cache string `json:"cache"`
+	// Beside names what ran beside it on the same machine, if anything.
+	Beside   string  `json:"beside,omitempty"`
+	Seconds  float64 `json:"seconds"`
+	Passed   bool    `json:"passed"`
+	ExitCode int     `json:"exitCode,omitempty"`
+}

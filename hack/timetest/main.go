@@ -1,0 +1,66 @@
+// Command timetest runs a make target (make test by default) once and keeps how long it
+// took, in the envelope of test/results, for the README's times (rendered by make docs):
+//
+//	go run ./hack/timetest -cache=empty -out=docs/results/make-test-empty-cache.json
+//
+// -cache=empty runs it with a new, empty Go build cache (GOCACHE in a temporary directory,
+// removed after): the first run on a fresh machine once hack/tools.sh has built bin/.
+// -cache=warm uses the current cache. -beside names what ran beside it (another make test,
+// for a run under load); it is recorded, not started. CI=true is set, as CI sets it.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/hyperpool/hyperpool/test/results"
+)
+
+func main() {
+	target := flag.String("target", "test", "the make target to run")
+	cache := flag.String("cache", "empty", "the Go build cache: empty (a new one) or warm (the current one)")
+	beside := flag.String("beside", "", "what ran beside this run, if anything (recorded only)")
+	out := flag.String("out", "", "where to keep the run (required)")
+	flag.Parse()
+	if *out == "" || (*cache != "empty" && *cache != "warm") {
+		fmt.Fprintln(os.Stderr, "timetest: -out is required, -cache is empty or warm")
+		os.Exit(2)
+	}
+	record := results.Begin("maketest")
+	cmd := exec.Command("make", *target)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "CI=true")
+	if *cache == "empty" {
+		dir, err := os.MkdirTemp("", "timetest-gocache-")
+		if err != nil {
+			fail(err)
+		}
+		defer os.RemoveAll(dir)
+		cmd.Env = append(cmd.Env, "GOCACHE="+dir)
+	}
+	start := time.Now()
+	err := cmd.Run()
+	run := results.TestRun{Target: "make " + *target, Cache: *cache, Beside: *beside, Seconds: time.Since(start).Seconds(), Passed: err == nil}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		run.ExitCode = exit.ExitCode()
+	} else if err != nil {
+		fail(err)
+	}
+	if err := record.Write(*out, run); err != nil {
+		fail(err)
+	}
+	fmt.Printf("timetest: make %s, %s cache: %s, passed %v; kept in %s\n", *target, *cache, time.Duration(run.Seconds*float64(time.Second)).Round(time.Second), run.Passed, *out)
+	if !run.Passed {
+		os.Exit(1)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "timetest:", err)
+	os.Exit(1)
+}
