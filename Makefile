@@ -49,11 +49,13 @@ generate: tools ## Generate DeepCopy methods from markers.
 fmt: ## gofmt the code.
 	gofmt -w $$(git ls-files '*.go')
 
-# The Windows pass compiles with the node agent image's flags (hack/release: static,
-# -trimpath), so test/images and make release find it compiled and only link it.
+# Both passes compile with the images' flags (hack/release: static, -trimpath), so
+# test/images and make release find every package compiled and only link: from an empty
+# build cache, each pass compiling with flags of its own would cost another compile of
+# the whole dependency tree.
 .PHONY: vet
 vet: ## go vet, for Linux and for Windows.
-	go vet ./...
+	CGO_ENABLED=0 go vet -trimpath ./...
 	GOOS=windows CGO_ENABLED=0 go vet -trimpath ./...
 
 GOLANGCI_LINT := $(ASSETS)/golangci-lint
@@ -67,12 +69,17 @@ lint: tools ## golangci-lint (.golangci.yml), for Linux and for the Windows-only
 dashboard: ## Write the chart's Grafana dashboard, charts/hyperpool/files/dashboard.json, from hack/dashboard.py.
 	python3 hack/dashboard.py charts/hyperpool/files/dashboard.json
 
+.PHONY: docs
+docs: ## Render the figures of docs/*.md from the runs kept in docs/results (hack/docs).
+	go run ./hack/docs
+
 .PHONY: verify
 verify: manifests generate dashboard lint ## Regenerate everything and lint; fail when the result differs from what is committed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on: $$(gofmt -l $$(git ls-files '*.go'))"; exit 1; }
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make manifests generate dashboard' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config charts)" || { echo "untracked generated files: $$(git status --porcelain -- api config charts)"; exit 1; }
 	go run ./hack/release check-version -version=$(VERSION)
+	go run ./hack/docs -check
 
 # A count, not a duration: with -fuzztime=Ns the fuzzing engine can report a spurious
 # "context deadline exceeded" failure when the time runs out mid-run.
@@ -86,8 +93,11 @@ fuzz: ## Run every fuzz target briefly (FUZZTIME inputs each).
 	go test -run='^$$' -fuzz='^FuzzEffectiveLifetime$$' -fuzztime=$(FUZZTIME) ./controllers/
 	go test -run='^$$' -fuzz='^FuzzSummary$$' -fuzztime=$(FUZZTIME) ./internal/nodeagent/
 
+# make fuzz is not part of make test (CI runs both): fuzzing instruments every dependency,
+# one more compile of the whole tree from an empty build cache. The fuzz targets' seed
+# corpora run in make test as ordinary tests.
 .PHONY: test
-test: tools vet fuzz ## Build the test bed, fuzz briefly, then run all tests with the race detector against a real API server.
+test: tools vet ## Build the test bed, then run all tests with the race detector against a real API server.
 	GOOS=windows CGO_ENABLED=0 go build -trimpath ./...
 	go test $(GO_TEST_FLAGS) ./...
 
