@@ -194,7 +194,7 @@ func TestHeartbeatKeepsBusySessionAndLetsIdleOneExpire(t *testing.T) {
 	}
 
 	// Now idle: it must end by its idle timeout, about 3 s after the last call.
-	testbed.Eventually(t, 15*time.Second, func(ctx context.Context) (bool, string) {
+	testbed.Eventually(t, testbed.WaitTimeout, func(ctx context.Context) (bool, string) {
 		got, err := getSession(ctx, ns, s.Name)
 		if err != nil {
 			return false, err.Error()

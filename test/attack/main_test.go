@@ -47,11 +47,11 @@ const (
 	managerNamespace      = "hyperpool-system"
 	managerServiceAccount = "hyperpool-manager"
 	build2022             = "10.0.20348"
-	waitTimeout           = 30 * time.Second
+	waitTimeout           = testbed.WaitTimeout
 	// inForceTimeout bounds the wait for a new RBAC binding or admission policy to take
 	// effect: the API server loads them through its informers and type-checks a policy's
 	// CEL first. On a fresh, loaded 2-core machine that once took more than 10 s.
-	inForceTimeout = 60 * time.Second
+	inForceTimeout = 2 * testbed.WaitTimeout
 )
 
 // ManagerUser is the manager's user name as the API server sees it.

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -156,7 +155,7 @@ func TestFloodBeyondQuotaKeepsOtherNamespacesBinding(t *testing.T) {
 	for i := range 4 {
 		name := fmt.Sprintf("neighbour-%d", i)
 		mustCreate(t, neighbour, builders.AgentSession(nsB, name, "pool").Obj())
-		waitSession(t, nsB, name, 15*time.Second, "Ready", inPhase(agentsv1alpha1.SessionReady))
+		waitSession(t, nsB, name, waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
 		if err := neighbour.Delete(ctx, builders.AgentSession(nsB, name, "pool").Obj()); err != nil {
 			t.Fatal(err)
 		}

@@ -110,7 +110,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 
 	run(t, nil, "helm", "uninstall", release, "--namespace", ns)
 	uninstalled = true
-	eventually(t, 20*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		for _, obj := range []client.Object{
 			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: fullname + "-manager"}},
 			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: fullname + "-manager"}},
@@ -260,7 +260,7 @@ func waitSessionReady(t *testing.T, ns, name string) *agentsv1alpha1.AgentSessio
 	t.Helper()
 	create(t, builders.AgentSession(ns, name, "pool").Obj())
 	s := &agentsv1alpha1.AgentSession{}
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
 			return false, err.Error()
 		}

@@ -136,6 +136,9 @@ func names(objs []*unstructured.Unstructured) string {
 }
 
 // eventually waits for cond; see testbed.Eventually.
+// waitTimeout bounds a wait for the control plane or the manager (see testbed.WaitTimeout).
+const waitTimeout = testbed.WaitTimeout
+
 func eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Context) (bool, string)) {
 	t.Helper()
 	testbed.Eventually(t, timeout, cond)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -46,7 +45,7 @@ func TestChartPriorityClassAllowList(t *testing.T) {
 	class := func(priorityClass string) client.Object {
 		return builders.AgentSandbox(ns, "c-"+priorityClass).PodSpec(func(p *corev1.PodSpec) { p.PriorityClassName = priorityClass }).Obj()
 	}
-	eventually(t, 30*time.Second, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
 		err := author.Create(ctx, class("probe"), client.DryRunAll)
 		return err != nil && strings.Contains(err.Error(), "ValidatingAdmissionPolicy '"+policy+"'"), fmt.Sprintf("%s not in force yet: %v", policy, err)
 	})

@@ -10,6 +10,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
+// WaitTimeout bounds a test's wait for the control plane or the manager to act: every
+// package's waits derive from it. Sized for a loaded 2-core machine running every test
+// package at once (make test), where a quiet run needs well under a second: a bound of
+// 10 s has been missed on a fresh machine.
+const WaitTimeout = 30 * time.Second
+
 // Eventually polls cond every 50 ms until it holds or the timeout passes, then fails the
 // test with cond's last description of what it saw. Tests wait on conditions this way,
 // never with sleeps.

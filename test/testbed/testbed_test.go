@@ -34,7 +34,7 @@ const (
 	nodePrefix   = "win"
 	nodeCount    = 2
 	// waitTimeout bounds every wait for the control plane to act.
-	waitTimeout = 30 * time.Second
+	waitTimeout = testbed.WaitTimeout
 	// helperEnv makes the test binary run crashingHelper instead of the tests.
 	helperEnv = "TESTBED_CRASH_HELPER"
 	// reportMarker starts the helper's report line, telling it from anything else on stdout.

@@ -39,10 +39,9 @@ const (
 	// testReadyTimeout is the warm-pod ready deadline the tests' manager uses: short, yet
 	// long enough for kwok to start pods on a loaded 2-core machine.
 	testReadyTimeout = 8 * time.Second
-	// waitTimeout bounds a wait for something the manager or the API server does. Sized for a
-	// loaded 2-core machine (CI runs every package at once): a quiet run needs well under a
-	// second, and a bound of 10 s has been missed on a fresh machine.
-	waitTimeout = 30 * time.Second
+	// waitTimeout bounds a wait for something the manager or the API server does (see
+	// testbed.WaitTimeout).
+	waitTimeout = testbed.WaitTimeout
 )
 
 func TestMain(m *testing.M) {
