@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image/color"
 	"io"
+	"slices"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -14,72 +15,67 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// dayColors: fixed-peak, fixed-average, autoscaling.
-var dayColors = []color.RGBA{{0x1f, 0x77, 0xb4, 255}, {0xd6, 0x27, 0x28, 255}, {0x2c, 0xa0, 0x2c, 255}}
+// targetColors: one per autoscaler target, in the options' order.
+var targetColors = []color.RGBA{{0xd6, 0x27, 0x28, 255}, {0xff, 0x7f, 0x0e, 255}, {0x2c, 0xa0, 0x2c, 255}, {0x94, 0x67, 0xbd, 255}}
 
-// WritePlot draws the day in three panels sharing the hour axis, as a PNG: the demand
-// (sessions per hour), each pool's warm sandboxes, and each pool's cold starts per hour.
-func (r *DayReport) WritePlot(w io.Writer) error {
-	demand := plot.New()
-	demand.Title.Text = fmt.Sprintf("A simulated day: %d sessions, replayed in %s", r.Sessions, r.Options.Duration)
-	demand.Y.Label.Text = "sessions / hour"
-	if err := addLine(demand, "demand", hourly(r.ArrivalsPH), color.RGBA{A: 255}); err != nil {
-		return err
-	}
+// fixedColor is the fixed pools' curve.
+var fixedColor = color.RGBA{0x1f, 0x77, 0xb4, 255}
 
-	warm := plot.New()
-	warm.Y.Label.Text = "warm sandboxes"
-	cold := plot.New()
-	cold.Y.Label.Text = "cold starts / hour"
-	cold.X.Label.Text = "hour of the day"
-	for i, x := range r.Policies {
-		pts := make(plotter.XYs, len(x.Warmth))
-		for j, n := range x.Warmth {
-			pts[j] = plotter.XY{X: float64(j) / 60, Y: float64(n)}
+// WritePlot draws the run's cost curve as a PNG: idle VM GB-hours against the warm-hit
+// ratio, the ladder of fixed pools as one line per seed and each autoscaler target as one
+// point per seed.
+func (r *DayRun) WritePlot(w io.Writer) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Cost of warm hits: %d simulated days, each replayed in %s", len(r.Seeds), r.Options.Duration)
+	p.X.Label.Text = "warm-hit ratio (%)"
+	p.Y.Label.Text = "idle VM GB-hours per day"
+	p.Add(plotter.NewGrid())
+	p.Legend.Top, p.Legend.Left = true, true
+	for i, d := range r.Seeds {
+		fixed := slices.DeleteFunc(slices.Clone(d.Pools), DayPool.Autoscaled)
+		slices.SortFunc(fixed, func(a, b DayPool) int { return int(a.Replicas - b.Replicas) })
+		pts := make(plotter.XYs, len(fixed))
+		for j, x := range fixed {
+			pts[j] = plotter.XY{X: 100 * x.WarmHitRatio, Y: x.IdleGBHours}
 		}
-		label := fmt.Sprintf("%s (%s): %.1f%% warm, %.0f GB-h idle", x.Policy, sizeOf(x), 100*x.WarmHitRatio, x.IdleGBHours)
-		if err := addLine(warm, label, pts, dayColors[i%len(dayColors)]); err != nil {
+		if len(pts) == 0 {
+			continue
+		}
+		l, s, err := plotter.NewLinePoints(pts)
+		if err != nil {
 			return err
 		}
-		if err := addLine(cold, x.Policy, hourly(x.ColdPerHour), dayColors[i%len(dayColors)]); err != nil {
-			return err
+		l.Color, s.Color = fixedColor, fixedColor
+		l.Width = vg.Points(1)
+		s.Shape, s.Radius = draw.CircleGlyph{}, vg.Points(2)
+		p.Add(l, s)
+		if i == 0 {
+			p.Legend.Add(fmt.Sprintf("fixed pools %d..%d (one line per seed)", fixed[0].Replicas, fixed[len(fixed)-1].Replicas), l, s)
 		}
 	}
-	plots := [][]*plot.Plot{{demand}, {warm}, {cold}}
-	for _, row := range plots {
-		row[0].X.Min, row[0].X.Max = 0, 24
-		row[0].Y.Min = 0
-		row[0].Legend.Top = true
-		row[0].Add(plotter.NewGrid())
+	for i, t := range r.Options.Targets {
+		var pts plotter.XYs
+		for _, d := range r.Seeds {
+			if a, ok := d.pool(autoPoolName(t)); ok {
+				pts = append(pts, plotter.XY{X: 100 * a.WarmHitRatio, Y: a.IdleGBHours})
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		s, err := plotter.NewScatter(pts)
+		if err != nil {
+			return err
+		}
+		s.Color = targetColors[i%len(targetColors)]
+		s.Shape, s.Radius = draw.PyramidGlyph{}, vg.Points(4)
+		p.Add(s)
+		p.Legend.Add(fmt.Sprintf("autoscaler, warmHitTarget %v (one point per seed)", t), s)
 	}
-	img := vgimg.New(vg.Points(900), vg.Points(900))
-	tiles := draw.Tiles{Rows: 3, Cols: 1, PadY: vg.Millimeter * 4, PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2,
-		PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 4}
-	canvases := plot.Align(plots, tiles, draw.New(img))
-	for j := range plots {
-		plots[j][0].Draw(canvases[j][0])
-	}
+	p.Y.Min = 0
+	p.X.Max += 0.3 // a pool at 100 % is not drawn on the border
+	img := vgimg.New(vg.Points(800), vg.Points(560))
+	p.Draw(draw.New(img))
 	_, err := vgimg.PngCanvas{Canvas: img}.WriteTo(w)
 	return err
-}
-
-// hourly turns per-hour counts into a step line over the day.
-func hourly(counts []int) plotter.XYs {
-	pts := make(plotter.XYs, 0, 2*len(counts))
-	for h, n := range counts {
-		pts = append(pts, plotter.XY{X: float64(h), Y: float64(n)}, plotter.XY{X: float64(h + 1), Y: float64(n)})
-	}
-	return pts
-}
-
-func addLine(p *plot.Plot, label string, pts plotter.XYs, c color.RGBA) error {
-	l, err := plotter.NewLine(pts)
-	if err != nil {
-		return err
-	}
-	l.Color = c
-	l.Width = vg.Points(1.5)
-	p.Add(l)
-	p.Legend.Add(label, l)
-	return nil
 }
