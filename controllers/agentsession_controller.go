@@ -34,6 +34,9 @@ type AgentSessionReconciler struct {
 	factory *podFactory
 	builds  *nodeBuilds // the nodes' Windows builds, shared with the pool controller
 	claims  *expectations.Claims
+	// handover seeds claims, before the first bind, with the binds made before this
+	// manager led (handover.go).
+	handover *handover
 	// candidates are the classes' Ready warm pods, kept from pod events: a bind's pick.
 	candidates *warmCandidates
 	written    *writtenStatuses
@@ -45,7 +48,7 @@ type AgentSessionReconciler struct {
 func newAgentSessionReconciler(d reconcilerDeps, shared *sharedState) *AgentSessionReconciler {
 	return &AgentSessionReconciler{Client: d.client, apiReader: d.apiReader, recorder: d.recorder(SessionEventSource),
 		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, demand: shared.demand, factory: shared.factory, builds: shared.builds,
-		claims: expectations.NewClaims(d.clock), candidates: shared.candidates, written: newWrittenStatuses(d.clock), heartbeats: &malformedHeartbeats{}}
+		claims: expectations.NewClaims(d.clock), handover: &handover{}, candidates: shared.candidates, written: newWrittenStatuses(d.clock), heartbeats: &malformedHeartbeats{}}
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsessions,verbs=get;list;watch;delete
@@ -109,6 +112,11 @@ func (r *AgentSessionReconciler) reconcileSession(ctx context.Context, s *agents
 			setPending(s, agentsv1alpha1.ReasonInvalidSpec, fmt.Sprintf("AgentSandbox %q cannot serve sessions: %s", sb.Name, problem))
 			return ctrl.Result{}, nil // woken when the class changes
 		}
+	}
+	// The cache is trusted to show every bind (boundPod) only once the binds made before
+	// this manager led are in claims.
+	if err := r.takeOver(ctx); err != nil {
+		return ctrl.Result{}, err
 	}
 	pod, waitForCache, err := r.boundPod(ctx, s)
 	if err != nil || waitForCache {

@@ -21,8 +21,8 @@ type Claims struct {
 	mu       sync.Mutex
 	pods     map[types.NamespacedName]time.Time // warm pods a bind is writing, or wrote
 	sessions map[types.UID]claim                // session -> the pod it bound or created
-	// lastSweep: when expired pod claims were last dropped.
-	lastSweep time.Time
+	// lastSweep and lastSessionSweep: when expired pod and session claims were last dropped.
+	lastSweep, lastSessionSweep time.Time
 	clock     clock.PassiveClock
 }
 
@@ -78,7 +78,19 @@ func (c *Claims) ReleasePod(pod types.NamespacedName) {
 func (c *Claims) SessionBound(session types.UID, pod string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.sessions[session] = claim{pod: pod, at: c.clock.Now()}
+	now := c.clock.Now()
+	c.sessions[session] = claim{pod: pod, at: now}
+	// A new leader records every bind it finds (controllers' handover), also those of
+	// sessions it never asks about again: drop the expired records now and then, so the
+	// map stays as small as ClaimTTL's worth of binds.
+	if now.Sub(c.lastSessionSweep) >= ClaimTTL {
+		for k, cl := range c.sessions {
+			if now.Sub(cl.at) >= ClaimTTL {
+				delete(c.sessions, k)
+			}
+		}
+		c.lastSessionSweep = now
+	}
 }
 
 // BoundPod returns the pod a session was bound to while the cache may still lag.

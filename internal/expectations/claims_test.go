@@ -126,3 +126,19 @@ func TestClaimsDropsExpiredPodClaims(t *testing.T) {
 		t.Errorf("%d pod claims held after the TTL, want 1 (the three expired ones dropped)", n)
 	}
 }
+
+// Expired session claims are dropped as new ones are recorded: a new leader records every
+// bind it finds, also of sessions it never asks about again.
+func TestClaimsDropsExpiredSessionClaims(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	clk := clocktesting.NewFakePassiveClock(now)
+	c := NewClaims(clk)
+	for _, s := range []types.UID{"s-a", "s-b", "s-c"} {
+		c.SessionBound(s, "pod-of-"+string(s))
+	}
+	clk.SetTime(now.Add(ClaimTTL))
+	c.SessionBound("s-d", "pod-of-s-d")
+	if n := len(c.sessions); n != 1 {
+		t.Errorf("%d session claims held after the TTL, want 1 (the three expired ones dropped)", n)
+	}
+}
