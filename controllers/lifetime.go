@@ -94,7 +94,8 @@ func parseHeartbeat(annotations map[string]string) (time.Time, error) {
 
 // deadline is when a bound session ends, and why.
 type deadline struct {
-	// expiry is the hard deadline, the bind plus the max lifetime: status.expiryTime.
+	// expiry is the hard deadline, the bind plus the max lifetime, to the microsecond:
+	// status.preciseExpiryTime.
 	expiry time.Time
 	// end is when the session ends: expiry, or the idle timeout after its last activity
 	// when that comes first.
@@ -108,11 +109,14 @@ type deadline struct {
 // heartbeat), whichever comes first. A heartbeat further in the future than maxClockSkew is
 // ignored: it would otherwise keep an idle session alive until that time.
 //
-// The hard deadline is on a whole second, as status.expiryTime is stored: a max lifetime of
-// 10.4s ends at 11s, never before the time the status shows. The idle timeout is compared
+// bound is the stored bind time (status.preciseBoundTime, to the microsecond), and the
+// deadline is exact: nothing here rounds to the second, which made sessions end up to 2 s
+// after bind+maxLifetime when the bind time and the expiry were each rounded up. The hard
+// deadline is only rounded up to the microsecond, as status.preciseExpiryTime stores it,
+// so the session never ends before the time its status shows. The idle timeout is compared
 // with the exact max lifetime, so an idle timeout capped at it is the max lifetime.
 func sessionDeadline(bound, lastActivity time.Time, lt lifetime, now time.Time) deadline {
-	d := deadline{expiry: ceilToSecond(bound.Add(lt.MaxLifetime)), reason: agentsv1alpha1.ReasonMaxLifetime}
+	d := deadline{expiry: ceilTo(bound.Add(lt.MaxLifetime), time.Microsecond), reason: agentsv1alpha1.ReasonMaxLifetime}
 	d.end = d.expiry
 	active := bound
 	if lastActivity.After(active) && !lastActivity.After(now.Add(maxClockSkew)) {
@@ -124,10 +128,10 @@ func sessionDeadline(bound, lastActivity time.Time, lt lifetime, now time.Time) 
 	return d
 }
 
-// ceilToSecond rounds t up to a whole second.
-func ceilToSecond(t time.Time) time.Time {
-	if f := t.Truncate(time.Second); !f.Equal(t) {
-		return f.Add(time.Second)
+// ceilTo rounds t up to a whole multiple of unit (since the zero time, as Truncate does).
+func ceilTo(t time.Time, unit time.Duration) time.Time {
+	if f := t.Truncate(unit); !f.Equal(t) {
+		return f.Add(unit)
 	}
 	return t
 }

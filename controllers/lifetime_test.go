@@ -57,10 +57,12 @@ func TestSessionDeadline(t *testing.T) {
 		{"heartbeat before the bind is ignored", bound.Add(-time.Hour), bound, bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout, nil},
 		{"max lifetime wins near the end", bound.Add(55 * time.Minute), bound.Add(55 * time.Minute), bound.Add(time.Hour), agentsv1alpha1.ReasonMaxLifetime, nil},
 		{"heartbeat far in the future is ignored", bound.Add(24 * time.Hour), bound.Add(time.Minute), bound.Add(10 * time.Minute), agentsv1alpha1.ReasonIdleTimeout, nil},
-		{"a max lifetime with a fraction of a second ends on the next whole second, as status.expiryTime shows", time.Time{}, bound,
-			bound.Add(3 * time.Second), agentsv1alpha1.ReasonMaxLifetime, &lifetime{MaxLifetime: 2300 * time.Millisecond, IdleTimeout: time.Hour}},
+		{"a max lifetime with a fraction of a second ends exactly, not on the next whole second", time.Time{}, bound,
+			bound.Add(2300 * time.Millisecond), agentsv1alpha1.ReasonMaxLifetime, &lifetime{MaxLifetime: 2300 * time.Millisecond, IdleTimeout: time.Hour}},
 		{"an idle timeout capped at that max lifetime does not end it first", time.Time{}, bound,
-			bound.Add(3 * time.Second), agentsv1alpha1.ReasonMaxLifetime, &lifetime{MaxLifetime: 2300 * time.Millisecond, IdleTimeout: 2300 * time.Millisecond}},
+			bound.Add(2300 * time.Millisecond), agentsv1alpha1.ReasonMaxLifetime, &lifetime{MaxLifetime: 2300 * time.Millisecond, IdleTimeout: 2300 * time.Millisecond}},
+		{"a max lifetime below a microsecond's precision ends on the next microsecond, as preciseExpiryTime stores it", time.Time{}, bound,
+			bound.Add(2*time.Second + time.Microsecond), agentsv1alpha1.ReasonMaxLifetime, &lifetime{MaxLifetime: 2*time.Second + time.Nanosecond, IdleTimeout: 2*time.Second + time.Nanosecond}},
 		{"heartbeat slightly ahead (clock skew) counts", bound.Add(5*time.Minute + 30*time.Second), bound.Add(5 * time.Minute), bound.Add(15*time.Minute + 30*time.Second), agentsv1alpha1.ReasonIdleTimeout, nil},
 	}
 	for _, tt := range tests {
@@ -74,9 +76,38 @@ func TestSessionDeadline(t *testing.T) {
 				t.Errorf("sessionDeadline ends %s (%s), want %s (%s)", got.end, got.reason, tt.want, tt.wantReason)
 			}
 			// The expiry is the hard deadline whatever the heartbeats: the bind plus the max
-			// lifetime on a whole second, never before the end.
-			if wantExpiry := ceilToSecond(bound.Add(lt.MaxLifetime)); !got.expiry.Equal(wantExpiry) || got.end.After(got.expiry) {
-				t.Errorf("sessionDeadline expiry %s (end %s), want %s and no earlier than the end", got.expiry, got.end, wantExpiry)
+			// lifetime, less than a microsecond later, never before the end.
+			exact := bound.Add(lt.MaxLifetime)
+			if got.expiry.Before(exact) || got.expiry.Sub(exact) >= time.Microsecond || got.end.After(got.expiry) {
+				t.Errorf("sessionDeadline expiry %s (end %s), want within a microsecond after %s and no earlier than the end", got.expiry, got.end, exact)
+			}
+		})
+	}
+}
+
+// TestDeadlineIsExact: binds at a fraction of a second end at bind+maxLifetime to the
+// microsecond. The bind time and the expiry were each rounded up to the second, so a
+// session could end up to 2 s late (a bind at .1 with a max lifetime of 3.5 s ended 1.4 s
+// after its deadline).
+func TestDeadlineIsExact(t *testing.T) {
+	second := time.Date(2026, 1, 2, 15, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		bind time.Time
+		max  time.Duration
+		want time.Time
+	}{
+		{"bind on a whole second, whole-second lifetime", second, 3 * time.Second, second.Add(3 * time.Second)},
+		{"bind just after a second", second.Add(100 * time.Millisecond), 3 * time.Second, second.Add(3100 * time.Millisecond)},
+		{"bind just before a second", second.Add(999_999 * time.Microsecond), 3 * time.Second, second.Add(3*time.Second + 999_999*time.Microsecond)},
+		{"fractional lifetime, the old worst case", second.Add(100 * time.Millisecond), 3500 * time.Millisecond, second.Add(3600 * time.Millisecond)},
+		{"lifetime with a fraction of a microsecond", second.Add(123_456 * time.Microsecond), time.Hour + 1, second.Add(time.Hour + 123_457*time.Microsecond)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := sessionDeadline(tc.bind, time.Time{}, lifetime{MaxLifetime: tc.max, IdleTimeout: tc.max}, tc.bind)
+			if !got.end.Equal(tc.want) || !got.expiry.Equal(tc.want) || got.reason != agentsv1alpha1.ReasonMaxLifetime {
+				t.Errorf("bind %s + %s: ends %s, expiry %s (%s); want %s (MaxLifetime)",
+					tc.bind.Format(time.RFC3339Nano), tc.max, got.end.Format(time.RFC3339Nano), got.expiry.Format(time.RFC3339Nano), got.reason, tc.want.Format(time.RFC3339Nano))
 			}
 		})
 	}

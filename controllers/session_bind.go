@@ -336,14 +336,16 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 
 // markBound records a fresh bind in the session's status.
 func (r *AgentSessionReconciler) markBound(s *agentsv1alpha1.AgentSession, class *classShape, pod *corev1.Pod, start agentsv1alpha1.StartType) {
-	// Status times are stored to the second. The bind time is rounded up, not down, so
-	// that the deadlines computed later from the stored value never come early: a session
-	// gets at least its max lifetime, and at most a second more.
-	now := metav1.NewTime(ceilToSecond(r.clock.Now()))
+	// The deadlines count from the bind to the microsecond, the precision a MicroTime is
+	// stored with: the value kept in memory is the one every later reconcile, and a new
+	// leader, reads back, so they all compute the same exact deadline. boundTime (whole
+	// seconds, rounded down) is for display only.
+	bound := r.clock.Now().Truncate(time.Microsecond)
 	fp := sandboxPodFootprint(pod, class)
 	s.Status.PodName = pod.Name
 	s.Status.StartType = start
-	s.Status.BoundTime = &now // track sets status.expiryTime from it
+	s.Status.PreciseBoundTime = &metav1.MicroTime{Time: bound} // track sets the expiry from it
+	s.Status.BoundTime = &metav1.Time{Time: bound.Truncate(time.Second)}
 	s.Status.Footprint = &fp
 	s.Status.Phase = agentsv1alpha1.SessionStarting
 }

@@ -74,8 +74,11 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 	if !now.Before(dl.end) {
 		return r.expire(ctx, s, sb, pod, dl.reason)
 	}
-	// The class's lifetime can change after the bind: the stored deadline follows it.
-	s.Status.ExpiryTime = &metav1.Time{Time: dl.expiry}
+	// The class's lifetime can change after the bind: the stored deadline follows it. The
+	// display value is rounded down, a time the session surely lasts until; the precise one
+	// is what the requeue below is driven by.
+	s.Status.PreciseExpiryTime = &metav1.MicroTime{Time: dl.expiry}
+	s.Status.ExpiryTime = &metav1.Time{Time: dl.expiry.Truncate(time.Second)}
 
 	switch {
 	case podstate.Ready(pod) && s.Status.Phase != agentsv1alpha1.SessionReady:
@@ -100,7 +103,18 @@ func (r *AgentSessionReconciler) track(ctx context.Context, s *agentsv1alpha1.Ag
 // annotations (a malformed one counts as none; track reports it).
 func (r *AgentSessionReconciler) deadlineOf(s *agentsv1alpha1.AgentSession, sb *agentsv1alpha1.AgentSandbox, annotations map[string]string) deadline {
 	heartbeat, _ := parseHeartbeat(annotations)
-	return sessionDeadline(s.Status.BoundTime.Time, heartbeat, effectiveLifetime(&sb.Spec.Lifetime, &s.Spec), r.clock.Now())
+	return sessionDeadline(boundAt(&s.Status), heartbeat, effectiveLifetime(&sb.Spec.Lifetime, &s.Spec), r.clock.Now())
+}
+
+// boundAt is the stored instant a bound session's lifetimes count from: its
+// preciseBoundTime, read from the API server like any status, so a new leader computes
+// the same exact deadline. A session bound by a manager older than that field has only
+// boundTime, which such a manager rounded up to the second: counting from it is never early.
+func boundAt(st *agentsv1alpha1.AgentSessionStatus) time.Time {
+	if st.PreciseBoundTime != nil {
+		return st.PreciseBoundTime.Time
+	}
+	return st.BoundTime.Time
 }
 
 // deadlineReached returns why a bound session has reached its deadline, or "".

@@ -64,6 +64,7 @@ func equalSessionStatus(a, b *agentsv1alpha1.AgentSessionStatus) bool {
 		a.StartType == b.StartType && a.EndReason == b.EndReason &&
 		a.BoundTime.Equal(b.BoundTime) && a.ReadyTime.Equal(b.ReadyTime) &&
 		a.ExpiryTime.Equal(b.ExpiryTime) && a.EndTime.Equal(b.EndTime) &&
+		a.PreciseBoundTime.Equal(b.PreciseBoundTime) && a.PreciseExpiryTime.Equal(b.PreciseExpiryTime) &&
 		equalOptionalFootprint(a.Footprint, b.Footprint) && equalConditions(a.Conditions, b.Conditions)
 }
 

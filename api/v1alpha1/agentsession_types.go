@@ -197,18 +197,33 @@ type AgentSessionStatus struct {
 	// +optional
 	StartType StartType `json:"startType,omitempty"`
 
-	// boundTime is when the pod was bound to the session; lifetimes count from here.
+	// boundTime is when the pod was bound to the session, to the second (rounded down):
+	// for display. Lifetimes count from preciseBoundTime.
 	// +optional
 	BoundTime *metav1.Time `json:"boundTime,omitempty"`
+
+	// preciseBoundTime is when the pod was bound to the session, to the microsecond: the
+	// instant the max lifetime and the idle timeout count from. A session bound by a manager
+	// older than this field has only boundTime, whose lifetimes count from it.
+	// +optional
+	PreciseBoundTime *metav1.MicroTime `json:"preciseBoundTime,omitempty"`
 
 	// readyTime is when the session first became Ready.
 	// +optional
 	ReadyTime *metav1.Time `json:"readyTime,omitempty"`
 
-	// expiryTime is the hard deadline: boundTime plus the effective max lifetime. The idle
-	// timeout may end the session earlier.
+	// expiryTime is the hard deadline, preciseExpiryTime, rounded down to the second: for
+	// display, and a time the session is sure to last until. The idle timeout may end the
+	// session earlier.
 	// +optional
 	ExpiryTime *metav1.Time `json:"expiryTime,omitempty"`
+
+	// preciseExpiryTime is the hard deadline to the microsecond: preciseBoundTime plus the
+	// effective max lifetime (the session's, capped by its class's as it is now). The
+	// session ends then, within the manager's reconcile lag, unless the idle timeout ended
+	// it earlier.
+	// +optional
+	PreciseExpiryTime *metav1.MicroTime `json:"preciseExpiryTime,omitempty"`
 
 	// endTime is when the session ended.
 	// +optional

@@ -367,12 +367,20 @@ func (in *AgentSessionStatus) DeepCopyInto(out *AgentSessionStatus) {
 		in, out := &in.BoundTime, &out.BoundTime
 		*out = (*in).DeepCopy()
 	}
+	if in.PreciseBoundTime != nil {
+		in, out := &in.PreciseBoundTime, &out.PreciseBoundTime
+		*out = (*in).DeepCopy()
+	}
 	if in.ReadyTime != nil {
 		in, out := &in.ReadyTime, &out.ReadyTime
 		*out = (*in).DeepCopy()
 	}
 	if in.ExpiryTime != nil {
 		in, out := &in.ExpiryTime, &out.ExpiryTime
+		*out = (*in).DeepCopy()
+	}
+	if in.PreciseExpiryTime != nil {
+		in, out := &in.PreciseExpiryTime, &out.PreciseExpiryTime
 		*out = (*in).DeepCopy()
 	}
 	if in.EndTime != nil {

@@ -95,10 +95,13 @@ func (w *AgentSessionWrapper) Phase(p agentsv1alpha1.SessionPhase) *AgentSession
 	return w
 }
 
-// BoundTo sets status.podName and status.boundTime: the session holds pod since at.
+// BoundTo sets status.podName, status.preciseBoundTime and status.boundTime: the session
+// holds pod since at, stored as the manager stores it (to the microsecond, and rounded down
+// to the second for display).
 func (w *AgentSessionWrapper) BoundTo(pod string, at time.Time) *AgentSessionWrapper {
 	w.Status.PodName = pod
-	w.Status.BoundTime = &metav1.Time{Time: at}
+	w.Status.PreciseBoundTime = &metav1.MicroTime{Time: at.Truncate(time.Microsecond)}
+	w.Status.BoundTime = &metav1.Time{Time: at.Truncate(time.Second)}
 	return w
 }
 

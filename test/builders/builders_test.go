@@ -38,10 +38,11 @@ func TestObjReturnsACopy(t *testing.T) {
 }
 
 func TestAgentSessionAndQuota(t *testing.T) {
-	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := time.Date(2026, 1, 1, 0, 0, 0, 250_000_500, time.UTC)
 	s := AgentSession("ns", "s1", "pool").MaxLifetime(time.Minute).Phase(agentsv1alpha1.SessionReady).BoundTo("pool-abcde", at).QuotaReserved().Obj()
 	if s.Spec.SandboxName != "pool" || s.Spec.MaxLifetime.Duration != time.Minute || s.Status.PodName != "pool-abcde" ||
-		!s.Status.BoundTime.Time.Equal(at) || len(s.Status.Conditions) != 1 || s.Status.Conditions[0].Type != agentsv1alpha1.QuotaReserved {
+		!s.Status.PreciseBoundTime.Time.Equal(at.Truncate(time.Microsecond)) || !s.Status.BoundTime.Time.Equal(at.Truncate(time.Second)) ||
+		len(s.Status.Conditions) != 1 || s.Status.Conditions[0].Type != agentsv1alpha1.QuotaReserved {
 		t.Errorf("session = %+v", s)
 	}
 	q := AgentQuota("ns", "quota").Sessions(3).Memory("8Gi").MaxQueued(2).Obj()

@@ -244,7 +244,7 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 	for _, name := range []string{"take-0", "take-1"} {
 		create(t, builders.AgentSession(ns, name, "quiet").Obj())
 		s := waitSession(t, ns, name, waitTimeout, "Ready", inPhase(agentsv1alpha1.SessionReady))
-		lastBind = s.Status.BoundTime.Time // rounded up to the second
+		lastBind = s.Status.PreciseBoundTime.Time
 	}
 	waitPoolReady(t, ns, "quiet", 4, waitTimeout)
 	for _, p := range warmPods(t, ns, "quiet") {
@@ -252,7 +252,7 @@ func TestReplenishWaitsForAQuietPool(t *testing.T) {
 			continue
 		}
 		// Created at least quiet after the last take; creationTimestamp is rounded down to
-		// the second and boundTime up (and written a moment after the take), hence 3 s of
+		// the second (and the bind time written a moment after the take), hence 3 s of
 		// slack. Without the quiet period a replacement comes within a second of its take.
 		if earliest := lastBind.Add(quiet - 3*time.Second); p.CreationTimestamp.Time.Before(earliest) {
 			t.Errorf("replacement %s created at %s, before the quiet period after the last take (%s + %s)",
