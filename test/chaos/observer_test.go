@@ -6,7 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -61,6 +67,13 @@ func poolPod(name, session, rv string) *corev1.Pod {
 		p.Labels = map[string]string{agentsv1alpha1.SessionLabel: session}
 	}
 	return p
+}
+
+// quotaUsing is an AgentQuota with hard.sessions hard whose status says used sessions.
+func quotaUsing(used, hard int32) *agentsv1alpha1.AgentQuota {
+	q := &agentsv1alpha1.AgentQuota{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "quota"}}
+	q.Spec.Hard.Sessions, q.Status.Used.Sessions = &hard, &used
+	return q
 }
 
 // newTestObserver is an observer on a fake clock that the events move.
@@ -153,6 +166,53 @@ func TestObserverCatchesBrokenInvariants(t *testing.T) {
 			{2 * time.Second, poolPod("pool-c", "", ""), true},
 		},
 		want: map[string]int{PoolOverCreated: 1},
+	}, {
+		name: "a pod relabelled for a second session (the double bind seen from the pod)",
+		events: []event{
+			{0, poolPod("pool-a", "s-1", ""), false},
+			{time.Second, poolPod("pool-a", "s-2", ""), false},
+		},
+		want: map[string]int{PodTwoSessions: 1},
+	}, {
+		name: "a session holding two live pods at once (the double bind seen from the session)",
+		events: []event{
+			{0, poolPod("pool-a", "s-1", ""), false},
+			{time.Second, poolPod("pool-b", "s-1", ""), false},
+		},
+		want: map[string]int{SessionTwoPods: 1},
+	}, {
+		name: "a session's second pod only once the first is gone",
+		events: []event{
+			{0, poolPod("pool-a", "s-1", ""), false},
+			{time.Second, poolPod("pool-a", "s-1", ""), true},
+			{2 * time.Second, poolPod("pool-b", "s-1", ""), false},
+		},
+	}, {
+		name: "a session's status.podName changes",
+		events: []event{
+			{0, readySession("s-1", "pool-a", lifetime, ""), false},
+			{time.Second, readySession("s-1", "pool-b", lifetime, ""), false},
+		},
+		end:  lifetime,
+		want: map[string]int{SessionPodChanged: 1},
+	}, {
+		name: "a session Ready without a pod",
+		events: []event{
+			{0, readySession("s-1", "", lifetime, ""), false},
+		},
+		end:  lifetime,
+		want: map[string]int{BadSessionState: 1},
+	}, {
+		name: "the AgentQuota's status.used over its hard limit",
+		events: []event{
+			{0, quotaUsing(2, 1), false},
+		},
+		want: map[string]int{QuotaStatusOver: 1},
+	}, {
+		name: "the AgentQuota's status.used at its hard limit",
+		events: []event{
+			{0, quotaUsing(1, 1), false},
+		},
 	}, {
 		name:   "pool replaces each warm bind once",
 		target: 2,
@@ -324,4 +384,80 @@ func TestClosingChecksAcceptOnlyEndedSessions(t *testing.T) {
 			t.Errorf("%d %q violations, want 1", got, SessionUnsettled)
 		}
 	})
+}
+
+// The end lag counts from the true deadline, the stored precise bind plus the max
+// lifetime, not from status.expiryTime: the manager used to round the bind and the expiry
+// up to the second, and a session bound at .1 s with a max lifetime of 3.5 s showed an
+// expiryTime 1.4 s after its true deadline, which hid that much lag.
+func TestEndLagCountsFromTheTrueDeadline(t *testing.T) {
+	bound := t0.Add(100 * time.Millisecond)
+	const lifetime = 3500 * time.Millisecond
+	deadline := bound.Add(lifetime)
+	rounded := func(s *agentsv1alpha1.AgentSession) *agentsv1alpha1.AgentSession {
+		s.Status.ExpiryTime = &metav1.Time{Time: t0.Add(5 * time.Second)} // ceil(ceil(0.1 s) + 3.5 s)
+		return s
+	}
+	for _, tc := range []struct {
+		name     string
+		endAfter time.Duration // after the true deadline
+		wantLate int
+	}{
+		{"250 ms after the true deadline", 250 * time.Millisecond, 0},
+		{"just past the liveness bound after the true deadline, within it after the rounded expiryTime", livenessBound + time.Millisecond, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, clock := newTestObserver(1, 1)
+			ended := rounded(boundSession("s-1", "pool-a", bound, lifetime, ""))
+			ended.Status.Phase, ended.Status.EndReason = agentsv1alpha1.SessionExpired, agentsv1alpha1.ReasonMaxLifetime
+			feed(o, clock, []event{
+				{bound.Sub(t0), rounded(boundSession("s-1", "pool-a", bound, lifetime, "")), false},
+				{deadline.Sub(t0) + tc.endAfter, ended, false},
+			})
+			f := o.figures()
+			if f.maxEndLag != tc.endAfter || f.counts[SessionLate] != tc.wantLate {
+				t.Errorf("end lag %s, %d %q violations; want %s from the true deadline %s, %d violations",
+					f.maxEndLag, f.counts[SessionLate], SessionLate, tc.endAfter, deadline.Format(time.RFC3339Nano), tc.wantLate)
+			}
+		})
+	}
+}
+
+// Every violation kind the observer declares is in Invariants, once: a result file names
+// the kinds its run checked, and docs/chaos.md's table shows each, with its 0.
+func TestInvariantsListsEveryKind(t *testing.T) {
+	file, err := parser.ParseFile(token.NewFileSet(), "observer.go", nil, parser.ParseComments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var declared []string
+	for _, decl := range file.Decls {
+		gen, ok := decl.(*ast.GenDecl)
+		if !ok || gen.Tok != token.CONST || !strings.HasPrefix(gen.Doc.Text(), "Violation kinds") {
+			continue
+		}
+		for _, spec := range gen.Specs {
+			for _, v := range spec.(*ast.ValueSpec).Values {
+				declared = append(declared, constString(t, v))
+			}
+		}
+	}
+	slices.Sort(declared)
+	listed := slices.Clone(Invariants)
+	slices.Sort(listed)
+	if !slices.Equal(declared, listed) || len(slices.Compact(slices.Clone(listed))) != len(Invariants) {
+		t.Errorf("Invariants %q\nwant each of the violation kinds %q once", listed, declared)
+	}
+}
+
+func constString(t *testing.T, e ast.Expr) string {
+	lit, ok := e.(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		return ""
+	}
+	v, err := strconv.Unquote(lit.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
