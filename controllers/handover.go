@@ -5,11 +5,13 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
@@ -81,4 +83,39 @@ func (r *AgentSessionReconciler) takeOver(ctx context.Context) error {
 	r.handover.done.Store(true)
 	log.FromContext(ctx).Info("took over the binds made before this manager led", "sessionPods", adopted)
 	return nil
+}
+
+// heldAfterUnknownWrite returns the pods the API server shows s holding, when a bind write
+// of this manager for s failed without saying whether it landed (writeMayHaveLanded): the
+// cache may not show the pod yet, and binding again would give the session a second one.
+// Otherwise, or when the API server shows none, it returns nil and the cache decides.
+func (r *AgentSessionReconciler) heldAfterUnknownWrite(ctx context.Context, s *agentsv1alpha1.AgentSession) ([]*corev1.Pod, error) {
+	if !r.claims.SessionWriteIsUnknown(s.UID) {
+		return nil, nil
+	}
+	list := &corev1.PodList{}
+	if err := r.apiReader.List(ctx, list, client.InNamespace(s.Namespace), client.MatchingLabels{agentsv1alpha1.SessionLabel: s.Name}); err != nil {
+		return nil, fmt.Errorf("listing the pods of AgentSession %s after a bind write of unknown outcome: %w", s.Name, err)
+	}
+	var held []*corev1.Pod
+	for i := range list.Items {
+		if metav1.IsControlledBy(&list.Items[i], s) {
+			held = append(held, &list.Items[i])
+		}
+	}
+	if len(held) == 0 {
+		r.claims.ForgetSession(s.UID) // it did not land
+	}
+	return held, nil
+}
+
+// writeMayHaveLanded reports whether a failed write may still have been applied: the API
+// server did not refuse it, but the connection dropped, the request timed out, or the
+// server failed inside it (an etcd timeout is a 500 after which the write may commit).
+func writeMayHaveLanded(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return true // no answer from the API server
+	}
+	return apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsInternalError(err) || apierrors.IsUnexpectedServerError(err)
 }

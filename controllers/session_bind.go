@@ -41,6 +41,11 @@ func (r *AgentSessionReconciler) boundPod(ctx context.Context, s *agentsv1alpha1
 		}
 	}
 	if len(held) == 0 {
+		if held, err = r.heldAfterUnknownWrite(ctx, s); err != nil {
+			return nil, false, err
+		}
+	}
+	if len(held) == 0 {
 		name, pending := r.claims.BoundPod(s.UID)
 		if !pending && s.Status.PodName == "" {
 			return nil, false, nil
@@ -259,6 +264,9 @@ func (r *AgentSessionReconciler) claimWarmPod(ctx context.Context, s *agentsv1al
 			r.claims.ReleasePod(key)
 			giveBack = append(giveBack, key)
 		default:
+			if writeMayHaveLanded(err) {
+				r.claims.SessionWriteUnknown(s.UID)
+			}
 			r.claims.ReleasePod(key)
 			giveBack = append(giveBack, key)
 			return nil, fmt.Errorf("binding warm pod %s: %w", pod.Name, err)
@@ -313,6 +321,9 @@ func (r *AgentSessionReconciler) startCold(ctx context.Context, s *agentsv1alpha
 	pod.Labels[agentsv1alpha1.SessionLabel] = s.Name
 	pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}
 	if err := r.Create(ctx, pod); err != nil {
+		if writeMayHaveLanded(err) {
+			r.claims.SessionWriteUnknown(s.UID)
+		}
 		grant.release()
 		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
 			return ctrl.Result{}, nil // the namespace is going away, and the session with it

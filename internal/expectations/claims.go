@@ -23,7 +23,7 @@ type Claims struct {
 	sessions map[types.UID]claim                // session -> the pod it bound or created
 	// lastSweep and lastSessionSweep: when expired pod and session claims were last dropped.
 	lastSweep, lastSessionSweep time.Time
-	clock     clock.PassiveClock
+	clock                       clock.PassiveClock
 }
 
 type claim struct {
@@ -91,6 +91,22 @@ func (c *Claims) SessionBound(session types.UID, pod string) {
 		}
 		c.lastSessionSweep = now
 	}
+}
+
+// SessionWriteUnknown records that a bind write for the session failed without saying
+// whether it landed (the connection dropped, a timeout): until the API server has been
+// asked, or ClaimTTL has passed, the session may hold a pod its cache does not show.
+func (c *Claims) SessionWriteUnknown(session types.UID) {
+	c.SessionBound(session, "")
+}
+
+// SessionWriteIsUnknown reports whether a bind write for the session has an unknown outcome
+// (SessionWriteUnknown) and nothing since told which.
+func (c *Claims) SessionWriteIsUnknown(session types.UID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.sessions[session]
+	return ok && cl.pod == "" && c.clock.Now().Sub(cl.at) < ClaimTTL
 }
 
 // BoundPod returns the pod a session was bound to while the cache may still lag.
