@@ -146,8 +146,9 @@ type Result struct {
 	// UnusualEnds describe (the first few) sessions that did not end by their max lifetime
 	// (each also a SessionNotExpired violation).
 	UnusualEnds []string `json:"unusualEnds,omitempty"`
-	// MaxEndLag is the longest time from a session's deadline (status.expiryTime) to the
-	// watch seeing it ended; LivenessBound is the most it may be.
+	// MaxEndLag is the longest time from a session's true deadline (its stored precise bind
+	// plus its maxLifetime; not the whole-second status.expiryTime) to the watch seeing it
+	// ended; LivenessBound is the most it may be.
 	MaxEndLag     time.Duration `json:"maxEndLag"`
 	LivenessBound time.Duration `json:"livenessBound"`
 	// SuspicionsResolved counts the counts over a limit that were checked against a List at

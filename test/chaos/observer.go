@@ -57,13 +57,13 @@ var Invariants = []string{
 	OrphanPod, SuspicionUnresolved,
 }
 
-// livenessBound is how long after its deadline (status.expiryTime) a session may still be
-// seen unended. The deadline is rounded up to the second (twice: bind time and expiry),
-// which takes up to 2 s; a leader kill costs a Lease duration (4 s) plus the new leader's
-// cache sync, and a kube-apiserver restart stops the watch for a few seconds; TestChaosShort
-// shares 2 cores with the rest of `make test`, where the queue behind a fault drains
-// slowly. 45 s covers all of these together with room to spare; a session the manager
-// forgot (never expired) breaks it, and the run prints the longest lag it saw.
+// livenessBound is how long after its true deadline (sessionDeadline: the stored precise
+// bind plus the max lifetime) a session may still be seen unended. A leader kill costs a
+// Lease duration (4 s) plus the new leader's cache sync, and a kube-apiserver restart
+// stops the watch for a few seconds; TestChaosShort shares 2 cores with the rest of
+// `make test`, where the queue behind a fault drains slowly. 45 s covers all of these
+// together with room to spare; a session the manager forgot (never expired) breaks it,
+// and the run prints the longest lag it saw.
 const livenessBound = 45 * time.Second
 
 // observer watches one namespace (sessions, pods, the quota) and checks the invariants on
@@ -113,7 +113,7 @@ type observer struct {
 	// podHolder maps each status.podName shown by a live (not ended, not deleted) session
 	// to that session.
 	podHolder map[string]string
-	// maxEndLag is the longest time seen from a session's deadline to its end.
+	// maxEndLag is the longest time seen from a session's true deadline to its end.
 	maxEndLag time.Duration
 	// now is the clock (a fixed one in the unit tests).
 	now func() time.Time
@@ -135,7 +135,8 @@ type sessionState struct {
 	// reported showing another live session's pod.
 	holds  string
 	shared bool
-	// deadline is status.expiryTime, once set; late is set once reported past it.
+	// deadline is the session's true deadline (sessionDeadline), once bound; late is set
+	// once reported past it.
 	deadline time.Time
 	late     bool
 }
@@ -237,8 +238,8 @@ func (o *observer) observeSession(s *agentsv1alpha1.AgentSession, deleted bool) 
 	}
 	wasFinished := st.phase.IsFinished()
 	st.phase, st.deleted = s.Status.Phase, deleted
-	if s.Status.ExpiryTime != nil {
-		st.deadline = s.Status.ExpiryTime.Time
+	if d := sessionDeadline(s); !d.IsZero() {
+		st.deadline = d
 	}
 	if s.Status.Phase.IsFinished() {
 		st.reason = s.Status.EndReason
@@ -293,6 +294,35 @@ func (o *observer) checkEnd(s *agentsv1alpha1.AgentSession, st *sessionState) {
 	lag := o.now().Sub(st.deadline)
 	o.maxEndLag = max(o.maxEndLag, lag)
 	o.checkNotLate(s.Name, st, lag, "ended")
+}
+
+// sessionDeadline is when a bound session must end: its bind as the manager stored it to
+// the microsecond (status.preciseBoundTime) plus the max lifetime it asked for. Never the
+// whole-second status.expiryTime: rounded up twice, it hid up to 2 s of lag. A session
+// that asks for no max lifetime gets its class's, which the manager's
+// status.preciseExpiryTime carries. Without a precise bind (a manager older than the
+// field) the whole-second boundTime, rounded down, counts: never later than the bind. Zero
+// until the session is bound.
+func sessionDeadline(s *agentsv1alpha1.AgentSession) time.Time {
+	st := &s.Status
+	var bound time.Time
+	switch {
+	case st.PreciseBoundTime != nil:
+		bound = st.PreciseBoundTime.Time
+	case st.BoundTime != nil:
+		bound = st.BoundTime.Time.Truncate(time.Second)
+	}
+	switch {
+	case bound.IsZero():
+		return time.Time{}
+	case s.Spec.MaxLifetime != nil:
+		return bound.Add(s.Spec.MaxLifetime.Duration)
+	case st.PreciseExpiryTime != nil:
+		return st.PreciseExpiryTime.Time
+	case st.ExpiryTime != nil:
+		return st.ExpiryTime.Time
+	}
+	return time.Time{}
 }
 
 // checkNotLate reports a session seen unended, or ended, lag after its deadline, once.

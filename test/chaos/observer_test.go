@@ -40,10 +40,22 @@ type event struct {
 	deleted bool
 }
 
+// readySession is a session bound at t0 whose true deadline is t0+deadline (its max
+// lifetime).
 func readySession(name, pod string, deadline time.Duration, rv string) *agentsv1alpha1.AgentSession {
+	return boundSession(name, pod, t0, deadline, rv)
+}
+
+// boundSession is a Ready session bound at bound (status.preciseBoundTime) with a max
+// lifetime of lifetime, its status as the manager writes it.
+func boundSession(name, pod string, bound time.Time, lifetime time.Duration, rv string) *agentsv1alpha1.AgentSession {
 	s := &agentsv1alpha1.AgentSession{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name, ResourceVersion: rv}}
+	s.Spec.MaxLifetime = &agentsv1alpha1.Duration{Duration: lifetime}
 	s.Status.Phase, s.Status.PodName = agentsv1alpha1.SessionReady, pod
-	s.Status.ExpiryTime = &metav1.Time{Time: t0.Add(deadline)}
+	s.Status.PreciseBoundTime = &metav1.MicroTime{Time: bound}
+	s.Status.BoundTime = &metav1.Time{Time: bound.Truncate(time.Second)}
+	s.Status.PreciseExpiryTime = &metav1.MicroTime{Time: bound.Add(lifetime)}
+	s.Status.ExpiryTime = &metav1.Time{Time: bound.Add(lifetime).Truncate(time.Second)}
 	s.Status.Conditions = []metav1.Condition{{Type: agentsv1alpha1.SessionReadyCondition, Status: metav1.ConditionTrue, Reason: agentsv1alpha1.ReasonBound}}
 	return s
 }
