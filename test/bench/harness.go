@@ -197,8 +197,12 @@ type sessionObs struct {
 	startType  string
 	finishedAt time.Time // first time seen in a finished phase
 	phase      string
-	expiryTime time.Time
 	endReason  string
+	// boundSeenAt: first time seen bound (status.podName and a bind time set).
+	boundSeenAt time.Time
+	// preciseBound is status.preciseBoundTime, the bind as the manager stored it to the
+	// microsecond: the instant the session's lifetime counts from (zero until seen).
+	preciseBound time.Time
 }
 
 type podObs struct {
@@ -254,8 +258,11 @@ func (t *tracker) observe(obj any, deleted bool) {
 		if s.readyAt.IsZero() && st.Phase == agentsv1alpha1.SessionReady && st.PodName != "" {
 			s.readyAt, s.podName = now, st.PodName
 		}
-		if st.ExpiryTime != nil {
-			s.expiryTime = st.ExpiryTime.Time
+		if s.boundSeenAt.IsZero() && st.PodName != "" && (st.PreciseBoundTime != nil || st.BoundTime != nil) {
+			s.boundSeenAt = now
+		}
+		if st.PreciseBoundTime != nil {
+			s.preciseBound = st.PreciseBoundTime.Time
 		}
 		if s.finishedAt.IsZero() && st.Phase.IsFinished() {
 			s.finishedAt, s.endReason = now, st.EndReason

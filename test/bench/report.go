@@ -53,7 +53,8 @@ type Result struct {
 	Rebinds      int `json:"rebinds"`     // sessions whose status.podName changed
 	DoubleBinds  int `json:"doubleBinds"` // pods held by two sessions
 	Expired      int `json:"expired,omitempty"`
-	// EarlyExpiries: sessions seen finished before create call start + maxLifetime.
+	// EarlyExpiries: sessions seen finished before their true deadline, the stored
+	// precise bind (status.preciseBoundTime) + maxLifetime (expiryLags).
 	EarlyExpiries int `json:"earlyExpiries,omitempty"`
 
 	// Latency: session create call started -> watch sees Ready with a pod (ms; cold: boot subtracted).
@@ -82,7 +83,8 @@ type Result struct {
 	PeakRSSMiB     float64 `json:"managerPeakRssMiB"`
 	CPUSeconds     float64 `json:"managerCpuSeconds"`
 	BindsPerSecond float64 `json:"bindsPerSecond"`
-	ExpiryLag      *Stats  `json:"expiryLagMs,omitempty"`
+	// ExpiryLag: when each session was seen finished minus its true deadline (as above).
+	ExpiryLag *Stats `json:"expiryLagMs,omitempty"`
 	// DesignFloor: the bind's three writes issued by the benchmark, and the bind over them;
 	// Breakdown: where a bind's time goes; CPU: each process's CPU per bind (issue 18).
 	DesignFloor *DesignFloorStats `json:"designFloor,omitempty"`

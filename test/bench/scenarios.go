@@ -589,10 +589,9 @@ func (h *Harness) Cold(ctx context.Context, sessions int, boot time.Duration, fl
 
 // Expiry creates sessions (cold, pool 0, no boot delay) at rate per second with
 // maxLifetime base + (i mod spread)*step, waits until all are finished, and reports the
-// expiry lag: when the watch saw the session finished minus its status.expiryTime (the
-// manager's deadline: whole seconds, rounded up). EarlyExpiries counts sessions seen
-// finished before create call start + maxLifetime, i.e. ended before the lifetime they
-// asked for had passed.
+// expiry lag against each session's true deadline: when the watch saw the session finished
+// minus its bind (status.preciseBoundTime, to the microsecond) plus its maxLifetime (see
+// expiryLags). EarlyExpiries counts sessions seen finished before that deadline.
 func (h *Harness) Expiry(ctx context.Context, sessions int, rate float64, base, step time.Duration, spread, floorN int) (*Result, error) {
 	res := &Result{Scenario: "expiry", Params: fmt.Sprintf("%d sessions at %g/s, maxLifetime %s + 0..%d x %s", sessions, rate, base, spread-1, step)}
 	r, err := h.setup(ctx, "expiry", 0, floorN, 0)
@@ -606,23 +605,16 @@ func (h *Harness) Expiry(ctx context.Context, sessions int, rate float64, base, 
 	if err := r.waitAll(ctx, base+time.Duration(spread)*step+2*time.Minute, true); err != nil {
 		res.Notes = append(res.Notes, err.Error())
 	}
-	var lags []float64
 	r.h.track.Lock()
 	for _, name := range r.order {
-		s := r.h.track.sessions[key(r.ns, name)]
-		if s == nil || s.finishedAt.IsZero() {
-			continue
-		}
-		if s.endReason == "MaxLifetime" {
+		if s := r.h.track.sessions[key(r.ns, name)]; s != nil && !s.finishedAt.IsZero() && s.endReason == "MaxLifetime" {
 			res.Expired++
 		}
-		deadline := s.expiryTime
-		if s.finishedAt.Before(r.starts[name].Add(r.lives[name])) {
-			res.EarlyExpiries++
-		}
-		lags = append(lags, ms(s.finishedAt.Sub(deadline)))
 	}
+	lags, early, notes := expiryLags(r)
 	r.h.track.Unlock()
+	res.EarlyExpiries = early
+	res.Notes = append(res.Notes, notes...)
 	lp := percentiles(lags)
 	res.ExpiryLag = &lp
 	if res.Expired != sessions {
