@@ -88,6 +88,11 @@ type Config struct {
 	RetryPeriod   time.Duration `json:"retryPeriod"`
 	// PoolRecoveryLimit is how soon after the last fault the pool must be back at target.
 	PoolRecoveryLimit time.Duration `json:"poolRecoveryLimit"`
+	// LeadBetweenFaults is how long the leader after a fault leads before the next fault,
+	// so that each kill hits a leader that has been acting: back to back (each failover
+	// takes about a Lease duration, more than the creation window leaves between five
+	// faults), the faults would be one long outage in which no manager acts.
+	LeadBetweenFaults time.Duration `json:"leadBetweenFaults"`
 	// ManagerBinary is the built cmd/manager.
 	ManagerBinary string `json:"-"`
 	// Logf reports progress; nil is silent.
@@ -99,7 +104,7 @@ type Config struct {
 func FullConfig() Config {
 	return Config{Sessions: 1000, Rate: 50, LeaderKills: 3, APIServerRestarts: 1, SlowAPIKills: 1, Pool: 20, QuotaSessions: 100,
 		SessionLifetime: 3 * time.Second, Nodes: 6, LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second,
-		RetryPeriod: 500 * time.Millisecond, PoolRecoveryLimit: 10 * time.Second}
+		RetryPeriod: 500 * time.Millisecond, PoolRecoveryLimit: 10 * time.Second, LeadBetweenFaults: 5 * time.Second}
 }
 
 // ShortConfig fits `make test`: one plain leader kill and the kube-apiserver restart, 150

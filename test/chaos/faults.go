@@ -32,7 +32,8 @@ func schedule(kills, restarts, slowKills int) []string {
 }
 
 // injectFaults injects the faults spread over the creation window: fault i at
-// (i+1)/(n+1) of it, but never before the previous one is over and a leader leads again.
+// (i+1)/(n+1) of it, but never before the previous one is over and a leader has led again
+// for cfg.LeadBetweenFaults.
 func injectFaults(ctx context.Context, env *testbed.Env, rs *replicaSet, cfg Config, loadStart time.Time,
 	window time.Duration, logf func(string, ...any)) ([]Fault, error) {
 	kinds := schedule(cfg.LeaderKills, cfg.APIServerRestarts, cfg.SlowAPIKills)
@@ -40,6 +41,11 @@ func injectFaults(ctx context.Context, env *testbed.Env, rs *replicaSet, cfg Con
 	var faults []Fault
 	for i, kind := range kinds {
 		due := loadStart.Add(time.Duration(i+1) * window / time.Duration(len(kinds)+1))
+		if len(faults) > 0 {
+			if led := faults[len(faults)-1].recovered.Add(cfg.LeadBetweenFaults); led.After(due) {
+				due = led
+			}
+		}
 		timer := time.NewTimer(time.Until(due))
 		select {
 		case <-timer.C:

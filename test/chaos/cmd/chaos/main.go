@@ -59,6 +59,7 @@ func run() (int, error) {
 	flag.DurationVar(&cfg.RenewDeadline, "renew-deadline", cfg.RenewDeadline, "manager --leader-elect-renew-deadline")
 	flag.DurationVar(&cfg.RetryPeriod, "retry-period", cfg.RetryPeriod, "manager --leader-elect-retry-period")
 	flag.DurationVar(&cfg.PoolRecoveryLimit, "pool-recovery-limit", cfg.PoolRecoveryLimit, "how soon after the last fault the pool must be back at target")
+	flag.DurationVar(&cfg.LeadBetweenFaults, "lead-between-faults", cfg.LeadBetweenFaults, "how long a new leader leads before the next fault")
 	keepLogs := flag.Bool("keep-logs", false, "keep the component and manager logs even when nothing was violated")
 	auditDeletes := flag.Bool("audit-pod-deletes", false, "have kube-apiserver audit every pod deletion (who, by user agent) into audit.log next to the policy; implies -keep-logs")
 	out := flag.String("out", filepath.Join("bin", "chaos-results", "chaos.json"), "the result file (test/results envelope) this run writes; docs/chaos.md renders from a kept one under docs/results")
