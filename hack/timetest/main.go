@@ -21,14 +21,22 @@ import (
 )
 
 func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "timetest:", err)
+		os.Exit(1)
+	}
+}
+
+// run runs the target once and keeps the run; a target that fails is an error too (after
+// it is kept).
+func run() error {
 	target := flag.String("target", "test", "the make target to run")
 	cache := flag.String("cache", "empty", "the Go build cache: empty (a new one) or warm (the current one)")
 	beside := flag.String("beside", "", "what ran beside this run, if anything (recorded only)")
 	out := flag.String("out", "", "where to keep the run (required)")
 	flag.Parse()
 	if *out == "" || (*cache != "empty" && *cache != "warm") {
-		fmt.Fprintln(os.Stderr, "timetest: -out is required, -cache is empty or warm")
-		os.Exit(2)
+		return errors.New("-out is required, -cache is empty or warm")
 	}
 	record := results.Begin("maketest")
 	cmd := exec.Command("make", *target)
@@ -37,7 +45,7 @@ func main() {
 	if *cache == "empty" {
 		dir, err := os.MkdirTemp("", "timetest-gocache-")
 		if err != nil {
-			fail(err)
+			return err
 		}
 		defer os.RemoveAll(dir)
 		cmd.Env = append(cmd.Env, "GOCACHE="+dir)
@@ -49,18 +57,14 @@ func main() {
 	if errors.As(err, &exit) {
 		run.ExitCode = exit.ExitCode()
 	} else if err != nil {
-		fail(err)
+		return err
 	}
 	if err := record.Write(*out, run); err != nil {
-		fail(err)
+		return err
 	}
 	fmt.Printf("timetest: make %s, %s cache: %s, passed %v; kept in %s\n", *target, *cache, time.Duration(run.Seconds*float64(time.Second)).Round(time.Second), run.Passed, *out)
 	if !run.Passed {
-		os.Exit(1)
+		return fmt.Errorf("make %s failed (exit %d)", *target, run.ExitCode)
 	}
-}
-
-func fail(err error) {
-	fmt.Fprintln(os.Stderr, "timetest:", err)
-	os.Exit(1)
+	return nil
 }
