@@ -310,7 +310,7 @@ func sessionDeadline(s *agentsv1alpha1.AgentSession) time.Time {
 	case st.PreciseBoundTime != nil:
 		bound = st.PreciseBoundTime.Time
 	case st.BoundTime != nil:
-		bound = st.BoundTime.Time.Truncate(time.Second)
+		bound = st.BoundTime.Truncate(time.Second)
 	}
 	switch {
 	case bound.IsZero():
