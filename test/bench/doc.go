@@ -10,6 +10,7 @@ package bench
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,29 +27,47 @@ func ReadReport(path string) (*results.File, *Report, error) {
 	return f, rep, err
 }
 
-// RenderDoc renders one table of docs/performance.md: args are the table's name and the
-// kept run's path.
+// RenderDoc renders one table of docs/performance.md: args are the table's name and one or
+// more kept runs. Their scenarios are read in order; a scenario of a later run replaces
+// the one of the same name from an earlier run (a scenario rerun on its own, say).
 func RenderDoc(args []string) (string, error) {
-	if len(args) != 2 {
-		return "", fmt.Errorf("want a table and one result file, got %q", args)
+	if len(args) < 2 {
+		return "", fmt.Errorf("want a table and one or more result files, got %q", args)
 	}
-	f, rep, err := ReadReport(args[1])
-	if err != nil {
-		return "", err
+	var files []*results.File
+	merged := &Report{}
+	for _, path := range args[1:] {
+		f, rep, err := ReadReport(path)
+		if err != nil {
+			return "", err
+		}
+		files = append(files, f)
+		for _, x := range rep.Results {
+			if i := slices.IndexFunc(merged.Results, func(y *Result) bool { return y.Scenario == x.Scenario }); i >= 0 {
+				merged.Results[i] = x
+			} else {
+				merged.Results = append(merged.Results, x)
+			}
+		}
 	}
 	switch args[0] {
 	case "run":
-		return runHeader(f, args[1]), nil
+		var b strings.Builder
+		for i, f := range files {
+			b.WriteString(runHeader(f, args[1+i]))
+			b.WriteString("\n\n")
+		}
+		return b.String(), nil
 	case "scenarios":
-		return scenariosTable(rep), nil
+		return scenariosTable(merged), nil
 	case "floor":
-		return floorTable(rep), nil
+		return floorTable(merged), nil
 	case "targets":
-		return targetsTable(rep), nil
+		return targetsTable(merged), nil
 	case "poolsize":
-		return poolSizeTable(rep), nil
+		return poolSizeTable(merged), nil
 	case "client":
-		return clientTable(rep), nil
+		return clientTable(merged), nil
 	}
 	return "", fmt.Errorf("no bench table %q (run, scenarios, floor, targets, poolsize, client)", args[0])
 }
@@ -59,9 +78,10 @@ func runHeader(f *results.File, path string) string {
 	if f.Dirty {
 		dirty = " (with changes not committed: the figures may differ from that commit's)"
 	}
-	return fmt.Sprintf("From `%s`: commit %s%s, %s, %s long.\n\n- Machine: %s.\n- Command: `%s`.",
+	scenarios := f.Flags["scenarios"]
+	return fmt.Sprintf("`%s`: commit %s%s, %s, %s long, scenarios %s.\n\n- Machine: %s.\n- Command: `%s`.",
 		path, f.ShortCommit(), dirty, f.Started.Format("2006-01-02 15:04 UTC"), f.Finished.Sub(f.Started).Round(time.Second),
-		f.Machine, f.Command)
+		scenarios, f.Machine, f.Command)
 }
 
 // tail is a percentile row's tail: the p99 over enough samples, else the max, labelled.

@@ -77,6 +77,15 @@ func TestRenderDocReadsAKeptRun(t *testing.T) {
 	if !strings.Contains(got, "| serial | 2 sessions | 2 of 2 (2 / 0) | 10.0 |") || !strings.Contains(got, "max 12.0 (n=2)") {
 		t.Errorf("scenarios table:\n%s", got)
 	}
+	// A later run's scenario replaces the earlier one's.
+	rerun := filepath.Join(t.TempDir(), "rerun.json")
+	again := &Report{Results: []*Result{{Scenario: "serial", Params: "rerun", Sessions: 1, Bound: 1, Warm: 1, Latency: Stats{N: 1, P50: 9, Max: 9}}}}
+	if err := results.Begin("bench").Write(rerun, again); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := RenderDoc([]string{"scenarios", path, rerun}); err != nil || strings.Contains(got, "2 sessions") || !strings.Contains(got, "| serial | rerun |") {
+		t.Errorf("scenarios over two runs (%v):\n%s", err, got)
+	}
 	if _, err := RenderDoc([]string{"plot", path}); err == nil || !strings.Contains(err.Error(), `no bench table "plot"`) {
 		t.Errorf("an unknown table: %v, want an error naming it", err)
 	}

@@ -297,12 +297,13 @@ func (r *run) floorPodPatch(ctx context.Context, s *unstructured.Unstructured) (
 // floorStatus is the bind's second write, as writeStatus makes it on a warm bind: a merge
 // patch of everything the bind set, without a resourceVersion.
 func (r *run) floorStatus(ctx context.Context, s *unstructured.Unstructured, pod *corev1.Pod) error {
-	bound := metav1.NewTime(time.Now().Add(time.Second).Truncate(time.Second))
-	ready := metav1.NewTime(time.Now())
-	expiry := metav1.NewTime(bound.Add(time.Hour))
+	now := time.Now()
+	preciseBound, preciseExpiry := metav1.NewMicroTime(now), metav1.NewMicroTime(now.Add(time.Hour))
+	bound, ready, expiry := metav1.NewTime(now.Truncate(time.Second)), metav1.NewTime(now), metav1.NewTime(now.Add(time.Hour).Truncate(time.Second))
 	fp := uvm.FootprintFromPod(pod)
 	st := agentsv1alpha1.AgentSessionStatus{Phase: agentsv1alpha1.SessionReady, PodName: pod.Name, NodeName: pod.Spec.NodeName,
-		PodIP: pod.Status.PodIP, StartType: agentsv1alpha1.StartWarm, BoundTime: &bound, ReadyTime: &ready, ExpiryTime: &expiry, Footprint: &fp}
+		PodIP: pod.Status.PodIP, StartType: agentsv1alpha1.StartWarm, BoundTime: &bound, ReadyTime: &ready, ExpiryTime: &expiry,
+		PreciseBoundTime: &preciseBound, PreciseExpiryTime: &preciseExpiry, Footprint: &fp}
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: agentsv1alpha1.SessionReadyCondition, Status: metav1.ConditionTrue,
 		Reason: agentsv1alpha1.ReasonBound, ObservedGeneration: s.GetGeneration(),
 		Message: fmt.Sprintf("%s start: sandbox pod %s on node %s is Ready", st.StartType, st.PodName, st.NodeName)})
