@@ -15,6 +15,7 @@ import (
 // docTables are the tables RenderDoc renders, by the name a marker gives.
 var docTables = map[string]func(runs []keptRun) string{
 	"run":          renderRunTable,
+	"summary":      renderSummaryTable,
 	"faults":       renderFaultTable,
 	"invariants":   renderInvariantTable,
 	"outcomes":     renderOutcomeTable,
@@ -36,6 +37,7 @@ type keptRun struct {
 // table's name, then one or more files, each a column or a group of rows:
 //
 //   - run: commit, dirty tree, machine and load, command, flags, when and how long;
+//   - summary: one row per run, for many runs: when, commit, load, command, violations;
 //   - faults: each fault, when, what it hit, how long the API was away, and how soon a
 //     leader led again;
 //   - invariants: every invariant checked, with its violation count (0s shown);
@@ -169,6 +171,26 @@ func renderRunTable(runs []keptRun) string {
 		}
 		return ""
 	})
+}
+
+// renderSummaryTable is one row per run: enough to tell runs apart and see what each found.
+func renderSummaryTable(runs []keptRun) string {
+	rows := make([][]string, 0, len(runs))
+	for _, r := range runs {
+		found := "0"
+		if n := r.res.ViolationCount(); n > 0 {
+			var kinds []string
+			for _, k := range sortedKeys(r.res.Violations) {
+				kinds = append(kinds, fmt.Sprintf("%s: %d", k, r.res.Violations[k]))
+			}
+			found = fmt.Sprintf("**%d** (%s)", n, strings.Join(kinds, "; "))
+		}
+		rows = append(rows, []string{"`" + r.path + "`", r.file.Started.UTC().Format("2006-01-02 15:04"), "`" + r.file.ShortCommit() + "`",
+			fmt.Sprintf("%.2f → %.2f", r.file.Machine.LoadBefore[0], r.file.Machine.LoadAfter[0]), "`" + commandLine(r.file.Command) + "`",
+			fmt.Sprint(len(r.res.Faults)), ms(r.res.MaxEndLag), found})
+	}
+	return table([]string{"file", "started (UTC)", "commit", "1-minute load before → after", "command", "faults",
+		"longest deadline-to-end lag", "violations"}, rows)
 }
 
 // commandLine is the command as run, its program by base name (`go run` builds it in a

@@ -30,6 +30,11 @@ func TestRenderDoc(t *testing.T) {
 		want: []string{"|  | Run 1 | Run 2 |", "| commit | `0123456` | `fedcba9+dirty` |",
 			"| work tree | clean | dirty (the figures may not be this commit's) |", "| violations | 0 (PASS) | **2 (FAIL)** |"},
 	}, {
+		name: "summary: a row per run, with what it found",
+		args: []string{"summary", pass, fail},
+		want: []string{"| `testdata/pass.json` | 2026-01-01 10:00 | `0123456` | 0.50 → 1.75 | `chaos -sessions=10` | 2 | 1.5s | 0 |",
+			"| `testdata/fail.json` | 2026-01-01 10:00 | `fedcba9+dirty` | 0.50 → 1.75 | `chaos -sessions=10` | 2 | 50s | **2** (session ended other than by its max lifetime: 1; session holding two pods: 1) |"},
+	}, {
 		name: "faults",
 		args: []string{"faults", pass},
 		want: []string{"| 1 | kill-leader-etcd-paused | 1.234s | leader a#1 (pid 10) | 2.001s | 4.5s | b#1 |",
