@@ -163,5 +163,5 @@ bench-day: tools ## The simulated day (issues 16, 25): five days (seeds), 9 min 
 	go run ./test/bench/cmd/day -out=$(BIN)/day-results $(DAY_FLAGS)
 
 .PHONY: chaos
-chaos: tools ## Chaos test (issue 8): 1,000 sessions at 50/s, leader SIGKILLed 3 times, kube-apiserver restarted once; fails on any violation. CHAOS_FLAGS to resize.
+chaos: tools ## Chaos test (issues 8, 25): 1,000 sessions at 50/s, leader SIGKILLed once while etcd is paused and 3 times more, kube-apiserver restarted once; fails on any violation; writes bin/chaos-results/chaos.json. CHAOS_FLAGS to resize.
 	go run ./test/chaos/cmd/chaos $(CHAOS_FLAGS)
