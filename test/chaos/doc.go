@@ -185,11 +185,11 @@ func renderSummaryTable(runs []keptRun) string {
 			}
 			found = fmt.Sprintf("**%d** (%s)", n, strings.Join(kinds, "; "))
 		}
-		rows = append(rows, []string{"`" + r.path + "`", r.file.Started.UTC().Format("2006-01-02 15:04"), "`" + r.file.ShortCommit() + "`",
+		rows = append(rows, []string{r.label, "`" + r.path + "`", r.file.Started.UTC().Format("2006-01-02 15:04"), "`" + r.file.ShortCommit() + "`",
 			fmt.Sprintf("%.2f → %.2f", r.file.Machine.LoadBefore[0], r.file.Machine.LoadAfter[0]), "`" + commandLine(r.file.Command) + "`",
 			fmt.Sprint(len(r.res.Faults)), ms(r.res.MaxEndLag), found})
 	}
-	return table([]string{"file", "started (UTC)", "commit", "1-minute load before → after", "command", "faults",
+	return table([]string{"run", "file", "started (UTC)", "commit", "1-minute load before → after", "command", "faults",
 		"longest deadline-to-end lag", "violations"}, rows)
 }
 

@@ -32,8 +32,8 @@ func TestRenderDoc(t *testing.T) {
 	}, {
 		name: "summary: a row per run, with what it found",
 		args: []string{"summary", pass, fail},
-		want: []string{"| `testdata/pass.json` | 2026-01-01 10:00 | `0123456` | 0.50 → 1.75 | `chaos -sessions=10` | 2 | 1.5s | 0 |",
-			"| `testdata/fail.json` | 2026-01-01 10:00 | `fedcba9+dirty` | 0.50 → 1.75 | `chaos -sessions=10` | 2 | 50s | **2** (session ended other than by its max lifetime: 1; session holding two pods: 1) |"},
+		want: []string{"| Run 1 | `testdata/pass.json` | 2026-01-01 10:00 | `0123456` | 0.50 → 1.75 | `chaos -sessions=10` | 2 | 1.5s | 0 |",
+			"| Run 2 | `testdata/fail.json` | 2026-01-01 10:00 | `fedcba9+dirty` | 0.50 → 1.75 | `chaos -sessions=10` | 2 | 50s | **2** (session ended other than by its max lifetime: 1; session holding two pods: 1) |"},
 	}, {
 		name: "faults",
 		args: []string{"faults", pass},
