@@ -174,12 +174,23 @@ func BestFixedAt(pools []DayPool, warm float64) (DayPool, bool) {
 	return best, found
 }
 
+// closestFixed is the fixed pool with the most warm hits (zero when there is none).
+func closestFixed(pools []DayPool) DayPool {
+	var best DayPool
+	for _, p := range pools {
+		if !p.Autoscaled() && (best.Name == "" || p.WarmHitRatio > best.WarmHitRatio) {
+			best = p
+		}
+	}
+	return best
+}
+
 // DayVersusSeed is one autoscaler against the best fixed pool of the same day.
 type DayVersusSeed struct {
 	Seed               uint64
 	AutoWarm, AutoIdle float64
 	// Fixed is the cheapest fixed pool with at least AutoWarm warm hits; Reached is false
-	// when no pool of the ladder reached it.
+	// when no pool of the ladder reached it, and Fixed is then the pool that came closest.
 	Fixed   DayPool
 	Reached bool
 }
@@ -209,7 +220,9 @@ func DayVersusTargets(run *DayRun) []DayVersus {
 				continue
 			}
 			s := DayVersusSeed{Seed: d.Seed, AutoWarm: a.WarmHitRatio, AutoIdle: a.IdleGBHours}
-			s.Fixed, s.Reached = BestFixedAt(d.Pools, a.WarmHitRatio)
+			if s.Fixed, s.Reached = BestFixedAt(d.Pools, a.WarmHitRatio); !s.Reached {
+				s.Fixed = closestFixed(d.Pools)
+			}
 			warm, idle = append(warm, a.WarmHitRatio), append(idle, a.IdleGBHours)
 			if s.Reached {
 				v.Compared++
@@ -235,6 +248,8 @@ func (v DayVersus) bestFixed() string {
 	for _, s := range v.Seeds {
 		if s.Reached {
 			names = append(names, fmt.Sprint(s.Fixed.Replicas))
+		} else if s.Fixed.Name != "" {
+			names = append(names, fmt.Sprintf("none (%d: %s)", s.Fixed.Replicas, pct2(s.Fixed.WarmHitRatio)))
 		} else {
 			names = append(names, "none")
 		}
@@ -395,7 +410,7 @@ func dayVersusTable(_ *results.File, _ string, run *DayRun) string {
 		missed, all = missed+len(v.Seeds)-v.Compared, all+len(v.Seeds)
 	}
 	if missed > 0 {
-		fmt.Fprintf(&b, "\n\"none\": no fixed pool of the ladder reached the autoscaler's warm hits that day (%d of %d comparisons); those seeds are left out of the fixed pool's columns.\n", missed, all)
+		fmt.Fprintf(&b, "\n\"none\": no fixed pool of the ladder reached the autoscaler's warm hits that day (%d of %d comparisons; in brackets the ladder's closest pool and its warm hits); those seeds are left out of the fixed pool's columns.\n", missed, all)
 	}
 	return b.String()
 }

@@ -149,7 +149,7 @@ func TestDayVersusTargets(t *testing.T) {
 		// 30/95 and 35/46
 		{0.9, "4, 2", 2, 2, Spread{Mean: (30.0/95 + 35.0/46) / 2, Min: 30.0 / 95, Max: 35.0 / 46, N: 2}},
 		// seed 17's autoscaler served all: no fixed pool of the ladder did
-		{0.99, "6, none", 1, 1, Spread{Mean: 60.0 / 140, Min: 60.0 / 140, Max: 60.0 / 140, N: 1}},
+		{0.99, "6, none (6: 99.50 %)", 1, 1, Spread{Mean: 60.0 / 140, Min: 60.0 / 140, Max: 60.0 / 140, N: 1}},
 	} {
 		v := got[i]
 		if v.Target != tc.target || v.bestFixed() != tc.best || v.Compared != tc.compared || v.Cheaper != tc.cheaper ||
@@ -173,7 +173,7 @@ func TestRenderDayDoc(t *testing.T) {
 			"| fixed-average | 4 warm | 98.25 % (98.00 %–98.50 %) | 94.5 (94.0–95.0) | 68 % (68 %–68 %) |",
 			"| auto-0.9 | `spec.autoscaling` | 93.00 % (91.00 %–95.00 %) | 32.5 (30.0–35.0) | 23 % (21 %–25 %) |"}},
 		{"versus", []string{"| warmHitTarget 0.9 | 93.00 % (91.00 %–95.00 %) | 32.5 (30.0–35.0) | 4, 2 | 70.5 (46.0–95.0) | 54 % (32 %–76 %) | 2 of 2 seeds |",
-			"| warmHitTarget 0.99 | 99.75 % (99.50 %–100.00 %) | 105.0 (60.0–150.0) | 6, none | 140.0 | 43 % | 1 of 1 seeds |", "(1 of 4 comparisons)"}},
+			"| warmHitTarget 0.99 | 99.75 % (99.50 %–100.00 %) | 105.0 (60.0–150.0) | 6, none (6: 99.50 %) | 140.0 | 43 % | 1 of 1 seeds |", "(1 of 4 comparisons;"}},
 		{"curve", []string{"| fixed-1 | 79.00 % (78.00 %–80.00 %) | 20.5 (20.0–21.0) | 12 (12–12) |", "| auto-0.99 |"}},
 	} {
 		t.Run(tc.table, func(t *testing.T) {
