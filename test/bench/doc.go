@@ -81,7 +81,7 @@ func runHeader(f *results.File, path string) string {
 	scenarios := f.Flags["scenarios"]
 	return fmt.Sprintf("`%s`: commit %s%s, %s, %s long, scenarios %s.\n\n- Machine: %s.\n- Command: `%s`.",
 		path, f.ShortCommit(), dirty, f.Started.Format("2006-01-02 15:04 UTC"), f.Finished.Sub(f.Started).Round(time.Second),
-		scenarios, f.Machine, f.Command)
+		scenarios, f.Machine, f.CommandLine())
 }
 
 // tail is a percentile row's tail: the p99 over enough samples, else the max, labelled.

@@ -71,6 +71,13 @@ func (f *File) ShortCommit() string {
 	return c
 }
 
+// CommandLine is the command as a reader can run it: the program's name without the
+// temporary directory `go run` builds it in.
+func (f *File) CommandLine() string {
+	prog, args, _ := strings.Cut(f.Command, " ")
+	return strings.TrimSpace(filepath.Base(prog) + " " + args)
+}
+
 // Begin starts the record of a run of kind: the commit, the machine, the load now and
 // the flags of the command line (call it after flag.Parse).
 func Begin(kind string) *File {

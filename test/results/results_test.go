@@ -28,3 +28,10 @@ func TestWriteThenRead(t *testing.T) {
 		t.Errorf("Read of a bench run as chaos: %v, want an error naming both kinds", err)
 	}
 }
+
+func TestCommandLineLeavesOutGoRunsDirectory(t *testing.T) {
+	f := &File{Command: "/tmp/go-build1847363072/b001/exe/bench -out=x -scenarios=serial"}
+	if got, want := f.CommandLine(), "bench -out=x -scenarios=serial"; got != want {
+		t.Errorf("CommandLine() = %q, want %q", got, want)
+	}
+}
