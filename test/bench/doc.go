@@ -178,7 +178,7 @@ func floorTable(rep *Report) string {
 type target struct {
 	text string
 	// judge returns what was measured and whether it meets the target; ok is false when
-	// the run has no scenario for it.
+	// the run cannot judge it: no scenario for it (measured empty), or not at its size.
 	judge func(rep *Report) (measured string, met, ok bool)
 }
 
@@ -211,11 +211,12 @@ func latencyTarget(scenario string, useTail bool, limit float64) func(*Report) (
 	}
 }
 
-// warmScenarios is every result with warm binds.
+// warmScenarios is every result with warm binds whose writes are the binds' own: the client
+// scenarios also close their sessions in the window, so their writes count the deletions.
 func warmScenarios(rep *Report) []*Result {
 	var out []*Result
 	for _, x := range rep.Results {
-		if x.mostlyWarm() {
+		if x.mostlyWarm() && x.FirstOutput == nil && x.Transfer == nil {
 			out = append(out, x)
 		}
 	}
@@ -268,9 +269,9 @@ var targets = []target{
 		}
 		m := fmt.Sprintf("%.0f MiB peak (%s)", x.PeakRSSMiB, x.Params)
 		if x.Sessions < 10000 {
-			m += "; fewer sessions than the target names"
+			return m + "; not judged: fewer sessions than the target names (-full runs 10,000)", false, false
 		}
-		return m, x.PeakRSSMiB <= 300 && x.Sessions >= 10000, true
+		return m, x.PeakRSSMiB <= 300, true
 	}},
 	{"no pod over-created, none bound twice", func(rep *Report) (string, bool, bool) {
 		over, dbl := 0, 0
@@ -296,8 +297,10 @@ func targetsTable(rep *Report) string {
 		measured, met, ok := t.judge(rep)
 		verdict := "yes"
 		switch {
-		case !ok:
+		case !ok && measured == "":
 			measured, verdict = "not in this run", "-"
+		case !ok:
+			verdict = "-"
 		case !met:
 			verdict = "**no**"
 		}
