@@ -150,7 +150,7 @@ func renderRunTable(runs []keptRun) string {
 		case "1-minute load before → after":
 			return fmt.Sprintf("%.2f → %.2f", f.Machine.LoadBefore[0], f.Machine.LoadAfter[0])
 		case "command":
-			return "`" + commandLine(f.Command) + "`"
+			return "`" + f.CommandLine() + "`"
 		case "flags":
 			return flagsLine(f.Flags)
 		case "started (UTC)":
@@ -186,22 +186,11 @@ func renderSummaryTable(runs []keptRun) string {
 			found = fmt.Sprintf("**%d** (%s)", n, strings.Join(kinds, "; "))
 		}
 		rows = append(rows, []string{r.label, "`" + r.path + "`", r.file.Started.UTC().Format("2006-01-02 15:04"), "`" + r.file.ShortCommit() + "`",
-			fmt.Sprintf("%.2f → %.2f", r.file.Machine.LoadBefore[0], r.file.Machine.LoadAfter[0]), "`" + commandLine(r.file.Command) + "`",
+			fmt.Sprintf("%.2f → %.2f", r.file.Machine.LoadBefore[0], r.file.Machine.LoadAfter[0]), "`" + r.file.CommandLine() + "`",
 			fmt.Sprint(len(r.res.Faults)), ms(r.res.MaxEndLag), found})
 	}
 	return table([]string{"run", "file", "started (UTC)", "commit", "1-minute load before → after", "command", "faults",
 		"longest deadline-to-end lag", "violations"}, rows)
-}
-
-// commandLine is the command as run, its program by base name (`go run` builds it in a
-// temporary directory).
-func commandLine(command string) string {
-	words := strings.Fields(command)
-	if len(words) == 0 {
-		return ""
-	}
-	words[0] = filepath.Base(words[0])
-	return strings.Join(words, " ")
 }
 
 // flagsLine is every flag with its value, given or default.
