@@ -54,7 +54,9 @@ func TestMain(m *testing.M) {
 			return fmt.Errorf("kubectl: %w", err)
 		}
 		pluginDir = filepath.Join(e.Dir, "plugin-bin")
-		build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "kubectl-agents"), ".")
+		// The release's flags (static, -trimpath): the compiled packages are make vet's.
+		build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(pluginDir, "kubectl-agents"), ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("build kubectl-agents: %w\n%s", err, out)
 		}
