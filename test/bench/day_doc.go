@@ -205,6 +205,9 @@ type DayVersus struct {
 	AutoWarm, AutoIdle, FixedIdle, Ratio Spread
 	// Cheaper counts the seeds where the autoscaler held less idle memory than that pool.
 	Cheaper, Compared int
+	// Beyond counts the seeds where no fixed pool reached the autoscaler's warm hits and
+	// the closest held more idle memory than the autoscaler: it did better on both.
+	Beyond int
 }
 
 // DayVersusTargets sets each autoscaler target, seed by seed, against the cheapest fixed
@@ -221,7 +224,9 @@ func DayVersusTargets(run *DayRun) []DayVersus {
 			}
 			s := DayVersusSeed{Seed: d.Seed, AutoWarm: a.WarmHitRatio, AutoIdle: a.IdleGBHours}
 			if s.Fixed, s.Reached = BestFixedAt(d.Pools, a.WarmHitRatio); !s.Reached {
-				s.Fixed = closestFixed(d.Pools)
+				if s.Fixed = closestFixed(d.Pools); s.Fixed.Name != "" && a.IdleGBHours < s.Fixed.IdleGBHours {
+					v.Beyond++
+				}
 			}
 			warm, idle = append(warm, a.WarmHitRatio), append(idle, a.IdleGBHours)
 			if s.Reached {
@@ -405,12 +410,13 @@ func dayVersusTable(_ *results.File, _ string, run *DayRun) string {
 		fmt.Fprintf(&b, "| warmHitTarget %s | %s | %s | %s | %s | %s | %d of %d seeds |\n", fmt.Sprint(v.Target), v.AutoWarm.format(pct2),
 			v.AutoIdle.format(gbh), v.bestFixed(), v.FixedIdle.format(gbh), v.Ratio.format(pct0), v.Cheaper, v.Compared)
 	}
-	missed, all := 0, 0
+	missed, all, beyond := 0, 0, 0
 	for _, v := range DayVersusTargets(run) {
-		missed, all = missed+len(v.Seeds)-v.Compared, all+len(v.Seeds)
+		missed, all, beyond = missed+len(v.Seeds)-v.Compared, all+len(v.Seeds), beyond+v.Beyond
 	}
 	if missed > 0 {
 		fmt.Fprintf(&b, "\n\"none\": no fixed pool of the ladder reached the autoscaler's warm hits that day (%d of %d comparisons; in brackets the ladder's closest pool and its warm hits); those seeds are left out of the fixed pool's columns.\n", missed, all)
+		fmt.Fprintf(&b, "In %d of those %d, the autoscaler also held less idle memory than that closest pool: more warm hits for less.\n", beyond, missed)
 	}
 	return b.String()
 }

@@ -160,6 +160,30 @@ func TestDayVersusTargets(t *testing.T) {
 	}
 }
 
+// TestDayVersusBeyondTheLadder: an autoscaler with more warm hits than every fixed pool
+// and less idle memory than the closest is counted as better on both.
+func TestDayVersusBeyondTheLadder(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		autoIdle   float64
+		wantBeyond int
+	}{
+		{"less idle memory than the closest pool", 30, 1},
+		{"more idle memory than the closest pool", 60, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := &DayRun{Options: DayOptions{Targets: []float64{0.99}}, Seeds: []DaySeed{{Seed: 1, Pools: []DayPool{
+				{Name: "fixed-2", Replicas: 2, WarmHitRatio: 0.7, IdleGBHours: 20},
+				{Name: "fixed-4", Replicas: 4, WarmHitRatio: 0.8, IdleGBHours: 50},
+				{Name: "auto-0.99", Target: 0.99, WarmHitRatio: 0.9, IdleGBHours: tc.autoIdle}}}}}
+			v := DayVersusTargets(run)[0]
+			if v.Compared != 0 || v.Beyond != tc.wantBeyond || v.bestFixed() != "none (4: 80.00 %)" {
+				t.Errorf("compared %d, beyond %d, best %q; want 0, %d, %q", v.Compared, v.Beyond, v.bestFixed(), tc.wantBeyond, "none (4: 80.00 %)")
+			}
+		})
+	}
+}
+
 // TestRenderDayDoc renders each of the page's tables from the fixture.
 func TestRenderDayDoc(t *testing.T) {
 	for _, tc := range []struct {
@@ -173,7 +197,7 @@ func TestRenderDayDoc(t *testing.T) {
 			"| fixed-average | 4 warm | 98.25 % (98.00 %–98.50 %) | 94.5 (94.0–95.0) | 68 % (68 %–68 %) |",
 			"| auto-0.9 | `spec.autoscaling` | 93.00 % (91.00 %–95.00 %) | 32.5 (30.0–35.0) | 23 % (21 %–25 %) |"}},
 		{"versus", []string{"| warmHitTarget 0.9 | 93.00 % (91.00 %–95.00 %) | 32.5 (30.0–35.0) | 4, 2 | 70.5 (46.0–95.0) | 54 % (32 %–76 %) | 2 of 2 seeds |",
-			"| warmHitTarget 0.99 | 99.75 % (99.50 %–100.00 %) | 105.0 (60.0–150.0) | 6, none (6: 99.50 %) | 140.0 | 43 % | 1 of 1 seeds |", "(1 of 4 comparisons;"}},
+			"| warmHitTarget 0.99 | 99.75 % (99.50 %–100.00 %) | 105.0 (60.0–150.0) | 6, none (6: 99.50 %) | 140.0 | 43 % | 1 of 1 seeds |", "(1 of 4 comparisons;", "In 0 of those 1, the autoscaler also held less idle memory"}},
 		{"curve", []string{"| fixed-1 | 79.00 % (78.00 %–80.00 %) | 20.5 (20.0–21.0) | 12 (12–12) |", "| auto-0.99 |"}},
 	} {
 		t.Run(tc.table, func(t *testing.T) {
