@@ -34,5 +34,21 @@ func renderTestRuns(args []string) (string, error) {
 		fmt.Fprintf(&b, "| `%s`, %s | %s | %s | %s | %s | %s | %s |\n", run.Target, f.Started.Format("2006-01-02 15:04 UTC"), run.Cache, beside,
 			(time.Duration(run.Seconds) * time.Second).String(), passed, f.ShortCommit(), f.Machine)
 	}
+	// Where the time went in each run: the steps make ran, each until the next began.
+	for _, path := range args {
+		var run results.TestRun
+		if _, err := results.Read(path, "maketest", &run); err != nil || len(run.Steps) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n`%s` (%s cache) by step:", run.Target, run.Cache)
+		for i, s := range run.Steps {
+			end := run.Seconds
+			if i+1 < len(run.Steps) {
+				end = run.Steps[i+1].Began
+			}
+			fmt.Fprintf(&b, " `%s` %s;", s.Command, (time.Duration(end-s.Began) * time.Second).String())
+		}
+		b.WriteString("\n")
+	}
 	return b.String(), nil
 }

@@ -10,11 +10,14 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/hyperpool/hyperpool/test/results"
@@ -40,7 +43,8 @@ func run() error {
 	}
 	record := results.Begin("maketest")
 	cmd := exec.Command("make", *target)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	steps := &stepRecorder{out: os.Stdout}
+	cmd.Stdout, cmd.Stderr = steps, os.Stderr
 	cmd.Env = append(os.Environ(), "CI=true")
 	if *cache == "empty" {
 		dir, err := os.MkdirTemp("", "timetest-gocache-")
@@ -51,8 +55,10 @@ func run() error {
 		cmd.Env = append(cmd.Env, "GOCACHE="+dir)
 	}
 	start := time.Now()
+	steps.start = start
 	err := cmd.Run()
-	run := results.TestRun{Target: "make " + *target, Cache: *cache, Beside: *beside, Seconds: time.Since(start).Seconds(), Passed: err == nil}
+	run := results.TestRun{Target: "make " + *target, Cache: *cache, Beside: *beside, Seconds: time.Since(start).Seconds(), Passed: err == nil,
+		Steps: steps.steps}
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		run.ExitCode = exit.ExitCode()
@@ -67,4 +73,38 @@ func run() error {
 		return fmt.Errorf("make %s failed (exit %d)", *target, run.ExitCode)
 	}
 	return nil
+}
+
+// stepRecorder passes make's output on and notes when each command it echoes begins: the
+// Makefile's recipe lines (go ..., GOOS=... go ..., hack/...).
+type stepRecorder struct {
+	out     io.Writer
+	start   time.Time
+	partial []byte
+	steps   []results.TestStep
+}
+
+func (r *stepRecorder) Write(p []byte) (int, error) {
+	r.partial = append(r.partial, p...)
+	for {
+		i := bytes.IndexByte(r.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(r.partial[:i])
+		r.partial = r.partial[i+1:]
+		if isRecipeLine(line) {
+			r.steps = append(r.steps, results.TestStep{Command: line, Began: time.Since(r.start).Seconds()})
+		}
+	}
+	return r.out.Write(p)
+}
+
+func isRecipeLine(line string) bool {
+	for _, prefix := range []string{"go ", "GOOS=", "CGO_ENABLED=", "hack/"} {
+		if strings.HasPrefix(line, prefix) {
+			return true
+		}
+	}
+	return false
 }

@@ -189,4 +189,13 @@ type TestRun struct {
 	Seconds  float64 `json:"seconds"`
 	Passed   bool    `json:"passed"`
 	ExitCode int     `json:"exitCode,omitempty"`
+	// Steps are the commands make ran, each with when it began (seconds since the start):
+	// where the time went.
+	Steps []TestStep `json:"steps,omitempty"`
+}
+
+// TestStep is one command of a timed make run.
+type TestStep struct {
+	Command string  `json:"command"`
+	Began   float64 `json:"began"`
 }
