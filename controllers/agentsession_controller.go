@@ -77,6 +77,7 @@ func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	before := s.Status.DeepCopy()
 	result, err := r.reconcileSession(ctx, s)
 	result = r.requeueAtStartDeadline(ctx, s, result)
+	result = withDeadlinePriority(result, before, &s.Status)
 	if statusErr := r.writeStatus(ctx, s, before); statusErr != nil {
 		return result, errors.Join(err, statusErr) // the events are dropped: the next reconcile decides again
 	}
@@ -89,7 +90,7 @@ func (r *AgentSessionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		// failed delete is returned, so the workqueue retries it within seconds rather than
 		// at the session's ttlAfterFinished.
 		if destroyErr := r.destroyPods(ctx, s.Namespace, s.Name, s.UID); destroyErr != nil {
-			return ctrl.Result{}, errors.Join(err, fmt.Errorf("destroying the pod of a session that just ended: %w", destroyErr))
+			return ctrl.Result{Priority: result.Priority}, errors.Join(err, fmt.Errorf("destroying the pod of a session that just ended: %w", destroyErr))
 		}
 	}
 	return result, err

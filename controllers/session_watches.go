@@ -9,6 +9,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,7 +38,8 @@ func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Spec changes only: status writes are ours, and a heartbeat needs no reconcile (the
 		// idle timer, when it fires, reads the newest heartbeat and sets the next one). The
 		// client's credentials-delivered annotation does: it is mirrored into a condition.
-		For(&agentsv1alpha1.AgentSession{}, builder.WithPredicates(
+		// Watches rather than For: sessions that hold a sandbox go first (sessionEvents).
+		Watches(&agentsv1alpha1.AgentSession{}, &sessionEvents{}, builder.WithPredicates(
 			predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, credentialsDeliveredChanged()))).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.podToSessions)).
 		Watches(&agentsv1alpha1.AgentSandbox{}, handler.EnqueueRequestsFromMapFunc(r.sandboxToSessions),
@@ -51,7 +53,11 @@ func (r *AgentSessionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allWaitingSessions)).
 		// The queued sessions the quota-queue controller found admissible.
 		WatchesRawSource(source.Channel(wakes, &handler.TypedEnqueueRequestForObject[*agentsv1alpha1.AgentSession]{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.config.SessionWorkers}).
+		// The priority queue (controller-runtime's default, stated here because the order
+		// of the work depends on it): sessions that hold a sandbox go first (deadlinePriority).
+		// The log constructor gives the reconciles the keys For would.
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.config.SessionWorkers, UsePriorityQueue: ptr.To(true),
+			LogConstructor: sessionLogConstructor(mgr.GetLogger())}).
 		Complete(observed(r.config, "agentsession", r))
 }
 
