@@ -9,7 +9,6 @@ package bench
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -223,16 +222,18 @@ func warmScenarios(rep *Report) []*Result {
 	return out
 }
 
-// spread is "a" or "a–b" over the warm scenarios' values of v.
+// spread is "a" or "a–b" over the warm scenarios' values of v, with the smallest and
+// largest.
 func spread(rs []*Result, v func(*Result) float64, format string) (string, float64, float64) {
-	lo, hi := math.Inf(1), math.Inf(-1)
+	vals := make([]float64, 0, len(rs))
 	for _, x := range rs {
-		lo, hi = math.Min(lo, v(x)), math.Max(hi, v(x))
+		vals = append(vals, v(x))
 	}
-	if lo == hi {
-		return fmt.Sprintf(format, lo), lo, hi
+	s := SpreadOf(vals)
+	if s.Min == s.Max {
+		return fmt.Sprintf(format, s.Min), s.Min, s.Max
 	}
-	return fmt.Sprintf(format+"–"+format, lo, hi), lo, hi
+	return fmt.Sprintf(format+"–"+format, s.Min, s.Max), s.Min, s.Max
 }
 
 var targets = []target{
