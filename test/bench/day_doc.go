@@ -333,7 +333,7 @@ func dayHeader(f *results.File, path string, run *DayRun) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Kept run `%s`: commit %s, %s to %s UTC (%s), %s.\n\n", path, f.ShortCommit(),
 		f.Started.Format("2006-01-02 15:04"), f.Finished.Format("15:04"), f.Finished.Sub(f.Started).Round(time.Minute), f.Machine)
-	fmt.Fprintf(&b, "Command: `%s`.\n\n", shortCommand(f.Command))
+	fmt.Fprintf(&b, "Command: `%s`.\n\n", f.CommandLine())
 	fmt.Fprintf(&b, "%d seeds (%s), one simulated 24 h each, replayed in %s (%.0f times faster): %.0f to %.0f sessions a day "+
 		"(mean lifetime %s), fed at the same moments to %d pools in their own namespaces: fixed pools of %s warm sandboxes and "+
 		"`spec.autoscaling` at warmHitTarget %s (minReplicas 0, maxReplicas %d, scaleDownDelay %s). "+
@@ -342,16 +342,6 @@ func dayHeader(f *results.File, path string, run *DayRun) string {
 		len(o.Ladder)+len(o.Targets), strings.Join(ladder, ", "), strings.Join(targets, ", "), o.MaxReplicas, o.ScaleDownDelay,
 		o.Boot, o.real(o.Boot).Round(time.Millisecond), r.Min, r.Max, run.VMMemoryGiB)
 	return b.String()
-}
-
-// shortCommand is the command line with the program's directory left out: `go run` runs
-// a binary from a temporary directory.
-func shortCommand(c string) string {
-	prog, args, _ := strings.Cut(c, " ")
-	if i := strings.LastIndex(prog, "/"); i >= 0 {
-		prog = prog[i+1:]
-	}
-	return strings.TrimSpace(prog + " " + args)
 }
 
 func daySeedsTable(_ *results.File, _ string, run *DayRun) string {
