@@ -49,18 +49,25 @@ generate: tools ## Generate DeepCopy methods from markers.
 fmt: ## gofmt the code.
 	gofmt -w $$(git ls-files '*.go')
 
-# Both passes compile with the images' flags (hack/release: static, -trimpath), so
-# test/images and make release find every package compiled and only link: from an empty
-# build cache, each pass compiling with flags of its own would cost another compile of
-# the whole dependency tree.
 # What runs on Windows: the node agent, the kubectl plugin and the Go client (with the API
 # types and the internal packages they share). The manager and the tests run on Linux only.
 WINDOWS_PACKAGES := ./api/... ./cmd/kubectl-agents/... ./cmd/node-agent/... ./internal/... ./pkg/...
 
 .PHONY: vet
-vet: ## go vet, for Linux and, for what runs there, for Windows.
+# With test-programs' flags, so that make test after make verify (CI) finds them compiled.
+vet: ## go vet, for Linux and, for what runs there, for Windows (make verify runs it).
 	CGO_ENABLED=0 go vet -trimpath ./...
 	GOOS=windows CGO_ENABLED=0 go vet -trimpath $(WINDOWS_PACKAGES)
+
+# The programs the tests build and run as processes (the manager, the plugin, hack/release
+# and the images it builds, the Windows node agent among them), compiled once up front with
+# the release's flags (static, -trimpath). Their packages are then in the build cache, and
+# the test packages that build them in parallel only link: from an empty cache, each would
+# otherwise compile the same dependency tree at the same time.
+.PHONY: test-programs
+test-programs:
+	CGO_ENABLED=0 go build -trimpath ./cmd/manager ./cmd/kubectl-agents ./hack/release
+	GOOS=windows CGO_ENABLED=0 go build -trimpath ./cmd/node-agent
 
 GOLANGCI_LINT := $(ASSETS)/golangci-lint
 
@@ -78,7 +85,7 @@ docs: ## Render the figures of docs/*.md from the runs kept in docs/results (hac
 	go run ./hack/docs
 
 .PHONY: verify
-verify: manifests generate dashboard lint ## Regenerate everything and lint; fail when the result differs from what is committed.
+verify: manifests generate dashboard lint vet ## Regenerate everything and lint; fail when the result differs from what is committed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on: $$(gofmt -l $$(git ls-files '*.go'))"; exit 1; }
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run 'make manifests generate dashboard' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- api config charts)" || { echo "untracked generated files: $$(git status --porcelain -- api config charts)"; exit 1; }
@@ -101,8 +108,7 @@ fuzz: ## Run every fuzz target briefly (FUZZTIME inputs each).
 # one more compile of the whole tree from an empty build cache. The fuzz targets' seed
 # corpora run in make test as ordinary tests.
 .PHONY: test
-test: tools vet ## Build the test bed, then run all tests with the race detector against a real API server.
-	GOOS=windows CGO_ENABLED=0 go build -trimpath $(WINDOWS_PACKAGES)
+test: tools test-programs ## Build the test bed, then run all tests with the race detector against a real API server.
 	go test $(GO_TEST_FLAGS) ./...
 
 ##@ Build and run

@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 			return fmt.Errorf("kubectl: %w", err)
 		}
 		pluginDir = filepath.Join(e.Dir, "plugin-bin")
-		// The release's flags (static, -trimpath): the compiled packages are make vet's.
+		// The release's flags (static, -trimpath): the compiled packages are make test-programs'.
 		build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(pluginDir, "kubectl-agents"), ".")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {

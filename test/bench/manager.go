@@ -22,7 +22,7 @@ import (
 
 // BuildManager builds cmd/manager of the repository at root into out, with the release
 // images' flags (static, -trimpath: hack/release): the binary a cluster runs, and the
-// compiled packages shared with make vet and test/images instead of one more compile of
+// compiled packages shared with make test-programs and test/images instead of one more compile of
 // the whole dependency tree.
 func BuildManager(ctx context.Context, root, out string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/manager")

@@ -148,7 +148,9 @@ func packagedChart(t *testing.T) string {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "run", "./hack/release", "chart", "-out", dir, "-helm", tool(t, "helm"))
+	// make test-programs' flags: hack/release's packages are compiled already.
+	cmd := exec.CommandContext(ctx, "go", "run", "-trimpath", "./hack/release", "chart", "-out", dir, "-helm", tool(t, "helm"))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = env.RepoRoot
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go run ./hack/release chart: %v\n%s", err, out)

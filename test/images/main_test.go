@@ -66,7 +66,7 @@ func setup(m *testing.M) (int, error) {
 	defer func() { _ = os.RemoveAll(dir) }()
 	work = dir
 	tool = filepath.Join(dir, "release")
-	build := goCmd("build", "-trimpath", "-o", tool, "./hack/release") // make vet's flags: its packages are compiled
+	build := goCmd("build", "-trimpath", "-o", tool, "./hack/release") // make test-programs' flags: its packages are compiled
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("building hack/release: %w\n%s", err, out)
@@ -140,8 +140,8 @@ func managerPlatforms() []string {
 }
 
 // built is the output of one `images` run, shared by the tests that read it: the manager
-// for the host's platform and the node agent (whose packages `make vet` leaves compiled in
-// the build cache under `make test`).
+// for the host's platform and the node agent (whose packages `make test-programs` leaves
+// compiled in the build cache under `make test`).
 var built struct {
 	once sync.Once
 	dir  string
