@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
 // AgentQuotaReconciler reports each AgentQuota's usage and queue. Enforcement itself happens
@@ -83,7 +84,7 @@ func (r *AgentQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if active.Status == metav1.ConditionTrue {
 		recordQuotaMetrics(q.Namespace, &q.Spec.Hard, &status.Used, status.Queued)
 	}
-	if equalQuotaStatus(&q.Status, status) {
+	if sameStatus(&q.Status, status) {
 		return ctrl.Result{}, nil
 	}
 	patch := client.MergeFrom(q.DeepCopy())
@@ -156,17 +157,6 @@ func quantityFloat(q *resource.Quantity) *float64 {
 	return &f
 }
 
-func equalQuotaStatus(a, b *agentsv1alpha1.AgentQuotaStatus) bool {
-	return a.ObservedGeneration == b.ObservedGeneration && a.Queued == b.Queued && a.QueueHead == b.QueueHead &&
-		equalLimits(&a.Used, &b.Used) && equalConditions(a.Conditions, b.Conditions)
-}
-
-func equalLimits(a, b *agentsv1alpha1.QuotaLimits) bool {
-	eqInt := func(x, y *int32) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
-	eqQty := func(x, y *resource.Quantity) bool { return (x == nil) == (y == nil) && (x == nil || x.Cmp(*y) == 0) }
-	return eqInt(a.Sessions, b.Sessions) && eqInt(a.WarmSandboxes, b.WarmSandboxes) && eqQty(a.Memory, b.Memory) && eqQty(a.CPU, b.CPU)
-}
-
 // SetupWithManager registers the quota controller: any session, hyperpool pod or quota
 // change in a namespace re-checks the namespace's quotas (the workqueue merges bursts). A
 // namespace's deletion drops what the quota keeper holds for it.
@@ -187,18 +177,27 @@ func (r *AgentQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			},
 		}).
 		Watches(&agentsv1alpha1.AgentSession{}, handler.EnqueueRequestsFromMapFunc(r.quotasInNamespace)).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			if o.GetLabels()[agentsv1alpha1.SandboxLabel] == "" {
-				return nil
+		// Sandbox pods through the book, once it shows them: the status is measured there.
+		WatchesRawSource(bookSource(r.quota.book, func(q workqueue.TypedRateLimitingInterface[reconcile.Request], old, cur *poolbook.Pod) {
+			p := cur
+			if p == nil {
+				p = old
 			}
-			return r.quotasInNamespace(ctx, o)
+			for _, req := range r.quotasIn(context.Background(), p.Key.Namespace) {
+				q.Add(req)
+			}
 		})).
 		Complete(observed(r.config, "agentquota", r))
 }
 
 func (r *AgentQuotaReconciler) quotasInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.quotasIn(ctx, o.GetNamespace())
+}
+
+// quotasIn are the requests of namespace ns's quotas.
+func (r *AgentQuotaReconciler) quotasIn(ctx context.Context, ns string) []reconcile.Request {
 	list := &agentsv1alpha1.AgentQuotaList{}
-	if err := r.List(ctx, list, client.InNamespace(o.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "listing AgentQuotas to re-check")
 		return nil
 	}

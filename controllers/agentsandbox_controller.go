@@ -9,31 +9,19 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/expectations"
 	"github.com/hyperpool/hyperpool/internal/podstate"
-	"github.com/hyperpool/hyperpool/internal/uvm"
-	"github.com/hyperpool/hyperpool/internal/windows"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
 // maxCreationsPerReconcile bounds one reconcile's pod creations, as the ReplicaSet
@@ -63,6 +51,9 @@ type AgentSandboxReconciler struct {
 	// controller) and refill times.
 	demand *demandBook
 
+	// book counts the class's pods from pod events; the reconciler lists pods only to pick
+	// which to delete.
+	book         *poolbook.Book
 	factory      *podFactory
 	builds       *nodeBuilds // the nodes' Windows builds, shared with the session controller
 	expectations *expectations.Pods
@@ -79,38 +70,9 @@ type AgentSandboxReconciler struct {
 
 func newAgentSandboxReconciler(d reconcilerDeps, shared *sharedState) *AgentSandboxReconciler {
 	return &AgentSandboxReconciler{Client: d.client, apiReader: d.apiReader,
-		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, demand: shared.demand, factory: shared.factory, builds: shared.builds,
+		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, demand: shared.demand, book: shared.book, factory: shared.factory, builds: shared.builds,
 		expectations: expectations.NewPods(d.clock), notReadyStreak: map[types.NamespacedName]int{},
 		vmSizes: newVMSizeReports(), recorder: d.recorder(SandboxEventSource)}
-}
-
-// takeClock remembers when a session last took a warm sandbox of each pool. It is memory
-// only: a new leader starts with none, and its pools refill at once.
-type takeClock struct {
-	last  sync.Map // types.NamespacedName -> time.Time
-	clock clock.PassiveClock
-}
-
-func newTakeClock(clk clock.PassiveClock) *takeClock { return &takeClock{clock: clk} }
-
-func (c *takeClock) taken(pool types.NamespacedName) {
-	if c != nil {
-		c.last.Store(pool, c.clock.Now())
-	}
-}
-
-func (c *takeClock) forget(pool types.NamespacedName) {
-	if c != nil {
-		c.last.Delete(pool)
-	}
-}
-
-func (c *takeClock) since(pool types.NamespacedName) (time.Duration, bool) {
-	v, ok := c.last.Load(pool)
-	if !ok {
-		return 0, false
-	}
-	return c.clock.Since(v.(time.Time)), true
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsandboxes,verbs=get;list;watch
@@ -121,11 +83,11 @@ func (c *takeClock) since(pool types.NamespacedName) (time.Duration, bool) {
 // +kubebuilder:rbac:groups=node.k8s.io,resources=runtimeclasses,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// poolPods is a class's pods from the cache, sorted into what the pool logic needs.
+// poolPods is a class's pods from the cache, sorted into what the pool logic needs. A
+// reconcile lists them only when a step must pick pods to delete (poolStep.list): the
+// counts come from the pool book.
 type poolPods struct {
-	all         map[string]bool // every pod of the class, by name
-	warm        []*corev1.Pod   // not bound, not terminating
-	warmNames   map[string]bool
+	warm        []*corev1.Pod // not bound, not terminating
 	bound       []*corev1.Pod // bound to a session, not terminating
 	terminating []*corev1.Pod // being deleted, warm or bound: their VMs still run
 	// stray are unbound pods labelled for the class that it does not control: their owner
@@ -148,11 +110,7 @@ func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, nil // the garbage collector removes the warm pods it owns
 	}
 
-	pods, err := r.listPoolPods(ctx, sb)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	pendingCreations, pendingDeletions := r.expectations.Observe(req.NamespacedName, pods.all, pods.warmNames)
+	st := r.newPoolStep(sb)
 
 	// The egress policy comes first: no pod of the class may exist without it.
 	egressBlk, egressErr := r.reconcileEgressPolicy(ctx, sb)
@@ -166,9 +124,8 @@ func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if problem := sandboxSpecProblem(sb); problem != "" {
 		recipe, blk = nil, &blocker{Reason: agentsv1alpha1.ReasonInvalidSpec, Message: problem}
 	}
+	st.recipe, st.blocker = recipe, blk
 
-	st := &poolStep{sb: sb, pods: pods, recipe: recipe, blocker: blk,
-		pendingCreations: pendingCreations, pendingDeletions: pendingDeletions}
 	stepErr := errors.Join(egressErr, r.deleteStrayPods(ctx, st), r.holdGracePeriods(ctx, st))
 	if recipe != nil {
 		stepErr = errors.Join(stepErr, r.replaceStuckWarmPods(ctx, st), r.rollOutTemplate(ctx, st))
@@ -189,12 +146,16 @@ func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 // poolStep carries one reconcile's view of a pool between its steps.
 type poolStep struct {
-	sb               *agentsv1alpha1.AgentSandbox
-	pods             poolPods
+	sb    *agentsv1alpha1.AgentSandbox
+	shape *poolbook.Shape
+	// view is the class's pods as the book counted them when the reconcile began.
+	view             poolbook.Pool
 	recipe           *podRecipe
 	blocker          *blocker
 	pendingCreations map[string]bool
 	pendingDeletions map[string]bool
+	// pods are the class's pods from the cache, once a step has listed them (list).
+	pods *poolPods
 
 	forbidden    string   // the API's refusal of a pod creation, if any
 	quotaBlocker *blocker // the namespace's quota holds the pool below its target
@@ -206,13 +167,49 @@ type poolStep struct {
 	autoscaling *autoscaleResult
 }
 
+// newPoolStep reads the pool's counts from the book and its expectations, lowered against
+// the book, and lists nothing.
+func (r *AgentSandboxReconciler) newPoolStep(sb *agentsv1alpha1.AgentSandbox) *poolStep {
+	key := client.ObjectKeyFromObject(sb)
+	st := &poolStep{sb: sb, shape: bookShape(sb)}
+	st.view = r.book.Pool(key, sb.UID, st.shape, classGraceSeconds(sb))
+	present := func(name string) bool { return r.book.Has(types.NamespacedName{Namespace: sb.Namespace, Name: name}) }
+	warm := func(name string) bool {
+		p, ok := r.book.Get(types.NamespacedName{Namespace: sb.Namespace, Name: name})
+		return ok && p.Warm()
+	}
+	st.pendingCreations, st.pendingDeletions = r.expectations.Pending(key, present, warm)
+	if st.pendingCreations == nil {
+		st.pendingCreations = map[string]bool{}
+	}
+	if st.pendingDeletions == nil {
+		st.pendingDeletions = map[string]bool{}
+	}
+	return st
+}
+
 func (st *poolStep) requeueIn(d time.Duration) {
 	if d > 0 && (st.requeueAfter == 0 || d < st.requeueAfter) {
 		st.requeueAfter = d
 	}
 }
 
-// liveWarm returns the warm pods the pool counts: the cache's, minus those it deleted.
+// list lists the class's pods from the cache, once per reconcile, for a step that must
+// pick which pods to delete. The counts never need it.
+func (r *AgentSandboxReconciler) list(ctx context.Context, st *poolStep) (*poolPods, error) {
+	if st.pods != nil {
+		return st.pods, nil
+	}
+	pods, err := r.listPoolPods(ctx, st.sb)
+	if err != nil {
+		return nil, err
+	}
+	st.pods = &pods
+	return st.pods, nil
+}
+
+// liveWarm returns the listed warm pods the pool counts: the cache's, minus those it
+// deleted. Only after list.
 func (st *poolStep) liveWarm() []*corev1.Pod {
 	var out []*corev1.Pod
 	for _, p := range st.pods.warm {
@@ -224,7 +221,8 @@ func (st *poolStep) liveWarm() []*corev1.Pod {
 }
 
 func (r *AgentSandboxReconciler) listPoolPods(ctx context.Context, sb *agentsv1alpha1.AgentSandbox) (poolPods, error) {
-	pods := poolPods{all: map[string]bool{}, warmNames: map[string]bool{}}
+	poolListCalls.Inc()
+	var pods poolPods
 	for _, index := range []string{podWarmIndex, podBoundIndex} {
 		list := &corev1.PodList{}
 		if err := r.List(ctx, list, client.InNamespace(sb.Namespace), client.MatchingFields{index: sb.Name}, client.UnsafeDisableDeepCopy); err != nil {
@@ -232,7 +230,6 @@ func (r *AgentSandboxReconciler) listPoolPods(ctx context.Context, sb *agentsv1a
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
-			pods.all[p.Name] = true
 			switch {
 			case !p.DeletionTimestamp.IsZero():
 				pods.terminating = append(pods.terminating, p)
@@ -240,64 +237,12 @@ func (r *AgentSandboxReconciler) listPoolPods(ctx context.Context, sb *agentsv1a
 				pods.bound = append(pods.bound, p)
 			case metav1.IsControlledBy(p, sb):
 				pods.warm = append(pods.warm, p)
-				pods.warmNames[p.Name] = true
 			default:
 				pods.stray = append(pods.stray, p)
 			}
 		}
 	}
 	return pods, nil
-}
-
-// deleteStrayPods deletes the unbound pods labelled for the class that the class does not
-// control, as a ReplicaSet deletes (or adopts) pods that match its selector: a pool never
-// adopts one, since it cannot know what the pod ran. Each is read again from the API server
-// first, and deleted with a UID and resourceVersion precondition, so a pod bound or
-// adopted meanwhile is left alone.
-func (r *AgentSandboxReconciler) deleteStrayPods(ctx context.Context, st *poolStep) error {
-	var errs []error
-	for _, p := range st.pods.stray {
-		errs = append(errs, deleteStrayPod(ctx, r.Client, r.apiReader, p.Namespace, p.Name, st.sb))
-	}
-	return errors.Join(errs...)
-}
-
-// deleteStrayPod deletes a pod labelled for a class, not bound to a session, that is
-// controlled by neither that class (sb; nil when the class is gone) nor anything else of
-// hyperpool that still exists.
-func deleteStrayPod(ctx context.Context, c client.Writer, apiReader client.Reader, namespace, name string, sb *agentsv1alpha1.AgentSandbox) error {
-	fresh := &corev1.Pod{}
-	if err := apiReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, fresh); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	_, session := sandboxAndSession(fresh)
-	if session != "" || !fresh.DeletionTimestamp.IsZero() || (sb != nil && metav1.IsControlledBy(fresh, sb)) {
-		return nil
-	}
-	// A foreign controller reference does not save it: the label is hyperpool's (only the
-	// manager may set it), and a tenant can add such a reference to a pod that lost its own.
-	log.FromContext(ctx).Info("deleting a stray sandbox pod: labelled for the class, controlled by nothing that exists", "pod", name)
-	err := c.Delete(ctx, fresh, client.Preconditions{UID: &fresh.UID, ResourceVersion: &fresh.ResourceVersion})
-	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-		return nil
-	}
-	return err
-}
-
-// deletePodsOfGoneClass deletes the unbound pods of a deleted class that the garbage
-// collector will not: those an orphaning delete of the class left without an owner.
-func (r *AgentSandboxReconciler) deletePodsOfGoneClass(ctx context.Context, key types.NamespacedName) error {
-	list := &corev1.PodList{}
-	if err := r.List(ctx, list, client.InNamespace(key.Namespace), client.MatchingFields{podWarmIndex: key.Name}); err != nil {
-		return fmt.Errorf("listing pods of deleted AgentSandbox %s: %w", key.Name, err)
-	}
-	var errs []error
-	for i := range list.Items {
-		if p := &list.Items[i]; p.DeletionTimestamp.IsZero() && hyperpoolController(p) == nil {
-			errs = append(errs, deleteStrayPod(ctx, r.Client, r.apiReader, p.Namespace, p.Name, nil))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // replaceStuckWarmPods deletes warm pods that ended (a sandbox never exits on its own) or
@@ -307,23 +252,39 @@ func (r *AgentSandboxReconciler) replaceStuckWarmPods(ctx context.Context, st *p
 	key := client.ObjectKeyFromObject(st.sb)
 	deadline := r.readyDeadline(key)
 	now := r.clock.Now()
-	var errs []error
-	sawReady := false
-	// Many warm pods share a node: look each node up once per reconcile.
+	// A pod whose node is gone will never serve anyone, Ready or not: replace it now rather
+	// than when the pod garbage collector gets to it. The book names the nodes the warm
+	// pods are on, so each is looked up once.
 	goneNodes := map[string]bool{}
-	for _, p := range st.liveWarm() {
-		// A pod whose node is gone will never serve anyone, Ready or not: replace it now
-		// rather than when the pod garbage collector gets to it.
-		gone, seen := goneNodes[p.Spec.NodeName]
-		if !seen {
-			var err error
-			if gone, err = nodeGone(ctx, r.Client, p.Spec.NodeName); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			goneNodes[p.Spec.NodeName] = gone
+	for _, node := range st.view.WarmNodes {
+		gone, err := nodeGone(ctx, r.Client, node)
+		if err != nil {
+			return err
 		}
 		if gone {
+			goneNodes[node] = true
+		}
+	}
+	oldest := st.view.OldestNotReady
+	if len(goneNodes) == 0 && st.view.WarmEnded == 0 && (oldest.IsZero() || now.Sub(oldest) < deadline) {
+		// Nothing to replace: no pod to pick, so no list.
+		if !oldest.IsZero() {
+			st.requeueIn(deadline - now.Sub(oldest))
+		}
+		if st.view.WarmReady > 0 {
+			r.streakMu.Lock()
+			delete(r.notReadyStreak, key)
+			r.streakMu.Unlock()
+		}
+		return nil
+	}
+	if _, err := r.list(ctx, st); err != nil {
+		return err
+	}
+	var errs []error
+	sawReady := false
+	for _, p := range st.liveWarm() {
+		if goneNodes[p.Spec.NodeName] {
 			errs = append(errs, r.deleteWarmPod(ctx, st, p))
 			continue
 		}
@@ -364,8 +325,11 @@ func (r *AgentSandboxReconciler) readyDeadline(key types.NamespacedName) time.Du
 // (scaleWarmPool trims old ones first when the pool shrinks).
 func (r *AgentSandboxReconciler) rollOutTemplate(ctx context.Context, st *poolStep) error {
 	strategy := st.sb.Spec.UpdateStrategy
-	if strategy.Type == agentsv1alpha1.OnReplenishUpdateStrategy {
+	if strategy.Type == agentsv1alpha1.OnReplenishUpdateStrategy || st.view.OldTemplate == 0 {
 		return nil
+	}
+	if _, err := r.list(ctx, st); err != nil {
+		return err
 	}
 	maxConcurrent := 5
 	if strategy.MaxConcurrent != nil {
@@ -397,8 +361,8 @@ func (r *AgentSandboxReconciler) rollOutTemplate(ctx context.Context, st *poolSt
 // excess: in proportion to its warm pods, so the pools together give up the excess, not
 // each of them all of it.
 func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep) error {
-	warm := st.liveWarm()
-	have := len(warm) + len(st.pendingCreations)
+	counts := r.countWarm(st)
+	have := counts.warm + len(st.pendingCreations)
 	want := int(ptr.Deref(st.sb.Spec.Replicas, 1))
 	over, err := r.quota.excessWarm(ctx, st.sb.Namespace)
 	if err != nil {
@@ -406,7 +370,7 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 	}
 	// The excess is measured on the cache, which still shows the pods this pool deleted:
 	// the share is taken from the same count, so a deletion in flight is not given twice.
-	counted := len(st.pods.warm) + len(st.pendingCreations)
+	counted := st.view.Warm + len(st.pendingCreations)
 	if share := over.share(st.sb.Name, counted); share > 0 {
 		want = min(want, counted-share)
 		st.quotaBlocker = &blocker{Reason: agentsv1alpha1.ReasonQuotaLimited, Message: fmt.Sprintf(
@@ -417,7 +381,7 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 	hash := templateHash(st.sb)
 	switch {
 	case have < want && st.recipe != nil:
-		if wait := r.replenishWait(st, warm, want); wait > 0 {
+		if wait := r.replenishWait(st, counts.ready, want); wait > 0 {
 			st.replenishHeld = true
 			st.requeueIn(wait)
 			return nil
@@ -428,6 +392,10 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 		}
 		return r.createWarmPods(ctx, st, n)
 	case have > want && len(st.pendingCreations) == 0:
+		if _, err := r.list(ctx, st); err != nil {
+			return err
+		}
+		warm := st.liveWarm()
 		// Delete the least useful first: not Ready, then of an old template, then newest.
 		slices.SortStableFunc(warm, func(a, b *corev1.Pod) int {
 			if c := boolOrder(podstate.Ready(a), podstate.Ready(b)); c != 0 {
@@ -440,7 +408,7 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 			return b.CreationTimestamp.Compare(a.CreationTimestamp.Time)
 		})
 		var errs []error
-		for _, p := range warm[:have-want] {
+		for _, p := range warm[:min(have-want, len(warm))] {
 			errs = append(errs, r.deleteWarmPod(ctx, st, p))
 		}
 		return errors.Join(errs...)
@@ -451,13 +419,13 @@ func (r *AgentSandboxReconciler) scaleWarmPool(ctx context.Context, st *poolStep
 // replenishWait is how long the pool holds back replacing taken sandboxes: until
 // spec.replenish.quietPeriod has passed since the last take, unless fewer than minReady
 // warm sandboxes are Ready. Zero: create now.
-func (r *AgentSandboxReconciler) replenishWait(st *poolStep, warm []*corev1.Pod, want int) time.Duration {
+func (r *AgentSandboxReconciler) replenishWait(st *poolStep, ready, want int) time.Duration {
 	spec := st.sb.Spec.Replenish
 	if spec.QuietPeriod == nil || spec.QuietPeriod.Duration <= 0 || r.takes == nil {
 		return 0
 	}
 	minReady := int(ptr.Deref(spec.MinReady, int32((want+1)/2)))
-	if readyCount(warm) < minReady {
+	if ready < minReady {
 		return 0
 	}
 	since, taken := r.takes.since(client.ObjectKeyFromObject(st.sb))
@@ -465,16 +433,6 @@ func (r *AgentSandboxReconciler) replenishWait(st *poolStep, warm []*corev1.Pod,
 		return 0
 	}
 	return spec.QuietPeriod.Duration - since
-}
-
-func readyCount(pods []*corev1.Pod) int {
-	n := 0
-	for _, p := range pods {
-		if podstate.Ready(p) {
-			n++
-		}
-	}
-	return n
 }
 
 // boolOrder sorts false before true.
@@ -486,352 +444,5 @@ func boolOrder(a, b bool) int {
 		return -1
 	default:
 		return 1
-	}
-}
-
-// createWarmPods creates up to n warm pods, as many as the namespace's quota allows, in
-// slow-start batches (1, 2, 4, ...) as the ReplicaSet controller does: when the API server
-// refuses the first (a ResourceQuota, a policy), the pool does not fire hundreds of doomed
-// requests.
-func (r *AgentSandboxReconciler) createWarmPods(ctx context.Context, st *poolStep, n int) error {
-	if terminating, err := namespaceTerminating(ctx, r.Client, st.sb.Namespace); err != nil || terminating {
-		return err // a namespace being deleted refuses every pod: do not ask
-	}
-	grants, quotaBlk, err := r.quota.reservePods(ctx, st.sb.Namespace, classFootprint(st.sb), n, true)
-	if err != nil {
-		return err
-	}
-	st.quotaBlocker = quotaBlk
-	key := client.ObjectKeyFromObject(st.sb)
-	created := 0
-	for batch := 1; created < len(grants); batch *= 2 {
-		size := min(batch, len(grants)-created)
-		errs := make([]error, size)
-		var wg sync.WaitGroup
-		for i := range size {
-			grant := grants[created+i]
-			wg.Go(func() { errs[i] = r.createWarmPod(ctx, st, key, grant) })
-		}
-		wg.Wait()
-		created += size
-		if err := errors.Join(errs...); err != nil {
-			for _, g := range grants[created:] {
-				g.release()
-			}
-			if slices.ContainsFunc(errs, func(e error) bool { return errors.Is(e, errNamespaceTerminating) }) {
-				// The namespace is going away, and the pool with it: no more creations,
-				// no retry. Its deletion events end the pool's reconciles.
-				return nil
-			}
-			return err
-		}
-	}
-	return nil
-}
-
-// namespaceTerminating says, from the cache, whether namespace ns is being deleted.
-func namespaceTerminating(ctx context.Context, c client.Reader, ns string) (bool, error) {
-	obj := &metav1.PartialObjectMetadata{}
-	obj.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	if err := c.Get(ctx, types.NamespacedName{Name: ns}, obj); err != nil {
-		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
-	}
-	return !obj.DeletionTimestamp.IsZero(), nil
-}
-
-// errNamespaceTerminating stops a round of creations in a namespace being deleted: every
-// further pod would be refused.
-var errNamespaceTerminating = errors.New("namespace is terminating")
-
-func (r *AgentSandboxReconciler) createWarmPod(ctx context.Context, st *poolStep, key types.NamespacedName, grant *podGrant) error {
-	pod := st.recipe.build()
-	if err := ctrl.SetControllerReference(st.sb, pod, r.Scheme()); err != nil {
-		grant.release()
-		return err
-	}
-	if err := r.Create(ctx, pod); err != nil {
-		grant.release()
-		if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
-			return errNamespaceTerminating
-		}
-		if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) {
-			st.forbidden = err.Error()
-		}
-		return fmt.Errorf("creating a warm pod for AgentSandbox %s: %w", st.sb.Name, err)
-	}
-	grant.confirm(pod.Name)
-	r.expectations.Created(key, pod.Name)
-	r.demand.podCreated(st.sb, pod.Name)
-	podCreations.WithLabelValues(st.sb.Namespace, st.sb.Name, string(agentsv1alpha1.StartWarm)).Inc()
-	return nil
-}
-
-// deleteWarmPod deletes a warm pod unless a session bound it meanwhile: the resourceVersion
-// precondition makes the delete lose any race with a bind.
-func (r *AgentSandboxReconciler) deleteWarmPod(ctx context.Context, st *poolStep, p *corev1.Pod) error {
-	err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID, ResourceVersion: &p.ResourceVersion})
-	switch {
-	case err == nil:
-		r.expectations.Deleted(client.ObjectKeyFromObject(st.sb), p.Name)
-		st.pendingDeletions[p.Name] = true
-		return nil
-	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
-		return nil // gone, or changed (bound) since the cache saw it: nothing to do
-	default:
-		return fmt.Errorf("deleting warm pod %s: %w", p.Name, err)
-	}
-}
-
-// writeStatus computes the pool's status and writes it once, only when it changed.
-func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) error {
-	sb := st.sb
-	status := sb.Status.DeepCopy()
-	status.ObservedGeneration = sb.Generation
-	status.TemplateHash = templateHash(sb)
-	status.Selector = fmt.Sprintf("%s=%s,!%s", agentsv1alpha1.SandboxLabel, sb.Name, agentsv1alpha1.SessionLabel)
-
-	warm := st.liveWarm() // after this reconcile's deletions, so not always replenishWait's
-	ready := readyCount(warm)
-	status.Replicas = int32(len(warm))
-	status.ReadyReplicas = int32(ready)
-	status.ActiveSessions = int32(len(st.pods.bound))
-
-	shape := shapeOf(sb)
-	per := shape.footprint
-	total := agentsv1alpha1.Footprint{}
-	for _, p := range append(warm, st.pods.bound...) {
-		total = uvm.AddFootprint(total, sandboxPodFootprint(p, shape))
-	}
-	status.Footprint = &agentsv1alpha1.PoolFootprint{PerSandbox: per, Total: total}
-	warmSandboxes.WithLabelValues(sb.Namespace, sb.Name).Set(float64(ready))
-	vmMemoryBytes.WithLabelValues(sb.Namespace, sb.Name).Set(float64(total.Memory.Value()))
-
-	want := ptr.Deref(sb.Spec.Replicas, 1)
-	setPoolConditions(status, st, int32(ready), want)
-	setAutoscalingStatus(status, st)
-	idleVMMemory.set(client.ObjectKeyFromObject(sb), float64(warmMemory(warm, shape)))
-	announceVMSize := r.setVMSizeCondition(sb, status)
-
-	if equalSandboxStatus(&sb.Status, status) {
-		return nil
-	}
-	key := client.ObjectKeyFromObject(sb)
-	if onlyCountsDiffer(&sb.Status, status) {
-		if last, ok := r.lastStatusWrite.Load(key); ok {
-			if wait := poolCountsInterval - r.clock.Since(last.(time.Time)); wait > 0 {
-				st.requeueIn(wait) // written then, with the counts of that moment
-				return nil
-			}
-		}
-	}
-	patch := client.MergeFrom(sb.DeepCopy())
-	sb.Status = *status
-	if err := r.Status().Patch(ctx, sb, patch); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	r.lastStatusWrite.Store(key, r.clock.Now())
-	announceVMSize()
-	return nil
-}
-
-// onlyCountsDiffer says whether two statuses differ only in counts and condition messages:
-// same generation, template, selector, and conditions of the same status and reason, but
-// for the Ready condition moving between PoolReady and PoolFilling (countsOnlyReady).
-func onlyCountsDiffer(a, b *agentsv1alpha1.AgentSandboxStatus) bool {
-	return a.ObservedGeneration == b.ObservedGeneration && a.Selector == b.Selector &&
-		a.TemplateHash == b.TemplateHash &&
-		slices.EqualFunc(a.Conditions, b.Conditions, func(x, y metav1.Condition) bool {
-			if x.Type != y.Type || x.ObservedGeneration != y.ObservedGeneration {
-				return false
-			}
-			if x.Status == y.Status && x.Reason == y.Reason {
-				return true
-			}
-			return x.Type == agentsv1alpha1.SandboxReady && countsOnlyReady(x) && countsOnlyReady(y)
-		})
-}
-
-// countsOnlyReady: a Ready condition that says no more than the counts do. Every take
-// turns a full pool's Ready from PoolReady to PoolFilling and its refill turns it back, so
-// writing those flips at once cost about two status writes per bind (docs/performance.md,
-// "Bind cost at its floor"); they are written with the counts, at most once per
-// poolCountsInterval. Any other reason (PodsNotReady, QuotaLimited, RuntimeClassNotFound...)
-// is a state a user must see at once.
-func countsOnlyReady(c metav1.Condition) bool {
-	return (c.Status == metav1.ConditionTrue && c.Reason == agentsv1alpha1.ReasonPoolReady) ||
-		(c.Status == metav1.ConditionFalse && c.Reason == agentsv1alpha1.ReasonPoolFilling)
-}
-
-func setPoolConditions(status *agentsv1alpha1.AgentSandboxStatus, st *poolStep, ready, want int32) {
-	gen := st.sb.Generation
-	degraded := metav1.Condition{Type: agentsv1alpha1.SandboxDegraded, Status: metav1.ConditionFalse,
-		Reason: agentsv1alpha1.ReasonAsExpected, Message: "nothing keeps the pool from its target", ObservedGeneration: gen}
-	switch {
-	case st.blocker != nil:
-		degraded.Status, degraded.Reason, degraded.Message = metav1.ConditionTrue, st.blocker.Reason, st.blocker.Message
-	case st.quotaBlocker != nil:
-		degraded.Status, degraded.Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonQuotaLimited
-		degraded.Message = st.quotaBlocker.Message + "; raise the quota or lower spec.replicas"
-	case st.forbidden != "":
-		degraded.Status, degraded.Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonPodCreateForbidden
-		degraded.Message = fmt.Sprintf("the API server refused a warm pod: %s; raise the limit that refuses it (a ResourceQuota, a policy) or lower spec.replicas", st.forbidden)
-	case st.notReady > 0:
-		degraded.Status, degraded.Reason = metav1.ConditionTrue, agentsv1alpha1.ReasonPodsNotReady
-		degraded.Message = fmt.Sprintf("%d warm pod(s) did not become Ready in time and were replaced; check the image (pull time, Windows build %d) and the pods' events",
-			st.notReady, st.sb.Spec.Windows.ImageBuild)
-	default:
-		if old := meta.FindStatusCondition(status.Conditions, agentsv1alpha1.SandboxDegraded); old != nil &&
-			old.Reason == agentsv1alpha1.ReasonPodsNotReady && ready < want {
-			degraded = *old // keep saying so until the pool recovers
-		}
-	}
-	meta.SetStatusCondition(&status.Conditions, degraded)
-
-	readyCond := metav1.Condition{Type: agentsv1alpha1.SandboxReady, Status: metav1.ConditionTrue,
-		Reason: agentsv1alpha1.ReasonPoolReady, Message: fmt.Sprintf("%d of %d warm sandboxes Ready", ready, want), ObservedGeneration: gen}
-	if ready < want {
-		readyCond.Status, readyCond.Reason = metav1.ConditionFalse, agentsv1alpha1.ReasonPoolFilling
-		if degraded.Status == metav1.ConditionTrue {
-			readyCond.Reason = degraded.Reason
-		}
-		if st.replenishHeld {
-			readyCond.Message += fmt.Sprintf("; taken sandboxes are replaced once sessions have taken none for %s (spec.replenish.quietPeriod)",
-				st.sb.Spec.Replenish.QuietPeriod.Duration)
-		}
-	}
-	meta.SetStatusCondition(&status.Conditions, readyCond)
-}
-
-func equalSandboxStatus(a, b *agentsv1alpha1.AgentSandboxStatus) bool {
-	return a.ObservedGeneration == b.ObservedGeneration && a.Replicas == b.Replicas &&
-		a.ReadyReplicas == b.ReadyReplicas && a.ActiveSessions == b.ActiveSessions &&
-		a.Selector == b.Selector && a.TemplateHash == b.TemplateHash &&
-		equalPoolFootprint(a.Footprint, b.Footprint) && equalConditions(a.Conditions, b.Conditions) &&
-		equalAutoscalingStatus(a.Autoscaling, b.Autoscaling)
-}
-
-func equalPoolFootprint(a, b *agentsv1alpha1.PoolFootprint) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return equalFootprint(a.PerSandbox, b.PerSandbox) && equalFootprint(a.Total, b.Total)
-}
-
-func equalFootprint(a, b agentsv1alpha1.Footprint) bool {
-	return a.VCPUs == b.VCPUs && a.Memory.Cmp(b.Memory) == 0
-}
-
-// equalConditions compares conditions ignoring transition times, which SetStatusCondition
-// keeps when nothing else changed.
-func equalConditions(a, b []metav1.Condition) bool {
-	return slices.EqualFunc(a, b, func(x, y metav1.Condition) bool {
-		return x.Type == y.Type && x.Status == y.Status && x.Reason == y.Reason &&
-			x.Message == y.Message && x.ObservedGeneration == y.ObservedGeneration
-	})
-}
-
-func (r *AgentSandboxReconciler) forget(key types.NamespacedName) {
-	r.expectations.Forget(key)
-	r.streakMu.Lock()
-	delete(r.notReadyStreak, key)
-	r.streakMu.Unlock()
-	r.lastStatusWrite.Delete(key)
-	r.takes.forget(key)
-	r.forgetPoolMeasures(key)
-	forgetSandboxSeries(key)
-}
-
-// SetupWithManager registers the pool controller and its watches.
-func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("agentsandbox").
-		For(&agentsv1alpha1.AgentSandbox{}).
-		Owns(&networkingv1.NetworkPolicy{}).
-		Watches(&corev1.Pod{}, poolPodHandler()).
-		// A RuntimeClass or a Windows node appearing or going can unblock or block any pool.
-		Watches(&nodev1.RuntimeClass{}, handler.EnqueueRequestsFromMapFunc(r.allSandboxes)).
-		WatchesMetadata(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeChanged),
-			builder.WithPredicates(windowsBuildChanged())).
-		// The node agents' measurements of the classes' VM sizes.
-		WatchesMetadata(&corev1.Node{}, r.vmSizes.nodeHandler()).
-		// A quota raised or lowered lets pools grow or trims them.
-		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.sandboxesInNamespace)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.config.SandboxWorkers}).
-		Complete(observed(r.config, "agentsandbox", r))
-}
-
-// poolPodHandler wakes a pod's pool: at once for the pool's own warm pods (and for a warm
-// pod being bound, which the pool replaces), and at most once per poolCountsInterval for
-// pods bound to sessions. Those change only the pool's session count and footprint, which
-// it writes no more often than that anyway; a reconcile per cold start, each listing the
-// class's bound pods, would grow with the number of sessions (docs/performance.md). A
-// bound pod's status updates do not wake the pool at all.
-func poolPodHandler() handler.EventHandler {
-	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
-	bound := func(o client.Object) bool { _, session := sandboxAndSession(o); return session != "" }
-	wake := func(q queue, o client.Object, atOnce bool) {
-		name, _ := sandboxAndSession(o)
-		if name == "" {
-			return
-		}
-		req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}
-		if atOnce {
-			q.Add(req)
-		} else {
-			q.AddAfter(req, poolCountsInterval)
-		}
-	}
-	return handler.Funcs{
-		CreateFunc: func(_ context.Context, e event.CreateEvent, q queue) { wake(q, e.Object, !bound(e.Object)) },
-		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q queue) { wake(q, e.Object, !bound(e.Object)) },
-		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q queue) {
-			switch {
-			case !bound(e.ObjectOld): // a warm pod changed, or was just bound
-				wake(q, e.ObjectOld, true)
-			case e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero():
-				wake(q, e.ObjectNew, false) // a bound pod is going
-			}
-		},
-	}
-}
-
-// nodeChanged: a Windows node came, went or changed build. The remembered builds are marked
-// stale before any pool is woken to look at them.
-func (r *AgentSandboxReconciler) nodeChanged(ctx context.Context, _ client.Object) []reconcile.Request {
-	r.builds.changed()
-	return r.sandboxes(ctx)
-}
-
-func (r *AgentSandboxReconciler) allSandboxes(ctx context.Context, _ client.Object) []reconcile.Request {
-	return r.sandboxes(ctx)
-}
-
-func (r *AgentSandboxReconciler) sandboxesInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
-	return r.sandboxes(ctx, client.InNamespace(o.GetNamespace()))
-}
-
-func (r *AgentSandboxReconciler) sandboxes(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
-	list := &agentsv1alpha1.AgentSandboxList{}
-	if err := r.List(ctx, list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
-		log.FromContext(ctx).Error(err, "listing AgentSandboxes to re-check")
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for i := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
-	}
-	return reqs
-}
-
-// windowsBuildChanged passes node creations, deletions and changes of the labels that decide
-// which pools a node can serve; heartbeats and status updates, the bulk of node events,
-// do not pass.
-func windowsBuildChanged() predicate.Predicate {
-	return predicate.Funcs{
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, n := e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()
-			return o[windows.BuildLabel] != n[windows.BuildLabel] || o[osLabel] != n[osLabel]
-		},
-		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
 }

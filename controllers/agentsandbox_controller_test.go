@@ -1,19 +1,21 @@
 package controllers
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/util/workqueue"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/hyperpool/hyperpool/internal/expectations"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
-// wakeRecorder records how poolPodHandler wakes a pool: at once, or after a delay.
+// wakeRecorder records how wakePools wakes a pool: at once, or after a delay.
 type wakeRecorder struct {
 	workqueue.TypedRateLimitingInterface[reconcile.Request]
 	atOnce, later int
@@ -22,7 +24,8 @@ type wakeRecorder struct {
 func (q *wakeRecorder) Add(reconcile.Request)                     { q.atOnce++ }
 func (q *wakeRecorder) AddAfter(reconcile.Request, time.Duration) { q.later++ }
 
-func TestPoolPodHandler(t *testing.T) {
+// TestWakePools: which pod changes the book passes on wake the pod's pool, and when.
+func TestWakePools(t *testing.T) {
 	const atOnce, later, never = "at once", "later", "never"
 	// An event: a creation (new only), a deletion (old only) or an update (both).
 	type podEvent struct{ old, new *corev1.Pod }
@@ -40,21 +43,19 @@ func TestPoolPodHandler(t *testing.T) {
 		{"a bound pod is deleted: counts only", podEvent{old: poolPod("s1", "win-0").Terminating(time.Now()).Obj()}, later},
 		{"a bound pod's status: not the pool's business", podEvent{poolPod("s1", "win-0").Obj(), poolPod("s1", "win-0").Ready().Obj()}, never},
 	}
-	send := func(h handler.EventHandler, q *wakeRecorder, e podEvent) {
-		ctx := context.Background()
-		switch {
-		case e.old == nil:
-			h.Create(ctx, event.CreateEvent{Object: e.new}, q)
-		case e.new == nil:
-			h.Delete(ctx, event.DeleteEvent{Object: e.old}, q)
-		default:
-			h.Update(ctx, event.UpdateEvent{ObjectOld: e.old, ObjectNew: e.new}, q)
-		}
-	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			r := &AgentSandboxReconciler{book: poolbook.New(), expectations: expectations.NewPods(clock.RealClock{})}
 			q := &wakeRecorder{}
-			send(poolPodHandler(), q, tt.event)
+			if tt.event.old != nil {
+				r.book.Update(tt.event.old) // what the book showed before the event
+			}
+			r.book.Observe(func(old, cur *poolbook.Pod) { r.wakePools(q, old, cur) })
+			if tt.event.new != nil {
+				r.book.Update(tt.event.new)
+			} else {
+				r.book.Remove(client.ObjectKeyFromObject(tt.event.old))
+			}
 			got := never
 			switch {
 			case q.atOnce == 1 && q.later == 0:

@@ -14,11 +14,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/autoscale"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
 // The autoscaler's defaults (Config overrides the first two; the benchmark compresses
@@ -76,8 +78,9 @@ func (r *AgentSandboxReconciler) autoscale(ctx context.Context, st *poolStep) er
 		return nil
 	}
 	now := r.clock.Now()
-	warm := st.liveWarm()
-	r.demand.observeRefills(key, warm, st.pods.all)
+	r.demand.observeRefills(key, func(name string) (poolbook.Pod, bool) {
+		return r.book.Get(types.NamespacedName{Namespace: sb.Namespace, Name: name})
+	}, sb.UID)
 	queued, err := r.waitingSessions(ctx, sb)
 	if err != nil {
 		return err
@@ -348,16 +351,6 @@ func setAutoscalingStatus(status *agentsv1alpha1.AgentSandboxStatus, st *poolSte
 			*res.overridden, res.status.RecommendedReplicas)
 	}
 	meta.SetStatusCondition(&status.Conditions, over)
-}
-
-func equalAutoscalingStatus(a, b *agentsv1alpha1.AutoscalingStatus) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return a.BindRate.Cmp(b.BindRate) == 0 && a.RefillTime == b.RefillTime && a.RefillSamples == b.RefillSamples &&
-		a.QueuedSessions == b.QueuedSessions && a.NeedReplicas == b.NeedReplicas &&
-		a.RecommendedReplicas == b.RecommendedReplicas && a.Limit == b.Limit && a.Schedule == b.Schedule &&
-		ptr.Equal(a.AppliedReplicas, b.AppliedReplicas)
 }
 
 // bindRateQuantity rounds a rate to two significant digits, in thousandths at least: the

@@ -4,13 +4,12 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/autoscale"
-	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
 // refillSamples is how many recent refills of a class its refill time is read from, and
@@ -86,24 +85,22 @@ func (d *demandBook) podCreated(sb *agentsv1alpha1.AgentSandbox, pod string) {
 }
 
 // observeRefills ends the refills of the pool's warm pods that are now Ready, and drops
-// the ones that will never end (the pod is gone, or was bound before it was Ready: then
-// it is not a refill any more). all is every pod of the class the cache shows.
-func (d *demandBook) observeRefills(key types.NamespacedName, warm []*corev1.Pod, all map[string]bool) {
+// the ones that will never end (the pod is gone, or was bound or deleted before it was
+// Ready: then it is not a refill any more). lookup reads a pod from the pool book; class is
+// the pool's UID, the controller of its warm pods.
+func (d *demandBook) observeRefills(key types.NamespacedName, lookup func(name string) (poolbook.Pod, bool), class types.UID) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p := d.pool(key)
 	now := d.clock.Now()
-	warmByName := make(map[string]*corev1.Pod, len(warm))
-	for _, pod := range warm {
-		warmByName[pod.Name] = pod
-	}
 	for name, at := range p.created {
-		pod, isWarm := warmByName[name]
+		pod, seen := lookup(name)
+		isWarm := seen && pod.Warm() && pod.Controller == class
 		switch {
-		case isWarm && podstate.Ready(pod):
+		case isWarm && pod.Ready:
 			p.refills.Observe(now.Sub(at))
 			delete(p.created, name)
-		case !isWarm && (all[name] || now.Sub(at) > time.Minute):
+		case !isWarm && (seen || now.Sub(at) > time.Minute):
 			// Bound before Ready, or gone (a minute leaves the cache time to show a new pod).
 			delete(p.created, name)
 		}

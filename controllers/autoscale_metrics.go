@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -120,14 +119,4 @@ func (r *AgentSandboxReconciler) forgetPoolMeasures(key types.NamespacedName) {
 	forgetAutoscaleSeries(key)
 	idleVMMemory.forget(key)
 	sessionBinds.DeletePartialMatch(prometheus.Labels{"namespace": key.Namespace, "sandbox": key.Name})
-}
-
-// warmMemory is the utility VM memory of the given warm pods of a class, in bytes.
-func warmMemory(warm []*corev1.Pod, class *classShape) int64 {
-	var total int64
-	for _, p := range warm {
-		fp := sandboxPodFootprint(p, class)
-		total += fp.Memory.Value()
-	}
-	return total
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/clock"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
 // Config is the manager's configuration that the controllers act on. cmd/manager fills it
@@ -48,6 +49,14 @@ type Config struct {
 	// SessionWorkers and SandboxWorkers are the reconcilers' concurrency.
 	SessionWorkers int
 	SandboxWorkers int
+	// PoolBookAuditInterval is how often the pool book is compared with a list of every
+	// sandbox pod in the cache (0: never). A difference is a bug; the audit reports it
+	// (metric hyperpool_pool_book_drift_total, a Warning Event on the class) and the book
+	// takes the cache's view of the pods that differ.
+	PoolBookAuditInterval time.Duration
+	// PoolBook, when set, is the book the controllers keep (nil: a new one). The tests
+	// pass their own, to compare it with the cache after each test (book.DiffNamespace).
+	PoolBook *poolbook.Book
 	// Clock is the controllers' clock (nil: the real one). Tests set a fake one.
 	Clock clock.PassiveClock
 	// ReconcileObserver, when set, is called after every reconcile with the controller's
@@ -67,6 +76,8 @@ func DefaultConfig() Config {
 		MaxQueuedSessions:    1000,
 		SessionWorkers:       16,
 		SandboxWorkers:       4,
+		// A list of every sandbox pod: cheap once in 10 minutes, and drift is a bug.
+		PoolBookAuditInterval: 10 * time.Minute,
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/internal/uvm"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
 // classShape is what a class's pods are charged from: the footprint of one pod of its
@@ -26,8 +26,8 @@ func shapeOf(sb *agentsv1alpha1.AgentSandbox) *classShape {
 }
 
 // sandboxPodFootprint is the VM footprint charged for one sandbox pod of class (nil when
-// the class is gone). Every reader of a pod's footprint goes through it: the quota, the
-// pool's status, the autoscaler's idle-memory metric and a session's status.
+// the class is gone): poolbook.Pod.Footprint, which every sum of the pool book (the quota,
+// the pool's status, the idle-memory metric) charges, for one pod (a session's status).
 //
 // The footprint is what the manager created, never what the pod's annotations say now:
 // the io.microsoft.virtualmachine.* sizing keys, and even the recorded
@@ -44,24 +44,17 @@ func shapeOf(sb *agentsv1alpha1.AgentSandbox) *classShape {
 //     never less than the class says, since the pod cannot be shown to be smaller, and
 //     not less than the shim was told to boot.
 func sandboxPodFootprint(pod *corev1.Pod, class *classShape) agentsv1alpha1.Footprint {
-	if class != nil && pod.Labels[agentsv1alpha1.TemplateHashLabel] == class.hash {
-		return class.footprint
+	var shape *poolbook.Shape
+	if class != nil {
+		shape = &poolbook.Shape{Footprint: class.footprint, Hash: class.hash}
 	}
-	if recorded, ok := uvm.RecordedFootprint(pod); ok {
-		return recorded
-	}
-	sized := uvm.FootprintFromPod(pod)
-	if class == nil {
-		return sized
-	}
-	return uvm.MaxFootprint(class.footprint, sized)
+	return poolbook.PodOf(pod).Footprint(shape) // the pool book charges its sums the same way
 }
 
-// namespaceClasses resolves the classes of a namespace's sandbox pods for
-// sandboxPodFootprint, from one list of the cache, hashing each class at most once.
+// namespaceClasses resolves the classes of a namespace's sandbox pods to their shapes, from
+// one list of the cache.
 type namespaceClasses struct {
 	byName map[string]*agentsv1alpha1.AgentSandbox
-	shapes map[string]*classShape
 }
 
 func listNamespaceClasses(ctx context.Context, reader client.Reader, ns string) (*namespaceClasses, error) {
@@ -69,20 +62,18 @@ func listNamespaceClasses(ctx context.Context, reader client.Reader, ns string) 
 	if err := reader.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
-	c := &namespaceClasses{byName: make(map[string]*agentsv1alpha1.AgentSandbox, len(list.Items)), shapes: map[string]*classShape{}}
+	c := &namespaceClasses{byName: make(map[string]*agentsv1alpha1.AgentSandbox, len(list.Items))}
 	for i := range list.Items {
 		c.byName[list.Items[i].Name] = &list.Items[i]
 	}
 	return c, nil
 }
 
-// footprint is sandboxPodFootprint of pod, against the class its sandbox label names.
-func (c *namespaceClasses) footprint(pod *corev1.Pod) agentsv1alpha1.Footprint {
-	name := pod.Labels[agentsv1alpha1.SandboxLabel]
-	shape, seen := c.shapes[name]
-	if !seen {
-		shape = shapeOf(c.byName[name])
-		c.shapes[name] = shape
+// bookShape is the shape of the class named name in the book's terms (nil: no such class).
+func (c *namespaceClasses) bookShape(name string) *poolbook.Shape {
+	sb, ok := c.byName[name]
+	if !ok {
+		return nil
 	}
-	return sandboxPodFootprint(pod, shape)
+	return bookShape(sb)
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 	"github.com/hyperpool/hyperpool/internal/uvm"
 	"github.com/hyperpool/hyperpool/test/builders"
 )
@@ -172,7 +174,15 @@ func TestShutdownSurgeLeft(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := &poolStep{pods: poolPods{terminating: tt.terminating}, pendingDeletions: map[string]bool{}}
+			// The book's count of the class's terminating pods without a session.
+			book := poolbook.New()
+			for i, p := range tt.terminating {
+				p = p.DeepCopy()
+				p.Name = fmt.Sprint("p-", i)
+				p.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+				book.Update(p)
+			}
+			st := &poolStep{view: book.Pool(types.NamespacedName{Namespace: "ns", Name: "pool"}, "", nil, 30), pendingDeletions: map[string]bool{}}
 			for i := range tt.pendingDeletions {
 				st.pendingDeletions[string(rune('a'+i))] = true
 			}
@@ -286,4 +296,8 @@ func TestBuildGivesTheClassGrace(t *testing.T) {
 			t.Errorf("template grace %v: pod grace %v, want %d", tc.template, got, tc.want)
 		}
 	}
+}
+
+func equalFootprint(a, b agentsv1alpha1.Footprint) bool {
+	return a.VCPUs == b.VCPUs && a.Memory.Cmp(b.Memory) == 0
 }

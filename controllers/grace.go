@@ -45,8 +45,15 @@ func graceAllowed(sb *agentsv1alpha1.AgentSandbox, pod *corev1.Pod) int64 {
 // plus the shorter grace; a longer one it would keep, and with it the VM, the quota's
 // memory and the pool's surge, for as long as the deleter asked.
 func (r *AgentSandboxReconciler) holdGracePeriods(ctx context.Context, st *poolStep) error {
+	if !st.view.GraceExceeded {
+		return nil // the book saw no terminating pod that asked for more: nothing to list
+	}
+	pods, err := r.list(ctx, st)
+	if err != nil {
+		return err
+	}
 	var errs []error
-	for _, p := range st.pods.terminating {
+	for _, p := range pods.terminating {
 		allowed := graceAllowed(st.sb, p)
 		asked := p.DeletionGracePeriodSeconds
 		if asked == nil || *asked <= allowed {
@@ -74,11 +81,6 @@ func (r *AgentSandboxReconciler) holdGracePeriods(ctx context.Context, st *poolS
 // A namespace with a memory or cpu quota is bounded by it as well: terminating pods count
 // there until they are gone.
 func shutdownSurgeLeft(st *poolStep, have, want int) int {
-	shuttingDown := len(st.pendingDeletions)
-	for _, p := range st.pods.terminating {
-		if _, session := sandboxAndSession(p); session == "" {
-			shuttingDown++
-		}
-	}
+	shuttingDown := len(st.pendingDeletions) + st.view.UnboundTerminating
 	return max(0, 2*want-have-shuttingDown)
 }

@@ -74,10 +74,25 @@ var (
 		Help:    "How long admitted sessions waited in their quota's queue.",
 		Buckets: prometheus.ExponentialBuckets(0.1, 2, 16), // 100 ms to about an hour
 	}, []string{"namespace"})
+
+	// The pool book (internal/poolbook): how often a pool still lists its pods, and what the
+	// audit found.
+	poolListCalls = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hyperpool_pool_pod_lists_total",
+		Help: "Times a pool reconcile listed its class's pods from the cache: only to pick pods to delete (strays, stuck or ended pods, a Recreate roll-out, a scale-down); counts come from the pool book.",
+	})
+	bookAudits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hyperpool_pool_book_audits_total",
+		Help: "Times the pool book was compared with a list of every sandbox pod from the cache.",
+	})
+	bookDrift = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hyperpool_pool_book_drift_total",
+		Help: "Differences the pool book audit found between the book and the cache (each a bug: a missed or misread pod event); the book is rebuilt from the cache when any is found.",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(quotaUsed, quotaHard, queuedSessions, queueWait)
+	metrics.Registry.MustRegister(quotaUsed, quotaHard, queuedSessions, queueWait, poolListCalls, bookAudits, bookDrift)
 	// sessionsByPhase is served by sessionCollector.
 	metrics.Registry.MustRegister(warmSandboxes, bindDuration, sessionExpirations, podCreations, vmMemoryBytes, vmSizeNotApplied)
 }

@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -20,7 +19,7 @@ import (
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/expectations"
-	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
 // quotaKeeper decides, per namespace, whether a session may start and whether a pod may be
@@ -31,6 +30,9 @@ import (
 // (50 sessions created at once against a limit of 10 admit exactly 10).
 type quotaKeeper struct {
 	reader client.Reader
+	// book counts the sandbox pods from pod events (setup shares the pool controllers');
+	// without one, each measure lists the namespace's pods into a book of its own.
+	book *poolbook.Book
 	// defaultHard applies to namespaces without an AgentQuota that match defaultSelector;
 	// nil means no limit.
 	defaultHard     *agentsv1alpha1.QuotaLimits
@@ -234,8 +236,8 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 	if err := q.reader.List(ctx, sessions, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
-	pods := &corev1.PodList{}
-	if err := q.reader.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}, client.UnsafeDisableDeepCopy); err != nil {
+	pods, err := q.podBook(ctx, ns)
+	if err != nil {
 		return nil, err
 	}
 	classes, err := listNamespaceClasses(ctx, q.reader, ns)
@@ -243,42 +245,16 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 		return nil, err
 	}
 	now := q.clock.Now()
-	u := &usage{warmByPool: map[string]int{}}
-	live := map[string]bool{}
+	// The pods' charge, from the book: every pod not yet ended, terminating ones included
+	// (its VM runs until the pod is gone: the grace period, which the manager holds to the
+	// class's, or a finalizer), though those hold no session slot and are no warm sandbox.
 	// A session holding a live pod counts even when its status does not say so yet: a
 	// manager that bound it and died before the status write leaves it so until the next
-	// leader reconciles it. The pod is the session's only when both its controller and its
-	// session label say so, as for the session controller: an owner reference alone (which
-	// anyone who may create pods can write) does not take a slot for a session.
-	type holder struct {
-		uid  types.UID
-		name string
-	}
-	holdsPod := map[holder]bool{}
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		live[p.Name] = true
-		if podstate.Terminated(p) {
-			continue // its VM is gone
-		}
-		if !p.DeletionTimestamp.IsZero() {
-			// Terminating: its VM runs until the pod is gone (the grace period, which the
-			// manager holds to the class's, or a finalizer), so its memory and cpu are still
-			// in use. It holds no session slot (its session has ended, and a new one may
-			// start as soon as the VMs fit) and is no warm sandbox (no session can take it).
-			u.add(classes.footprint(p))
-			continue
-		}
-		session := p.Labels[agentsv1alpha1.SessionLabel]
-		if ref := metav1.GetControllerOf(p); ref != nil && ref.Kind == "AgentSession" && session != "" {
-			holdsPod[holder{ref.UID, session}] = true
-		}
-		if session == "" {
-			u.warm++
-			u.warmByPool[p.Labels[agentsv1alpha1.SandboxLabel]]++
-		}
-		u.add(classes.footprint(p))
-	}
+	// leader reconciles it (poolbook.Holder: its controller and its session label agree).
+	charged := pods.Namespace(ns, classes.bookShape)
+	u := &usage{warm: charged.Warm, warmByPool: charged.WarmByClass, memory: charged.Footprint.Memory.DeepCopy(),
+		cpu: int64(charged.Footprint.VCPUs)}
+	holdsPod := charged.Holders
 	seen := map[types.UID]bool{}
 	for i := range sessions.Items {
 		s := &sessions.Items[i]
@@ -292,7 +268,7 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 			delete(l.sessions, s.UID) // the cache shows the grant now
 			delete(l.queued, s.UID)
 			u.sessions++
-		case granted, holdsPod[holder{s.UID, s.Name}]:
+		case granted, holdsPod[poolbook.Holder{UID: s.UID, Name: s.Name}]:
 			delete(l.queued, s.UID)
 			u.sessions++
 		default:
@@ -322,7 +298,7 @@ func (q *quotaKeeper) measure(ctx context.Context, ns string, l *namespaceLedger
 		return strings.Compare(a.Name, b.Name)
 	})
 	for name, g := range l.pods {
-		if live[name] || now.Sub(g.at) > expectations.TTL {
+		if pods.Has(types.NamespacedName{Namespace: ns, Name: name}) || now.Sub(g.at) > expectations.TTL {
 			delete(l.pods, name)
 			continue
 		}
@@ -527,87 +503,6 @@ func (e *enforcedQuota) blocks(u *usage, f agentsv1alpha1.Footprint, warm bool) 
 		return exceeds("cpu", fmt.Sprint(f.VCPUs), fmt.Sprint(u.cpu), h.CPU.String(), int64(f.VCPUs) > h.CPU.Value())
 	}
 	return nil
-}
-
-// warmExcess is how far a namespace's warm pods exceed its quota's warmSandboxes.
-type warmExcess struct {
-	excess int // 0 when within the limit, or unlimited
-	quota  *enforcedQuota
-	// byPool are the cache's warm pods per class, to split the excess between the pools.
-	byPool map[string]int
-}
-
-// excessWarm measures how many warm pods the namespace holds beyond its quota's
-// warmSandboxes, so pools can be trimmed to fit, each by its share.
-func (q *quotaKeeper) excessWarm(ctx context.Context, ns string) (warmExcess, error) {
-	quota, err := q.quotaFor(ctx, ns)
-	if err != nil || quota == nil || quota.hard.WarmSandboxes == nil {
-		return warmExcess{quota: quota}, err
-	}
-	l := q.lockLedger(ns)
-	defer q.unlockLedger(ns, l)
-	u, err := q.measure(ctx, ns, l)
-	if err != nil {
-		return warmExcess{quota: quota}, err
-	}
-	return warmExcess{excess: max(0, u.warm-int(*quota.hard.WarmSandboxes)), quota: quota, byPool: u.warmByPool}, nil
-}
-
-// share is how many warm pods pool gives up, holding own of them (counted as the cache
-// counts them): its part of the excess in proportion to its warm pods, so that the pools'
-// shares, decided from one view of the namespace, add up to the excess and no more.
-func (w warmExcess) share(pool string, own int) int {
-	if w.excess == 0 {
-		return 0
-	}
-	weights := maps.Clone(w.byPool)
-	if weights == nil {
-		weights = map[string]int{}
-	}
-	weights[pool] = own
-	return warmShares(w.excess, weights)[pool]
-}
-
-// warmShares splits n between pools in proportion to their warm pods, by largest remainder
-// (ties to the first name), so the shares add up to n exactly; a pool never gives more than
-// it holds, and when n is at least all of them, every pool gives all.
-func warmShares(n int, warm map[string]int) map[string]int {
-	shares := make(map[string]int, len(warm))
-	total := 0
-	for _, w := range warm {
-		total += max(w, 0)
-	}
-	if n <= 0 || total == 0 {
-		return shares
-	}
-	if n >= total {
-		for pool, w := range warm {
-			shares[pool] = max(w, 0)
-		}
-		return shares
-	}
-	type part struct {
-		pool      string
-		remainder int // of n*w/total, in units of 1/total
-	}
-	parts := make([]part, 0, len(warm))
-	given := 0
-	for pool, w := range warm {
-		w = max(w, 0)
-		shares[pool] = n * w / total
-		given += shares[pool]
-		parts = append(parts, part{pool, n * w % total})
-	}
-	slices.SortFunc(parts, func(a, b part) int {
-		if a.remainder != b.remainder {
-			return b.remainder - a.remainder
-		}
-		return strings.Compare(a.pool, b.pool)
-	})
-	for _, p := range parts[:n-given] {
-		shares[p.pool]++
-	}
-	return shares
 }
 
 // currentUsage measures a namespace for the AgentQuota status.

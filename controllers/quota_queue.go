@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
-	"github.com/hyperpool/hyperpool/internal/podstate"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
 // queueWakeBuffer is the channel between the quota-queue controller and the session
@@ -48,7 +49,15 @@ func (q *quotaQueueReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// changes: the namespace's queue is looked at again.
 		Watches(&agentsv1alpha1.AgentSession{}, handler.EnqueueRequestsFromMapFunc(namespaceKey),
 			builder.WithPredicates(sessionEnded())).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(queuePodEvent)).
+		// Pods through the book, once it shows them: the reconcile measures the quota there.
+		WatchesRawSource(bookSource(q.sessions.quota.book, func(wq workqueue.TypedRateLimitingInterface[reconcile.Request], old, cur *poolbook.Pod) {
+			for _, p := range []*poolbook.Pod{old, cur} {
+				if p != nil && frees(p) {
+					wq.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: p.Key.Namespace}})
+					return
+				}
+			}
+		})).
 		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(namespaceKey)).
 		Watches(&corev1.ResourceQuota{}, handler.EnqueueRequestsFromMapFunc(namespaceKey)).
 		Complete(observed(q.sessions.config, "agentsession-queue", q))
@@ -59,24 +68,14 @@ func namespaceKey(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace()}}}
 }
 
-// queuePodEvent enqueues the namespace of a bound sandbox pod going away, or of a Ready
-// live warm one.
-func queuePodEvent(ctx context.Context, o client.Object) []reconcile.Request {
-	labels := o.GetLabels()
-	if labels[agentsv1alpha1.SandboxLabel] == "" {
-		return nil
+// frees says whether a sandbox pod, as it was or is now, may let a queued session in: a
+// bound pod going away, or a Ready live warm one (a cold start the memory quota held back
+// may fit now, or bind it).
+func frees(p *poolbook.Pod) bool {
+	if p.Session != "" {
+		return p.Deleting
 	}
-	deleting := !o.GetDeletionTimestamp().IsZero()
-	if labels[agentsv1alpha1.SessionLabel] != "" {
-		if deleting {
-			return namespaceKey(ctx, o)
-		}
-		return nil
-	}
-	if pod, ok := o.(*corev1.Pod); ok && podstate.Ready(pod) && !deleting {
-		return namespaceKey(ctx, o)
-	}
-	return nil
+	return p.Ready && !p.Deleting
 }
 
 // Reconcile wakes the namespace's waiting sessions that its quota could admit now: the head

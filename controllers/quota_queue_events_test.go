@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 	"github.com/hyperpool/hyperpool/test/builders"
 )
 
@@ -72,6 +73,10 @@ func queueFixture(t *testing.T) (*listCounter, *AgentSessionReconciler, *quotaQu
 	c := &listCounter{Client: b.Build(), lists: map[string]int{}}
 	r := &AgentSessionReconciler{Client: c, config: DefaultConfig(),
 		quota: newQuotaKeeper(c, Config{MaxQueuedSessions: DefaultConfig().MaxQueuedSessions}, clock.RealClock{})}
+	r.quota.book = poolbook.New()
+	for _, p := range []*corev1.Pod{warm, bound} {
+		r.quota.book.Update(p)
+	}
 	wakes := make(chan event.TypedGenericEvent[*agentsv1alpha1.AgentSession], 10)
 	return c, r, newQuotaQueueReconciler(r, wakes), wakes, []client.Object{warm, bound, quota, queued1}
 }
@@ -85,7 +90,9 @@ func TestQueueEventHandlersDoNotMeasureTheQuota(t *testing.T) {
 	ctx := context.Background()
 	for _, o := range objs {
 		r.podToSessions(ctx, o)
-		queuePodEvent(ctx, o)
+		if p, ok := o.(*corev1.Pod); ok {
+			frees(poolbook.PodOf(p))
+		}
 		namespaceKey(ctx, o)
 	}
 	if n, m := c.count(&agentsv1alpha1.AgentQuotaList{}), c.count(&corev1.PodList{}); n != 0 || m != 0 {
@@ -93,8 +100,8 @@ func TestQueueEventHandlersDoNotMeasureTheQuota(t *testing.T) {
 	}
 	want := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: "team"}}}
 	for i, o := range objs[:2] {
-		if got := queuePodEvent(ctx, o); len(got) != 1 || got[0] != want[0] {
-			t.Errorf("pod %d (%s): quota-queue requests %v, want %v", i, o.GetName(), got, want)
+		if !frees(poolbook.PodOf(o.(*corev1.Pod))) {
+			t.Errorf("pod %d (%s) does not wake the namespace's queue (%v), want it to", i, o.GetName(), want)
 		}
 	}
 }

@@ -74,7 +74,7 @@ func TestMirrorCredentials(t *testing.T) {
 	}
 	again := pending.Status.DeepCopy()
 	mirrorCredentials(pending)
-	if !equalSessionStatus(again, &pending.Status) {
+	if !sameStatus(again, &pending.Status) {
 		t.Errorf("a second mirror changed the status: %+v -> %+v", again.Conditions, pending.Status.Conditions)
 	}
 
@@ -87,7 +87,7 @@ func TestMirrorCredentials(t *testing.T) {
 		!strings.Contains(c.Message, "git-token, cloud") || !strings.Contains(c.Message, "2026-01-02T15:04:05Z") {
 		t.Fatalf("annotation set: %+v, want True/Delivered naming the Secrets and the time", c)
 	}
-	if equalSessionStatus(before, &delivered.Status) {
+	if sameStatus(before, &delivered.Status) {
 		t.Error("the delivery did not change the status: it would not be written")
 	}
 

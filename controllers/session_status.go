@@ -47,7 +47,7 @@ func (r *AgentSessionReconciler) writeStatus(ctx context.Context, s *agentsv1alp
 	for i := range s.Status.Conditions {
 		s.Status.Conditions[i].ObservedGeneration = s.Generation
 	}
-	if equalSessionStatus(before, &s.Status) {
+	if sameStatus(before, &s.Status) {
 		return nil
 	}
 	orig := s.DeepCopy()
@@ -57,20 +57,4 @@ func (r *AgentSessionReconciler) writeStatus(ctx context.Context, s *agentsv1alp
 	}
 	r.written.remember(s)
 	return nil
-}
-
-func equalSessionStatus(a, b *agentsv1alpha1.AgentSessionStatus) bool {
-	return a.Phase == b.Phase && a.PodName == b.PodName && a.NodeName == b.NodeName && a.PodIP == b.PodIP &&
-		a.StartType == b.StartType && a.EndReason == b.EndReason &&
-		a.BoundTime.Equal(b.BoundTime) && a.ReadyTime.Equal(b.ReadyTime) &&
-		a.ExpiryTime.Equal(b.ExpiryTime) && a.EndTime.Equal(b.EndTime) &&
-		a.PreciseBoundTime.Equal(b.PreciseBoundTime) && a.PreciseExpiryTime.Equal(b.PreciseExpiryTime) &&
-		equalOptionalFootprint(a.Footprint, b.Footprint) && equalConditions(a.Conditions, b.Conditions)
-}
-
-func equalOptionalFootprint(a, b *agentsv1alpha1.Footprint) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return equalFootprint(*a, *b)
 }

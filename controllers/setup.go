@@ -10,6 +10,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 )
 
 // The event recorders' names: the reportingController of every Event hyperpool writes.
@@ -38,8 +40,16 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("getting the pod informer: %w", err)
 	}
-	if _, err := pods.AddEventHandler(shared.candidates.handler()); err != nil {
-		return fmt.Errorf("feeding the warm candidates from pod events: %w", err)
+	// One handler: the book first, then the warm candidates.
+	if _, err := pods.AddEventHandler(shared.book.Handler(shared.candidates.handler())); err != nil {
+		return fmt.Errorf("feeding the pool book from pod events: %w", err)
+	}
+	if cfg.PoolBookAuditInterval > 0 {
+		audit := &bookAudit{book: shared.book, reader: mgr.GetClient(), interval: cfg.PoolBookAuditInterval,
+			recorder: d.recorder(SandboxEventSource), settle: bookSettle}
+		if err := mgr.Add(audit); err != nil {
+			return fmt.Errorf("adding the pool book audit: %w", err)
+		}
 	}
 	if err := newAgentSandboxReconciler(d, shared).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the AgentSandbox controller: %w", err)
@@ -73,18 +83,28 @@ type sharedState struct {
 	// candidates: each class's Ready warm pods and per-node load, from pod events; the
 	// session side takes from it, the pod informer feeds it.
 	candidates *warmCandidates
+	// book: every sandbox pod, summed per class and per namespace, from pod events; the
+	// pool and the quota count from it (internal/poolbook).
+	book *poolbook.Book
 }
 
 func newSharedState(d reconcilerDeps) *sharedState {
 	builds := &nodeBuilds{}
 	demand := newDemandBook(d.clock, d.config)
+	book := d.config.PoolBook
+	if book == nil {
+		book = poolbook.New()
+	}
+	quota := newQuotaKeeper(d.client, d.config, d.clock)
+	quota.book = book
 	return &sharedState{
-		quota:      newQuotaKeeper(d.client, d.config, d.clock),
+		quota:      quota,
 		takes:      newTakeClock(d.clock),
 		demand:     demand,
 		builds:     builds,
 		factory:    &podFactory{reader: d.client, config: d.config, builds: builds},
 		candidates: newWarmCandidates(),
+		book:       book,
 	}
 }
 

@@ -57,7 +57,7 @@ func (w *writtenStatuses) overlay(s *agentsv1alpha1.AgentSession) {
 	ws, ok := w.statuses[s.UID]
 	switch {
 	case !ok:
-	case equalSessionStatus(&s.Status, ws.status) || w.clock.Now().Sub(ws.at) >= expectations.ClaimTTL:
+	case sameStatus(&s.Status, ws.status) || w.clock.Now().Sub(ws.at) >= expectations.ClaimTTL:
 		delete(w.statuses, s.UID)
 	default:
 		s.Status = *ws.status.DeepCopy()

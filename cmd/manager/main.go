@@ -69,6 +69,7 @@ func run() error {
 	flag.DurationVar(&cfg.AutoscaleDefaultRefillTime, "autoscale-default-refill-time", 20*time.Second, "Refill time (warm pod created to Ready) the autoscaler assumes for a class until it has measured one of its pods.")
 	flag.IntVar(&cfg.SessionWorkers, "session-workers", cfg.SessionWorkers, "Concurrent AgentSession reconciles.")
 	flag.IntVar(&cfg.SandboxWorkers, "sandbox-workers", cfg.SandboxWorkers, "Concurrent AgentSandbox reconciles.")
+	flag.DurationVar(&cfg.PoolBookAuditInterval, "pool-book-audit-interval", cfg.PoolBookAuditInterval, "How often the pool book (the pod counts kept from events) is compared with a list of every sandbox pod; 0 turns the audit off.")
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 200, "Sustained requests per second to the API server.")
 	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 400, "Burst of requests to the API server.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address to serve net/http/pprof on, e.g. 127.0.0.1:6060; empty: off.")

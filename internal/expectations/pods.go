@@ -60,27 +60,56 @@ func (e *Pods) Deleted(key types.NamespacedName, podName string) {
 	e.pool(key).deletions[podName] = e.clock.Now()
 }
 
-// Observe reconciles the expectations with what the cache shows and returns the creations
-// still unseen and the deletions still counted as warm. present holds every pod of the pool
-// in the cache (a created pod may already be bound by the time the cache shows it); warm
-// holds the pool's warm pods that are not terminating.
-func (e *Pods) Observe(key types.NamespacedName, present, warm map[string]bool) (pendingCreations, pendingDeletions map[string]bool) {
+// Seen lowers the expectations of the pool key from one pod event, as the ReplicaSet
+// controller's handlers do: a pod that exists is no longer a pending creation, and one that
+// is no longer warm (terminating, bound, gone) no longer a pending deletion. The pod
+// informer's handler calls it for every pod of the pool it sees change.
+func (e *Pods) Seen(key types.NamespacedName, podName string, present, warm bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	p := e.pool(key)
+	p, ok := e.pools[key]
+	if !ok {
+		return
+	}
+	if present {
+		delete(p.creations, podName)
+	}
+	if !warm {
+		delete(p.deletions, podName)
+	}
+}
+
+// Pending returns the pool's creations still unseen and its deletions still counted as
+// warm. It checks each against the book the events keep (present: the pod exists in any
+// state, since a created pod may be bound by the time it is seen; warm: it is the pool's
+// warm pod, not terminating), because an event can come before the write's own call
+// returns, and so before Created or Deleted recorded what it lowers. Expectations older
+// than TTL are forgotten.
+func (e *Pods) Pending(key types.NamespacedName, present, warm func(podName string) bool) (pendingCreations, pendingDeletions map[string]bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, ok := e.pools[key]
+	if !ok {
+		return nil, nil
+	}
 	now := e.clock.Now()
-	pendingCreations, pendingDeletions = map[string]bool{}, map[string]bool{}
 	for name, at := range p.creations {
-		if present[name] || now.Sub(at) > TTL {
+		if present(name) || now.Sub(at) > TTL {
 			delete(p.creations, name)
 			continue
+		}
+		if pendingCreations == nil {
+			pendingCreations = map[string]bool{}
 		}
 		pendingCreations[name] = true
 	}
 	for name, at := range p.deletions {
-		if !warm[name] || now.Sub(at) > TTL {
+		if !warm(name) || now.Sub(at) > TTL {
 			delete(p.deletions, name)
 			continue
+		}
+		if pendingDeletions == nil {
+			pendingDeletions = map[string]bool{}
 		}
 		pendingDeletions[name] = true
 	}

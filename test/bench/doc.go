@@ -331,10 +331,17 @@ func poolSizeTable(rep *Report) string {
 		return 0
 	}
 	var b strings.Builder
-	b.WriteString("| pool | binds | manager CPU ms per bind | vs the smallest pool | Ready p50 ms | tail ms |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| pool | binds | manager CPU ms per bind | vs the smallest pool | pool reconcile p50 / p99 ms | pod lists per bind | Ready p50 ms | tail ms |\n|---|---|---|---|---|---|---|---|\n")
 	base := mgr(rs[0])
 	for _, x := range rs {
-		fmt.Fprintf(&b, "| %d | %d | %.1f | %s | %s | %s |\n", x.Pool, x.Ready, mgr(x), vs(mgr(x), base), f1(x.Latency.P50), tail(x.Latency))
+		reconcile, lists := "-", "- (not measured)"
+		if bd := x.Breakdown; bd != nil {
+			reconcile = f1(bd.PoolReconcileP50MS) + " / " + f1(bd.PoolReconcileP99MS)
+			if bd.PoolPodListsPerBind != nil {
+				lists = fmt.Sprintf("%.2f", *bd.PoolPodListsPerBind)
+			}
+		}
+		fmt.Fprintf(&b, "| %d | %d | %.1f | %s | %s | %s | %s | %s |\n", x.Pool, x.Ready, mgr(x), vs(mgr(x), base), reconcile, lists, f1(x.Latency.P50), tail(x.Latency))
 	}
 	return b.String()
 }

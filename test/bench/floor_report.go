@@ -4,6 +4,10 @@ package bench
 
 import (
 	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -49,6 +53,14 @@ type BindBreakdown struct {
 	// manager a bind's cost grows on.
 	SessionReconcileMSPerBind float64 `json:"sessionReconcileMsPerBind"`
 	PoolReconcileMSPerBind    float64 `json:"poolReconcileMsPerBind"`
+	// PoolReconcileP50MS and PoolReconcileP99MS: a pool reconcile's duration over the
+	// window, from the manager's histogram (interpolated within its buckets).
+	PoolReconcileP50MS float64 `json:"poolReconcileP50Ms"`
+	PoolReconcileP99MS float64 `json:"poolReconcileP99Ms"`
+	// PoolPodListsPerBind: times a pool reconcile listed its class's pods from the cache
+	// (hyperpool_pool_pod_lists_total) ÷ binds; nil for a manager without that metric
+	// (before the pool book, every pool reconcile listed).
+	PoolPodListsPerBind *float64 `json:"poolPodListsPerBind,omitempty"`
 }
 
 // designResults fills res.DesignFloor from the samples and keeps the floor's own writes out
@@ -165,9 +177,69 @@ func (r *run) managerMeans(b *BindBreakdown, binds int) {
 	b.ReconcileMeanMS, b.Reconciles = mean("controller_runtime_reconcile_time_seconds", session)
 	if binds > 0 {
 		b.SessionReconcileMSPerBind = b.ReconcileMeanMS * b.Reconciles / float64(binds)
-		pm, pn := mean("controller_runtime_reconcile_time_seconds", func(l map[string]string) bool { return l["controller"] == "agentsandbox" })
+		pool := func(l map[string]string) bool { return l["controller"] == "agentsandbox" }
+		pm, pn := mean("controller_runtime_reconcile_time_seconds", pool)
 		b.PoolReconcileMSPerBind = pm * pn / float64(binds)
+		b.PoolReconcileP50MS = histogramQuantile(r.mgrB, after, "controller_runtime_reconcile_time_seconds", pool, 0.5) * 1000
+		b.PoolReconcileP99MS = histogramQuantile(r.mgrB, after, "controller_runtime_reconcile_time_seconds", pool, 0.99) * 1000
+		if _, ok := after["hyperpool_pool_pod_lists_total"]; ok {
+			lists := counterDelta(r.mgrB, after, "hyperpool_pool_pod_lists_total") / float64(binds)
+			b.PoolPodListsPerBind = &lists
+		}
 	}
+}
+
+// counterDelta is how much a counter (summed over its series) rose between two scrapes.
+func counterDelta(before, after families, name string) float64 {
+	var d float64
+	for _, s := range after[name] {
+		d += s.value
+	}
+	for _, s := range before[name] {
+		d -= s.value
+	}
+	return d
+}
+
+// histogramQuantile is the q-quantile of the observations a histogram took between two
+// scrapes, interpolated linearly within the bucket it falls in, as PromQL's
+// histogram_quantile does. 0 without observations.
+func histogramQuantile(before, after families, name string, match func(map[string]string) bool, q float64) float64 {
+	counts := map[float64]float64{}
+	for _, f := range []struct {
+		fam  families
+		sign float64
+	}{{after, 1}, {before, -1}} {
+		for _, s := range f.fam[name+"_bucket"] {
+			if !match(s.labels) {
+				continue
+			}
+			le, err := strconv.ParseFloat(s.labels["le"], 64)
+			if err != nil {
+				continue
+			}
+			counts[le] += f.sign * s.value
+		}
+	}
+	bounds := slices.Sorted(maps.Keys(counts))
+	if len(bounds) == 0 || counts[bounds[len(bounds)-1]] <= 0 {
+		return 0
+	}
+	rank := q * counts[bounds[len(bounds)-1]]
+	lower, below := 0.0, 0.0
+	for _, le := range bounds {
+		if counts[le] >= rank {
+			if math.IsInf(le, 1) {
+				return lower // above the largest finite bucket: its bound
+			}
+			if counts[le] == below {
+				return le
+			}
+			return lower + (le-lower)*(rank-below)/(counts[le]-below)
+		}
+		lower, below = le, counts[le]
+	}
+	return lower
 }
 
 // cpuResults fills res.CPU: each process's CPU per bind (and per inline design-floor

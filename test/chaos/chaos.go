@@ -16,12 +16,15 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +32,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -225,6 +229,7 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 			"--leader-elect-lease-duration=" + cfg.LeaseDuration.String(),
 			"--leader-elect-renew-deadline=" + cfg.RenewDeadline.String(),
 			"--leader-elect-retry-period=" + cfg.RetryPeriod.String(),
+			"--pool-book-audit-interval=" + bookAuditInterval.String(),
 		}}
 	// The replicas must stop before the test bed does, whatever happens here.
 	defer rs.stop()
@@ -314,6 +319,9 @@ func Run(ctx context.Context, env *testbed.Env, cfg Config) (*Result, error) {
 	}
 	res.OrphansGoneAfterDrop = time.Since(dropStart)
 	if err := checkPoolAtEnd(ctx, c, ns, cfg.Pool, obs); err != nil {
+		return nil, err
+	}
+	if err := checkPoolBookAudits(ctx, c, ns, env.LogDir, obs); err != nil {
 		return nil, err
 	}
 
@@ -610,4 +618,45 @@ func (r *Result) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d faults, %d sessions, %d checks, %d violations", len(r.Faults), r.Created, r.Checks, r.ViolationCount())
 	return b.String()
+}
+
+// bookAuditInterval is how often the chaos run's managers compare their pool book with
+// their cache (--pool-book-audit-interval): every few seconds, through every fault.
+const bookAuditInterval = 3 * time.Second
+
+// checkPoolBookAudits fails the run on any drift a manager's audit found: a PoolBookDrift
+// Event in the namespace, or the audit's error in any manager's log. The audits must have
+// run, or the check would pass on nothing.
+func checkPoolBookAudits(ctx context.Context, c client.Reader, ns, logDir string, obs *observer) error {
+	obs.countCheck(1)
+	events := &eventsv1.EventList{}
+	if err := listWithRetry(ctx, c, events, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("list events for the pool book check: %w", err)
+	}
+	for _, e := range events.Items {
+		if e.Reason == "PoolBookDrift" {
+			obs.record(PoolBookDrift, "Event on %s: %s", e.Regarding.Name, e.Note)
+		}
+	}
+	logs, err := filepath.Glob(filepath.Join(logDir, "manager-*.log"))
+	if err != nil {
+		return err
+	}
+	audits := 0
+	for _, path := range logs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		audits += bytes.Count(b, []byte("audited the pool book"))
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if bytes.Contains(line, []byte("the pool book differs from the cache")) {
+				obs.record(PoolBookDrift, "%s: %s", filepath.Base(path), line)
+			}
+		}
+	}
+	if audits == 0 {
+		obs.record(PoolBookDrift, "no manager log shows a pool book audit (every %s): the check ran on nothing", bookAuditInterval)
+	}
+	return nil
 }

@@ -46,6 +46,7 @@ const (
 	SessionLate         = "session not ended within its deadline plus the liveness bound"
 	SessionNotExpired   = "session ended other than by its max lifetime"
 	SuspicionUnresolved = "count over a limit not resolved against a List"
+	PoolBookDrift       = "a manager's pool book differed from its cache"
 )
 
 // Invariants are all the violation kinds, in the order a report lists them: every run
@@ -54,7 +55,7 @@ var Invariants = []string{
 	PodTwoSessions, SessionTwoPods, SessionPodChanged, PodNameShared, BadSessionState,
 	SessionNotExpired, SessionLate, SessionUnsettled,
 	QuotaExceeded, QuotaStatusOver, PoolOverTarget, PoolOverCreated, PoolNotRecovered, PoolNotAtTargetEnd,
-	OrphanPod, SuspicionUnresolved,
+	OrphanPod, SuspicionUnresolved, PoolBookDrift,
 }
 
 // livenessBound is how long after its true deadline (sessionDeadline: the stored precise

@@ -9,17 +9,23 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
+	"testing"
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/controllers"
+	"github.com/hyperpool/hyperpool/internal/poolbook"
 	"github.com/hyperpool/hyperpool/test/testbed"
 )
 
@@ -32,7 +38,28 @@ const WarmPodReadyTimeout = 8 * time.Second
 func ManagerConfig() controllers.Config {
 	cfg := controllers.DefaultConfig()
 	cfg.WarmPodReadyTimeout = WarmPodReadyTimeout
+	// The tests hold the manager's pool book, and compare it with the cache after each
+	// test (checkPoolBook): the periodic audit would only repeat that.
+	cfg.PoolBook = poolbook.New()
+	cfg.PoolBookAuditInterval = 0
 	return cfg
+}
+
+// checkPoolBook fails t when the manager's pool book, once the cache has settled, does
+// not show the test's namespace as a List of its pods from the cache does
+// (poolbook.Book.DiffNamespace). It runs at the end of every test (testbed.AfterEachTest).
+func checkPoolBook(book *poolbook.Book, cache client.Reader) func(t testing.TB, ns string) {
+	return func(t testing.TB, ns string) {
+		t.Helper()
+		testbed.Eventually(t, testbed.WaitTimeout, func(ctx context.Context) (bool, string) {
+			pods := &corev1.PodList{}
+			if err := cache.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}); err != nil {
+				return false, err.Error()
+			}
+			diffs := book.DiffNamespace(ns, pods.Items)
+			return len(diffs) == 0, fmt.Sprintf("the pool book differs from the cache in namespace %s:\n%s", ns, strings.Join(diffs, "\n"))
+		})
+	}
 }
 
 // CreateRuntimeClasses creates the two RuntimeClasses the manager's defaults name:
@@ -78,6 +105,9 @@ func StartManager(e *testbed.Env, as *rest.ImpersonationConfig, cfg controllers.
 		}
 	}()
 	e.BeforeStop(func() { cancel(); <-done })
+	if cfg.PoolBook != nil {
+		e.AfterEachTest(checkPoolBook(cfg.PoolBook, mgr.GetClient()))
+	}
 	return nil
 }
 

@@ -42,7 +42,10 @@ func (e *Env) CreateNamespace(t testing.TB) string {
 	if err := e.Client.Create(ctx, ns); err != nil {
 		t.Fatalf("create namespace %s: %v", ns.Name, err)
 	}
-	t.Cleanup(func() { e.deleteNamespace(t, ns) })
+	t.Cleanup(func() {
+		e.runAfterEachTest(t, ns.Name)
+		e.deleteNamespace(t, ns)
+	})
 	if e.hasControllerManager() {
 		if err := e.waitForServiceAccount(ctx, ns.Name); err != nil {
 			t.Fatalf("namespace %s: default ServiceAccount did not appear: %v", ns.Name, err)

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -125,6 +126,8 @@ type Env struct {
 
 	hooksMu    sync.Mutex
 	beforeStop []func() // see BeforeStop
+	// afterEachTest are the checks run at the end of each test (AfterEachTest).
+	afterEachTest []func(t testing.TB, namespace string)
 
 	stopOnce sync.Once
 	stopErr  error
