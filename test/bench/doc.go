@@ -335,8 +335,10 @@ func poolSizeTable(rep *Report) string {
 	base := mgr(rs[0])
 	for _, x := range rs {
 		reconcile, lists := "-", "- (not measured)"
-		if bd := x.Breakdown; bd != nil {
+		if bd := x.Breakdown; bd != nil && bd.PoolReconcileP99MS > 0 {
 			reconcile = f1(bd.PoolReconcileP50MS) + " / " + f1(bd.PoolReconcileP99MS)
+		}
+		if bd := x.Breakdown; bd != nil {
 			if bd.PoolPodListsPerBind != nil {
 				lists = fmt.Sprintf("%.2f", *bd.PoolPodListsPerBind)
 			}
