@@ -47,7 +47,7 @@ func run() error {
 		boot      = flag.Duration("boot", def.Boot, "the simulated VM boot, scaled with the day for kwok's ready delay")
 		lifetime  = flag.Duration("lifetime", def.Lifetime, "the sessions' mean lifetime (simulated)")
 		ladder    = flag.String("ladder", joinInts(def.Ladder), "the fixed pools' sizes, one pool each")
-		targets   = flag.String("targets", joinFloats(def.Targets), "the autoscaled pools' warmHitTarget, one pool each (the sweep: 0.9,0.95,0.99)")
+		targets   = flag.String("targets", joinFloats(def.Targets), "the autoscaled pools' warmHitTarget, one pool each")
 		sizing    = flag.Float64("sizing-target", def.SizingTarget, "the warm-hit target fixed-peak and fixed-average are picked from the ladder for")
 		scaleDown = flag.Duration("scale-down-delay", def.ScaleDownDelay, "the autoscaled pools' scaleDownDelay (simulated)")
 		maxRep    = flag.Int("max-replicas", int(def.MaxReplicas), "the autoscaled pools' maxReplicas")
