@@ -9,6 +9,7 @@ package bench
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -34,13 +35,14 @@ func RenderDoc(args []string) (string, error) {
 		return "", fmt.Errorf("want a table and one or more result files, got %q", args)
 	}
 	var files []*results.File
+	var reports []*Report
 	merged := &Report{}
 	for _, path := range args[1:] {
 		f, rep, err := ReadReport(path)
 		if err != nil {
 			return "", err
 		}
-		files = append(files, f)
+		files, reports = append(files, f), append(reports, rep)
 		for _, x := range rep.Results {
 			if i := slices.IndexFunc(merged.Results, func(y *Result) bool { return y.Scenario == x.Scenario }); i >= 0 {
 				merged.Results[i] = x
@@ -50,6 +52,8 @@ func RenderDoc(args []string) (string, error) {
 		}
 	}
 	switch args[0] {
+	case "repeats":
+		return repeatsTable(args[1:], files, reports), nil
 	case "run":
 		var b strings.Builder
 		for i, f := range files {
@@ -68,7 +72,7 @@ func RenderDoc(args []string) (string, error) {
 	case "client":
 		return clientTable(merged), nil
 	}
-	return "", fmt.Errorf("no bench table %q (run, scenarios, floor, targets, poolsize, client)", args[0])
+	return "", fmt.Errorf("no bench table %q (run, scenarios, floor, targets, poolsize, client, repeats)", args[0])
 }
 
 // runHeader says which run a page's figures come from.
@@ -376,6 +380,24 @@ func clientTable(rep *Report) string {
 	}
 	if b.Len() == 0 {
 		return "No client scenario in this run."
+	}
+	return b.String()
+}
+
+// repeatsTable is one row per kept run and scenario, in the order given: the same
+// scenario run several times, to show its spread beside a difference between two builds.
+func repeatsTable(paths []string, files []*results.File, reports []*Report) string {
+	var b strings.Builder
+	b.WriteString("| run | started | manager binary | scenario | Ready p50 ms | p90 ms | tail ms | manager CPU s |\n|---|---|---|---|---|---|---|---|\n")
+	for i, rep := range reports {
+		for _, x := range rep.Results {
+			binary := files[i].Flags["manager-binary"]
+			if binary == "" {
+				binary = "built from " + files[i].ShortCommit()
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | `%s` | %s | %s | %s | %s | %.1f |\n", filepath.Base(paths[i]), files[i].Started.Format("15:04:05"),
+				binary, x.Scenario, f1(x.Latency.P50), f1(x.Latency.P90), tail(x.Latency), x.CPUSeconds)
+		}
 	}
 	return b.String()
 }

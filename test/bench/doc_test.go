@@ -86,6 +86,11 @@ func TestRenderDocReadsAKeptRun(t *testing.T) {
 	if got, err := RenderDoc([]string{"scenarios", path, rerun}); err != nil || strings.Contains(got, "2 sessions") || !strings.Contains(got, "| serial | rerun |") {
 		t.Errorf("scenarios over two runs (%v):\n%s", err, got)
 	}
+	// repeats keeps every run of a scenario, one row each, in the order given.
+	if got, err := RenderDoc([]string{"repeats", path, rerun}); err != nil || strings.Count(got, "| serial |") != 2 ||
+		!strings.Contains(got, "| 10.0 |") || !strings.Contains(got, "| 9.0 |") {
+		t.Errorf("repeats over two runs (%v):\n%s", err, got)
+	}
 	if _, err := RenderDoc([]string{"plot", path}); err == nil || !strings.Contains(err.Error(), `no bench table "plot"`) {
 		t.Errorf("an unknown table: %v, want an error naming it", err)
 	}
