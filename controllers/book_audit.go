@@ -97,7 +97,7 @@ func (a *bookAudit) audit(ctx context.Context) ([]string, error) {
 
 func (a *bookAudit) compare(ctx context.Context) ([]string, []corev1.Pod, error) {
 	list := &corev1.PodList{}
-	if err := a.reader.List(ctx, list, client.HasLabels{agentsv1alpha1.SandboxLabel}); err != nil {
+	if err := a.reader.List(ctx, list, client.HasLabels{agentsv1alpha1.ClassLabel}); err != nil {
 		return nil, nil, fmt.Errorf("listing sandbox pods: %w", err)
 	}
 	return a.book.Diff(list.Items), list.Items, nil

@@ -24,7 +24,7 @@ import (
 // caches keep only the keys the manager reads (podKeptLabels, podKeptAnnotations,
 // sessionKeptAnnotations), so what a tenant adds costs the manager nothing.
 func CacheOptions() cache.Options {
-	sandboxPods, err := labels.NewRequirement(agentsv1alpha1.SandboxLabel, selection.Exists, nil)
+	sandboxPods, err := labels.NewRequirement(agentsv1alpha1.ClassLabel, selection.Exists, nil)
 	if err != nil {
 		panic(err) // a constant label key
 	}
@@ -43,7 +43,7 @@ func CacheOptions() cache.Options {
 // cached pod or session must be listed here, or the cache drops it: a new read of a key
 // not listed sees it missing.
 var (
-	podKeptLabels      = keySet(agentsv1alpha1.SandboxLabel, agentsv1alpha1.SessionLabel, agentsv1alpha1.TemplateHashLabel)
+	podKeptLabels      = keySet(agentsv1alpha1.ClassLabel, agentsv1alpha1.SessionLabel, agentsv1alpha1.TemplateHashLabel)
 	podKeptAnnotations = keySet(
 		uvm.FootprintAnnotation, // the footprint the manager recorded at creation (quota)
 		// The utility VM's size as the shim reads it (uvm.FootprintFromPod).

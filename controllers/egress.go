@@ -88,9 +88,9 @@ func ingressOf(sb *agentsv1alpha1.AgentSandbox) agentsv1alpha1.IngressPolicy {
 func desiredEgressPolicy(sb *agentsv1alpha1.AgentSandbox, except []string) *networkingv1.NetworkPolicy {
 	np := &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: sb.Namespace, Name: egressPolicyName(sb),
-			Labels: map[string]string{agentsv1alpha1.SandboxLabel: sb.Name}},
+			Labels: map[string]string{agentsv1alpha1.ClassLabel: sb.Name}},
 		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{agentsv1alpha1.SandboxLabel: sb.Name}},
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{agentsv1alpha1.ClassLabel: sb.Name}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 			Ingress:     desiredIngressRules(ingressOf(sb)),
 		},
@@ -172,14 +172,14 @@ func (r *AgentSandboxReconciler) reconcileEgressPolicy(ctx context.Context, sb *
 		}
 		writeErr = r.Create(ctx, want)
 	case metav1.IsControlledBy(have, sb) && equality.Semantic.DeepEqual(have.Spec, want.Spec) &&
-		have.Labels[agentsv1alpha1.SandboxLabel] == sb.Name:
+		have.Labels[agentsv1alpha1.ClassLabel] == sb.Name:
 		return nil, nil
 	default:
 		have.Spec = want.Spec
 		if have.Labels == nil {
 			have.Labels = map[string]string{}
 		}
-		have.Labels[agentsv1alpha1.SandboxLabel] = sb.Name
+		have.Labels[agentsv1alpha1.ClassLabel] = sb.Name
 		if err := ctrl.SetControllerReference(sb, have, r.Scheme()); err != nil {
 			return nil, err
 		}

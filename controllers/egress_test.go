@@ -38,7 +38,7 @@ func TestDesiredPolicyIngress(t *testing.T) {
 			if !slices.Equal(np.Spec.PolicyTypes, tc.wantTypes) {
 				t.Errorf("policyTypes %v, want %v", np.Spec.PolicyTypes, tc.wantTypes)
 			}
-			if np.Spec.PodSelector.MatchLabels[agentsv1alpha1.SandboxLabel] != "pool" {
+			if np.Spec.PodSelector.MatchLabels[agentsv1alpha1.ClassLabel] != "pool" {
 				t.Errorf("podSelector %v, want the class's pods", np.Spec.PodSelector)
 			}
 			if !tc.sameNamespace {

@@ -45,7 +45,7 @@ func TestExpiryIsExactAcrossARestart(t *testing.T) {
 			s := builders.AgentSession("team", "carol", "pool").UID("session-uid").MaxLifetime(tc.max).
 				Phase(agentsv1alpha1.SessionStarting).Obj()
 			s.Status.PodName = "pool-klmno"
-			pod := builders.Pod("team", "pool-klmno").Label(agentsv1alpha1.SandboxLabel, "pool").
+			pod := builders.Pod("team", "pool-klmno").Label(agentsv1alpha1.ClassLabel, "pool").
 				Label(agentsv1alpha1.SessionLabel, "carol").OwnedBy(s).Node("win-0").Ready().Obj()
 
 			// The manager that binds.

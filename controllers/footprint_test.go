@@ -150,7 +150,7 @@ func TestShutdownSurgeLeft(t *testing.T) {
 	terminating := func(n int, bound bool) []*corev1.Pod {
 		var pods []*corev1.Pod
 		for range n {
-			p := builders.Pod("ns", "p").Label(agentsv1alpha1.SandboxLabel, "pool").Obj()
+			p := builders.Pod("ns", "p").Label(agentsv1alpha1.ClassLabel, "pool").Obj()
 			if bound {
 				p.Labels[agentsv1alpha1.SessionLabel] = "s"
 			}

@@ -37,7 +37,7 @@ func TestNewLeaderDoesNotBindASessionItsPredecessorBound(t *testing.T) {
 	// predecessor died between its two writes, or the cache lags the status too).
 	s := builders.AgentSession("team", "carol", "pool").UID("session-uid").Created(now).MaxLifetime(time.Hour).QuotaReserved().Obj()
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
-	warm := builders.Pod("team", "pool-abcde").Label(agentsv1alpha1.SandboxLabel, "pool").OwnedBy(sb).Node("n1").Ready().Obj()
+	warm := builders.Pod("team", "pool-abcde").Label(agentsv1alpha1.ClassLabel, "pool").OwnedBy(sb).Node("n1").Ready().Obj()
 	bound := warm.DeepCopy()
 	bound.Labels[agentsv1alpha1.SessionLabel] = s.Name
 	bound.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(s, agentsv1alpha1.GroupVersion.WithKind("AgentSession"))}
@@ -113,7 +113,7 @@ func TestBindWriteOfUnknownOutcomeIsNotRepeated(t *testing.T) {
 	s := builders.AgentSession("team", "carol", "pool").UID("session-uid").Created(now).MaxLifetime(time.Hour).QuotaReserved().Obj()
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
 	warm := func(name string) *corev1.Pod {
-		p := builders.Pod("team", name).Label(agentsv1alpha1.SandboxLabel, "pool").OwnedBy(sb).Node("n1").Ready().Obj()
+		p := builders.Pod("team", name).Label(agentsv1alpha1.ClassLabel, "pool").OwnedBy(sb).Node("n1").Ready().Obj()
 		p.Status.Phase = corev1.PodRunning
 		return p
 	}

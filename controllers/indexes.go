@@ -98,7 +98,7 @@ func RegisterIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 
 func sandboxAndSession(o client.Object) (sandbox, session string) {
 	l := o.GetLabels()
-	return l[agentsv1alpha1.SandboxLabel], l[agentsv1alpha1.SessionLabel]
+	return l[agentsv1alpha1.ClassLabel], l[agentsv1alpha1.SessionLabel]
 }
 
 func boundNodeKey(sandbox, node string) string { return sandbox + "/" + node }

@@ -15,7 +15,7 @@ import (
 // poolPod is a pod of the class "pool", bound to session (none: warm) and scheduled on node
 // (none: not yet).
 func poolPod(session, node string) *builders.PodWrapper {
-	p := builders.Pod("", "p").Label(agentsv1alpha1.SandboxLabel, "pool").Node(node)
+	p := builders.Pod("", "p").Label(agentsv1alpha1.ClassLabel, "pool").Node(node)
 	if session != "" {
 		p.Label(agentsv1alpha1.SessionLabel, session)
 	}

@@ -14,7 +14,8 @@ import (
 
 // The project's metrics, on the controller-runtime registry that the manager serves.
 var (
-	warmSandboxes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	// readyWarmPods counts a pool's Ready warm pods; the metric keeps its released name.
+	readyWarmPods = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "hyperpool_warm_sandboxes",
 		Help: "Warm sandboxes Ready to bind, by pool.",
 	}, []string{"namespace", "sandbox"})
@@ -94,7 +95,7 @@ var (
 func init() {
 	metrics.Registry.MustRegister(quotaUsed, quotaHard, queuedSessions, queueWait, poolListCalls, bookAudits, bookDrift)
 	// sessionsByPhase is served by sessionCollector.
-	metrics.Registry.MustRegister(warmSandboxes, bindDuration, sessionExpirations, podCreations, vmMemoryBytes, vmSizeNotApplied)
+	metrics.Registry.MustRegister(readyWarmPods, bindDuration, sessionExpirations, podCreations, vmMemoryBytes, vmSizeNotApplied)
 }
 
 // sessionCollector reports hyperpool_sessions from the manager's cache at scrape time, so
@@ -135,7 +136,7 @@ func registerSessionCollector(reader client.Reader) error {
 // through classes cannot grow the manager's memory and the scrape without limit.
 func forgetSandboxSeries(key types.NamespacedName) {
 	labels := prometheus.Labels{"namespace": key.Namespace, "sandbox": key.Name}
-	warmSandboxes.DeletePartialMatch(labels)
+	readyWarmPods.DeletePartialMatch(labels)
 	vmMemoryBytes.DeletePartialMatch(labels)
 	vmSizeNotApplied.DeletePartialMatch(labels)
 	bindDuration.DeletePartialMatch(labels)

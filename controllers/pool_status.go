@@ -20,7 +20,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	status := sb.Status.DeepCopy()
 	status.ObservedGeneration = sb.Generation
 	status.TemplateHash = templateHash(sb)
-	status.Selector = fmt.Sprintf("%s=%s,!%s", agentsv1alpha1.SandboxLabel, sb.Name, agentsv1alpha1.SessionLabel)
+	status.Selector = fmt.Sprintf("%s=%s,!%s", agentsv1alpha1.ClassLabel, sb.Name, agentsv1alpha1.SessionLabel)
 
 	counts := r.countWarm(st) // after this reconcile's deletions, so not always replenishWait's
 	ready := counts.ready
@@ -29,7 +29,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	status.ActiveSessions = int32(counts.bound)
 	total := counts.footprint
 	status.Footprint = &agentsv1alpha1.PoolFootprint{PerSandbox: classFootprint(sb), Total: total}
-	warmSandboxes.WithLabelValues(sb.Namespace, sb.Name).Set(float64(ready))
+	readyWarmPods.WithLabelValues(sb.Namespace, sb.Name).Set(float64(ready))
 	vmMemoryBytes.WithLabelValues(sb.Namespace, sb.Name).Set(float64(total.Memory.Value()))
 
 	want := ptr.Deref(sb.Spec.Replicas, 1)

@@ -51,9 +51,9 @@ func queueFixture(t *testing.T) (*listCounter, *AgentSessionReconciler, *quotaQu
 	admitted := builders.AgentSession(ns, "admitted", "pool").UID("uid-a").Created(base).QuotaReserved().Obj()
 	queued1 := builders.AgentSession(ns, "queued-1", "pool").UID("uid-1").Created(base.Add(time.Second)).Phase(agentsv1alpha1.SessionQueued).Obj()
 	queued2 := builders.AgentSession(ns, "queued-2", "pool").UID("uid-2").Created(base.Add(2 * time.Second)).Phase(agentsv1alpha1.SessionQueued).Obj()
-	warm := builders.Pod(ns, "pool-warm").Label(agentsv1alpha1.SandboxLabel, "pool").Node("n1").Ready().Obj()
+	warm := builders.Pod(ns, "pool-warm").Label(agentsv1alpha1.ClassLabel, "pool").Node("n1").Ready().Obj()
 	warm.Status.Phase = corev1.PodRunning
-	bound := builders.Pod(ns, "pool-bound").Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.SessionLabel, "admitted").
+	bound := builders.Pod(ns, "pool-bound").Label(agentsv1alpha1.ClassLabel, "pool").Label(agentsv1alpha1.SessionLabel, "admitted").
 		OwnedBy(admitted).Node("n1").Terminating(base).Obj()
 	bound.Finalizers = []string{"example.com/keep"} // the fake client stores a deleting object only with one
 	quota := builders.AgentQuota(ns, "q").Sessions(1).Obj()

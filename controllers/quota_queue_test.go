@@ -119,7 +119,7 @@ func TestASessionHoldingAPodCountsAgainstTheQuota(t *testing.T) {
 	admitted := session("admitted", 3*time.Minute).QuotaReserved().Obj()
 	waiting := session("waiting", 2*time.Minute).Obj()
 	bound := session("bound", time.Minute).Obj() // no status: the bind's status write was lost
-	pod := builders.Pod(ns, "pool-abcde").Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.SessionLabel, "bound").
+	pod := builders.Pod(ns, "pool-abcde").Label(agentsv1alpha1.ClassLabel, "pool").Label(agentsv1alpha1.SessionLabel, "bound").
 		OwnedBy(bound).Obj()
 	quota := builders.AgentQuota(ns, "q").Sessions(2).Obj()
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(quota, admitted, waiting, bound, pod).
@@ -200,7 +200,7 @@ func (f *quotaFixture) head() []string {
 func TestAPodCountsForASessionOnlyWithItsSessionLabel(t *testing.T) {
 	owner := builders.AgentSession("team", "waiting", "").UID("uid-waiting").Obj()
 	pod := func(name, sessionLabel string) *corev1.Pod {
-		return builders.Pod("team", name).Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.SessionLabel, sessionLabel).
+		return builders.Pod("team", name).Label(agentsv1alpha1.ClassLabel, "pool").Label(agentsv1alpha1.SessionLabel, sessionLabel).
 			OwnedBy(owner).Obj()
 	}
 	for _, tc := range []struct {

@@ -103,7 +103,7 @@ func (q *quotaKeeper) podBook(ctx context.Context, ns string) (*poolbook.Book, e
 		return q.book, nil
 	}
 	pods := &corev1.PodList{}
-	if err := q.reader.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := q.reader.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.ClassLabel}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	book := poolbook.New()

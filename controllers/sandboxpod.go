@@ -227,7 +227,7 @@ func (r *podRecipe) build() *corev1.Pod {
 	// label agents.hyperpool.io/session made a pool count its own warm pods as bound).
 	pod.Labels = withoutReservedKeys(pod.Labels)
 	pod.Annotations = withoutReservedKeys(pod.Annotations)
-	pod.Labels[agentsv1alpha1.SandboxLabel] = sb.Name
+	pod.Labels[agentsv1alpha1.ClassLabel] = sb.Name
 	pod.Labels[agentsv1alpha1.TemplateHashLabel] = r.templateHash
 	for k, v := range uvm.Annotations(isolationOf(sb), sb.Spec.VM, pod.Spec.Containers) {
 		pod.Annotations[k] = v

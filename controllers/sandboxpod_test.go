@@ -43,7 +43,7 @@ func TestBuildAppliesSandboxRules(t *testing.T) {
 			if len(p.Spec.Tolerations) != 1 || p.Spec.Tolerations[0] != windowsToleration {
 				t.Errorf("tolerations = %v", p.Spec.Tolerations)
 			}
-			if p.Labels[agentsv1alpha1.SandboxLabel] != "pool" || p.Labels[agentsv1alpha1.TemplateHashLabel] != "hash" {
+			if p.Labels[agentsv1alpha1.ClassLabel] != "pool" || p.Labels[agentsv1alpha1.TemplateHashLabel] != "hash" {
 				t.Errorf("labels = %v", p.Labels)
 			}
 		}},
@@ -113,14 +113,14 @@ func TestBuildAppliesSandboxRules(t *testing.T) {
 		}},
 	}
 	reserved := base(nil)
-	reserved.Spec.Template.Labels = map[string]string{agentsv1alpha1.SessionLabel: "forged", agentsv1alpha1.SandboxLabel: "other", "app": "x"}
+	reserved.Spec.Template.Labels = map[string]string{agentsv1alpha1.SessionLabel: "forged", agentsv1alpha1.ClassLabel: "other", "app": "x"}
 	reserved.Spec.Template.Annotations = map[string]string{agentsv1alpha1.LastActivityAnnotation: "2099-01-01T00:00:00Z", "note": "kept"}
 	tests = append(tests, struct {
 		name  string
 		sb    *agentsv1alpha1.AgentSandbox
 		check func(t *testing.T, p *corev1.Pod)
 	}{"reserved template labels and annotations are dropped (a class stored before the CRD refused them)", reserved, func(t *testing.T, p *corev1.Pod) {
-		if _, ok := p.Labels[agentsv1alpha1.SessionLabel]; ok || p.Labels[agentsv1alpha1.SandboxLabel] != "pool" || p.Labels["app"] != "x" {
+		if _, ok := p.Labels[agentsv1alpha1.SessionLabel]; ok || p.Labels[agentsv1alpha1.ClassLabel] != "pool" || p.Labels["app"] != "x" {
 			t.Errorf("labels = %v, want the class's own sandbox label, no session label, app kept", p.Labels)
 		}
 		if _, ok := p.Annotations[agentsv1alpha1.LastActivityAnnotation]; ok || p.Annotations["note"] != "kept" {
@@ -221,7 +221,7 @@ func TestOnlyCountsDiffer(t *testing.T) {
 }
 
 func TestTrimPodKeepsWhatTheControllersRead(t *testing.T) {
-	pod := builders.Pod("", "p").Label(agentsv1alpha1.SandboxLabel, "pool").
+	pod := builders.Pod("", "p").Label(agentsv1alpha1.ClassLabel, "pool").
 		Annotation("io.microsoft.virtualmachine.computetopology.memory.sizeinmb", "1536").
 		Node("win-0").Container("sandbox", "servercore").Ready().Obj()
 	pod.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
@@ -236,7 +236,7 @@ func TestTrimPodKeepsWhatTheControllersRead(t *testing.T) {
 	if p.ManagedFields != nil || p.Spec.Containers != nil || p.Status.ContainerStatuses != nil {
 		t.Errorf("trimPod kept managed fields, containers or container statuses: %+v", p)
 	}
-	if p.Labels[agentsv1alpha1.SandboxLabel] != "pool" || p.Annotations["io.microsoft.virtualmachine.computetopology.memory.sizeinmb"] != "1536" || p.Spec.NodeName != "win-0" ||
+	if p.Labels[agentsv1alpha1.ClassLabel] != "pool" || p.Annotations["io.microsoft.virtualmachine.computetopology.memory.sizeinmb"] != "1536" || p.Spec.NodeName != "win-0" ||
 		*p.Spec.RuntimeClassName != "hyperv" || !podstate.Ready(p) || p.Status.PodIP != "10.0.0.1" ||
 		p.Status.Reason != "r" || p.Status.Message != "m" {
 		t.Errorf("trimPod dropped something the controllers read: %+v", p)

@@ -81,7 +81,7 @@ func TestDeadlineRequeueGoesFirst(t *testing.T) {
 	node.Name = "win-0"
 	ready := builders.AgentSession("team", "carol", "pool").UID("session-uid").MaxLifetime(3*time.Second).
 		Phase(agentsv1alpha1.SessionReady).BoundTo("pool-klmno", bound).Obj()
-	pod := builders.Pod("team", "pool-klmno").Label(agentsv1alpha1.SandboxLabel, "pool").
+	pod := builders.Pod("team", "pool-klmno").Label(agentsv1alpha1.ClassLabel, "pool").
 		Label(agentsv1alpha1.SessionLabel, "carol").OwnedBy(ready).Node("win-0").Ready().Obj()
 	// Admitted, but its class does not exist: it waits for one, and nothing in it is due.
 	unbound := builders.AgentSession("team", "dave", "missing").QuotaReserved().Obj()

@@ -83,10 +83,10 @@ func (r *AgentSessionReconciler) podToSessions(ctx context.Context, o client.Obj
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 	}
 	pod, ok := o.(*corev1.Pod)
-	if !ok || labels[agentsv1alpha1.SandboxLabel] == "" || !podstate.Ready(pod) || !pod.DeletionTimestamp.IsZero() {
+	if !ok || labels[agentsv1alpha1.ClassLabel] == "" || !podstate.Ready(pod) || !pod.DeletionTimestamp.IsZero() {
 		return nil
 	}
-	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.SandboxLabel]})
+	return r.sessionsMatching(ctx, o.GetNamespace(), client.MatchingFields{sessionWaitingIndex: labels[agentsv1alpha1.ClassLabel]})
 }
 
 // sandboxToSessions: a class created, changed or deleted concerns all its sessions.
@@ -108,7 +108,7 @@ func (r *AgentSessionReconciler) nodeToSessions(ctx context.Context, o client.Ob
 
 // policyToSessions: a class's egress policy changed; its waiting sessions look again.
 func (r *AgentSessionReconciler) policyToSessions(ctx context.Context, o client.Object) []reconcile.Request {
-	class := o.GetLabels()[agentsv1alpha1.SandboxLabel]
+	class := o.GetLabels()[agentsv1alpha1.ClassLabel]
 	if class == "" {
 		return nil
 	}

@@ -27,7 +27,7 @@ func TestSpecTamperedThroughTheCache(t *testing.T) {
 	hash := templateHash(sb)
 	created := func() *corev1.Pod {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "pool-abcde",
-			Labels:      map[string]string{agentsv1alpha1.SandboxLabel: "pool", agentsv1alpha1.TemplateHashLabel: hash},
+			Labels:      map[string]string{agentsv1alpha1.ClassLabel: "pool", agentsv1alpha1.TemplateHashLabel: hash},
 			Annotations: map[string]string{}}, Spec: *sb.Spec.Template.Spec.DeepCopy()}
 		pod.Annotations[specDigestAnnotation] = specDigest(&pod.Spec)
 		return pod
@@ -83,7 +83,7 @@ func TestSpecTamperedThroughTheCache(t *testing.T) {
 // relist after kube-apiserver restarted): the pod must keep the digest of its real spec,
 // or every warm pod is destroyed as tampered at its bind (found by the chaos test).
 func TestTrimPodTwiceKeepsTheObservedDigest(t *testing.T) {
-	pod := builders.Pod("team", "pool-abcde").Label(agentsv1alpha1.SandboxLabel, "pool").Obj()
+	pod := builders.Pod("team", "pool-abcde").Label(agentsv1alpha1.ClassLabel, "pool").Obj()
 	pod.Spec.Containers = []corev1.Container{{Name: "agent", Image: "agent:1"}}
 	pod.Annotations = map[string]string{specDigestAnnotation: specDigest(&pod.Spec)}
 	once, _ := trimPod(pod.DeepCopy())
@@ -97,14 +97,14 @@ func TestTrimPodTwiceKeepsTheObservedDigest(t *testing.T) {
 // tenant's annotations on a sandbox pod or a session cost the manager nothing.
 func TestCacheTransformsKeepOnlyTheKeysRead(t *testing.T) {
 	bloat := strings.Repeat("x", 200*1024)
-	pod := builders.Pod("team", "pool-abcde").Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.SessionLabel, "s").
+	pod := builders.Pod("team", "pool-abcde").Label(agentsv1alpha1.ClassLabel, "pool").Label(agentsv1alpha1.SessionLabel, "s").
 		Label(agentsv1alpha1.TemplateHashLabel, "h").Label("app", "tenant").
 		Annotation(uvm.FootprintAnnotation, `{"memory":"1Gi","vcpus":2}`).Annotation(annotations.MemorySizeInMB, "1024").
 		Annotation(annotations.ProcessorCount, "2").Annotation("example.com/bloat", bloat).
 		Annotation(annotations.ContainerMemorySizeInMB, "5").Obj()
 	got, _ := trimPod(pod)
 	p := got.(*corev1.Pod)
-	wantLabels := []string{agentsv1alpha1.SandboxLabel, agentsv1alpha1.SessionLabel, agentsv1alpha1.TemplateHashLabel}
+	wantLabels := []string{agentsv1alpha1.ClassLabel, agentsv1alpha1.SessionLabel, agentsv1alpha1.TemplateHashLabel}
 	if len(p.Labels) != len(wantLabels) {
 		t.Errorf("pod labels %v; want only %v", p.Labels, wantLabels)
 	}
@@ -138,7 +138,7 @@ func TestCacheTransformsKeepOnlyTheKeysRead(t *testing.T) {
 func TestForeignControllerDoesNotSaveAnOrphanedSessionPod(t *testing.T) {
 	const ns = "team"
 	foreign := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine", UID: "uid-cm"}}
-	pod := builders.Pod(ns, "pool-abcde").Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.SessionLabel, "gone").Obj()
+	pod := builders.Pod(ns, "pool-abcde").Label(agentsv1alpha1.ClassLabel, "pool").Label(agentsv1alpha1.SessionLabel, "gone").Obj()
 	pod.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(foreign, corev1.SchemeGroupVersion.WithKind("ConfigMap"))}
 	idx := recordingIndexer{}
 	if err := RegisterIndexes(context.Background(), idx); err != nil {

@@ -89,7 +89,7 @@ func (w *warmCandidates) observe(obj any) {
 // unbound pod on a node; bound load when it holds a session on a node.
 func (w *warmCandidates) update(pod *corev1.Pod) {
 	key := types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}
-	sandbox, session := pod.Labels[agentsv1alpha1.SandboxLabel], pod.Labels[agentsv1alpha1.SessionLabel]
+	sandbox, session := pod.Labels[agentsv1alpha1.ClassLabel], pod.Labels[agentsv1alpha1.SessionLabel]
 	live := pod.DeletionTimestamp.IsZero() && pod.Spec.NodeName != ""
 	var owner types.UID
 	if ref := metav1.GetControllerOf(pod); ref != nil {

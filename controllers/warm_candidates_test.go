@@ -25,13 +25,13 @@ func TestWarmCandidates(t *testing.T) {
 	const hash, oldHash = "new", "old"
 	// warm is a Ready warm pod of the class on node, created at t0+age, of template h.
 	warm := func(name, node string, age time.Duration, h string) *builders.PodWrapper {
-		p := builders.Pod("ns", name).Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.TemplateHashLabel, h).
+		p := builders.Pod("ns", name).Label(agentsv1alpha1.ClassLabel, "pool").Label(agentsv1alpha1.TemplateHashLabel, h).
 			OwnedBy(sb).Node(node).Ready()
 		p.CreationTimestamp.Time = t0.Add(age)
 		return p
 	}
 	bound := func(name, node string) *corev1.Pod {
-		return builders.Pod("ns", name).Label(agentsv1alpha1.SandboxLabel, "pool").Label(agentsv1alpha1.SessionLabel, "s-"+name).Node(node).Ready().Obj()
+		return builders.Pod("ns", name).Label(agentsv1alpha1.ClassLabel, "pool").Label(agentsv1alpha1.SessionLabel, "s-"+name).Node(node).Ready().Obj()
 	}
 	type event struct {
 		op  string // add, update, delete, tombstone, release
@@ -64,19 +64,19 @@ func TestWarmCandidates(t *testing.T) {
 			false, []string{"new-young", "old-old"}},
 		{"not Ready, terminating, unscheduled or bound: never handed out",
 			[]event{
-				add(builders.Pod("ns", "not-ready").Label(agentsv1alpha1.SandboxLabel, "pool").OwnedBy(sb).Node("n1").Obj()),
+				add(builders.Pod("ns", "not-ready").Label(agentsv1alpha1.ClassLabel, "pool").OwnedBy(sb).Node("n1").Obj()),
 				add(warm("terminating", "n1", 0, hash).Terminating(t0).Obj()),
-				add(builders.Pod("ns", "unscheduled").Label(agentsv1alpha1.SandboxLabel, "pool").OwnedBy(sb).Ready().Obj()),
+				add(builders.Pod("ns", "unscheduled").Label(agentsv1alpha1.ClassLabel, "pool").OwnedBy(sb).Ready().Obj()),
 				add(bound("bound", "n1")),
 				add(warm("ok", "n1", time.Hour, hash).Obj()),
 			}, false, []string{"ok"}},
 		{"a pod of an earlier class of the same name is skipped",
-			[]event{add(builders.Pod("ns", "stale").Label(agentsv1alpha1.SandboxLabel, "pool").OwnedBy(other).Node("n1").Ready().Obj()), add(warm("mine", "n1", time.Hour, hash).Obj())},
+			[]event{add(builders.Pod("ns", "stale").Label(agentsv1alpha1.ClassLabel, "pool").OwnedBy(other).Node("n1").Ready().Obj()), add(warm("mine", "n1", time.Hour, hash).Obj())},
 			false, []string{"mine"}},
 		{"an update to not Ready takes it out; Ready again puts it back",
 			[]event{add(warm("a", "n1", 0, hash).Obj()), add(warm("b", "n1", time.Second, hash).Obj()),
-				{"update", builders.Pod("ns", "a").Label(agentsv1alpha1.SandboxLabel, "pool").OwnedBy(sb).Node("n1").Obj()},
-				{"update", builders.Pod("ns", "b").Label(agentsv1alpha1.SandboxLabel, "pool").OwnedBy(sb).Node("n1").Obj()},
+				{"update", builders.Pod("ns", "a").Label(agentsv1alpha1.ClassLabel, "pool").OwnedBy(sb).Node("n1").Obj()},
+				{"update", builders.Pod("ns", "b").Label(agentsv1alpha1.ClassLabel, "pool").OwnedBy(sb).Node("n1").Obj()},
 				{"update", warm("b", "n1", time.Second, hash).Obj()}},
 			false, []string{"b"}},
 		{"deleted, and deleted through a tombstone: gone",
@@ -87,8 +87,8 @@ func TestWarmCandidates(t *testing.T) {
 			[]event{add(warm("a", "n1", 0, hash).Obj()), add(warm("b", "n2", time.Second, hash).Obj()), {"update", bound("a", "n1")}},
 			false, []string{"b"}},
 		{"another class's pods are not this class's candidates",
-			[]event{add(builders.Pod("ns", "theirs").Label(agentsv1alpha1.SandboxLabel, "other").OwnedBy(sb).Node("n1").Ready().Obj()),
-				add(builders.Pod("other-ns", "elsewhere").Label(agentsv1alpha1.SandboxLabel, "pool").OwnedBy(sb).Node("n1").Ready().Obj())},
+			[]event{add(builders.Pod("ns", "theirs").Label(agentsv1alpha1.ClassLabel, "other").OwnedBy(sb).Node("n1").Ready().Obj()),
+				add(builders.Pod("other-ns", "elsewhere").Label(agentsv1alpha1.ClassLabel, "pool").OwnedBy(sb).Node("n1").Ready().Obj())},
 			false, nil},
 	}
 	for _, tt := range tests {
@@ -136,7 +136,7 @@ func TestWarmCandidatesClaim(t *testing.T) {
 	sb.UID = "class-uid"
 	class := types.NamespacedName{Namespace: "ns", Name: "pool"}
 	warm := func(name, node string) *corev1.Pod {
-		p := builders.Pod("ns", name).Label(agentsv1alpha1.SandboxLabel, "pool").OwnedBy(sb).Node(node).Ready().Obj()
+		p := builders.Pod("ns", name).Label(agentsv1alpha1.ClassLabel, "pool").OwnedBy(sb).Node(node).Ready().Obj()
 		p.Status.Phase = corev1.PodRunning
 		return p
 	}

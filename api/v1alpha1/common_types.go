@@ -21,8 +21,15 @@ type Footprint struct {
 // Label and annotation keys that hyperpool sets on the pods it manages, and that clients may
 // read or (for LastActivityAnnotation) write.
 const (
-	// SandboxLabel names the AgentSandbox a pod was created for.
-	SandboxLabel = "agents.hyperpool.io/sandbox"
+	// ClassLabel names the class (the AgentSandbox) a sandbox pod was created for. The key
+	// says "sandbox" for the kind's name; the API keeps it.
+	ClassLabel = "agents.hyperpool.io/sandbox"
+
+	// SandboxLabel is ClassLabel.
+	//
+	// Deprecated: use ClassLabel, which names what the label names (a class, not one
+	// sandbox). Kept for clients of v1alpha1; it goes with the next API version.
+	SandboxLabel = ClassLabel
 
 	// TemplateHashLabel is the hash of the AgentSandbox pod template the pod was built from.
 	TemplateHashLabel = "agents.hyperpool.io/template-hash"

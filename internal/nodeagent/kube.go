@@ -46,7 +46,7 @@ func (l APIPodLister) ListPods(ctx context.Context) (map[types.UID]PodMeta, erro
 	pods := make(map[types.UID]PodMeta, len(list.Items))
 	for i := range list.Items {
 		p := &list.Items[i]
-		meta := PodMeta{Namespace: p.Namespace, Name: p.Name, Sandbox: p.Labels[v1alpha1.SandboxLabel]}
+		meta := PodMeta{Namespace: p.Namespace, Name: p.Name, Sandbox: p.Labels[v1alpha1.ClassLabel]}
 		meta.RequestedMiB, _ = uvm.RequestedMiB(p.Annotations)
 		pods[p.UID] = meta
 		if uid := staticPodUID(p.Annotations); uid != "" {

@@ -85,7 +85,7 @@ func (p *Pod) Bound() bool { return p.Session != "" && !p.Deleting }
 // PodOf reads what the book keeps from a pod.
 func PodOf(pod *corev1.Pod) *Pod {
 	p := &Pod{Key: types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name},
-		Class: pod.Labels[agentsv1alpha1.SandboxLabel], Session: pod.Labels[agentsv1alpha1.SessionLabel],
+		Class: pod.Labels[agentsv1alpha1.ClassLabel], Session: pod.Labels[agentsv1alpha1.SessionLabel],
 		Hash: pod.Labels[agentsv1alpha1.TemplateHashLabel], Node: pod.Spec.NodeName, Created: pod.CreationTimestamp.Time,
 		Ready: podstate.Ready(pod), Terminated: podstate.Terminated(pod), Deleting: !pod.DeletionTimestamp.IsZero(),
 		GraceAsked: -1, OwnGrace: -1, Sized: uvm.FootprintFromPod(pod), ResourceV: pod.ResourceVersion}

@@ -43,7 +43,7 @@ func makePod(name string, s podState, rv int) *corev1.Pod {
 		CreationTimestamp: metav1.NewTime(epoch.Add(time.Duration(s.createdSec) * time.Second)),
 		Labels:            map[string]string{}, Annotations: map[string]string{}}}
 	if s.class != "" {
-		p.Labels[agentsv1alpha1.SandboxLabel] = s.class
+		p.Labels[agentsv1alpha1.ClassLabel] = s.class
 	}
 	if s.session != "" {
 		p.Labels[agentsv1alpha1.SessionLabel] = s.session
@@ -179,7 +179,7 @@ func TestBookAgreesWithAFreshCount(t *testing.T) {
 			}
 			// A missed update and a missed delete are both drift.
 			for name, p := range pods {
-				if p.Labels[agentsv1alpha1.SandboxLabel] == "" {
+				if p.Labels[agentsv1alpha1.ClassLabel] == "" {
 					continue // none of the book's
 				}
 				stale := p.DeepCopy()

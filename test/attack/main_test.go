@@ -220,7 +220,7 @@ func inPhase(p agentsv1alpha1.SessionPhase) func(*agentsv1alpha1.AgentSession) b
 // sandboxPods lists, as admin, the live pods labelled for the class.
 func sandboxPods(t testing.TB, ns, sandbox string) []corev1.Pod {
 	t.Helper()
-	return livePods(t, ns, client.MatchingLabels{agentsv1alpha1.SandboxLabel: sandbox})
+	return livePods(t, ns, client.MatchingLabels{agentsv1alpha1.ClassLabel: sandbox})
 }
 
 // livePods lists, as admin, the pods of ns with the labels that are not being deleted.

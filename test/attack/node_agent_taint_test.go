@@ -61,7 +61,7 @@ func TestNodeAgentLeakTaint(t *testing.T) {
 	pods := map[string]*corev1.Pod{}
 	for _, p := range []string{"live", "gone"} {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: p,
-			Labels:      map[string]string{agentsv1alpha1.SandboxLabel: "win2022"},
+			Labels:      map[string]string{agentsv1alpha1.ClassLabel: "win2022"},
 			Annotations: map[string]string{"io.microsoft.virtualmachine.computetopology.memory.sizeinmb": "1536"}},
 			Spec: corev1.PodSpec{NodeName: name, Containers: []corev1.Container{{Name: "c", Image: "example.com/agent"}}}}
 		mustCreate(t, admin, pod)

@@ -93,7 +93,7 @@ func TestPolicyTenantCannotForgePodLabelsOrOwners(t *testing.T) {
 		owner  *metav1.OwnerReference
 		want   string
 	}{
-		{"create a pod with the sandbox label", map[string]string{agentsv1alpha1.SandboxLabel: "pool"}, nil, "metadata.labels[agents.hyperpool.io/sandbox]"},
+		{"create a pod with the sandbox label", map[string]string{agentsv1alpha1.ClassLabel: "pool"}, nil, "metadata.labels[agents.hyperpool.io/sandbox]"},
 		{"create a pod with the session label", map[string]string{agentsv1alpha1.SessionLabel: "s1"}, nil, "metadata.labels[agents.hyperpool.io/session]"},
 		// Without blockOwnerDeletion, which OwnerReferencesPermissionEnforcement would refuse first.
 		{"create a pod owned by the class", nil, &metav1.OwnerReference{APIVersion: agentsv1alpha1.GroupVersion.String(), Kind: "AgentSandbox",
@@ -191,19 +191,19 @@ func TestPolicyTenantEgressNetworkPolicyMustLeaveSandboxesOut(t *testing.T) {
 				Egress:      []networkingv1.NetworkPolicyEgressRule{{}}},
 		}
 	}
-	leaveOut := metav1.LabelSelectorRequirement{Key: agentsv1alpha1.SandboxLabel, Operator: metav1.LabelSelectorOpDoesNotExist}
+	leaveOut := metav1.LabelSelectorRequirement{Key: agentsv1alpha1.ClassLabel, Operator: metav1.LabelSelectorOpDoesNotExist}
 
 	wantRefused(t, "allow-all egress for every pod", c.Create(ctx, allowAll("allow-all", metav1.LabelSelector{})),
 		"spec.egress", "widen a sandbox's egress", "{key: agents.hyperpool.io/sandbox, operator: DoesNotExist}", "spec.podSelector.matchExpressions")
 	wantRefused(t, "allow-all egress for the class's pods", c.Create(ctx, allowAll("allow-pool",
-		metav1.LabelSelector{MatchLabels: map[string]string{agentsv1alpha1.SandboxLabel: "pool"}})), "spec.egress", "DoesNotExist")
+		metav1.LabelSelector{MatchLabels: map[string]string{agentsv1alpha1.ClassLabel: "pool"}})), "spec.egress", "DoesNotExist")
 	wantRefused(t, "allow-all egress for pods with a label a class template may carry", c.Create(ctx, allowAll("allow-web",
 		metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}})), "spec.egress", "DoesNotExist")
 	implicit := allowAll("allow-implicit", metav1.LabelSelector{})
 	implicit.Spec.PolicyTypes = nil // defaulted to [Ingress, Egress] because of the egress rules
 	wantRefused(t, "allow-all egress with policyTypes left to the default", c.Create(ctx, implicit), "spec.egress", "DoesNotExist")
 	wantRefused(t, "a policy claiming to be the class's", c.Create(ctx, &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool-egress", Labels: map[string]string{agentsv1alpha1.SandboxLabel: "pool"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool-egress", Labels: map[string]string{agentsv1alpha1.ClassLabel: "pool"}},
 		Spec:       networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}},
 	}), "metadata.labels[agents.hyperpool.io/sandbox]", "only the hyperpool manager")
 
@@ -226,7 +226,7 @@ func TestPolicyTenantEgressNetworkPolicyMustLeaveSandboxesOut(t *testing.T) {
 		[]networkingv1.PolicyType{networkingv1.PolicyTypeIngress}, metav1.LabelSelector{})),
 		"spec.ingress", "widen a sandbox's ingress", "DoesNotExist")
 	wantRefused(t, "allow-all ingress with policyTypes left to the default", c.Create(ctx, allowIngress("allow-ingress-implicit",
-		nil, metav1.LabelSelector{MatchLabels: map[string]string{agentsv1alpha1.SandboxLabel: "pool"}})), "spec.ingress", "DoesNotExist")
+		nil, metav1.LabelSelector{MatchLabels: map[string]string{agentsv1alpha1.ClassLabel: "pool"}})), "spec.ingress", "DoesNotExist")
 	// Policies that only narrow, or leave sandboxes out, are the tenant's own business.
 	for _, np := range []*networkingv1.NetworkPolicy{
 		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "deny-egress"},
@@ -462,7 +462,7 @@ func policyTenant(t testing.TB, ns string) client.Client {
 	t.Helper()
 	c := tenant(t, ns, "hyperpool-session-user", "edit")
 	eventually(t, inForceTimeout, func(ctx context.Context) (bool, string) {
-		errPod := c.Create(ctx, plainPod(ns, "probe", map[string]string{agentsv1alpha1.SandboxLabel: "probe"}), client.DryRunAll)
+		errPod := c.Create(ctx, plainPod(ns, "probe", map[string]string{agentsv1alpha1.ClassLabel: "probe"}), client.DryRunAll)
 		errNP := c.Create(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
 			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
 				Egress: []networkingv1.NetworkPolicyEgressRule{{}}}}, client.DryRunAll)

@@ -207,7 +207,7 @@ func TestPolicyTenantCannotDeleteSandboxPodWithLongerGrace(t *testing.T) {
 	wantRefused(t, "a one-year grace on a bound pod", c.Delete(ctx, bound.DeepCopy(), client.GracePeriodSeconds(year)), want...)
 	wantRefused(t, "one second more than the class's on a warm pod", c.Delete(ctx, warm.DeepCopy(), client.GracePeriodSeconds(own+1)), want...)
 	wantRefused(t, "a one-year grace on every sandbox pod", c.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns),
-		client.MatchingLabels{agentsv1alpha1.SandboxLabel: "pool"}, client.GracePeriodSeconds(year)), "gracePeriodSeconds", "only the hyperpool manager")
+		client.MatchingLabels{agentsv1alpha1.ClassLabel: "pool"}, client.GracePeriodSeconds(year)), "gracePeriodSeconds", "only the hyperpool manager")
 	for _, p := range []*corev1.Pod{bound, warm} {
 		if got := getPod(t, ns, p.Name); got.DeletionTimestamp != nil {
 			t.Errorf("pod %s is terminating after the refused deletes (grace %v)", p.Name, ptr.Deref(got.DeletionGracePeriodSeconds, -1))

@@ -276,7 +276,7 @@ func TestTenantPolicyUnderTheClassNameIsTakenOver(t *testing.T) {
 	ingressOnly := &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool-egress"},
 		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: agentsv1alpha1.SandboxLabel, Operator: metav1.LabelSelectorOpDoesNotExist}}},
+			PodSelector: metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: agentsv1alpha1.ClassLabel, Operator: metav1.LabelSelectorOpDoesNotExist}}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		},
 	}
@@ -289,7 +289,7 @@ func TestTenantPolicyUnderTheClassNameIsTakenOver(t *testing.T) {
 			return false, err.Error()
 		}
 		owner := metav1.GetControllerOf(np)
-		selects := np.Spec.PodSelector.MatchLabels[agentsv1alpha1.SandboxLabel] == "pool" && len(np.Spec.PodSelector.MatchExpressions) == 0
+		selects := np.Spec.PodSelector.MatchLabels[agentsv1alpha1.ClassLabel] == "pool" && len(np.Spec.PodSelector.MatchExpressions) == 0
 		return owner != nil && owner.Kind == "AgentSandbox" && owner.Name == "pool" && selects &&
 				len(np.Spec.PolicyTypes) == 2 && np.Spec.PolicyTypes[0] == networkingv1.PolicyTypeIngress &&
 				np.Spec.PolicyTypes[1] == networkingv1.PolicyTypeEgress && len(np.Spec.Egress) == 0 && len(np.Spec.Ingress) == 0,
@@ -348,7 +348,7 @@ func TestReservedTemplateLabelsAreRefused(t *testing.T) {
 	ns := env.CreateNamespace(t)
 	author := classAuthor(t, ns)
 	ctx := context.Background()
-	for _, key := range []string{agentsv1alpha1.SessionLabel, agentsv1alpha1.SandboxLabel, agentsv1alpha1.TemplateHashLabel} {
+	for _, key := range []string{agentsv1alpha1.SessionLabel, agentsv1alpha1.ClassLabel, agentsv1alpha1.TemplateHashLabel} {
 		wantRefused(t, "template label "+key, author.Create(ctx, builders.AgentSandbox(ns, "pool").Replicas(2).TemplateLabel(key, "x").Obj()), "agents.hyperpool.io/")
 		wantRefused(t, "template annotation "+key, author.Create(ctx, builders.AgentSandbox(ns, "pool").Replicas(2).TemplateAnnotation(key, "x").Obj()), "agents.hyperpool.io/")
 	}

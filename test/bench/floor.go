@@ -157,7 +157,7 @@ func (r *run) prepareDesignFloor(ctx context.Context) error {
 		return err
 	}
 	pods := &corev1.PodList{}
-	if err := r.h.Client.List(ctx, pods, client.InNamespace(r.ns), client.MatchingLabels{agentsv1alpha1.SandboxLabel: poolName}); err != nil {
+	if err := r.h.Client.List(ctx, pods, client.InNamespace(r.ns), client.MatchingLabels{agentsv1alpha1.ClassLabel: poolName}); err != nil {
 		return err
 	}
 	var model *corev1.Pod

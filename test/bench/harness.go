@@ -275,7 +275,7 @@ func (t *tracker) observe(obj any, deleted bool) {
 	case *corev1.Pod:
 		p := t.pods[string(o.UID)]
 		if p == nil {
-			p = &podObs{ns: o.Namespace, generateName: o.GenerateName, sandbox: o.Labels[agentsv1alpha1.SandboxLabel]}
+			p = &podObs{ns: o.Namespace, generateName: o.GenerateName, sandbox: o.Labels[agentsv1alpha1.ClassLabel]}
 			t.pods[string(o.UID)] = p
 		}
 		if s := o.Labels[agentsv1alpha1.SessionLabel]; s != "" && !slices.Contains(p.sessions, s) {

@@ -169,7 +169,7 @@ func fullMetadataCacheOptions() cache.Options {
 // bloatPods adds an annotation of n bytes to every sandbox pod of ns, eight at a time.
 func (h *Harness) bloatPods(ctx context.Context, ns string, n int) error {
 	list := &corev1.PodList{}
-	if err := h.Client.List(ctx, list, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}); err != nil {
+	if err := h.Client.List(ctx, list, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.ClassLabel}); err != nil {
 		return err
 	}
 	patch := client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, bloatAnnotation, strings.Repeat("x", n))))
@@ -200,7 +200,7 @@ func (h *Harness) bloatPods(ctx context.Context, ns string, n int) error {
 // the API server has it now (same resourceVersion).
 func (h *Harness) waitWatchedPods(ctx context.Context, ns string, want int) error {
 	live := &corev1.PodList{}
-	if err := h.Client.List(ctx, live, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}); err != nil {
+	if err := h.Client.List(ctx, live, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.ClassLabel}); err != nil {
 		return err
 	}
 	if len(live.Items) < want {

@@ -7,7 +7,7 @@
 //	sb := builders.AgentSandbox(ns, "pool").Replicas(2).ImageBuild(20348).Obj()
 //	s := builders.AgentSession(ns, "s1", "pool").MaxLifetime(time.Minute).Obj()
 //	q := builders.AgentQuota(ns, "quota").Sessions(3).Obj()
-//	p := builders.Pod(ns, "pool-abcde").Label(agentsv1alpha1.SandboxLabel, "pool").Ready().Obj()
+//	p := builders.Pod(ns, "pool-abcde").Label(agentsv1alpha1.ClassLabel, "pool").Ready().Obj()
 //
 // Obj returns a deep copy, so a builder can be kept and built from again. Setters change
 // the builder and return it; none of them validates, so a test can build the invalid

@@ -41,7 +41,7 @@ func Pod(ns, name string) *PodWrapper {
 // Obj returns a copy of the pod built so far.
 func (w *PodWrapper) Obj() *corev1.Pod { return w.DeepCopy() }
 
-// Label adds a label (for one, agentsv1alpha1.SandboxLabel or SessionLabel).
+// Label adds a label (for one, agentsv1alpha1.ClassLabel or SessionLabel).
 func (w *PodWrapper) Label(key, value string) *PodWrapper {
 	if w.ObjectMeta.Labels == nil {
 		w.ObjectMeta.Labels = map[string]string{}

@@ -53,7 +53,7 @@ func checkPoolBook(book *poolbook.Book, cache client.Reader) func(t testing.TB, 
 		t.Helper()
 		testbed.Eventually(t, testbed.WaitTimeout, func(ctx context.Context) (bool, string) {
 			pods := &corev1.PodList{}
-			if err := cache.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}); err != nil {
+			if err := cache.List(ctx, pods, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.ClassLabel}); err != nil {
 				return false, err.Error()
 			}
 			diffs := book.DiffNamespace(ns, pods.Items)

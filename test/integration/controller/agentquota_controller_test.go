@@ -422,7 +422,7 @@ func TestLoweringWarmSandboxesTrimsEachPoolByItsShare(t *testing.T) {
 	wg.Go(func() {
 		for ctx.Err() == nil {
 			list := &corev1.PodList{}
-			if err := k8s.List(ctx, list, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.SandboxLabel}); err == nil {
+			if err := k8s.List(ctx, list, client.InNamespace(ns), client.HasLabels{agentsv1alpha1.ClassLabel}); err == nil {
 				n := 0
 				for _, p := range list.Items {
 					if p.Labels[agentsv1alpha1.SessionLabel] == "" && p.DeletionTimestamp.IsZero() {

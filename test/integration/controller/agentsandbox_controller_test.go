@@ -396,7 +396,7 @@ func TestEgressPolicyFollowsTheClass(t *testing.T) {
 	}
 	waitPolicy("deny all egress", func() bool {
 		return np.UID != "" && len(np.Spec.Egress) == 0 && slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) &&
-			np.Spec.PodSelector.MatchLabels[agentsv1alpha1.SandboxLabel] == "pool"
+			np.Spec.PodSelector.MatchLabels[agentsv1alpha1.ClassLabel] == "pool"
 	})
 
 	patchEgress := func(egress string) {

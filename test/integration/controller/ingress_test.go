@@ -57,7 +57,7 @@ func TestIngressPolicyFollowsTheClass(t *testing.T) {
 
 	waitPolicy("the default None: policyTypes Ingress and no ingress rule, beside egress Internet", func() bool {
 		return nothingIn() && hasType(networkingv1.PolicyTypeEgress) && len(np.Spec.Egress) > 0 &&
-			np.Spec.PodSelector.MatchLabels[agentsv1alpha1.SandboxLabel] == "pool"
+			np.Spec.PodSelector.MatchLabels[agentsv1alpha1.ClassLabel] == "pool"
 	})
 
 	patchClass(`{"spec":{"ingress":"SameNamespace"}}`)

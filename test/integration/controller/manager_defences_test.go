@@ -100,8 +100,8 @@ func TestForeignControllerDoesNotKeepASandboxPod(t *testing.T) {
 		name   string
 		labels map[string]string
 	}{
-		{"pod-of-a-deleted-session", map[string]string{agentsv1alpha1.SandboxLabel: "pool", agentsv1alpha1.SessionLabel: "gone"}},
-		{"warm-pod-of-the-class", map[string]string{agentsv1alpha1.SandboxLabel: "pool"}},
+		{"pod-of-a-deleted-session", map[string]string{agentsv1alpha1.ClassLabel: "pool", agentsv1alpha1.SessionLabel: "gone"}},
+		{"warm-pod-of-the-class", map[string]string{agentsv1alpha1.ClassLabel: "pool"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := builders.Pod(ns, tc.name).Labels(tc.labels).Windows().Container("sandbox", "servercore").Obj()

@@ -112,7 +112,7 @@ func waitPoolReady(t testing.TB, ns, name string, want int32, timeout time.Durat
 func warmPods(t testing.TB, ns, sandbox string) []corev1.Pod {
 	t.Helper()
 	list := &corev1.PodList{}
-	if err := k8s.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{agentsv1alpha1.SandboxLabel: sandbox}); err != nil {
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{agentsv1alpha1.ClassLabel: sandbox}); err != nil {
 		t.Fatalf("listing pods: %v", err)
 	}
 	var out []corev1.Pod
