@@ -79,9 +79,6 @@ type Pod struct {
 // pod of the class whose UID its controller names, a stray of any other.
 func (p *Pod) Warm() bool { return p.Session == "" && !p.Deleting }
 
-// Bound reports whether the pod holds a session and is not being deleted.
-func (p *Pod) Bound() bool { return p.Session != "" && !p.Deleting }
-
 // PodOf reads what the book keeps from a pod.
 func PodOf(pod *corev1.Pod) *Pod {
 	p := &Pod{Key: types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name},
