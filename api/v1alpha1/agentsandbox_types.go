@@ -62,10 +62,24 @@ const (
 	OnReplenishUpdateStrategy UpdateStrategyType = "OnReplenish"
 )
 
+// PlacementSpec narrows where a class's pods run.
+type PlacementSpec struct {
+	// requireVerifiedRuntime sends the class's pods only to nodes whose hyperpool node agent
+	// verified the RuntimeClass's containerd handler: registered, Hyper-V isolated, and
+	// passing the VM sizing annotations (the Node label
+	// runtime.agents.hyperpool.io/<handler>=verified). Needs the node agent on the Windows
+	// nodes (the chart's nodeAgent.enabled); without one, the pods stay Pending and the
+	// condition RuntimeReady says NoVerifiedNode. Only with isolation HyperV.
+	// +kubebuilder:default=false
+	// +optional
+	RequireVerifiedRuntime bool `json:"requireVerifiedRuntime,omitempty"`
+}
+
 // AgentSandboxSpec is a sandbox class: the Windows pod, its Hyper-V VM, its limits, and the
 // size of its warm pool.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.vm) || self.isolation == 'HyperV'",message="spec.vm sizes the Hyper-V utility VM and has no effect with spec.isolation: Process; remove spec.vm or set spec.isolation: HyperV"
+// +kubebuilder:validation:XValidation:rule="!has(self.placement) || !has(self.placement.requireVerifiedRuntime) || !self.placement.requireVerifiedRuntime || self.isolation == 'HyperV'",message="spec.placement.requireVerifiedRuntime checks the Hyper-V runtime handler and has no effect with spec.isolation: Process; remove it or set spec.isolation: HyperV"
 type AgentSandboxSpec struct {
 	// replicas is the number of warm sandboxes to keep: Ready pods that no session holds
 	// yet. Sessions take them at once; the pool refills behind them. 0 turns the pool off
@@ -138,6 +152,11 @@ type AgentSandboxSpec struct {
 	// sum of the containers' memory limits plus 256 MB, rounded up to 512 MB.
 	// +optional
 	VM *VMSpec `json:"vm,omitempty"`
+
+	// placement narrows the nodes the sandbox pods may run on, beyond the RuntimeClass's
+	// scheduling and the Windows build.
+	// +optional
+	Placement PlacementSpec `json:"placement,omitempty"`
 
 	// lifetime holds the caps every session of this class lives under. A session may ask
 	// for less, never for more.

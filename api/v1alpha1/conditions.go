@@ -43,6 +43,27 @@ const (
 	// because the node's containerd runtime handler does not pass pod annotations to the
 	// shim. The message names the nodes and sizes and the fix; a Warning Event says so too.
 	ReasonVMSizeNotApplied = "VMSizeNotApplied"
+
+	// SandboxRuntimeReady says whether the containerd runtime handler of a HyperV class's
+	// RuntimeClass runs Hyper-V sandboxes at the size asked on the nodes whose node agent
+	// checked it (the agents.hyperpool.io/runtime-handlers Node annotation). Absent while no
+	// node agent reports on the handler and the class does not require verified nodes.
+	SandboxRuntimeReady = "RuntimeReady"
+	// ReasonRuntimeVerified: every node that checked the handler found it registered, Hyper-V
+	// isolated and passing the VM sizing annotations.
+	ReasonRuntimeVerified = "RuntimeVerified"
+	// ReasonHandlerMissing: containerd on some nodes has no such handler (or has it under a
+	// plugin name its configuration version ignores); pods cannot start there.
+	ReasonHandlerMissing = "HandlerMissing"
+	// ReasonNotHyperV: the handler on some nodes is not runhcs with SandboxIsolation = 1,
+	// so its pods would run without a utility VM.
+	ReasonNotHyperV = "NotHyperV"
+	// ReasonAnnotationsDropped: the handler on some nodes does not pass hcsshim's
+	// io.microsoft.virtualmachine.* annotations (pod_annotations), so VMs get 1024 MB.
+	ReasonAnnotationsDropped = "AnnotationsDropped"
+	// ReasonNoVerifiedNode: spec.placement.requireVerifiedRuntime is set and no node agent
+	// has verified the handler, so the class's pods have nowhere to go.
+	ReasonNoVerifiedNode = "NoVerifiedNode"
 )
 
 // AgentSandbox conditions of a pool with spec.autoscaling (absent without it).
