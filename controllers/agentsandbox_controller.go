@@ -64,15 +64,19 @@ type AgentSandboxReconciler struct {
 	// lastStatusWrite is when each pool's status was last written (see poolCountsInterval).
 	lastStatusWrite sync.Map // types.NamespacedName -> time.Time
 	// vmSizes is what the node agents measured of each class's VMs (VMSizeApplied).
-	vmSizes  *vmSizeReports
-	recorder recorder.EventRecorder
+	vmSizes *vmSizeReports
+	// runtimes is what the node agents found out about the runtime handlers (RuntimeReady).
+	runtimes *runtimeReports
+	// runtimeAnnounced is the RuntimeReady reason each class last had a Warning Event for.
+	runtimeAnnounced sync.Map // types.NamespacedName -> string
+	recorder         recorder.EventRecorder
 }
 
 func newAgentSandboxReconciler(d reconcilerDeps, shared *sharedState) *AgentSandboxReconciler {
 	return &AgentSandboxReconciler{Client: d.client, apiReader: d.apiReader,
 		config: d.config, clock: d.clock, quota: shared.quota, takes: shared.takes, demand: shared.demand, book: shared.book, factory: shared.factory, builds: shared.builds,
 		expectations: expectations.NewPods(d.clock), notReadyStreak: map[types.NamespacedName]int{},
-		vmSizes: newVMSizeReports(), recorder: d.recorder(SandboxEventSource)}
+		vmSizes: newVMSizeReports(), runtimes: newRuntimeReports(), recorder: d.recorder(SandboxEventSource)}
 }
 
 // +kubebuilder:rbac:groups=agents.hyperpool.io,resources=agentsandboxes,verbs=get;list;watch

@@ -118,6 +118,7 @@ func (r *AgentSandboxReconciler) forget(key types.NamespacedName) {
 	delete(r.notReadyStreak, key)
 	r.streakMu.Unlock()
 	r.lastStatusWrite.Delete(key)
+	r.runtimeAnnounced.Delete(key)
 	r.takes.forget(key)
 	r.forgetPoolMeasures(key)
 	forgetSandboxSeries(key)

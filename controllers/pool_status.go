@@ -37,6 +37,10 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	setAutoscalingStatus(status, st)
 	idleVMMemory.set(client.ObjectKeyFromObject(sb), float64(counts.warmMemory))
 	announceVMSize := r.setVMSizeCondition(sb, status)
+	announceRuntime, err := r.setRuntimeReadyCondition(ctx, sb, status)
+	if err != nil {
+		return err
+	}
 
 	if sameStatus(&sb.Status, status) {
 		return nil
@@ -57,6 +61,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	}
 	r.lastStatusWrite.Store(key, r.clock.Now())
 	announceVMSize()
+	announceRuntime()
 	return nil
 }
 

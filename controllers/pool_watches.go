@@ -38,6 +38,8 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(windowsBuildChanged())).
 		// The node agents' measurements of the classes' VM sizes.
 		WatchesMetadata(&corev1.Node{}, r.vmSizes.nodeHandler()).
+		// The node agents' reports on containerd's runtime handlers.
+		WatchesMetadata(&corev1.Node{}, r.runtimes.nodeHandler(func(ctx context.Context) []reconcile.Request { return r.sandboxes(ctx) })).
 		// A quota raised or lowered lets pools grow or trims them.
 		Watches(&agentsv1alpha1.AgentQuota{}, handler.EnqueueRequestsFromMapFunc(r.sandboxesInNamespace)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.config.SandboxWorkers}).

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/runtimereport"
 	"github.com/hyperpool/hyperpool/internal/uvm"
 	"github.com/hyperpool/hyperpool/internal/windows"
 )
@@ -48,6 +49,9 @@ type podRecipe struct {
 	templateHash string
 	runtimeClass string
 	hostBuilds   []string // node.kubernetes.io/windows-build values the pods may run on
+	// verifiedHandler, when set, is the runtime handler whose node agent label a node must
+	// carry (spec.placement.requireVerifiedRuntime).
+	verifiedHandler string
 }
 
 // podFactory resolves what a class's pods need from the cluster (the RuntimeClass, the
@@ -85,7 +89,11 @@ func (f *podFactory) recipe(ctx context.Context, sb *agentsv1alpha1.AgentSandbox
 	if !slices.ContainsFunc(nodeBuilds, func(b uint16) bool { return windows.CanRun(isolationOf(sb), image, b) }) {
 		return nil, &blocker{Reason: agentsv1alpha1.ReasonNoCompatibleNodes, Message: noCompatibleNodesMessage(sb, nodeBuilds)}, nil
 	}
-	return &podRecipe{sandbox: sb, templateHash: templateHash(sb), runtimeClass: rc, hostBuilds: runnable}, nil, nil
+	recipe := &podRecipe{sandbox: sb, templateHash: templateHash(sb), runtimeClass: rc, hostBuilds: runnable}
+	if sb.Spec.Placement.RequireVerifiedRuntime && isolationOf(sb) == agentsv1alpha1.IsolationHyperV {
+		recipe.verifiedHandler = runtimeClass.Handler
+	}
+	return recipe, nil, nil
 }
 
 // isolationMismatch ties the RuntimeClass to spec.isolation. A Hyper-V handler under a
@@ -194,15 +202,21 @@ func isolationOf(sb *agentsv1alpha1.AgentSandbox) agentsv1alpha1.IsolationMode {
 
 // templateHash hashes the parts of a class that shape its pods, so warm pods of an older
 // template can be told apart. Pool size, lifetimes and egress are not part of it: changing
-// them replaces no pod.
+// them replaces no pod. Placement is, but only when set, so that classes stored before it
+// existed keep their hash (and their warm pods) across a manager upgrade.
 func templateHash(sb *agentsv1alpha1.AgentSandbox) string {
+	var placement *agentsv1alpha1.PlacementSpec
+	if sb.Spec.Placement != (agentsv1alpha1.PlacementSpec{}) {
+		placement = &sb.Spec.Placement
+	}
 	shape := struct {
 		Template         corev1.PodTemplateSpec
 		Isolation        agentsv1alpha1.IsolationMode
 		RuntimeClassName *string
 		Windows          agentsv1alpha1.WindowsSpec
 		VM               *agentsv1alpha1.VMSpec
-	}{sb.Spec.Template, isolationOf(sb), sb.Spec.RuntimeClassName, sb.Spec.Windows, sb.Spec.VM}
+		Placement        *agentsv1alpha1.PlacementSpec `json:",omitempty"`
+	}{sb.Spec.Template, isolationOf(sb), sb.Spec.RuntimeClassName, sb.Spec.Windows, sb.Spec.VM, placement}
 	data, _ := json.Marshal(shape) // plain structs: cannot fail
 	h := fnv.New32a()
 	_, _ = h.Write(data)
@@ -239,7 +253,7 @@ func (r *podRecipe) build() *corev1.Pod {
 	// The grace the class gives its pods, capped for a class stored before the CRD capped
 	// it: the manager's own deletes use it, and holdGracePeriods holds others' to it.
 	pod.Spec.TerminationGracePeriodSeconds = ptr.To(sb.Spec.EffectiveTerminationGracePeriodSeconds())
-	placeOnWindows(&pod.Spec, r.hostBuilds)
+	placeOnWindows(&pod.Spec, r.hostBuilds, r.verifiedHandler)
 	applySafeDefaults(&pod.Spec)
 	pod.Annotations[specDigestAnnotation] = specDigest(&pod.Spec) // the bind's tamper check
 	return pod
@@ -256,8 +270,9 @@ func withoutReservedKeys(m map[string]string) map[string]string {
 	return out
 }
 
-// placeOnWindows confines the pod to Windows nodes whose build can run the image.
-func placeOnWindows(spec *corev1.PodSpec, hostBuilds []string) {
+// placeOnWindows confines the pod to Windows nodes whose build can run the image and, when
+// verifiedHandler is set, whose node agent verified that runtime handler.
+func placeOnWindows(spec *corev1.PodSpec, hostBuilds []string, verifiedHandler string) {
 	if spec.NodeSelector == nil {
 		spec.NodeSelector = map[string]string{}
 	}
@@ -266,7 +281,11 @@ func placeOnWindows(spec *corev1.PodSpec, hostBuilds []string) {
 		spec.Tolerations = append(spec.Tolerations, windowsToleration)
 	}
 
-	buildReq := corev1.NodeSelectorRequirement{Key: windows.BuildLabel, Operator: corev1.NodeSelectorOpIn, Values: hostBuilds}
+	reqs := []corev1.NodeSelectorRequirement{{Key: windows.BuildLabel, Operator: corev1.NodeSelectorOpIn, Values: hostBuilds}}
+	if verifiedHandler != "" {
+		reqs = append(reqs, corev1.NodeSelectorRequirement{Key: runtimereport.LabelKey(verifiedHandler),
+			Operator: corev1.NodeSelectorOpIn, Values: []string{runtimereport.LabelValue}})
+	}
 	if spec.Affinity == nil {
 		spec.Affinity = &corev1.Affinity{}
 	}
@@ -281,9 +300,9 @@ func placeOnWindows(spec *corev1.PodSpec, hostBuilds []string) {
 	if len(*terms) == 0 {
 		*terms = []corev1.NodeSelectorTerm{{}}
 	}
-	// Terms are ORed: the build requirement must hold in each of them.
+	// Terms are ORed: the requirements must hold in each of them.
 	for i := range *terms {
-		(*terms)[i].MatchExpressions = append((*terms)[i].MatchExpressions, buildReq)
+		(*terms)[i].MatchExpressions = append((*terms)[i].MatchExpressions, reqs...)
 	}
 }
 

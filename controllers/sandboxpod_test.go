@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -154,6 +158,31 @@ func TestTemplateHashIgnoresPoolSizeAndLifetimes(t *testing.T) {
 	sb.Spec.Template.Spec.Containers[0].Image = "b"
 	if templateHash(sb) == h {
 		t.Error("a new image did not change the template hash")
+	}
+}
+
+// A class without spec.placement keeps the hash it had before the field existed, so a
+// manager upgrade replaces no warm pod; requiring verified nodes changes it, so the pool's
+// pods get the new node affinity.
+func TestTemplateHashOfPlacement(t *testing.T) {
+	sb := builders.AgentSandbox("ns", "pool").Container(corev1.Container{Name: "c", Image: "a"}).Obj()
+	before := struct { // the hashed shape before spec.placement
+		Template         corev1.PodTemplateSpec
+		Isolation        agentsv1alpha1.IsolationMode
+		RuntimeClassName *string
+		Windows          agentsv1alpha1.WindowsSpec
+		VM               *agentsv1alpha1.VMSpec
+	}{sb.Spec.Template, isolationOf(sb), sb.Spec.RuntimeClassName, sb.Spec.Windows, sb.Spec.VM}
+	data, _ := json.Marshal(before)
+	h := fnv.New32a()
+	_, _ = h.Write(data)
+	if got, want := templateHash(sb), rand.SafeEncodeString(fmt.Sprint(h.Sum32())); got != want {
+		t.Errorf("template hash without placement = %s, want the old %s", got, want)
+	}
+	unplaced := templateHash(sb)
+	sb.Spec.Placement.RequireVerifiedRuntime = true
+	if templateHash(sb) == unplaced {
+		t.Error("requireVerifiedRuntime did not change the template hash")
 	}
 }
 

@@ -303,6 +303,8 @@ spec:
 		{"sandbox/vm with Process isolation", baseSandbox, `spec: {isolation: Process, vm: {memoryMB: 2048}}`,
 			[]string{"spec", "spec.vm sizes the Hyper-V utility VM and has no effect with spec.isolation: Process",
 				"remove spec.vm or set spec.isolation: HyperV"}},
+		{"sandbox/requireVerifiedRuntime with Process isolation", baseSandbox, `spec: {isolation: Process, placement: {requireVerifiedRuntime: true}}`,
+			[]string{"spec", "spec.placement.requireVerifiedRuntime checks the Hyper-V runtime handler", "remove it or set spec.isolation: HyperV"}},
 		{"sandbox/vm memoryMB odd", baseSandbox, `spec: {vm: {memoryMB: 2049}}`,
 			[]string{"spec.vm.memoryMB", "spec.vm.memoryMB must be a multiple of 2 MB", "e.g. 2048"}},
 		{"sandbox/vm memoryMB below minimum", baseSandbox, `spec: {vm: {memoryMB: 128}}`,

@@ -72,6 +72,12 @@ func (w *AgentSandboxWrapper) RuntimeClass(name string) *AgentSandboxWrapper {
 	return w
 }
 
+// RequireVerifiedRuntime sets spec.placement.requireVerifiedRuntime.
+func (w *AgentSandboxWrapper) RequireVerifiedRuntime() *AgentSandboxWrapper {
+	w.Spec.Placement.RequireVerifiedRuntime = true
+	return w
+}
+
 // Egress sets spec.egress: None, Internet or Unrestricted.
 func (w *AgentSandboxWrapper) Egress(policy agentsv1alpha1.EgressPolicy) *AgentSandboxWrapper {
 	w.Spec.Egress = policy

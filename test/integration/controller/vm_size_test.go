@@ -12,7 +12,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -138,21 +137,7 @@ func waitVMSizeCondition(t *testing.T, ns, name, reason, text string) *metav1.Co
 
 // vmSizeWarnings counts the VMSizeNotApplied Warnings about a class, repeats included.
 func vmSizeWarnings(ctx context.Context, ns, class string) (int, error) {
-	events := &eventsv1.EventList{}
-	if err := k8s.List(ctx, events, client.InNamespace(ns)); err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, e := range events.Items {
-		if e.Type != corev1.EventTypeWarning || e.Reason != agentsv1alpha1.ReasonVMSizeNotApplied || e.Regarding.Name != class {
-			continue
-		}
-		n++
-		if e.Series != nil && e.Series.Count > 1 {
-			n += int(e.Series.Count) - 1
-		}
-	}
-	return n, nil
+	return classWarnings(ctx, ns, class, agentsv1alpha1.ReasonVMSizeNotApplied)
 }
 
 // removeAgentAnnotations takes what a test's node agent wrote off a shared node.
