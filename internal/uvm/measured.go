@@ -16,11 +16,9 @@ import (
 // (the AgentSandbox condition VMSizeApplied). Its value is FormatSizeReports' JSON.
 const SizesAnnotation = "agents.hyperpool.io/uvm-sizes"
 
-// SizeToleranceMiB is how far a measured VM size may be from the requested one and still
-// count as applied. hcsshim aligns the requested size up to an even number of MB
-// (internal/vm/vmutils NormalizeMemorySize: "(requested + 1) &^ 1"), so an odd request
-// comes back 1 MiB larger; the other MiB covers rounding the 4 KiB pages HCS reports.
-const SizeToleranceMiB = 2
+// NormalizedMiB is the size hcsshim gives a VM that asks for requestedMiB: aligned up to an
+// even number of MB (internal/vm/vmutils NormalizeMemorySize: "(requested + 1) &^ 1").
+func NormalizedMiB(requestedMiB int64) int64 { return (requestedMiB + 1) &^ 1 }
 
 // maxSizeReports bounds the annotation: a node runs far fewer classes than this, and a
 // Node object must stay small (every kubelet heartbeat rewrites it).
@@ -41,13 +39,16 @@ type SizeReport struct {
 	VMs int `json:"vms"`
 }
 
-// Applied reports whether the VMs got the requested size, within SizeToleranceMiB.
+// Applied reports whether the VMs got the requested size (SizeApplied).
 func (r SizeReport) Applied() bool { return SizeApplied(r.RequestedMiB, r.AssignedMiB) }
 
-// SizeApplied reports whether a VM of assignedMiB got the requestedMiB its pod asked for.
+// SizeApplied reports whether a VM of assignedMiB got the requestedMiB its pod asked for:
+// exactly the size hcsshim configures for it (NormalizedMiB). HCS's AssignedMemory, in 4 KiB
+// pages, is what hcsshim's own tests compare with the configured size, also for a VM backed
+// by virtual memory (AllowOvercommit, the default), so no tolerance is needed; that memory
+// is the VM's size, not what it costs the host (the vmmem process's working set).
 func SizeApplied(requestedMiB, assignedMiB int64) bool {
-	d := assignedMiB - requestedMiB
-	return -SizeToleranceMiB <= d && d <= SizeToleranceMiB
+	return assignedMiB == NormalizedMiB(requestedMiB)
 }
 
 // AssignedMiB turns HCS's assigned bytes into whole MiB, rounded to nearest.

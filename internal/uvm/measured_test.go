@@ -13,10 +13,11 @@ func TestSizeApplied(t *testing.T) {
 		want                bool
 	}{
 		{1536, 1536, true},
-		{1537, 1538, true}, // hcsshim aligns an odd size up to 2 MB
-		{1536, 1538, true},
-		{1536, 1534, true},
-		{1536, 1539, false},
+		{1537, 1538, true},  // hcsshim aligns an odd size up to 2 MB
+		{1537, 1537, false}, // not what hcsshim configures
+		{1536, 1538, false},
+		{1536, 1534, false},
+		{1536, 1535, false},
 		{1536, 1024, false}, // hcsshim's default: the annotation did not reach the shim
 		{4096, 1024, false},
 	} {
