@@ -23,7 +23,8 @@ func sizedVM(sb string, assignedMiB uint64) UtilityVM {
 
 // The VM of each live pod is compared with the size its pod asked for: a VM at hcsshim's
 // default 1024 MB where 1536 was asked is reported in the summary, the metric and the sizes
-// annotation; hcsshim's 2 MB alignment is within tolerance.
+// annotation; an odd request counts as hcsshim aligns it, up to an even MB, and any other
+// size is a mismatch.
 func TestVMSizeCheck(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -42,9 +43,9 @@ func TestVMSizeCheck(t *testing.T) {
 		{name: "odd request aligned up to 2 MB by hcsshim: applied", assignedMiB: 1538, live: true,
 			meta:        PodMeta{Namespace: "team-a", Name: "p", Sandbox: "win2022", RequestedMiB: 1537},
 			wantReports: []uvm.SizeReport{{Namespace: "team-a", Sandbox: "win2022", RequestedMiB: 1537, AssignedMiB: 1538, VMs: 1}}},
-		{name: "2 MiB off: within tolerance", assignedMiB: 1534, live: true,
+		{name: "2 MiB under: not applied", assignedMiB: 1534, live: true,
 			meta:        PodMeta{Namespace: "team-a", Name: "p", Sandbox: "win2022", RequestedMiB: 1536},
-			wantReports: []uvm.SizeReport{{Namespace: "team-a", Sandbox: "win2022", RequestedMiB: 1536, AssignedMiB: 1534, VMs: 1}}},
+			wantReports: []uvm.SizeReport{{Namespace: "team-a", Sandbox: "win2022", RequestedMiB: 1536, AssignedMiB: 1534, VMs: 1}}, mismatches: 1},
 		{name: "3 MiB off: not applied", assignedMiB: 1539, live: true,
 			meta:        PodMeta{Namespace: "team-a", Name: "p", Sandbox: "win2022", RequestedMiB: 1536},
 			wantReports: []uvm.SizeReport{{Namespace: "team-a", Sandbox: "win2022", RequestedMiB: 1536, AssignedMiB: 1539, VMs: 1}}, mismatches: 1},
