@@ -71,20 +71,38 @@ func run(ctx context.Context, opts *options) error {
 	}
 	defer conn.Close()
 
+	node := nodeagent.KubeNode{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("hyperpool-node-agent"), NodeName: opts.agent.NodeName, NodeUID: nodeUID}
+	metrics := nodeagent.NewMetrics(ctrlmetrics.Registry)
 	agent := &nodeagent.Agent{
 		Config:   opts.agent,
 		Host:     &nodeagent.HCSHost{},
 		Resolver: nodeagent.CRIResolver{Client: cri},
 		Pods:     nodeagent.APIPodLister{Reader: mgr.GetAPIReader(), NodeName: opts.agent.NodeName},
-		Node: nodeagent.KubeNode{Reader: mgr.GetAPIReader(), Client: mgr.GetClient(),
-			Recorder: mgr.GetEventRecorder("hyperpool-node-agent"), NodeName: opts.agent.NodeName, NodeUID: nodeUID},
-		Metrics: nodeagent.NewMetrics(ctrlmetrics.Registry),
-		Log:     log,
+		Node:     node,
+		Metrics:  metrics,
+		Log:      log,
 	}
 	if err := mgr.Add(manager.Runnable(agent)); err != nil {
 		return err
 	}
+	// The runtime check runs beside the inventory, on its own interval and state: a node
+	// whose HCS fails still has its runtime checked. KubeNode and the metrics are safe for
+	// both.
+	runtimeCheck := &nodeagent.RuntimeCheck{
+		NodeName: opts.agent.NodeName,
+		Interval: opts.runtimeCheckInterval,
+		Config:   nodeagent.ContainerdConfig{Path: opts.containerdPath, ConfigPath: opts.containerdConfig},
+		Classes:  nodeagent.APIRuntimeClassLister{Reader: mgr.GetAPIReader()},
+		Node:     node,
+		Metrics:  metrics,
+		Log:      log.WithName("runtime"),
+	}
+	if err := mgr.Add(manager.Runnable(runtimeCheck)); err != nil {
+		return err
+	}
 	log.Info("starting", "node", opts.agent.NodeName, "reap", opts.agent.Reap, "gracePeriod", opts.agent.GracePeriod,
-		"interval", opts.agent.Interval, "criEndpoint", opts.criEndpoint, "metrics", opts.metricsAddr)
+		"interval", opts.agent.Interval, "criEndpoint", opts.criEndpoint, "metrics", opts.metricsAddr,
+		"runtimeCheckInterval", opts.runtimeCheckInterval, "containerd", opts.containerdPath, "containerdConfig", opts.containerdConfig)
 	return mgr.Start(ctx)
 }

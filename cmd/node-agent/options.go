@@ -2,7 +2,9 @@
 // value nodeAgent.enabled). It takes inventory of the node's Hyper-V utility VMs through the
 // Host Compute Service, exports it as Prometheus metrics and as the Node annotation
 // agents.hyperpool.io/uvm-summary, and reports (or, with --reap, terminates) utility VMs
-// that outlived their pod. See docs/node-agent.md.
+// that outlived their pod. It also checks that containerd's runtime handlers run Hyper-V
+// sandboxes (agents.hyperpool.io/runtime-handlers, labels runtime.agents.hyperpool.io/*).
+// See docs/node-agent.md.
 //
 // Built for another OS it only says that it runs on Windows nodes and exits with code 2.
 package main
@@ -28,7 +30,11 @@ type options struct {
 	criEndpoint string
 	// leakTaintThreshold is --leak-taint-threshold as given; validate sets agent.LeakTaintThreshold.
 	leakTaintThreshold string
-	zap                zap.Options
+	// The runtime check (docs/node-agent.md, "Does containerd run Hyper-V sandboxes?").
+	runtimeCheckInterval time.Duration
+	containerdPath       string
+	containerdConfig     string
+	zap                  zap.Options
 	// version: print the stamped version and exit, before any flag is validated.
 	version bool
 }
@@ -45,6 +51,9 @@ func bindFlags(fs *flag.FlagSet) *options {
 	fs.StringVar(&o.agent.LeakTaintKey, "leak-taint-key", nodeagent.DefaultLeakTaintKey, "Key of the PreferNoSchedule taint kept on the node while leaked utility VMs hold at least --leak-taint-threshold of memory.")
 	fs.StringVar(&o.leakTaintThreshold, "leak-taint-threshold", "0", "Leaked utility VM memory (a quantity, e.g. 4Gi) from which the node is tainted; 0 (the default) never taints.")
 	fs.StringVar(&o.criEndpoint, "cri-endpoint", nodeagent.DefaultCRIEndpoint, "CRI endpoint of the container runtime, used to tie pod sandboxes to pods.")
+	fs.DurationVar(&o.runtimeCheckInterval, "runtime-check-interval", nodeagent.DefaultRuntimeCheckInterval, "How often to check containerd's runtime handlers (registered, Hyper-V, passing hcsshim's sizing annotations) and label the node for the ready ones.")
+	fs.StringVar(&o.containerdPath, "containerd-path", nodeagent.DefaultContainerdPath, "containerd's executable, run as `containerd config dump` to read its effective configuration.")
+	fs.StringVar(&o.containerdConfig, "containerd-config", "", "containerd's configuration file, passed to it as --config; empty: containerd's default.")
 	fs.BoolVar(&o.version, "version", false, "Print the version and the source revision, then exit.")
 	o.zap.BindFlags(fs)
 	return o
@@ -61,6 +70,12 @@ func (o *options) validate() error {
 	}
 	if o.agent.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("--interval must be positive, not %s", o.agent.Interval))
+	}
+	if o.runtimeCheckInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--runtime-check-interval must be at least 1s, not %s", o.runtimeCheckInterval))
+	}
+	if strings.TrimSpace(o.containerdPath) == "" {
+		errs = append(errs, errors.New("--containerd-path is required: the runtime check runs `containerd config dump`"))
 	}
 	if _, err := nodeagent.PipePath(o.criEndpoint); err != nil {
 		errs = append(errs, err)

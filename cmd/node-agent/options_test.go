@@ -29,6 +29,9 @@ func TestDefaults(t *testing.T) {
 		o.agent.LeakTaintThreshold != 0 || o.agent.LeakTaintKey != "agents.hyperpool.io/leaked-vm-memory" {
 		t.Errorf("defaults = %+v metrics %q cri %q", o.agent, o.metricsAddr, o.criEndpoint)
 	}
+	if o.runtimeCheckInterval != 5*time.Minute || o.containerdPath != `C:\Program Files\containerd\containerd.exe` || o.containerdConfig != "" {
+		t.Errorf("runtime check defaults: interval %s, containerd %q, config %q", o.runtimeCheckInterval, o.containerdPath, o.containerdConfig)
+	}
 }
 
 // The chart passes exactly these.
@@ -49,6 +52,13 @@ func TestChartFlags(t *testing.T) {
 	if err != nil || o.agent.LeakTaintKey != "example.com/leaked" || o.agent.LeakTaintThreshold != 4<<30 {
 		t.Errorf("leak taint flags: %+v, %v", o, err)
 	}
+	// The runtime check's values.
+	o, err = parse(t, "--node-name=n", "--runtime-check-interval=10m", `--containerd-path=D:\containerd\bin\containerd.exe`,
+		`--containerd-config=D:\containerd\config.toml`)
+	if err != nil || o.runtimeCheckInterval != 10*time.Minute || o.containerdPath != `D:\containerd\bin\containerd.exe` ||
+		o.containerdConfig != `D:\containerd\config.toml` {
+		t.Errorf("runtime check flags: %+v, %v", o, err)
+	}
 }
 
 func TestInvalid(t *testing.T) {
@@ -63,6 +73,9 @@ func TestInvalid(t *testing.T) {
 		{[]string{"--node-name=n", "--leak-taint-threshold=lots"}, `--leak-taint-threshold "lots" is not a memory size`},
 		{[]string{"--node-name=n", "--leak-taint-threshold=-1Gi"}, "--leak-taint-threshold"},
 		{[]string{"--node-name=n", "--leak-taint-threshold=1Gi", "--leak-taint-key=not a key"}, `--leak-taint-key "not a key" is not a taint key`},
+		{[]string{"--node-name=n", "--runtime-check-interval=0s"}, "--runtime-check-interval must be at least 1s"},
+		{[]string{"--node-name=n", "--runtime-check-interval=-5m"}, "--runtime-check-interval"},
+		{[]string{"--node-name=n", "--containerd-path="}, "--containerd-path is required"},
 	} {
 		_, err := parse(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -379,21 +379,28 @@ func (a *Agent) summarize(ctx context.Context, findings []Finding, errs *[]error
 
 // publish writes one annotation of the Node when it differs from what the Node has.
 func (a *Agent) publish(ctx context.Context, key, value string) error {
-	cur, known := a.published[key]
+	return publishAnnotation(ctx, a.Node, a.published, a.Config.NodeName, key, value)
+}
+
+// publishAnnotation writes one annotation of the Node when it differs from what the Node
+// has. published holds, by key, the value last read from or written to the Node; a key
+// absent from it is read from the Node first, and a failed write drops it to read it again.
+func publishAnnotation(ctx context.Context, node NodeReporter, published map[string]string, nodeName, key, value string) error {
+	cur, known := published[key]
 	if !known {
 		var err error
-		if cur, err = a.Node.Annotation(ctx, key); err != nil {
-			return fmt.Errorf("reading node %s: %w", a.Config.NodeName, err)
+		if cur, err = node.Annotation(ctx, key); err != nil {
+			return fmt.Errorf("reading node %s: %w", nodeName, err)
 		}
-		a.published[key] = cur
+		published[key] = cur
 	}
 	if value == cur {
 		return nil
 	}
-	if err := a.Node.SetAnnotation(ctx, key, value); err != nil {
-		delete(a.published, key) // read it again next time
-		return fmt.Errorf("annotating node %s (%s): %w", a.Config.NodeName, key, err)
+	if err := node.SetAnnotation(ctx, key, value); err != nil {
+		delete(published, key) // read it again next time
+		return fmt.Errorf("annotating node %s (%s): %w", nodeName, key, err)
 	}
-	a.published[key] = value
+	published[key] = value
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -89,38 +90,82 @@ func (p *fakePods) ListPods(context.Context) (map[types.UID]PodMeta, error) {
 type event struct{ Type, Reason, Action, Note string }
 
 // fakeNode is a Node: annotation and patches are the summary annotation's, sizes the
-// uvm.SizesAnnotation's, taints its taints.
+// uvm.SizesAnnotation's, others (and otherPatches) any other annotation's, taints its
+// taints, labels its labels.
 type fakeNode struct {
-	annotation  string
-	patches     []string
-	sizes       string
-	sizePatches []string
-	taints      []corev1.Taint
-	taintWrites int
-	events      []event
-	getErr      error
-	patchErr    error
+	annotation   string
+	patches      []string
+	sizes        string
+	sizePatches  []string
+	others       map[string]string
+	otherPatches []string
+	labels       map[string]string
+	labelWrites  int
+	taints       []corev1.Taint
+	taintWrites  int
+	events       []event
+	getErr       error
+	patchErr     error
 }
 
 func (n *fakeNode) Annotation(_ context.Context, key string) (string, error) {
-	if key == uvm.SizesAnnotation {
+	switch key {
+	case uvm.SizesAnnotation:
 		return n.sizes, n.getErr
+	case SummaryAnnotation:
+		return n.annotation, n.getErr
 	}
-	return n.annotation, n.getErr
+	return n.others[key], n.getErr
 }
 
 func (n *fakeNode) SetAnnotation(_ context.Context, key, v string) error {
 	if n.patchErr != nil {
 		return n.patchErr
 	}
-	if key == uvm.SizesAnnotation {
+	switch key {
+	case uvm.SizesAnnotation:
 		n.sizes = v
 		n.sizePatches = append(n.sizePatches, v)
+		return nil
+	case SummaryAnnotation:
+	default:
+		if n.others == nil {
+			n.others = map[string]string{}
+		}
+		n.others[key] = v
+		n.otherPatches = append(n.otherPatches, key+"="+v)
 		return nil
 	}
 	n.annotation = v
 	n.patches = append(n.patches, v)
 	return nil
+}
+
+func (n *fakeNode) Labels(context.Context) (map[string]string, error) {
+	return maps.Clone(n.labels), n.getErr
+}
+
+// SetLabels applies the agent's own merge patch (labelChanges) to labels.
+func (n *fakeNode) SetLabels(_ context.Context, prefix string, want map[string]string) (bool, error) {
+	if n.patchErr != nil {
+		return false, n.patchErr
+	}
+	changes := labelChanges(n.labels, prefix, want)
+	if len(changes) == 0 {
+		return false, nil
+	}
+	if n.labels == nil {
+		n.labels = map[string]string{}
+	}
+	for k, v := range changes {
+		if v == nil {
+			delete(n.labels, k)
+		} else {
+			n.labels[k] = v.(string)
+		}
+	}
+	n.labelWrites++
+	return true, nil
 }
 
 func (n *fakeNode) SetTaint(_ context.Context, taint corev1.Taint, present bool) (bool, error) {

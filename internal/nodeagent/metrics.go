@@ -18,6 +18,13 @@ type Metrics struct {
 	Reaped         prometheus.Counter
 	ReapFailures   prometheus.Counter
 	Errors         *prometheus.CounterVec
+	// RuntimeHandlerReady is 1 for a runtime handler the runtime check found ready for
+	// Hyper-V sandboxes (the one its Node label says), else 0; by handler.
+	RuntimeHandlerReady *prometheus.GaugeVec
+	// RuntimeHandlerProblem is 1 for a checked handler's problem (runtimereport.Problem) and
+	// 0 for the other problems: every checked handler has one series per problem, so an
+	// alert on == 1 never sees a gap. No series while the configuration cannot be read.
+	RuntimeHandlerProblem *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (controller-runtime's
@@ -55,9 +62,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "hyperpool_node_orphan_reap_failures_total", Help: "Attempts to terminate a leaked utility VM that failed.",
 		}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hyperpool_node_agent_errors_total", Help: "Inventory rounds that hit an error, by step (host, runtime, pods, node).",
+			Name: "hyperpool_node_agent_errors_total", Help: "Rounds that hit an error, by step (host, runtime, pods, node; the runtime check's runtime-config, runtime-classes).",
 		}, []string{"step"}),
+		RuntimeHandlerReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hyperpool_node_runtime_handler_ready", Help: "1 while containerd on this node runs the handler's pods in Hyper-V utility VMs and passes hcsshim's sizing annotations (the node is labelled runtime.agents.hyperpool.io/<handler>=verified), else 0.",
+		}, []string{"handler"}),
+		RuntimeHandlerProblem: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hyperpool_node_runtime_handler_problem", Help: "1 for what keeps the handler from running Hyper-V sandboxes on this node (HandlerMissing, NotHyperV, AnnotationsDropped), 0 for the other problems.",
+		}, []string{"handler", "problem"}),
 	}
-	reg.MustRegister(m.VMs, m.MemoryBytes, m.ScratchBytes, m.Orphans, m.Unattributed, m.LeakedBytes, m.SizeMismatches, m.LeakTainted, m.Reaped, m.ReapFailures, m.Errors)
+	reg.MustRegister(m.VMs, m.MemoryBytes, m.ScratchBytes, m.Orphans, m.Unattributed, m.LeakedBytes, m.SizeMismatches, m.LeakTainted, m.Reaped, m.ReapFailures, m.Errors,
+		m.RuntimeHandlerReady, m.RuntimeHandlerProblem)
 	return m
 }

@@ -5,7 +5,8 @@
 // Everything here is platform-neutral and talks to the node through small interfaces:
 // Host (the HCS; host_windows.go implements it with github.com/Microsoft/hcsshim),
 // SandboxResolver (the container runtime's CRI; cri.go), PodLister and NodeReporter (the
-// API server; kube.go). The decisions are pure functions (Classify, Summary) so they are
+// API server; kube.go); the runtime preflight (runtime.go) adds RuntimeConfigReader
+// (`containerd config dump`; runtimeconfig.go) and RuntimeClassLister. The decisions are pure functions (Classify, Summary) so they are
 // table-tested without Windows or a control plane.
 //
 // Safety rules, in order (see Classify):
@@ -124,6 +125,12 @@ type NodeReporter interface {
 	Annotation(ctx context.Context, key string) (string, error)
 	// SetAnnotation sets one annotation on the Node; "" removes it.
 	SetAnnotation(ctx context.Context, key, value string) error
+	// Labels returns the Node's labels as the API server has them now.
+	Labels(ctx context.Context) (map[string]string, error)
+	// SetLabels makes the Node's labels under prefix exactly want (every key of want starts
+	// with prefix): it adds and changes those of want and removes the other labels under
+	// prefix, and reports whether the Node changed. Labels outside prefix are kept.
+	SetLabels(ctx context.Context, prefix string, want map[string]string) (bool, error)
 	// SetTaint adds the taint to the Node (present) or removes every taint with its key, and
 	// reports whether the Node changed. Other taints are kept.
 	SetTaint(ctx context.Context, taint corev1.Taint, present bool) (bool, error)
