@@ -87,7 +87,7 @@ kubectl cp do. Nothing runs in the sandbox but the commands themselves.`,
 	_ = cmd.RegisterFlagCompletionFunc("namespace", o.completeNamespaces)
 
 	cmd.AddCommand(newOpenCommand(o), newExecCommand(o), newCpCommand(o), newEndCommand(o),
-		newLsCommand(o), newTopCommand(o), newMCPCommand(o))
+		newLsCommand(o), newTopCommand(o), newMCPCommand(o), newDoctorCommand(o))
 	return cmd
 }
 
