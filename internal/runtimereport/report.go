@@ -35,15 +35,15 @@ func LabelKey(handler string) string { return LabelPrefix + handler }
 type Problem string
 
 const (
-	// NoProblem: the handler is registered, Hyper-V isolated and passes the sizing annotations.
+	// NoProblem means the handler is registered, Hyper-V isolated and passes the sizing annotations.
 	NoProblem Problem = ""
-	// HandlerMissing: containerd's effective configuration has no such runtime handler, so
+	// HandlerMissing means containerd's effective configuration has no such runtime handler, so
 	// the kubelet cannot start the class's pods on the node.
 	HandlerMissing Problem = "HandlerMissing"
-	// NotHyperV: the handler is not runhcs with SandboxIsolation = 1 (HYPERVISOR): its pods
+	// NotHyperV means the handler is not runhcs with SandboxIsolation = 1 (HYPERVISOR): its pods
 	// would share the host's kernel (process isolation).
 	NotHyperV Problem = "NotHyperV"
-	// AnnotationsDropped: the handler's pod_annotations do not let through hcsshim's
+	// AnnotationsDropped means the handler's pod_annotations do not let through hcsshim's
 	// io.microsoft.virtualmachine.* annotations, so every VM gets hcsshim's default size
 	// (1024 MB, 2 vCPUs) whatever the class asks for.
 	AnnotationsDropped Problem = "AnnotationsDropped"

@@ -62,7 +62,7 @@ func TestRequireVerifiedRuntimePlacesPodsAndReportsTheHandler(t *testing.T) {
 	// No node verified the handler: the pod carries the requirement and is not scheduled.
 	waitRuntimeReady(t, ns, "verified", agentsv1alpha1.ReasonNoVerifiedNode, "no node agent has checked runtime handler")
 	var pod corev1.Pod
-	eventually(t, waitTimeout, func(ctx context.Context) (bool, string) {
+	eventually(t, waitTimeout, func(context.Context) (bool, string) {
 		pods := warmPods(t, ns, "verified")
 		if len(pods) != 1 {
 			return false, fmt.Sprintf("%d warm pods, want 1", len(pods))
