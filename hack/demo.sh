@@ -211,6 +211,10 @@ YAML
   info "\$ kubectl -n ${NS} get ases/${s} pod/${pod}   (the session and its sandbox are gone)"
   "${KUBECTL[@]}" -n "${NS}" get "ases/${s}" "pod/${pod}" 2>&1 | sed 's/^/      /' || true
 
+  say "kubectl agents doctor: the checklist of what hyperpool needs, here for namespace ${NS}"
+  info "\$ kubectl agents doctor -n ${NS}   (node agents do not apply: the simulated nodes run none)"
+  "${AGENTS[@]}" doctor -n "${NS}" | sed 's/^/      /' || die "kubectl agents doctor found a failed check (above)"
+
   say "Metrics (a few lines of http://${METRICS_ADDR}/metrics)"
   curl -fsS "http://${METRICS_ADDR}/metrics" | grep -E '^hyperpool_(warm_sandboxes|sessions|vm_memory_bytes|quota_used|queued_sessions)' | head -16 | sed 's/^/    /' || true
 
@@ -221,10 +225,11 @@ The demo keeps running. Poke around:
   export KUBECONFIG=${KUBECONFIG_FILE}
   export PATH=${PLUGIN_DIR}:\$PATH KUBECTL_AGENTS_SANDBOX_OS=linux   # for kubectl agents
   kubectl -n ${NS} get agents
-  kubectl -n ${NS} get ases alice-refactor -o yaml
+  kubectl -n ${NS} get ases dave-queued -o yaml
   S=\$(kubectl agents open servercore-2022 -n ${NS}); kubectl agents exec \$S -n ${NS} -- ls -la
+  kubectl agents doctor -n ${NS}                 # the checklist; --e2e runs a throwaway session end to end
   kubectl -n ${NS} scale asb/servercore-2022 --replicas=5
-  kubectl -n ${NS} annotate --overwrite ases/alice-refactor agents.hyperpool.io/last-activity=\$(date -u +%FT%TZ)
+  kubectl -n ${NS} annotate --overwrite ases/dave-queued agents.hyperpool.io/last-activity=\$(date -u +%FT%TZ)
   curl -s http://${METRICS_ADDR}/metrics | grep ^hyperpool_
   tail -f ${DEMO}/manager.log
 
