@@ -85,8 +85,10 @@ type doctorEnv struct {
 	sandbox          string
 	managerNamespace string
 
-	// manager is the manager's Deployment, nil when there is none or it may not be read.
-	manager *appsv1.Deployment
+	// manager is the manager's Deployment, nil when there is none or it may not be read;
+	// managerErr says which.
+	manager    *appsv1.Deployment
+	managerErr error
 	// classes are the classes in scope; classesErr why they could not be listed.
 	classes    []agentsv1alpha1.AgentSandbox
 	classesErr error
@@ -244,7 +246,7 @@ func (o *doctorOptions) newDoctorEnv(ctx context.Context) (*doctorEnv, error) {
 		return nil, err
 	}
 	d := &doctorEnv{kube: kube, discovery: disc, namespace: ns, sandbox: o.sandbox, managerNamespace: o.managerNamespace}
-	d.manager, _ = findManagerDeployment(ctx, kube, o.managerNamespace)
+	d.manager, d.managerErr = findManagerDeployment(ctx, kube, o.managerNamespace)
 	d.loadClasses(ctx)
 	return d, nil
 }

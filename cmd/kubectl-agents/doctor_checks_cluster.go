@@ -155,7 +155,7 @@ func findManagerDeployment(ctx context.Context, kube crclient.Client, ns string)
 
 func checkManager(ctx context.Context, d *doctorEnv) checkResult {
 	const name = "manager"
-	_, depErr := findManagerDeployment(ctx, d.kube, d.managerNamespace)
+	depErr := d.managerErr
 	lease := &coordinationv1.Lease{}
 	leaseErr := d.kube.Get(ctx, crclient.ObjectKey{Namespace: d.managerNamespace, Name: leaseName}, lease)
 	if apierrors.IsForbidden(depErr) && apierrors.IsForbidden(leaseErr) {
