@@ -260,6 +260,7 @@ func TestTemplateAllOptions(t *testing.T) {
 	wantAgentRules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
 		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}},
+		{APIGroups: []string{"node.k8s.io"}, Resources: []string{"runtimeclasses"}, Verbs: []string{"get", "list"}},
 	}
 	if got := rules(t, only(t, objs, "ClusterRole", "hp-hyperpool-node-agent")); !reflect.DeepEqual(got, wantAgentRules) {
 		t.Errorf("node agent rules = %+v, want %+v", got, wantAgentRules)
