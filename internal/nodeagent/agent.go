@@ -350,7 +350,7 @@ func (a *Agent) summarize(ctx context.Context, findings []Finding, errs *[]error
 			continue
 		}
 		s.VMs++
-		s.MemoryBytes += f.VM.MemoryAssignedBytes
+		s.MemoryBytes += f.VM.HostBytes()
 		s.ScratchBytes += f.VM.ScratchDiskBytes
 		switch f.Verdict {
 		case VerdictOrphan:
@@ -359,7 +359,7 @@ func (a *Agent) summarize(ctx context.Context, findings []Finding, errs *[]error
 			s.Unattributed++
 		}
 		if f.Leaked {
-			s.LeakedBytes += f.VM.MemoryAssignedBytes
+			s.LeakedBytes += f.VM.HostBytes()
 		}
 		if _, _, mismatch := f.size(); mismatch {
 			s.SizeMismatches++

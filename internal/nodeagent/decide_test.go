@@ -136,18 +136,6 @@ func FuzzSummary(f *testing.F) {
 	})
 }
 
-func TestParseAssignedMemory(t *testing.T) {
-	got, err := parseAssignedMemory(`{"Id":"sb@vm","SystemType":"VirtualMachine","Memory":{"VirtualNodeCount":1,"VirtualMachineMemory":{"AvailableMemory":800,"AssignedMemory":262144,"SlpActive":false}}}`)
-	if err != nil || got != gib {
-		t.Errorf("parseAssignedMemory = %d, %v; want %d", got, err, gib)
-	}
-	for _, bad := range []string{`{}`, `{"Memory":{}}`, `not json`} {
-		if _, err := parseAssignedMemory(bad); err == nil {
-			t.Errorf("parseAssignedMemory(%s) accepted", bad)
-		}
-	}
-}
-
 type fakeCRI struct {
 	resp *runtimeapi.ListPodSandboxResponse
 	err  error

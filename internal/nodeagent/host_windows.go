@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	winprocess "github.com/Microsoft/go-winio/pkg/process"
 	"github.com/Microsoft/hcsshim"
 	"golang.org/x/sys/windows"
 )
@@ -50,13 +51,19 @@ func (h *HCSHost) ListUtilityVMs(ctx context.Context) ([]UtilityVM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("HCS: listing compute systems: %w", err)
 	}
+	// One pass over the host's processes per round finds every VM's vmmem process.
+	workingSets, wsErr := hostVMMemWorkingSets()
 	vms := make([]UtilityVM, 0, len(systems))
 	for _, cs := range systems {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		vm := UtilityVM{ID: cs.ID, Owner: cs.Owner, State: cs.State}
-		if err := h.inspect(&vm); err != nil {
+		runtimeID, err := h.inspect(&vm)
+		if err == nil && wsErr == nil {
+			vm.HostMemoryBytes = workingSets[runtimeID]
+		}
+		if err != nil {
 			if hcsshim.IsNotExist(err) {
 				continue // gone since the listing
 			}
@@ -69,16 +76,16 @@ func (h *HCSHost) ListUtilityVMs(ctx context.Context) ([]UtilityVM, error) {
 	return vms, nil
 }
 
-// inspect fills in the start time and memory of a VM.
-func (h *HCSHost) inspect(vm *UtilityVM) error {
+// inspect fills in the start time and memory of a VM, and returns its runtime ID.
+func (h *HCSHost) inspect(vm *UtilityVM) (string, error) {
 	c, err := hcsshim.OpenContainer(vm.ID)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer c.Close()
 	stats, err := c.Statistics()
 	if err != nil {
-		return err
+		return "", err
 	}
 	switch {
 	case !stats.ContainerStartTime.IsZero():
@@ -90,12 +97,13 @@ func (h *HCSHost) inspect(vm *UtilityVM) error {
 	// VM worker's commit; the memory the hypervisor assigned to the VM is the schema-2
 	// "Memory" property (VirtualMachineMemory.AssignedMemory, in 4 KiB pages), which is what
 	// hcsshim's own UVM stats read (internal/uvm/stats.go).
-	if assigned, err := assignedMemory(vm.ID); err == nil && assigned > 0 {
-		vm.MemoryAssignedBytes = assigned
+	props, err := vmPropertiesOf(vm.ID)
+	if err == nil && props.AssignedBytes > 0 {
+		vm.MemoryAssignedBytes = props.AssignedBytes
 	} else {
 		vm.MemoryAssignedBytes = stats.Memory.UsageCommitBytes
 	}
-	return nil
+	return props.RuntimeID, nil
 }
 
 // TerminateUtilityVM hard-stops the VM and waits until it is gone.
@@ -191,15 +199,15 @@ func takeCoTaskMemString(p *uint16) string {
 // assignedMemory reads the HCS schema-2 "Memory" property of a VM: the bytes the hypervisor
 // has assigned to it. hcsshim does not export schema-2 property queries, hence the direct
 // vmcompute.dll calls (the same three hcsshim's internal/vmcompute makes).
-func assignedMemory(id string) (uint64, error) {
+func vmPropertiesOf(id string) (vmProperties, error) {
 	for _, p := range []*windows.LazyProc{procHcsOpenComputeSystem, procHcsGetComputeSystemProperties, procHcsCloseComputeSystem} {
 		if err := p.Find(); err != nil {
-			return 0, err
+			return vmProperties{}, err
 		}
 	}
 	idp, err := windows.UTF16PtrFromString(id)
 	if err != nil {
-		return 0, err
+		return vmProperties{}, err
 	}
 	var (
 		handle  uintptr
@@ -208,20 +216,71 @@ func assignedMemory(id string) (uint64, error) {
 	r, _, _ := procHcsOpenComputeSystem.Call(uintptr(unsafe.Pointer(idp)), uintptr(unsafe.Pointer(&handle)), uintptr(unsafe.Pointer(&resultp)))
 	result := takeCoTaskMemString(resultp)
 	if err := hresult(r); err != nil {
-		return 0, fmt.Errorf("HcsOpenComputeSystem %s: %w %s", id, err, result)
+		return vmProperties{}, fmt.Errorf("HcsOpenComputeSystem %s: %w %s", id, err, result)
 	}
 	defer procHcsCloseComputeSystem.Call(handle) //nolint:errcheck // nothing to do about it
 
 	query, err := windows.UTF16PtrFromString(`{"PropertyTypes":["Memory"]}`)
 	if err != nil {
-		return 0, err
+		return vmProperties{}, err
 	}
 	var propsp *uint16
 	resultp = nil
 	r, _, _ = procHcsGetComputeSystemProperties.Call(handle, uintptr(unsafe.Pointer(query)), uintptr(unsafe.Pointer(&propsp)), uintptr(unsafe.Pointer(&resultp)))
 	props, result := takeCoTaskMemString(propsp), takeCoTaskMemString(resultp)
 	if err := hresult(r); err != nil {
-		return 0, fmt.Errorf("HcsGetComputeSystemProperties %s: %w %s", id, err, result)
+		return vmProperties{}, fmt.Errorf("HcsGetComputeSystemProperties %s: %w %s", id, err, result)
 	}
-	return parseAssignedMemory(props)
+	return parseVMProperties(props)
+}
+
+// hostVMMemWorkingSets returns the working set of every VM's vmmem process, by the VM's
+// runtime ID (vmmemWorkingSets). A process that exits or cannot be opened meanwhile is
+// skipped, as hcsshim's lookupVMMEM skips it.
+func hostVMMemWorkingSets() (map[string]uint64, error) {
+	pids, err := winprocess.EnumProcesses()
+	if err != nil {
+		return nil, fmt.Errorf("enumerating processes: %w", err)
+	}
+	var procs []vmmemProcess
+	for _, pid := range pids {
+		if p, ok := inspectProcess(pid); ok {
+			procs = append(procs, p)
+		}
+	}
+	return vmmemWorkingSets(procs), nil
+}
+
+// inspectProcess reads the image name, account and working set of a process named vmmem;
+// false for any other process or one it cannot read.
+func inspectProcess(pid uint32) (vmmemProcess, bool) {
+	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION|windows.PROCESS_VM_READ, false, pid)
+	if err != nil {
+		return vmmemProcess{}, false
+	}
+	defer windows.CloseHandle(h) //nolint:errcheck // nothing to do about it
+	// Querying vmmem's image name as a Win32 path fails (ERROR_GEN_FAILURE, says hcsshim),
+	// so it is read as an NT path.
+	name, err := winprocess.QueryFullProcessImageName(h, winprocess.ImageNameFormatNTPath)
+	if err != nil || !isVMMemImage(name) {
+		return vmmemProcess{}, false
+	}
+	var token windows.Token
+	if err := windows.OpenProcessToken(h, windows.TOKEN_QUERY, &token); err != nil {
+		return vmmemProcess{}, false
+	}
+	defer token.Close() //nolint:errcheck // nothing to do about it
+	user, err := token.GetTokenUser()
+	if err != nil {
+		return vmmemProcess{}, false
+	}
+	account, domain, _, err := user.User.Sid.LookupAccount("")
+	if err != nil {
+		return vmmemProcess{}, false
+	}
+	counters, err := winprocess.GetProcessMemoryInfo(h)
+	if err != nil {
+		return vmmemProcess{}, false
+	}
+	return vmmemProcess{ImageName: name, Domain: domain, User: account, WorkingSet: uint64(counters.WorkingSetSize)}, true
 }

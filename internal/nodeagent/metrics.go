@@ -35,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "hyperpool_node_vms", Help: "Hyper-V utility VMs of the pod runtime on this node.",
 		}),
 		MemoryBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "hyperpool_node_vm_memory_bytes", Help: "Memory assigned to the utility VMs on this node.",
+			Name: "hyperpool_node_vm_memory_bytes", Help: "Host memory the utility VMs on this node hold: the working sets of their vmmem processes (their assigned memory where unknown).",
 		}),
 		ScratchBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hyperpool_node_vm_scratch_bytes", Help: "Size on disk of the utility VMs' scratch disks on this node.",
@@ -47,7 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "hyperpool_node_unattributed_vms", Help: "Utility VMs the agent cannot tie to a pod; never reaped.",
 		}),
 		LeakedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "hyperpool_node_leaked_vm_memory_bytes", Help: "Memory of the utility VMs on this node whose pod is gone (leaked, reaped or not yet): memory the scheduler does not count.",
+			Name: "hyperpool_node_leaked_vm_memory_bytes", Help: "Host memory (vmmem working set) of the utility VMs on this node whose pod is gone (leaked, reaped or not yet): memory the scheduler does not count.",
 		}),
 		SizeMismatches: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hyperpool_node_vm_size_mismatches", Help: "Utility VMs of live pods on this node whose memory is not the size their pod's annotation asked for (the runtime handler does not pass pod annotations).",

@@ -12,7 +12,9 @@ import (
 )
 
 func TestDryRunReportsOnly(t *testing.T) {
-	h := newHarness(false, []UtilityVM{vm("aaa", time.Hour, 2), vm("bbb", time.Hour, 1)},
+	leaked := vm("aaa", time.Hour, 2)
+	leaked.HostMemoryBytes = gib + gib/2 // its vmmem working set: the memory the leak holds
+	h := newHarness(false, []UtilityVM{leaked, vm("bbb", time.Hour, 1)},
 		[]PodRef{ref("aaa"), ref("bbb")}, "uid-bbb")
 	h.now = t0.Add(-grace)
 	h.round(t)
@@ -41,10 +43,10 @@ func TestDryRunReportsOnly(t *testing.T) {
 	if got := testutil.ToFloat64(h.agent.Metrics.Reaped); got != 0 {
 		t.Errorf("reaped counter = %v, want 0", got)
 	}
-	if r.Summary != (Summary{VMs: 2, MemoryBytes: 3 * gib, ScratchBytes: 2 * gib, Orphans: 1, LeakedBytes: 2 * gib}) {
+	if r.Summary != (Summary{VMs: 2, MemoryBytes: 2*gib + gib/2, ScratchBytes: 2 * gib, Orphans: 1, LeakedBytes: gib + gib/2}) {
 		t.Errorf("summary = %+v", r.Summary)
 	}
-	if got := h.node.annotation; got != "vms=2 memory=3Gi scratch=2Gi orphans=1 unattributed=0 leaked=2Gi sizeMismatches=0" {
+	if got := h.node.annotation; got != "vms=2 memory=2560Mi scratch=2Gi orphans=1 unattributed=0 leaked=1536Mi sizeMismatches=0" {
 		t.Errorf("annotation = %q", got)
 	}
 }

@@ -19,7 +19,7 @@ const SummaryAnnotation = "agents.hyperpool.io/uvm-summary"
 type Summary struct {
 	// VMs is the number of utility VMs.
 	VMs int
-	// MemoryBytes is the memory assigned to them.
+	// MemoryBytes is the host memory they hold (UtilityVM.HostBytes: the vmmem working sets).
 	MemoryBytes uint64
 	// ScratchBytes is the size on disk of their scratch disks.
 	ScratchBytes uint64
@@ -27,7 +27,7 @@ type Summary struct {
 	Orphans int
 	// Unattributed is the number of VMs the agent could not tie to a pod (never reaped).
 	Unattributed int
-	// LeakedBytes is the memory of the VMs whose pod is gone, seen so in two rounds at least
+	// LeakedBytes is the host memory (UtilityVM.HostBytes) of the VMs whose pod is gone, seen so in two rounds at least
 	// (orphans, and VMs still inside the grace period): memory no pod's requests and no
 	// RuntimeClass overhead stand for, so the scheduler does not count it (see LeakTaint).
 	LeakedBytes uint64

@@ -40,10 +40,24 @@ type UtilityVM struct {
 	State string
 	// Created is when the VM started; zero when the host could not tell (never reaped then).
 	Created time.Time
-	// MemoryAssignedBytes is the memory the hypervisor has assigned to the VM.
+	// MemoryAssignedBytes is the memory the hypervisor has assigned to the VM: its size,
+	// compared with the size its pod asked for.
 	MemoryAssignedBytes uint64
+	// HostMemoryBytes is the host memory the VM holds: the working set of its vmmem
+	// process; 0 when unknown. For a VM backed by virtual memory (hcsshim's default) it is
+	// less than its size.
+	HostMemoryBytes uint64
 	// ScratchDiskBytes is the size on disk of the VM's scratch VHDX, 0 when unknown.
 	ScratchDiskBytes uint64
+}
+
+// HostBytes is the host memory the VM holds: its vmmem working set when the host measured
+// one, else its assigned memory (an upper bound for a VM backed by virtual memory).
+func (vm UtilityVM) HostBytes() uint64 {
+	if vm.HostMemoryBytes > 0 {
+		return vm.HostMemoryBytes
+	}
+	return vm.MemoryAssignedBytes
 }
 
 // SandboxID returns the pod sandbox ID the runhcs shim encoded in the VM ID, and false when
