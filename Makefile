@@ -103,6 +103,7 @@ fuzz: ## Run every fuzz target briefly (FUZZTIME inputs each).
 	go test -run='^$$' -fuzz='^FuzzParseHeartbeat$$' -fuzztime=$(FUZZTIME) ./controllers/
 	go test -run='^$$' -fuzz='^FuzzEffectiveLifetime$$' -fuzztime=$(FUZZTIME) ./controllers/
 	go test -run='^$$' -fuzz='^FuzzSummary$$' -fuzztime=$(FUZZTIME) ./internal/nodeagent/
+	go test -run='^$$' -fuzz='^FuzzCheck$$' -fuzztime=$(FUZZTIME) ./internal/runtimereport/
 
 # make fuzz is not part of make test (CI runs both): fuzzing instruments every dependency,
 # one more compile of the whole tree from an empty build cache. The fuzz targets' seed

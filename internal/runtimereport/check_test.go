@@ -111,3 +111,27 @@ func TestFormatParseRoundTripAndCaps(t *testing.T) {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
 }
+
+// FuzzCheck feeds Check arbitrary configurations: it never panics, reports each handler
+// once or an error, and its report survives the annotation's round trip within the caps.
+func FuzzCheck(f *testing.F) {
+	for _, name := range []string{"containerd2-good.toml", "containerd2-agentbaker.toml", "containerd17-no-annotations.toml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.h]\npod_annotations = 7\noptions = 'x'"))
+	f.Fuzz(func(t *testing.T, config []byte) {
+		handlers := []string{"h", "runhcs-wcow-hypervisor", "runhcs-wcow-hypervisor-20348"}
+		r := Check(config, handlers)
+		if r.Error == "" && len(r.Handlers) != len(handlers) {
+			t.Fatalf("%d handler reports without an error, want %d", len(r.Handlers), len(handlers))
+		}
+		back, ok, err := Parse(Format(r))
+		if err != nil || !ok || len(back.Handlers) != len(r.Handlers) || len(back.Error) > MaxDetail {
+			t.Fatalf("round trip: %+v, %v, %v", back, ok, err)
+		}
+	})
+}
