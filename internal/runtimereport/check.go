@@ -43,7 +43,8 @@ const (
 // plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes, version 2 (containerd 1.x)
 // plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes. A handler written under the
 // other version's plugin name is reported missing, with where it was found: containerd
-// ignores it there.
+// ignores it there. It checks the first MaxHandlers handlers by name, the ones the
+// annotation can carry, so that nothing is labelled verified that the report does not list.
 func Check(config []byte, handlers []string) Report {
 	if len(config) > MaxConfigBytes {
 		return Report{Error: fmt.Sprintf("containerd's configuration is %d bytes, more than the %d read", len(config), MaxConfigBytes)}
@@ -65,7 +66,8 @@ func Check(config []byte, handlers []string) Report {
 		effective, ignored = criPluginVersion1, criPluginVersion3
 	}
 	report := Report{ConfigVersion: version}
-	for _, name := range slices.Compact(slices.Sorted(slices.Values(handlers))) {
+	names := slices.Compact(slices.Sorted(slices.Values(handlers)))
+	for _, name := range names[:min(len(names), MaxHandlers)] {
 		h := HandlerReport{Handler: name}
 		runtime, found := runtimeTable(plugins, effective, name)
 		switch {

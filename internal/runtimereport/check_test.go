@@ -1,6 +1,7 @@
 package runtimereport
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,6 +62,20 @@ func TestCheck(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Check reports on at most MaxHandlers handlers, the first by name: the node agent labels
+// only handlers in its report, and the annotation carries no more.
+func TestCheckCapsTheHandlers(t *testing.T) {
+	t.Parallel()
+	var handlers []string
+	for i := range MaxHandlers + 3 {
+		handlers = append(handlers, fmt.Sprintf("h%03d", i))
+	}
+	r := Check([]byte("version = 3"), handlers)
+	if len(r.Handlers) != MaxHandlers || r.Handlers[MaxHandlers-1].Handler != handlers[MaxHandlers-1] {
+		t.Fatalf("%d handler reports (last %+v), want the first %d", len(r.Handlers), r.Handlers[len(r.Handlers)-1], MaxHandlers)
 	}
 }
 
