@@ -9,12 +9,8 @@ package attack
 // tests of this package see none of them.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,12 +21,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/test/builders"
+	"github.com/hyperpool/hyperpool/test/framework"
 )
 
 // guardLabel marks the namespaces the optional policies apply to in these tests.
@@ -179,40 +175,13 @@ func installChartOptionalPolicies(t testing.TB) {
 // renderChart renders one template of the chart as release hyperpool in the manager's
 // namespace.
 func renderChart(template string, flags ...string) ([]byte, error) {
-	helm := env.BinaryPath("helm")
-	if _, err := os.Stat(helm); err != nil {
-		helm = filepath.Join(env.RepoRoot, "bin", "k8s", "helm")
-	}
-	args := append([]string{"template", "hyperpool", filepath.Join(env.RepoRoot, "charts", "hyperpool"),
-		"--namespace", managerNamespace, "--show-only", template}, flags...)
-	cmd := exec.Command(helm, args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("helm template: %w\n%s", err, stderr.String())
-	}
-	return out, nil
+	return framework.RenderChart(env, "hyperpool", managerNamespace, append([]string{"--show-only", template}, flags...)...)
 }
 
 // createAll creates, as admin, every object of a YAML stream.
 func createAll(ctx context.Context, manifest []byte) error {
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if err.Error() == "EOF" {
-				return nil
-			}
-			return err
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		if err := admin.Create(ctx, u); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-	}
+	_, err := framework.CreateManifest(ctx, admin, manifest)
+	return err
 }
 
 // cniPolicyCRD is a minimal namespaced CRD for a CNI's policy kind: any spec.

@@ -6,9 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,9 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,6 +25,7 @@ import (
 	"github.com/hyperpool/hyperpool/internal/nodeagent"
 	"github.com/hyperpool/hyperpool/internal/nodeagent/nodeagenttest"
 	"github.com/hyperpool/hyperpool/internal/uvm"
+	"github.com/hyperpool/hyperpool/test/framework"
 )
 
 // taintRelease is the chart release whose node agent has nodeAgent.leakTaint.enabled; its
@@ -190,37 +186,17 @@ func waitPodGone(t *testing.T, ns, name string) {
 // nodeAgent.leakTaint.enabled, but its DaemonSet, and waits until its policy is enforced.
 func installTaintAgentPolicy(t *testing.T) {
 	t.Helper()
-	helm := env.BinaryPath("helm")
-	if _, err := os.Stat(helm); err != nil {
-		helm = filepath.Join(env.RepoRoot, "bin", "k8s", "helm")
-	}
-	cmd := exec.Command(helm, "template", taintRelease, filepath.Join(env.RepoRoot, "charts", "hyperpool"),
-		"--namespace", managerNamespace, "--set", "nodeAgent.enabled=true", "--set", "nodeAgent.leakTaint.enabled=true",
-		"--show-only", "templates/node-agent.yaml")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := framework.RenderChart(env, taintRelease, managerNamespace, "--set", "nodeAgent.enabled=true",
+		"--set", "nodeAgent.leakTaint.enabled=true", "--show-only", "templates/node-agent.yaml")
 	if err != nil {
-		t.Fatalf("helm template: %v\n%s", err, stderr.String())
+		t.Fatal(err)
 	}
 	if !bytes.Contains(out, []byte("--leak-taint-threshold=4Gi")) {
 		t.Errorf("the DaemonSet does not pass the taint flags:\n%s", out)
 	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if err.Error() != "EOF" {
-				t.Fatal(err)
-			}
-			break
-		}
-		if len(u.Object) == 0 || u.GetKind() == "DaemonSet" {
-			continue
-		}
-		if err := admin.Create(context.Background(), u); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatalf("creating %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
+	// Everything but the DaemonSet: the test's agent runs in-process.
+	if _, err := framework.CreateManifest(context.Background(), admin, out, "DaemonSet"); err != nil {
+		t.Fatal(err)
 	}
 	nodes := &corev1.NodeList{}
 	if err := admin.List(context.Background(), nodes); err != nil || len(nodes.Items) == 0 {

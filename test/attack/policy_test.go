@@ -7,12 +7,8 @@ package attack
 // admin, a node agent's token. Each attack is made as that identity, never as admin.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,9 +21,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
@@ -37,6 +31,7 @@ import (
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
 	"github.com/hyperpool/hyperpool/internal/nodeagent"
 	"github.com/hyperpool/hyperpool/test/builders"
+	"github.com/hyperpool/hyperpool/test/framework"
 )
 
 // A tenant with session-user and edit cannot add, change or remove the labels and owner
@@ -396,36 +391,13 @@ var nodeAgentPolicy struct {
 func installNodeAgentPolicy(t testing.TB) {
 	t.Helper()
 	nodeAgentPolicy.once.Do(func() {
-		helm := env.BinaryPath("helm")
-		if _, err := os.Stat(helm); err != nil {
-			helm = filepath.Join(env.RepoRoot, "bin", "k8s", "helm")
+		out, err := framework.RenderChart(env, "hyperpool", managerNamespace, "--set", "nodeAgent.enabled=true",
+			"--show-only", "templates/node-agent.yaml")
+		if err == nil {
+			// Everything but the DaemonSet: the tests' agents run in-process.
+			_, err = framework.CreateManifest(context.Background(), admin, out, "DaemonSet")
 		}
-		cmd := exec.Command(helm, "template", "hyperpool", filepath.Join(env.RepoRoot, "charts", "hyperpool"),
-			"--namespace", managerNamespace, "--set", "nodeAgent.enabled=true", "--show-only", "templates/node-agent.yaml")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			nodeAgentPolicy.err = fmt.Errorf("helm template: %w\n%s", err, stderr.String())
-			return
-		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-		for {
-			u := &unstructured.Unstructured{}
-			if err := dec.Decode(&u.Object); err != nil {
-				if err.Error() != "EOF" {
-					nodeAgentPolicy.err = err
-				}
-				break
-			}
-			if len(u.Object) == 0 || u.GetKind() == "DaemonSet" {
-				continue
-			}
-			if err := admin.Create(context.Background(), u); err != nil && !apierrors.IsAlreadyExists(err) {
-				nodeAgentPolicy.err = fmt.Errorf("creating %s %s: %w", u.GetKind(), u.GetName(), err)
-				return
-			}
-		}
+		nodeAgentPolicy.err = err
 	})
 	if nodeAgentPolicy.err != nil {
 		t.Fatalf("installing the chart's node-agent policy: %v", nodeAgentPolicy.err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -39,9 +40,9 @@ func RenderChart(e *testbed.Env, release, namespace string, flags ...string) ([]
 }
 
 // CreateManifest creates, with c, every object of a multi-document YAML stream (as
-// RenderChart returns it), in the order given; objects that already exist are left as they
-// are. It returns the objects created.
-func CreateManifest(ctx context.Context, c client.Client, manifest []byte) ([]*unstructured.Unstructured, error) {
+// RenderChart returns it) but those of the kinds in skip, in the order given; objects that
+// already exist are left as they are. It returns the objects created.
+func CreateManifest(ctx context.Context, c client.Client, manifest []byte, skip ...string) ([]*unstructured.Unstructured, error) {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
 	var created []*unstructured.Unstructured
 	for {
@@ -53,7 +54,7 @@ func CreateManifest(ctx context.Context, c client.Client, manifest []byte) ([]*u
 		if err != nil {
 			return created, fmt.Errorf("decoding the manifest: %w", err)
 		}
-		if len(u.Object) == 0 {
+		if len(u.Object) == 0 || slices.Contains(skip, u.GetKind()) {
 			continue
 		}
 		if err := c.Create(ctx, u); err != nil {
