@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -42,6 +44,63 @@ func TestHelmLintIsClean(t *testing.T) {
 }
 
 // The schema turns typos and bad values into install errors instead of silent defaults.
+// values.schema.json declares each key once: with a key twice, JSON parsers keep one
+// (Helm's the last) and the other silently means nothing.
+func TestValuesSchemaHasNoDuplicateKeys(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(chartDir(), "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The token stream, with a frame per open object or array: in an object, tokens
+	// alternate between a key and its value.
+	type frame struct {
+		keys    map[string]bool // nil for an array
+		wantKey bool
+		name    string
+	}
+	frames := []*frame{{name: "(top)"}}
+	valueDone := func() {
+		if top := frames[len(frames)-1]; top.keys != nil {
+			top.wantKey = true
+		}
+	}
+	lastKey := ""
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		top := frames[len(frames)-1]
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				frames = append(frames, &frame{keys: map[string]bool{}, wantKey: true, name: lastKey})
+			case '[':
+				frames = append(frames, &frame{name: lastKey})
+			default:
+				frames = frames[:len(frames)-1]
+				valueDone()
+			}
+		case string:
+			if top.keys != nil && top.wantKey {
+				if top.keys[v] {
+					t.Errorf("values.schema.json declares %q twice in the object of %q", v, top.name)
+				}
+				top.keys[v], top.wantKey, lastKey = true, false, v
+				continue
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
+}
+
 func TestValuesSchemaRejectsMistakes(t *testing.T) {
 	for _, tc := range []struct {
 		set, want string
@@ -60,6 +119,9 @@ func TestValuesSchemaRejectsMistakes(t *testing.T) {
 		{"admissionPolicies.cniPolicies.resources[0].grup=x", "additional properties 'grup' not allowed"},
 		{"admissionPolicies.runtimeClassGuard.enable=true", "additional properties 'enable' not allowed"},
 		{"admissionPolicies.runtimeClassGuard.namespaceSelector.matchLabel.x=y", "additional properties 'matchLabel' not allowed"},
+		{"manager.defaultQuota.session=3", "additional properties 'session' not allowed"},
+		{"manager.defaultQuota.memory=lots", "memory"},
+		{"nodeAgent.runtimeCheckInterval=often", "runtimeCheckInterval"},
 	} {
 		t.Run(tc.set, func(t *testing.T) {
 			out, err := runErr(t, nil, "helm", "template", "x", chartDir(), "--set", tc.set)
