@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
@@ -275,10 +277,13 @@ func (o *doctorOptions) print(results []checkResult) error {
 	return nil
 }
 
-// printChecklist writes one line per check and a summary line.
+// printChecklist writes one line per check and a summary line. Details carry text from
+// the cluster and from the sandbox (the e2e's command output), so control characters are
+// replaced: a sandbox must not move the cursor or rewrite the terminal's earlier lines.
 func printChecklist(w io.Writer, results []checkResult) {
 	counts := map[checkStatus]int{}
 	for _, r := range results {
+		r.Detail, r.Fix = printable(r.Detail), printable(r.Fix)
 		counts[r.Status]++
 		switch r.Status {
 		case checkPass:
@@ -307,4 +312,15 @@ func listNames(names []string) string {
 		return strings.Join(names, ", ")
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:shown], ", "), len(names)-shown)
+}
+
+// printable replaces control characters (escape sequences, carriage returns, newlines) with
+// U+FFFD, so that one check stays one line of plain text.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return utf8.RuneError
+		}
+		return r
+	}, s)
 }

@@ -8,11 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -472,4 +475,35 @@ func TestDoctorE2EFailsWhenTheSessionCannotStart(t *testing.T) {
 		n := sessionCount(t, ns)
 		return len(classes.Items) == 0 && n == 0, fmt.Sprintf("%d classes and %d sessions left in %s", len(classes.Items), n, ns)
 	})
+}
+
+// --e2e against a hostile sandbox: its uname (first on PATH, so this test does not run in
+// parallel) writes terminal escape sequences and a megabyte of output. The report keeps at
+// most e2eMaxOutput bytes of each stream and says how much it dropped, and its lines carry
+// no control character: the sandbox cannot rewrite what the terminal shows.
+func TestDoctorE2EConfinesAHostileSandboxsOutput(t *testing.T) {
+	bin := t.TempDir()
+	mustWrite(t, filepath.Join(bin, "uname"), []byte("#!/bin/sh\n"+
+		`printf '\033[2J\033[HLinux all-is-well\r\033[31mPWNED\033]0;title\007\n'`+"\n"+
+		"head -c 1048576 /dev/zero | tr '\\0' x\n"))
+	if err := os.Chmod(filepath.Join(bin, "uname"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+
+	ns := env.CreateNamespace(t)
+	out, errOut, code := runDoctor(t, "doctor", "--e2e", "-n", ns, "--timeout", "2m")
+	t.Logf("doctor --e2e:\n%.2000s%s", out, errOut)
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	wantLine(t, out, "✓ e2e uname -a:", "Linux all-is-well", "bytes more than the 64 KiB kept of each stream")
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		if strings.ContainsFunc(l, unicode.IsControl) {
+			t.Errorf("report line with a control character: %q", l)
+		}
+	}
+	if len(out) > 16<<10 {
+		t.Errorf("the report is %d bytes: the sandbox's output went into it", len(out))
+	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -260,6 +259,10 @@ func (r *e2eRun) classProblem() string {
 	return strings.Join(why, "; ")
 }
 
+// e2eMaxOutput bounds what the e2e keeps of one command's stdout and stderr: bytes from
+// the sandbox, which may write without end.
+const e2eMaxOutput = 64 << 10
+
 func (r *e2eRun) commands(ctx context.Context) {
 	cmds := [][]string{{"cmd", "/c", "ver"}, {"powershell", "-NoProfile", "-Command", "$PSVersionTable"}}
 	note := ""
@@ -269,15 +272,19 @@ func (r *e2eRun) commands(ctx context.Context) {
 	}
 	for _, args := range cmds {
 		name := "e2e " + strings.Join(args, " ")
-		var stdout, stderr bytes.Buffer
-		code, err := r.session.Run(ctx, hpclient.Command{Args: args, Stdout: &stdout, Stderr: &stderr, Timeout: time.Minute})
+		stdout, stderr := &capped{limit: e2eMaxOutput}, &capped{limit: e2eMaxOutput}
+		code, err := r.session.Run(ctx, hpclient.Command{Args: args, Stdout: stdout, Stderr: stderr, Timeout: time.Minute})
+		cut := ""
+		if dropped := stdout.dropped + stderr.dropped; dropped > 0 {
+			cut = fmt.Sprintf(" (the sandbox wrote %d bytes more than the %d KiB kept of each stream)", dropped, e2eMaxOutput>>10)
+		}
 		switch {
 		case err != nil:
 			r.add(fail(name, fmt.Sprintf("exec failed: %v", err), "the caller needs create and get on pods/exec; kubectl agents doctor shows your rights"))
 		case code != 0:
 			r.add(fail(name, fmt.Sprintf("exit %d: %s", code, firstLine(stderr.String()+stdout.String())), "run it by hand: kubectl agents exec "+r.session.Name+" -n "+r.ns+" -- "+strings.Join(args, " ")))
 		default:
-			r.add(pass(name, showOutput(stdout.String())+note))
+			r.add(pass(name, showOutput(stdout.String())+cut+note))
 		}
 	}
 }
@@ -297,7 +304,7 @@ func firstLine(s string) string {
 		if l = strings.TrimSpace(l); l != "" {
 			const max = 160
 			if len(l) > max {
-				l = l[:max] + "…"
+				l = string(trimPartialRune([]byte(l[:max]))) + "…"
 			}
 			return l
 		}
