@@ -1,6 +1,7 @@
 package runtimereport
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -149,4 +150,31 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("round trip: %+v, %v, %v", back, ok, err)
 		}
 	})
+}
+
+// A report written by whoever may write the Node, not by Format: Parse holds it to the same
+// caps, so the manager never quotes a detail larger than MaxDetail or keeps more than
+// MaxHandlers handlers of one node.
+func TestParseCapsAForgedReport(t *testing.T) {
+	t.Parallel()
+	forged := Report{Error: strings.Repeat("e", 100_000)}
+	for i := range 1000 {
+		forged.Handlers = append(forged.Handlers, HandlerReport{Handler: fmt.Sprintf("h%04d", i), Detail: strings.Repeat("d", 100_000)})
+	}
+	value, err := json.Marshal(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok, err := Parse(string(value))
+	if err != nil || !ok {
+		t.Fatalf("Parse: %v, %v", ok, err)
+	}
+	if len(r.Handlers) != MaxHandlers || len(r.Error) > MaxDetail {
+		t.Errorf("Parse kept %d handlers and a %d-byte error, want %d and at most %d", len(r.Handlers), len(r.Error), MaxHandlers, MaxDetail)
+	}
+	for _, h := range r.Handlers {
+		if len(h.Detail) > MaxDetail {
+			t.Fatalf("handler %s: a %d-byte detail, want at most %d", h.Handler, len(h.Detail), MaxDetail)
+		}
+	}
 }

@@ -144,16 +144,7 @@ const (
 // Format returns the annotation value: the handlers sorted by name and capped, details
 // capped, as compact JSON.
 func Format(r Report) string {
-	r.Error = truncate(r.Error)
-	r.Handlers = slices.Clone(r.Handlers)
-	slices.SortFunc(r.Handlers, func(a, b HandlerReport) int { return strings.Compare(a.Handler, b.Handler) })
-	if len(r.Handlers) > MaxHandlers {
-		r.Handlers = r.Handlers[:MaxHandlers]
-	}
-	for i := range r.Handlers {
-		r.Handlers[i].Detail = truncate(r.Handlers[i].Detail)
-	}
-	b, err := json.Marshal(r)
+	b, err := json.Marshal(r.capped())
 	if err != nil { // plain structs always marshal
 		panic(err)
 	}
@@ -162,6 +153,8 @@ func Format(r Report) string {
 
 // Parse reads an annotation value written by Format. Unknown fields are ignored, so an
 // older manager reads a newer agent's report; ok is false when there is no annotation.
+// Whoever may write the Node wrote the value, so it is held to Format's caps as well: the
+// manager quotes a detail in a condition message, which the API server limits.
 func Parse(value string) (r Report, ok bool, err error) {
 	if value == "" {
 		return Report{}, false, nil
@@ -169,7 +162,20 @@ func Parse(value string) (r Report, ok bool, err error) {
 	if err := json.Unmarshal([]byte(value), &r); err != nil {
 		return Report{}, false, fmt.Errorf("%s: %w", Annotation, err)
 	}
-	return r, true, nil
+	return r.capped(), true, nil
+}
+
+// capped returns the report as the annotation carries it: the handlers sorted by name, at
+// most MaxHandlers of them, the error and details at most MaxDetail bytes.
+func (r Report) capped() Report {
+	r.Error = truncate(r.Error)
+	r.Handlers = slices.Clone(r.Handlers)
+	slices.SortFunc(r.Handlers, func(a, b HandlerReport) int { return strings.Compare(a.Handler, b.Handler) })
+	r.Handlers = r.Handlers[:min(len(r.Handlers), MaxHandlers)]
+	for i := range r.Handlers {
+		r.Handlers[i].Detail = truncate(r.Handlers[i].Detail)
+	}
+	return r
 }
 
 func truncate(s string) string {
