@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -172,13 +171,13 @@ func (r *AgentQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				GenericFunc: func(event.GenericEvent) bool { return false },
 			})).
 		WatchesMetadata(&corev1.Namespace{}, handler.Funcs{
-			DeleteFunc: func(_ context.Context, e event.TypedDeleteEvent[client.Object], _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			DeleteFunc: func(_ context.Context, e event.TypedDeleteEvent[client.Object], _ requestQueue) {
 				r.namespaceDeleted(e.Object.GetName())
 			},
 		}).
 		Watches(&agentsv1alpha1.AgentSession{}, handler.EnqueueRequestsFromMapFunc(r.quotasInNamespace)).
 		// Sandbox pods through the book, once it shows them: the status is measured there.
-		WatchesRawSource(bookSource(r.quota.book, func(q workqueue.TypedRateLimitingInterface[reconcile.Request], old, cur *poolbook.Pod) {
+		WatchesRawSource(bookSource(r.quota.book, func(q requestQueue, old, cur *poolbook.Pod) {
 			p := cur
 			if p == nil {
 				p = old
@@ -201,9 +200,5 @@ func (r *AgentQuotaReconciler) quotasIn(ctx context.Context, ns string) []reconc
 		log.FromContext(ctx).Error(err, "listing AgentQuotas to re-check")
 		return nil
 	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for i := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
-	}
-	return reqs
+	return requestsOf(list.Items)
 }

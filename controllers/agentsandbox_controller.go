@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -118,7 +119,13 @@ func (r *AgentSandboxReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	// The egress policy comes first: no pod of the class may exist without it.
 	egressBlk, egressErr := r.reconcileEgressPolicy(ctx, sb)
-	recipe, blk, err := r.factory.recipe(ctx, sb)
+	// Resolved once: the recipe and the RuntimeReady condition both need it.
+	rcName, runtimeClass, err := r.factory.runtimeClassFor(ctx, sb)
+	if err != nil {
+		return ctrl.Result{}, errors.Join(egressErr, err)
+	}
+	st.runtimeClass = runtimeClass
+	recipe, blk, err := r.factory.recipeWith(ctx, sb, rcName, runtimeClass)
 	if err != nil {
 		return ctrl.Result{}, errors.Join(egressErr, err)
 	}
@@ -153,9 +160,11 @@ type poolStep struct {
 	sb    *agentsv1alpha1.AgentSandbox
 	shape *poolbook.Shape
 	// view is the class's pods as the book counted them when the reconcile began.
-	view             poolbook.Pool
-	recipe           *podRecipe
-	blocker          *blocker
+	view    poolbook.Pool
+	recipe  *podRecipe
+	blocker *blocker
+	// runtimeClass is the RuntimeClass the class's pods use, nil when it does not exist.
+	runtimeClass     *nodev1.RuntimeClass
 	pendingCreations map[string]bool
 	pendingDeletions map[string]bool
 	// pods are the class's pods from the cache, once a step has listed them (list).

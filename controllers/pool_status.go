@@ -37,10 +37,7 @@ func (r *AgentSandboxReconciler) writeStatus(ctx context.Context, st *poolStep) 
 	setAutoscalingStatus(status, st)
 	idleVMMemory.set(client.ObjectKeyFromObject(sb), float64(counts.warmMemory))
 	announceVMSize := r.setVMSizeCondition(sb, status)
-	announceRuntime, err := r.setRuntimeReadyCondition(ctx, sb, status)
-	if err != nil {
-		return err
-	}
+	announceRuntime := r.setRuntimeReadyCondition(sb, st.runtimeClass, status)
 
 	if sameStatus(&sb.Status, status) {
 		return nil

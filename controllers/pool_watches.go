@@ -46,6 +46,9 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(observed(r.config, "agentsandbox", r))
 }
 
+// requestQueue is the work queue a controller's handlers add requests to.
+type requestQueue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+
 // wakePools lowers the pool's expectations from one pod change the book took in, then
 // wakes the pod's pool: at once for the pool's own warm pods (and for a warm pod being
 // bound, which the pool replaces), and at most once per poolCountsInterval for pods bound
@@ -55,7 +58,7 @@ func (r *AgentSandboxReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // It runs after the book has the change (poolbook.Book.Observe): a reconcile woken by the
 // cache's own handler could run before the book saw the event, count the old state, and
 // not be woken again.
-func (r *AgentSandboxReconciler) wakePools(q workqueue.TypedRateLimitingInterface[reconcile.Request], old, cur *poolbook.Pod) {
+func (r *AgentSandboxReconciler) wakePools(q requestQueue, old, cur *poolbook.Pod) {
 	wake := func(p *poolbook.Pod, atOnce bool) {
 		req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: p.Key.Namespace, Name: p.Class}}
 		if atOnce {
@@ -106,9 +109,17 @@ func (r *AgentSandboxReconciler) sandboxes(ctx context.Context, opts ...client.L
 		log.FromContext(ctx).Error(err, "listing AgentSandboxes to re-check")
 		return nil
 	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for i := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	return requestsOf(list.Items)
+}
+
+// requestsOf returns a request for each of a list's items, for a watch that wakes them all.
+func requestsOf[T any, P interface {
+	*T
+	client.Object
+}](items []T) []reconcile.Request {
+	reqs := make([]reconcile.Request, 0, len(items))
+	for i := range items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(P(&items[i]))})
 	}
 	return reqs
 }
@@ -130,8 +141,8 @@ func windowsBuildChanged() predicate.Predicate {
 // runs once the book has taken a pod's change in, so the reconciles it starts count from a
 // book that shows it. A watch on pods would race the book: the cache runs each handler on
 // its own, in no set order.
-func bookSource(book *poolbook.Book, fn func(q workqueue.TypedRateLimitingInterface[reconcile.Request], old, cur *poolbook.Pod)) source.Source {
-	return source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+func bookSource(book *poolbook.Book, fn func(q requestQueue, old, cur *poolbook.Pod)) source.Source {
+	return source.Func(func(_ context.Context, q requestQueue) error {
 		book.Observe(func(old, cur *poolbook.Pod) { fn(q, old, cur) })
 		return nil
 	})

@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -50,7 +49,7 @@ func (q *quotaQueueReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&agentsv1alpha1.AgentSession{}, handler.EnqueueRequestsFromMapFunc(namespaceKey),
 			builder.WithPredicates(sessionEnded())).
 		// Pods through the book, once it shows them: the reconcile measures the quota there.
-		WatchesRawSource(bookSource(q.sessions.quota.book, func(wq workqueue.TypedRateLimitingInterface[reconcile.Request], old, cur *poolbook.Pod) {
+		WatchesRawSource(bookSource(q.sessions.quota.book, func(wq requestQueue, old, cur *poolbook.Pod) {
 			for _, p := range []*poolbook.Pod{old, cur} {
 				if p != nil && frees(p) {
 					wq.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: p.Key.Namespace}})

@@ -9,11 +9,10 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -91,8 +90,7 @@ func (v *runtimeReports) of(handler string) []nodeHandlerReport {
 // changes: a report changes when an agent starts or a node's containerd is reconfigured,
 // rarely, and which classes use a handler only their RuntimeClasses say.
 func (v *runtimeReports) nodeHandler(wakeAll func(context.Context) []reconcile.Request) handler.EventHandler {
-	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
-	apply := func(ctx context.Context, q queue, node string, value string) {
+	return nodeAnnotationHandler(runtimereport.Annotation, func(ctx context.Context, q requestQueue, node, value string) {
 		report, ok, err := runtimereport.Parse(value)
 		if err != nil {
 			// A node agent of another version, or a hand edit: the node reports nothing.
@@ -103,20 +101,7 @@ func (v *runtimeReports) nodeHandler(wakeAll func(context.Context) []reconcile.R
 				q.Add(req)
 			}
 		}
-	}
-	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
-			apply(ctx, q, e.Object.GetName(), e.Object.GetAnnotations()[runtimereport.Annotation])
-		},
-		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
-			if value := e.ObjectNew.GetAnnotations()[runtimereport.Annotation]; value != e.ObjectOld.GetAnnotations()[runtimereport.Annotation] {
-				apply(ctx, q, e.ObjectNew.GetName(), value)
-			}
-		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
-			apply(ctx, q, e.Object.GetName(), "")
-		},
-	}
+	})
 }
 
 // runtimeReadyCondition is the RuntimeReady condition of a class whose pods use handler:
@@ -177,29 +162,24 @@ func runtimeReadyCondition(handler string, reports []nodeHandlerReport, requireV
 }
 
 // setRuntimeReadyCondition sets the class's RuntimeReady condition in status from the node
-// agents' reports on its RuntimeClass's handler, and returns what to do once the status is
-// written: a Warning Event when the condition turned False. A class whose RuntimeClass does
-// not exist, or a Process class, has no such condition (Degraded says what is wrong then).
-func (r *AgentSandboxReconciler) setRuntimeReadyCondition(ctx context.Context, sb *agentsv1alpha1.AgentSandbox, status *agentsv1alpha1.AgentSandboxStatus) (func(), error) {
+// agents' reports on the handler of rc, its RuntimeClass, and returns what to do once the
+// status is written: a Warning Event when the condition turned False. A class whose
+// RuntimeClass does not exist (rc nil), or a Process class, has no such condition
+// (Degraded says what is wrong then).
+func (r *AgentSandboxReconciler) setRuntimeReadyCondition(sb *agentsv1alpha1.AgentSandbox, rc *nodev1.RuntimeClass, status *agentsv1alpha1.AgentSandboxStatus) func() {
 	var c *metav1.Condition
-	if isolationOf(sb) == agentsv1alpha1.IsolationHyperV {
-		_, rc, err := r.factory.runtimeClassFor(ctx, sb)
-		if err != nil {
-			return func() {}, err
-		}
-		if rc != nil {
-			c = runtimeReadyCondition(rc.Handler, r.runtimes.of(rc.Handler), sb.Spec.Placement.RequireVerifiedRuntime, sb.Generation)
-		}
+	if rc != nil && isolationOf(sb) == agentsv1alpha1.IsolationHyperV {
+		c = runtimeReadyCondition(rc.Handler, r.runtimes.of(rc.Handler), sb.Spec.Placement.RequireVerifiedRuntime, sb.Generation)
 	}
 	if c == nil {
 		meta.RemoveStatusCondition(&status.Conditions, agentsv1alpha1.SandboxRuntimeReady)
-		return func() {}, nil
+		return func() {}
 	}
 	meta.SetStatusCondition(&status.Conditions, *c)
 	key := client.ObjectKeyFromObject(sb)
 	if c.Status != metav1.ConditionFalse {
 		r.runtimeAnnounced.Delete(key)
-		return func() {}, nil
+		return func() {}
 	}
 	// One Event per problem, not per status write: the cached class a reconcile starts
 	// from can predate the last write, so its old condition cannot tell.
@@ -207,5 +187,5 @@ func (r *AgentSandboxReconciler) setRuntimeReadyCondition(ctx context.Context, s
 		if last, ok := r.runtimeAnnounced.Swap(key, c.Reason); !ok || last != c.Reason {
 			r.recorder.Eventf(sb, nil, corev1.EventTypeWarning, c.Reason, "CheckRuntime", "%s", c.Message)
 		}
-	}, nil
+	}
 }

@@ -69,6 +69,12 @@ func (f *podFactory) recipe(ctx context.Context, sb *agentsv1alpha1.AgentSandbox
 	if err != nil {
 		return nil, nil, err
 	}
+	return f.recipeWith(ctx, sb, rc, runtimeClass)
+}
+
+// recipeWith is recipe for a class whose RuntimeClass runtimeClassFor already resolved: rc
+// by name, runtimeClass the object (nil when it does not exist).
+func (f *podFactory) recipeWith(ctx context.Context, sb *agentsv1alpha1.AgentSandbox, rc string, runtimeClass *nodev1.RuntimeClass) (*podRecipe, *blocker, error) {
 	if runtimeClass == nil {
 		return nil, &blocker{Reason: agentsv1alpha1.ReasonRuntimeClassNotFound, Message: fmt.Sprintf(
 			"RuntimeClass %q does not exist: create it (handler runhcs-wcow-hypervisor for HyperV, runhcs-wcow-process for Process), or set spec.runtimeClassName to an existing one", rc)}, nil

@@ -7,7 +7,6 @@ import (
 	"context"
 
 	"github.com/go-logr/logr"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -57,7 +56,7 @@ type sessionEvents struct {
 }
 
 // Create implements handler.EventHandler.
-func (h *sessionEvents) Create(ctx context.Context, evt event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+func (h *sessionEvents) Create(ctx context.Context, evt event.CreateEvent, q requestQueue) {
 	s, isSession := evt.Object.(*agentsv1alpha1.AgentSession)
 	pq, isPriorityQueue := q.(priorityqueue.PriorityQueue[reconcile.Request])
 	if !isSession || s == nil || !isPriorityQueue || !holdsSandbox(&s.Status) {

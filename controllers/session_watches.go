@@ -141,9 +141,5 @@ func (r *AgentSessionReconciler) sessionsMatching(ctx context.Context, namespace
 		log.FromContext(ctx).Error(err, "listing sessions to re-check", "fields", fields)
 		return nil
 	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for i := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
-	}
-	return reqs
+	return requestsOf(list.Items)
 }

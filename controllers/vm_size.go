@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -102,11 +101,9 @@ func (v *vmSizeReports) of(class types.NamespacedName) []nodeSizeReport {
 }
 
 // nodeHandler keeps the reports in step with the Nodes (metadata only, as the manager
-// caches them) and wakes the classes whose reports changed. Updates that leave the
-// annotation alone, the bulk of Node events, cost one map lookup.
+// caches them) and wakes the classes whose reports changed.
 func (v *vmSizeReports) nodeHandler() handler.EventHandler {
-	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
-	apply := func(ctx context.Context, q queue, node string, value string) {
+	return nodeAnnotationHandler(uvm.SizesAnnotation, func(ctx context.Context, q requestQueue, node, value string) {
 		reports, err := uvm.ParseSizeReports(value)
 		if err != nil {
 			// A node agent of another version, or a hand edit: the node reports nothing.
@@ -115,17 +112,23 @@ func (v *vmSizeReports) nodeHandler() handler.EventHandler {
 		for _, class := range v.set(node, reports) {
 			q.Add(reconcile.Request{NamespacedName: class})
 		}
-	}
+	})
+}
+
+// nodeAnnotationHandler calls apply with a Node's value of one annotation (a node agent's
+// report) when the Node appears, when the value changes, and with "" when the Node goes.
+// Updates that leave the annotation alone, the bulk of Node events, cost one map lookup.
+func nodeAnnotationHandler(key string, apply func(ctx context.Context, q requestQueue, node, value string)) handler.EventHandler {
 	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, e event.CreateEvent, q queue) {
-			apply(ctx, q, e.Object.GetName(), e.Object.GetAnnotations()[uvm.SizesAnnotation])
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q requestQueue) {
+			apply(ctx, q, e.Object.GetName(), e.Object.GetAnnotations()[key])
 		},
-		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q queue) {
-			if value := e.ObjectNew.GetAnnotations()[uvm.SizesAnnotation]; value != e.ObjectOld.GetAnnotations()[uvm.SizesAnnotation] {
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q requestQueue) {
+			if value := e.ObjectNew.GetAnnotations()[key]; value != e.ObjectOld.GetAnnotations()[key] {
 				apply(ctx, q, e.ObjectNew.GetName(), value)
 			}
 		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q queue) {
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q requestQueue) {
 			apply(ctx, q, e.Object.GetName(), "")
 		},
 	}
