@@ -6,10 +6,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -134,22 +132,7 @@ func createLease(ctx context.Context, ns string, renewed time.Time, duration tim
 // runDoctor runs "kubectl agents ARGS..." with a timeout long enough for --e2e.
 func runDoctor(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), doctorTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, kubectl, append([]string{"agents"}, args...)...)
-	cmd.Env = pluginEnv()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("kubectl agents %v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return stdout.String(), stderr.String(), code
+	return kubectlAgentsWithin(t, doctorTimeout, nil, args...)
 }
 
 // doctorJSON runs the doctor with -o json and returns its checks by name.

@@ -86,7 +86,13 @@ func pluginEnv() []string {
 // kubectlAgents runs "kubectl agents ARGS..." and returns stdout, stderr and the exit code.
 func kubectlAgents(t *testing.T, stdin []byte, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	return kubectlAgentsWithin(t, waitTimeout, stdin, args...)
+}
+
+// kubectlAgentsWithin is kubectlAgents with a timeout of its own.
+func kubectlAgentsWithin(t *testing.T, timeout time.Duration, stdin []byte, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, kubectl, append([]string{"agents"}, args...)...)
 	cmd.Env = pluginEnv()

@@ -14,7 +14,6 @@ import (
 	nodev1 "k8s.io/api/node/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -72,9 +71,7 @@ func TestNodeAgentRuntimeCheck(t *testing.T) {
 		t.Cleanup(func() { _ = admin.Delete(context.Background(), rc) })
 	}
 
-	agent := impersonate(t, rest.ImpersonationConfig{UserName: nodeAgentUser,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + managerNamespace, "system:authenticated"},
-		Extra:  map[string][]string{"authentication.kubernetes.io/node-name": {mine}}},
+	agent := impersonate(t, nodeAgentIdentity(nodeAgentUser, mine),
 		func(ctx context.Context, c client.Client) error { // the chart's RBAC, in force
 			if _, err := nodeagent.CheckNode(ctx, c, mine); err != nil {
 				return err

@@ -70,9 +70,7 @@ func TestNodeAgentLeakTaint(t *testing.T) {
 		host.VMs = append(host.VMs, nodeagent.UtilityVM{ID: sandbox + "@vm", Created: time.Now().Add(-time.Hour), MemoryAssignedBytes: 3 << 30})
 	}
 
-	agentClient := impersonate(t, rest.ImpersonationConfig{UserName: taintAgentUser,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + managerNamespace, "system:authenticated"},
-		Extra:  map[string][]string{"authentication.kubernetes.io/node-name": {name}}},
+	agentClient := impersonate(t, nodeAgentIdentity(taintAgentUser, name),
 		func(ctx context.Context, c client.Client) error {
 			_, err := nodeagent.CheckNode(ctx, c, name)
 			return err

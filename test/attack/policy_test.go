@@ -259,12 +259,7 @@ func TestPolicyNodeAgentPatchesOnlyItsOwnNodeSummary(t *testing.T) {
 	}
 
 	agentOn := func(node string) client.Client {
-		who := rest.ImpersonationConfig{UserName: nodeAgentUser,
-			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + managerNamespace, "system:authenticated"}}
-		if node != "" {
-			who.Extra = map[string][]string{"authentication.kubernetes.io/node-name": {node}}
-		}
-		return impersonate(t, who, func(ctx context.Context, c client.Client) error {
+		return impersonate(t, nodeAgentIdentity(nodeAgentUser, node), func(ctx context.Context, c client.Client) error {
 			_, err := nodeagent.CheckNode(ctx, c, mine) // the agent's start-up read, with the chart's RBAC
 			return err
 		})
@@ -383,6 +378,17 @@ var nodeAgentUser = "system:serviceaccount:" + managerNamespace + ":hyperpool-no
 var nodeAgentPolicy struct {
 	once sync.Once
 	err  error
+}
+
+// nodeAgentIdentity is a node agent's ServiceAccount token as bound to its pod on node (no
+// node-name claim when node is ""), the identity the chart's node-agent policy confines.
+func nodeAgentIdentity(user, node string) rest.ImpersonationConfig {
+	who := rest.ImpersonationConfig{UserName: user,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + managerNamespace, "system:authenticated"}}
+	if node != "" {
+		who.Extra = map[string][]string{"authentication.kubernetes.io/node-name": {node}}
+	}
+	return who
 }
 
 // installNodeAgentPolicy applies what the chart renders for the node agent (release

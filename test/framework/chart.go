@@ -5,9 +5,7 @@ package framework
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +13,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/hyperpool/hyperpool/test/testbed"
@@ -43,18 +40,13 @@ func RenderChart(e *testbed.Env, release, namespace string, flags ...string) ([]
 // RenderChart returns it) but those of the kinds in skip, in the order given; objects that
 // already exist are left as they are. It returns the objects created.
 func CreateManifest(ctx context.Context, c client.Client, manifest []byte, skip ...string) ([]*unstructured.Unstructured, error) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(manifest), 4096)
+	objs, err := decodeManifest(manifest)
+	if err != nil {
+		return nil, err
+	}
 	var created []*unstructured.Unstructured
-	for {
-		u := &unstructured.Unstructured{}
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return created, nil
-		}
-		if err != nil {
-			return created, fmt.Errorf("decoding the manifest: %w", err)
-		}
-		if len(u.Object) == 0 || slices.Contains(skip, u.GetKind()) {
+	for _, u := range objs {
+		if slices.Contains(skip, u.GetKind()) {
 			continue
 		}
 		if err := c.Create(ctx, u); err != nil {
@@ -65,4 +57,5 @@ func CreateManifest(ctx context.Context, c client.Client, manifest []byte, skip 
 		}
 		created = append(created, u)
 	}
+	return created, nil
 }
