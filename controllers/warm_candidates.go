@@ -11,6 +11,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/indexheap"
 	"github.com/hyperpool/hyperpool/internal/podstate"
 )
 
@@ -199,7 +200,7 @@ func (w *warmCandidates) take(class types.NamespacedName, owner types.UID, hash 
 	var bestRank rankedPod
 	for _, n := range c.nodes {
 		for h, hp := range n.byHash {
-			e := hp.firstOf(owner)
+			e := firstOf(*hp, owner)
 			if e == nil {
 				continue
 			}
@@ -251,38 +252,25 @@ func (w *warmCandidates) release(key types.NamespacedName) {
 	}
 }
 
-// candidateHeap holds one class's candidates of one template on one node, oldest first.
-type candidateHeap []*podEntry
+// candidateHeap holds one class's candidates of one template on one node, oldest first
+// (then by name).
+type candidateHeap = indexheap.Heap[*podEntry]
 
-func (h candidateHeap) Len() int { return len(h) }
-func (h candidateHeap) Less(i, j int) bool {
-	if c := h[i].created.Compare(h[j].created); c != 0 {
+// HeapLess orders the candidates of a candidateHeap.
+func (e *podEntry) HeapLess(o *podEntry) bool {
+	if c := e.created.Compare(o.created); c != 0 {
 		return c < 0
 	}
-	return h[i].key.Name < h[j].key.Name
+	return e.key.Name < o.key.Name
 }
-func (h candidateHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *candidateHeap) Push(x any) {
-	e := x.(*podEntry)
-	e.index = len(*h)
-	*h = append(*h, e)
-}
-func (h *candidateHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.index = -1
-	return e
-}
+
+// SetHeapIndex records e's place in its candidateHeap.
+func (e *podEntry) SetHeapIndex(i int) { e.index = i }
 
 // firstOf is the oldest candidate controlled by owner. It is the head but for pods left by
 // an earlier class of the same name (deleted and created again), which the garbage
 // collector is removing: those are skipped, in heap order.
-func (h candidateHeap) firstOf(owner types.UID) *podEntry {
+func firstOf(h candidateHeap, owner types.UID) *podEntry {
 	if len(h) == 0 {
 		return nil
 	}

@@ -28,6 +28,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/indexheap"
 	"github.com/hyperpool/hyperpool/internal/podstate"
 	"github.com/hyperpool/hyperpool/internal/uvm"
 )
@@ -410,27 +411,13 @@ func (b *Book) unlink(e *entry) {
 }
 
 // notReadyHeap orders warm pods not yet Ready by creation, oldest first.
-type notReadyHeap []*entry
+type notReadyHeap = indexheap.Heap[*entry]
 
-func (h notReadyHeap) Len() int           { return len(h) }
-func (h notReadyHeap) Less(i, j int) bool { return h[i].Created.Before(h[j].Created) }
-func (h notReadyHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *notReadyHeap) Push(x any) {
-	e := x.(*entry)
-	e.index = len(*h)
-	*h = append(*h, e)
-}
-func (h *notReadyHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	e.index = -1
-	return e
-}
+// HeapLess orders the pods of a notReadyHeap.
+func (e *entry) HeapLess(o *entry) bool { return e.Created.Before(o.Created) }
+
+// SetHeapIndex records e's place in its notReadyHeap.
+func (e *entry) SetHeapIndex(i int) { e.index = i }
 
 // tally sums a set of pods: how many, how many Ready, how many ended, and by template hash
 // what their footprints come to.
