@@ -20,6 +20,7 @@ import (
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/capbuf"
 	"github.com/hyperpool/hyperpool/internal/uvm"
 	hpclient "github.com/hyperpool/hyperpool/pkg/client"
 )
@@ -272,10 +273,10 @@ func (r *e2eRun) commands(ctx context.Context) {
 	}
 	for _, args := range cmds {
 		name := "e2e " + strings.Join(args, " ")
-		stdout, stderr := &capped{limit: e2eMaxOutput}, &capped{limit: e2eMaxOutput}
+		stdout, stderr := capbuf.New(e2eMaxOutput), capbuf.New(e2eMaxOutput)
 		code, err := r.session.Run(ctx, hpclient.Command{Args: args, Stdout: stdout, Stderr: stderr, Timeout: time.Minute})
 		cut := ""
-		if dropped := stdout.dropped + stderr.dropped; dropped > 0 {
+		if dropped := stdout.Dropped() + stderr.Dropped(); dropped > 0 {
 			cut = fmt.Sprintf(" (the sandbox wrote %d bytes more than the %d KiB kept of each stream)", dropped, e2eMaxOutput>>10)
 		}
 		switch {
@@ -304,7 +305,7 @@ func firstLine(s string) string {
 		if l = strings.TrimSpace(l); l != "" {
 			const max = 160
 			if len(l) > max {
-				l = string(trimPartialRune([]byte(l[:max]))) + "…"
+				l = string(capbuf.TrimPartialRune([]byte(l[:max]))) + "…"
 			}
 			return l
 		}

@@ -20,6 +20,7 @@ import (
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentsv1alpha1 "github.com/hyperpool/hyperpool/api/v1alpha1"
+	"github.com/hyperpool/hyperpool/internal/capbuf"
 	hpclient "github.com/hyperpool/hyperpool/pkg/client"
 )
 
@@ -277,7 +278,7 @@ func (sb *mcpSandbox) runCommand(ctx context.Context, req *mcp.CallToolRequest, 
 	if err != nil {
 		return nil, runCommandOut{}, err
 	}
-	stdout, stderr := &capped{limit: sb.o.maxOutput}, &capped{limit: sb.o.maxOutput}
+	stdout, stderr := capbuf.New(sb.o.maxOutput), capbuf.New(sb.o.maxOutput)
 	c := hpclient.Command{Args: in.Args, Stdout: stdout, Stderr: stderr, WorkDir: in.WorkDir,
 		Timeout: time.Duration(in.TimeoutSeconds) * time.Second}
 	if in.Stdin != "" {
@@ -287,7 +288,7 @@ func (sb *mcpSandbox) runCommand(ctx context.Context, req *mcp.CallToolRequest, 
 	if err != nil {
 		return nil, runCommandOut{}, sb.explain(s, err)
 	}
-	out := runCommandOut{ExitCode: code, Stdout: stdout.String(), Stderr: stderr.String(), Truncated: stdout.cut() || stderr.cut()}
+	out := runCommandOut{ExitCode: code, Stdout: stdout.String(), Stderr: stderr.String(), Truncated: stdout.Cut() || stderr.Cut()}
 	text := fmt.Sprintf("exit code %d\n--- stdout ---\n%s\n--- stderr ---\n%s", out.ExitCode, out.Stdout, out.Stderr)
 	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, out, nil
 }
@@ -351,8 +352,8 @@ func (sb *mcpSandbox) readFile(ctx context.Context, req *mcp.CallToolRequest, in
 	}
 	buf := head.Data
 	out := readFileOut{Size: head.Size, Truncated: head.Truncated, Encoding: "text"}
-	if utf8.Valid(buf) || out.Truncated && utf8.Valid(trimPartialRune(buf)) {
-		out.Content = string(trimPartialRune(buf))
+	if utf8.Valid(buf) || out.Truncated && utf8.Valid(capbuf.TrimPartialRune(buf)) {
+		out.Content = string(capbuf.TrimPartialRune(buf))
 	} else {
 		out.Encoding, out.Content = "base64", base64.StdEncoding.EncodeToString(buf)
 	}
@@ -537,46 +538,4 @@ func (sb *mcpSandbox) endSession(ctx context.Context, req *mcp.CallToolRequest, 
 		return nil, doneOut{}, fmt.Errorf("end session %s: %w", s.Name, err)
 	}
 	return nil, doneOut{Message: fmt.Sprintf("session %s ended", s.Name)}, nil
-}
-
-// trimPartialRune drops an incomplete UTF-8 sequence that a cut left at the end.
-func trimPartialRune(b []byte) []byte {
-	for i := 0; i < utf8.UTFMax && i < len(b); i++ {
-		r, size := utf8.DecodeLastRune(b[:len(b)-i])
-		if r != utf8.RuneError || size > 1 {
-			return b[:len(b)-i]
-		}
-	}
-	return b
-}
-
-// capped keeps the first limit bytes written to it and counts the rest.
-type capped struct {
-	limit   int
-	buf     []byte
-	dropped int64
-}
-
-func (c *capped) Write(p []byte) (int, error) {
-	room := c.limit - len(c.buf)
-	if room >= len(p) {
-		c.buf = append(c.buf, p...)
-		return len(p), nil
-	}
-	if room > 0 {
-		c.buf = append(c.buf, p[:room]...)
-	}
-	c.dropped += int64(len(p) - max(room, 0))
-	return len(p), nil
-}
-
-func (c *capped) cut() bool { return c.dropped > 0 }
-
-// String is the kept output, with the cut marked.
-func (c *capped) String() string {
-	if c.dropped == 0 {
-		return string(c.buf)
-	}
-	kept := trimPartialRune(c.buf)
-	return fmt.Sprintf("%s\n[... truncated: %d more bytes]", kept, c.dropped+int64(len(c.buf)-len(kept)))
 }

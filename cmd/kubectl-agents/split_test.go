@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"testing"
 
 	hpclient "github.com/hyperpool/hyperpool/pkg/client"
@@ -56,23 +55,5 @@ func TestSplitSandboxPath(t *testing.T) {
 		if d != tc.dir || b != tc.base {
 			t.Errorf("SplitSandboxPath(%q) = %q, %q", tc.p, d, b)
 		}
-	}
-}
-
-func TestCappedMarksTheCut(t *testing.T) {
-	c := &capped{limit: 5}
-	_, _ = c.Write([]byte("abc"))
-	_, _ = c.Write([]byte("défg"))
-	if !c.cut() || !strings.HasPrefix(c.String(), "abcd") || !strings.Contains(c.String(), "truncated: 4 more bytes") {
-		t.Errorf("capped: cut %v, %q", c.cut(), c.String())
-	}
-	// The cut falls inside é (2 bytes): the partial rune is dropped from the text.
-	if strings.ContainsRune(c.String(), '\uFFFD') {
-		t.Errorf("a partial rune is left: %q", c.String())
-	}
-	c = &capped{limit: 5}
-	_, _ = c.Write([]byte("abc"))
-	if c.cut() || c.String() != "abc" {
-		t.Errorf("under the limit: %v, %q", c.cut(), c.String())
 	}
 }

@@ -1,7 +1,6 @@
 package nodeagent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hyperpool/hyperpool/internal/capbuf"
 	"github.com/hyperpool/hyperpool/internal/runtimereport"
 )
 
@@ -60,7 +60,7 @@ func (c ContainerdConfig) ReadRuntimeConfig(ctx context.Context) ([]byte, error)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.Path, c.Args()...)
-	stdout, stderr := &cappedBuffer{limit: runtimereport.MaxConfigBytes}, &cappedBuffer{limit: maxStderr}
+	stdout, stderr := capbuf.New(runtimereport.MaxConfigBytes), capbuf.New(maxStderr)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// After the kill on timeout, a child that inherited the pipes could keep Wait waiting
 	// for their end; stop waiting for it a moment later.
@@ -75,29 +75,8 @@ func (c ContainerdConfig) ReadRuntimeConfig(ctx context.Context) ([]byte, error)
 			return nil, fmt.Errorf("%s: %w: %s", what, err, msg)
 		}
 		return nil, fmt.Errorf("%s: %w", what, err)
-	case stdout.overflow:
+	case stdout.Cut():
 		return nil, fmt.Errorf("%s printed more than %d bytes, which is not a containerd configuration", what, runtimereport.MaxConfigBytes)
 	}
 	return stdout.Bytes(), nil
 }
-
-// cappedBuffer keeps the first limit bytes written to it and discards the rest, still
-// accepting them so the process writing is not blocked or failed by a full pipe. It does
-// not embed bytes.Buffer: exec would copy into its ReadFrom, past the cap.
-type cappedBuffer struct {
-	buf      bytes.Buffer
-	limit    int
-	overflow bool
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	if room := b.limit - b.buf.Len(); len(p) > room {
-		b.overflow = true
-		b.buf.Write(p[:max(room, 0)])
-		return len(p), nil
-	}
-	return b.buf.Write(p)
-}
-
-func (b *cappedBuffer) Bytes() []byte  { return b.buf.Bytes() }
-func (b *cappedBuffer) String() string { return b.buf.String() }
