@@ -94,6 +94,8 @@ type doctorEnv struct {
 	// classes are the classes in scope; classesErr why they could not be listed.
 	classes    []agentsv1alpha1.AgentSandbox
 	classesErr error
+	// nodes are the Windows nodes, once listed (windowsNodes).
+	nodes *nodeList
 	// handlers are the containerd handlers of the RuntimeClasses the classes use (filled
 	// by the RuntimeClass check), for the node agents' reports.
 	handlers map[string]bool

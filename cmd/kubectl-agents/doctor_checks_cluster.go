@@ -285,11 +285,21 @@ func checkAdmissionPolicies(ctx context.Context, d *doctorEnv) checkResult {
 	return pass(name, fmt.Sprintf("%d policies present and bound: %s", len(want), strings.Join(want, ", ")))
 }
 
-// windowsNodes lists the Windows nodes.
+// windowsNodes lists the Windows nodes, once per run: the node check and the node agents'
+// check both read them, and on a large cluster the list is the run's largest read.
 func windowsNodes(ctx context.Context, d *doctorEnv) ([]corev1.Node, error) {
-	nodes := &corev1.NodeList{}
-	err := d.kube.List(ctx, nodes, crclient.MatchingLabels{corev1.LabelOSStable: "windows"})
-	return nodes.Items, err
+	if d.nodes == nil {
+		list := &corev1.NodeList{}
+		err := d.kube.List(ctx, list, crclient.MatchingLabels{corev1.LabelOSStable: "windows"})
+		d.nodes = &nodeList{items: list.Items, err: err}
+	}
+	return d.nodes.items, d.nodes.err
+}
+
+// nodeList is the Windows nodes as listed, or why they could not be.
+type nodeList struct {
+	items []corev1.Node
+	err   error
 }
 
 func checkWindowsNodes(ctx context.Context, d *doctorEnv) checkResult {
