@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/hyperpool/hyperpool/internal/uvm"
 )
@@ -111,22 +112,16 @@ type Agent struct {
 // NeedLeaderElection is false: every node runs its own agent.
 func (a *Agent) NeedLeaderElection() bool { return false }
 
-// Start runs a round at once and then every Config.Interval until ctx ends.
+// Start runs a round at once and then, until ctx ends, another Config.Interval after each.
 func (a *Agent) Start(ctx context.Context) error {
 	a.Log.Info("taking inventory of Hyper-V utility VMs", "node", a.Config.NodeName, "reap", a.Config.Reap,
 		"gracePeriod", a.Config.GracePeriod, "interval", a.Config.Interval)
-	ticker := time.NewTicker(a.Config.Interval)
-	defer ticker.Stop()
-	for {
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		if _, err := a.RunOnce(ctx); err != nil && ctx.Err() == nil {
 			a.Log.Error(err, "inventory round failed; retrying at the next interval")
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ticker.C:
-		}
-	}
+	}, a.Config.Interval)
+	return nil
 }
 
 func (a *Agent) now() time.Time {

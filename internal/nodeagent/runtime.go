@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/hyperpool/hyperpool/internal/runtimereport"
 )
@@ -83,25 +84,19 @@ type RuntimeCheck struct {
 // NeedLeaderElection is false: every node checks its own runtime.
 func (c *RuntimeCheck) NeedLeaderElection() bool { return false }
 
-// Start checks at once and then every Interval until ctx ends.
+// Start checks at once and then, until ctx ends, again Interval after each check.
 func (c *RuntimeCheck) Start(ctx context.Context) error {
 	interval := c.Interval
 	if interval <= 0 {
 		interval = DefaultRuntimeCheckInterval
 	}
 	c.Log.Info("checking the container runtime's handlers", "node", c.NodeName, "interval", interval)
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		if _, err := c.CheckOnce(ctx); err != nil && ctx.Err() == nil {
 			c.Log.Error(err, "runtime check failed; retrying at the next interval")
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-ticker.C:
-		}
-	}
+	}, interval)
+	return nil
 }
 
 // CheckOnce checks the handlers of the RuntimeClasses that match the Node's labels and
