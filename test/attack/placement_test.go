@@ -9,8 +9,6 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	nodev1 "k8s.io/api/node/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hyperpool/hyperpool/internal/runtimereport"
 	"github.com/hyperpool/hyperpool/test/builders"
@@ -27,28 +25,15 @@ func TestClassAuthorCannotWriteAPlacementAroundVerifiedNodes(t *testing.T) {
 	ctx := context.Background()
 	ns := env.CreateNamespace(t)
 	handler := "runhcs-wcow-hypervisor-p" + ns[len(ns)-5:] // a DNS label of its own
-	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: "verified-" + ns}, Handler: handler}
-	mustCreate(t, admin, rc)
-	t.Cleanup(func() { _ = admin.Delete(context.Background(), rc) })
-
-	// Nodes of this test's own: their taint keeps the other tests' pods off them.
-	taint := corev1.Taint{Key: "hyperpool.test/placement", Value: ns, Effect: corev1.TaintEffectNoSchedule}
-	nodes, err := env.CreateWindowsNodes(ctx, "placement-"+ns, 2, build2022,
-		testbed.WithLabels(map[string]string{taint.Key: ns}), testbed.WithTaints(testbed.WindowsTaint(), taint))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for i := range nodes {
-			_ = admin.Delete(context.Background(), &nodes[i])
-		}
-	})
+	rcName := "verified-" + ns
+	env.CreateRuntimeClass(t, rcName, handler)
+	nodes := env.CreateOwnWindowsNodes(t, ns, 2, build2022)
 	verified, unverified := nodes[0].Name, nodes[1].Name
 
 	escape := corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{
-		{Key: taint.Key, Operator: corev1.NodeSelectorOpIn, Values: []string{ns}}}}
-	mustCreate(t, classAuthor(t, ns), builders.AgentSandbox(ns, "placed").Replicas(4).RuntimeClass(rc.Name).RequireVerifiedRuntime().
-		NodeSelector(taint.Key, ns).Toleration(corev1.Toleration{Key: taint.Key, Operator: corev1.TolerationOpEqual, Value: ns, Effect: taint.Effect}).
+		{Key: testbed.OwnNodesKey, Operator: corev1.NodeSelectorOpIn, Values: []string{ns}}}}
+	mustCreate(t, classAuthor(t, ns), builders.AgentSandbox(ns, "placed").Replicas(4).RuntimeClass(rcName).RequireVerifiedRuntime().
+		OnNodesOf(testbed.OwnNodesKey, ns).
 		PodSpec(func(spec *corev1.PodSpec) {
 			spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
 				RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{escape, escape}}}}

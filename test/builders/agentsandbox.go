@@ -143,6 +143,13 @@ func (w *AgentSandboxWrapper) NodeSelector(key, value string) *AgentSandboxWrapp
 	return w
 }
 
+// OnNodesOf confines the pods to the nodes labelled and tainted (NoSchedule) key=value, such
+// as a test's own (testbed.CreateOwnWindowsNodes).
+func (w *AgentSandboxWrapper) OnNodesOf(key, value string) *AgentSandboxWrapper {
+	return w.NodeSelector(key, value).Toleration(corev1.Toleration{Key: key, Operator: corev1.TolerationOpEqual,
+		Value: value, Effect: corev1.TaintEffectNoSchedule})
+}
+
 // Toleration adds a toleration to the pod template.
 func (w *AgentSandboxWrapper) Toleration(t corev1.Toleration) *AgentSandboxWrapper {
 	w.Spec.Template.Spec.Tolerations = append(w.Spec.Template.Spec.Tolerations, t)

@@ -9,9 +9,11 @@ import (
 	"maps"
 	"runtime/debug"
 	"strings"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
@@ -237,4 +239,40 @@ func nodeSchedulable(node *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// OwnNodesKey labels and taints (NoSchedule) the nodes CreateOwnWindowsNodes makes, with the
+// test's namespace as value: only pods that select and tolerate it run there, and the
+// test's pods run nowhere else (builders' OnNodesOf).
+const OwnNodesKey = "hyperpool.test/own-nodes"
+
+// CreateOwnWindowsNodes creates count Windows nodes of build for one test alone, labelled and
+// tainted OwnNodesKey=ns, and deletes them when the test ends: a test that writes to its
+// nodes (labels, a node agent's annotations) or counts what runs there shares them with no
+// other test.
+func (e *Env) CreateOwnWindowsNodes(t testing.TB, ns string, count int, build string) []corev1.Node {
+	t.Helper()
+	own := corev1.Taint{Key: OwnNodesKey, Value: ns, Effect: corev1.TaintEffectNoSchedule}
+	nodes, err := e.CreateWindowsNodes(context.Background(), "own-"+ns, count, build,
+		WithLabels(map[string]string{OwnNodesKey: ns}), WithTaints(WindowsTaint(), own))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := range nodes {
+			_ = e.Client.Delete(context.Background(), &nodes[i])
+		}
+	})
+	return nodes
+}
+
+// CreateRuntimeClass creates a RuntimeClass of the handler for one test, deleted when the
+// test ends.
+func (e *Env) CreateRuntimeClass(t testing.TB, name, handler string) {
+	t.Helper()
+	rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Handler: handler}
+	if err := e.Client.Create(context.Background(), rc); err != nil {
+		t.Fatalf("creating RuntimeClass %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), rc) })
 }

@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,34 +29,19 @@ import (
 // another reports dropped annotations (AnnotationsDropped, naming that node and the fix,
 // with one Warning Event); once every node verified it, RuntimeReady is True.
 //
-// The test has nodes, a handler and a RuntimeClass of its own: the node taint keeps the
-// other tests' pods off its nodes, and only its class uses the handler.
+// The test has nodes, a handler and a RuntimeClass of its own: only its class uses the
+// handler, and only its pods run on its nodes.
 func TestRequireVerifiedRuntimePlacesPodsAndReportsTheHandler(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	ns := env.CreateNamespace(t)
 	handler := "runhcs-wcow-hypervisor-t" + ns[len(ns)-5:] // the namespace's random suffix; a handler is a DNS label
 	rcName := "verified-" + ns
-	create(t, &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rcName}, Handler: handler})
-	t.Cleanup(func() {
-		_ = k8s.Delete(context.Background(), &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: rcName}})
-	})
-
-	taint := corev1.Taint{Key: "hyperpool.test/runtime", Value: ns, Effect: corev1.TaintEffectNoSchedule}
-	nodes, err := env.CreateWindowsNodes(ctx, "rt-"+ns, 2, build2022,
-		testbed.WithLabels(map[string]string{taint.Key: ns}), testbed.WithTaints(testbed.WindowsTaint(), taint))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for i := range nodes {
-			_ = k8s.Delete(context.Background(), &nodes[i])
-		}
-	})
+	env.CreateRuntimeClass(t, rcName, handler)
+	nodes := env.CreateOwnWindowsNodes(t, ns, 2, build2022)
 	bad, good := nodes[0].Name, nodes[1].Name
 
 	create(t, builders.AgentSandbox(ns, "verified").Replicas(1).RuntimeClass(rcName).RequireVerifiedRuntime().
-		NodeSelector(taint.Key, ns).Toleration(corev1.Toleration{Key: taint.Key, Operator: corev1.TolerationOpEqual, Value: ns, Effect: taint.Effect}).Obj())
+		OnNodesOf(testbed.OwnNodesKey, ns).Obj())
 
 	// No node verified the handler: the pod carries the requirement and is not scheduled.
 	waitRuntimeReady(t, ns, "verified", agentsv1alpha1.ReasonNoVerifiedNode, "no node agent has checked runtime handler")
